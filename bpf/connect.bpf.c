@@ -1,0 +1,238 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * meshlane: cgroup connect4 / connect6. For a socket in a captured pod (found by
+ * the netns cookie of its network namespace), decide as istio-iptables would and
+ * redirect the connect to the pod's proxy on 127.0.0.1 / ::1. The original
+ * destination goes into the socket's local storage, for SO_ORIGINAL_DST.
+ *
+ * The socket is bound to the pod IP first (unless the app bound it already), so
+ * the proxy sees podIP:ephemeral as its peer, as it does under iptables REDIRECT.
+ */
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "meshlane.h"
+#include "maps.h"
+#include "outbound.h"
+
+#define ALLOW 1
+
+#define IP4_LOOPBACK1 0x7f000001     /* 127.0.0.1 */
+#define IP4_PASSTHROUGH 0x7f000006   /* 127.0.0.6 */
+#define IP4_LOOPBACK_NET 0x7f000000  /* 127.0.0.0/8 */
+#define IP4_LOOPBACK_MASK 0xff000000
+
+static __always_inline int cidr4_has(const struct pod_config *pod, __u32 kind, __be32 addr)
+{
+	struct cidr4_key key = {
+		.prefixlen = CIDR_KEY_FIXED_BITS + 32,
+		.pod_id = pod->pod_id,
+		.kind = kind,
+		.addr = addr,
+	};
+
+	return bpf_map_lookup_elem(&pod_cidrs4, &key) != NULL;
+}
+
+static __always_inline int cidr6_has(const struct pod_config *pod, __u32 kind, const __u32 *addr)
+{
+	struct cidr6_key key = {
+		.prefixlen = CIDR_KEY_FIXED_BITS + 128,
+		.pod_id = pod->pod_id,
+		.kind = kind,
+	};
+
+	__builtin_memcpy(key.addr, addr, 16);
+	return bpf_map_lookup_elem(&pod_cidrs6, &key) != NULL;
+}
+
+static __always_inline int ip6_eq(const __u32 *a, const __u8 *b)
+{
+	const __u32 *w = (const __u32 *)b;
+
+	return a[0] == w[0] && a[1] == w[1] && a[2] == w[2] && a[3] == w[3];
+}
+
+static __always_inline int ip6_is_v4mapped(const __u32 *a)
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
+}
+
+/* ::N with N small (::1, ::6) */
+static __always_inline int ip6_is_low(const __u32 *a, __u32 n)
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == bpf_htonl(n);
+}
+
+static __always_inline void fill_owner(struct conn *c)
+{
+	__u64 ug = bpf_get_current_uid_gid();
+
+	c->uid = (__u32)ug;
+	c->gid = (__u32)(ug >> 32);
+}
+
+static __always_inline void remember(struct bpf_sock_addr *ctx, __u16 family, const void *addr,
+				     __u32 addr_len, __be16 port, __u32 kind)
+{
+	struct sock_state *st;
+
+	st = bpf_sk_storage_get(&sock_state, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return;
+	st->role = ROLE_APP;
+	st->orig.family = family;
+	st->orig.port = port;
+	st->orig.kind = kind;
+	__builtin_memset(st->orig.addr, 0, sizeof(st->orig.addr));
+	if (addr_len == 4)
+		__builtin_memcpy(st->orig.addr, addr, 4);
+	else
+		__builtin_memcpy(st->orig.addr, addr, 16);
+}
+
+/* The IPv4 decision, shared by connect4 and v4-mapped connects on a v6 socket. */
+static __always_inline __u16 decide4(const struct pod_config *pod, __be32 dst, __u16 dport,
+				     __be32 src)
+{
+	__u32 h = bpf_ntohl(dst);
+	struct conn c = { .dport = dport };
+
+	c.dst_loopback1 = h == IP4_LOOPBACK1;
+	c.local = (h & IP4_LOOPBACK_MASK) == IP4_LOOPBACK_NET ||
+		  ((pod->flags & POD_HAS_IP4) && dst == pod->ip4);
+	c.src_passthrough = bpf_ntohl(src) == IP4_PASSTHROUGH;
+	fill_owner(&c);
+	c.excluded = cidr4_has(pod, CIDR_OUT_EXCLUDE, dst);
+	c.included = !(pod->flags & POD_OUT_INCLUDE_ALL) && cidr4_has(pod, CIDR_OUT_INCLUDE, dst);
+	return decide_outbound_tcp(pod, &c);
+}
+
+static __always_inline __u32 kind_of(const struct pod_config *pod, __u16 port)
+{
+	return port == pod->outbound_port ? CAPTURE_OUTBOUND : CAPTURE_INBOUND;
+}
+
+SEC("cgroup/connect4")
+int meshlane_connect4(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_netns_cookie(ctx);
+	struct pod_config *pod;
+	struct bpf_sock *sk;
+	__be32 dst, src;
+	__u16 port;
+
+	pod = bpf_map_lookup_elem(&pods, &cookie);
+	if (!pod || ctx->type != ML_SOCK_STREAM)
+		return ALLOW;
+	sk = ctx->sk;
+	if (!sk)
+		return ALLOW;
+	stat_inc(STAT_CONNECT_SEEN);
+	dst = ctx->user_ip4;
+	src = sk->src_ip4;
+	port = decide4(pod, dst, bpf_ntohs((__u16)ctx->user_port), src);
+	if (!port) {
+		stat_inc(STAT_BYPASSED);
+		return ALLOW;
+	}
+	remember(ctx, ML_AF_INET, &dst, 4, (__be16)ctx->user_port, kind_of(pod, port));
+	if (src == 0 && (pod->flags & POD_HAS_IP4)) {
+		struct sockaddr_in sa = { .sin_family = ML_AF_INET, .sin_addr.s_addr = pod->ip4 };
+
+		/* Fails harmlessly (the kernel then picks 127.0.0.1) if the socket is bound. */
+		bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
+	}
+	ctx->user_ip4 = bpf_htonl(IP4_LOOPBACK1);
+	ctx->user_port = bpf_htons(port);
+	stat_inc(port == pod->outbound_port ? STAT_CAPTURED_OUTBOUND : STAT_CAPTURED_INBOUND);
+	return ALLOW;
+}
+
+static __always_inline __u16 decide6(const struct pod_config *pod, const __u32 *dst, __u16 dport,
+				     const __u32 *src)
+{
+	struct conn c = { .dport = dport };
+
+	c.dst_loopback1 = ip6_is_low(dst, 1);
+	c.local = c.dst_loopback1 || ip6_is_low(dst, 6) ||
+		  ((pod->flags & POD_HAS_IP6) && ip6_eq(dst, pod->ip6));
+	c.src_passthrough = ip6_is_low(src, 6);
+	fill_owner(&c);
+	c.excluded = cidr6_has(pod, CIDR_OUT_EXCLUDE, dst);
+	c.included = !(pod->flags & POD_OUT_INCLUDE_ALL) && cidr6_has(pod, CIDR_OUT_INCLUDE, dst);
+	return decide_outbound_tcp(pod, &c);
+}
+
+SEC("cgroup/connect6")
+int meshlane_connect6(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_netns_cookie(ctx);
+	struct pod_config *pod;
+	struct bpf_sock *sk;
+	__u32 dst[4], src[4];
+	__u16 port, dport;
+	int mapped;
+
+	pod = bpf_map_lookup_elem(&pods, &cookie);
+	if (!pod || ctx->type != ML_SOCK_STREAM)
+		return ALLOW;
+	sk = ctx->sk;
+	if (!sk)
+		return ALLOW;
+	stat_inc(STAT_CONNECT_SEEN);
+	dst[0] = ctx->user_ip6[0];
+	dst[1] = ctx->user_ip6[1];
+	dst[2] = ctx->user_ip6[2];
+	dst[3] = ctx->user_ip6[3];
+	src[0] = sk->src_ip6[0];
+	src[1] = sk->src_ip6[1];
+	src[2] = sk->src_ip6[2];
+	src[3] = sk->src_ip6[3];
+	dport = bpf_ntohs((__u16)ctx->user_port);
+	/* A v4-mapped destination travels as IPv4: the IPv4 rules decide it. */
+	mapped = ip6_is_v4mapped(dst);
+	if (mapped)
+		port = decide4(pod, dst[3], dport, ip6_is_v4mapped(src) ? src[3] : 0);
+	else
+		port = decide6(pod, dst, dport, src);
+	if (!port) {
+		stat_inc(STAT_BYPASSED);
+		return ALLOW;
+	}
+	if (mapped)
+		remember(ctx, ML_AF_INET, &dst[3], 4, (__be16)ctx->user_port, kind_of(pod, port));
+	else
+		remember(ctx, ML_AF_INET6, dst, 16, (__be16)ctx->user_port, kind_of(pod, port));
+
+	if (!(src[0] | src[1] | src[2] | src[3])) {
+		struct sockaddr_in6 sa = { .sin6_family = ML_AF_INET6 };
+
+		if (mapped && (pod->flags & POD_HAS_IP4)) {
+			sa.sin6_addr.in6_u.u6_addr32[2] = bpf_htonl(0x0000ffff);
+			sa.sin6_addr.in6_u.u6_addr32[3] = pod->ip4;
+			bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
+		} else if (!mapped && (pod->flags & POD_HAS_IP6)) {
+			__builtin_memcpy(&sa.sin6_addr, pod->ip6, 16);
+			bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
+		}
+	}
+	if (mapped) {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
+		ctx->user_ip6[3] = bpf_htonl(IP4_LOOPBACK1);
+	} else {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = 0;
+		ctx->user_ip6[3] = bpf_htonl(1);
+	}
+	ctx->user_port = bpf_htons(port);
+	stat_inc(port == pod->outbound_port ? STAT_CAPTURED_OUTBOUND : STAT_CAPTURED_INBOUND);
+	return ALLOW;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

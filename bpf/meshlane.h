@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * meshlane: the map key/value layouts shared by every BPF program and by the agent.
+ *
+ * This header is the single source of truth for layouts. The agent's encoders
+ * (src/dataplane/layouts.ts) are checked against the compiled objects' BTF by
+ * test/unit/layouts.test.ts, so C and TypeScript cannot drift. Any change to a
+ * struct here needs a new layout version for its map in layouts.ts (the test
+ * fails until it gets one), because pinned maps outlive the agent.
+ *
+ * Byte order: addresses and the original destination port are kept in network
+ * order (as the kernel hands them to the hooks); every other port and id is in
+ * host order.
+ */
+#ifndef MESHLANE_H
+#define MESHLANE_H
+
+#include <linux/types.h>
+
+/* Limits */
+#define MESHLANE_MAX_PROXY_IDS 8 /* entries in -u / -g lists */
+#define MESHLANE_MAX_PODS 4096
+#define MESHLANE_MAX_PORT_ENTRIES 65536
+#define MESHLANE_MAX_CIDR_ENTRIES 65536
+#define MESHLANE_MAX_INFLIGHT 65536 /* connections between connect() and accept() */
+
+/* Constants from libc / the kernel that BPF programs cannot include. */
+#define ML_AF_INET 2
+#define ML_AF_INET6 10
+#define ML_SOL_IP 0
+#define ML_SOL_IPV6 41
+#define ML_SO_ORIGINAL_DST 80 /* also IP6T_SO_ORIGINAL_DST */
+#define ML_TCP_CLOSE 7
+#define ML_SOCK_STREAM 1
+
+/* pod_config.flags */
+enum pod_flags {
+	POD_OUT_INCLUDE_ALL = 1 << 0,      /* includeOutboundIPRanges is '*' */
+	POD_OUT_INCLUDE_LOOPBACK = 1 << 1, /* an included CIDR is a loopback one */
+	POD_DNS_CAPTURE = 1 << 2,          /* --redirect-dns (enforced with the DNS hooks) */
+	POD_DNS_CAPTURE_ALL = 1 << 3,      /* --capture-all-dns */
+	POD_HAS_IP4 = 1 << 4,              /* pod_config.ip4 is set */
+	POD_HAS_IP6 = 1 << 5,              /* pod_config.ip6 is set */
+	POD_IN_ENABLED = 1 << 6,           /* inbound capture on (includeInboundPorts not empty) */
+	POD_IN_INCLUDE_ALL = 1 << 7,       /* includeInboundPorts is '*' */
+};
+
+/* pods: netns cookie of the pod's network namespace -> its capture settings. */
+struct pod_config {
+	__u32 pod_id; /* index into pod_ports / pod_cidrs* / pod_info */
+	__u32 flags;  /* enum pod_flags */
+	__u16 outbound_port; /* -p, 15001 */
+	__u16 inbound_port;  /* -z, 15006 */
+	__u16 tunnel_port;   /* -e, 15008 */
+	__u16 dns_port;      /* 15053 */
+	__be32 ip4;          /* the pod's IPv4 address */
+	__u8 ip6[16];        /* the pod's IPv6 address */
+	__u32 n_uids;
+	__u32 n_gids;
+	__u32 uids[MESHLANE_MAX_PROXY_IDS]; /* -u, in order */
+	__u32 gids[MESHLANE_MAX_PROXY_IDS]; /* -g, in order */
+};
+
+/* pod_ports: per-pod port sets. */
+enum port_kind {
+	PORT_OUT_EXCLUDE = 1, /* -o excludeOutboundPorts (TCP and UDP) */
+	PORT_OUT_INCLUDE = 2, /* -q includeOutboundPorts */
+	PORT_IN_INCLUDE = 3,  /* -b includeInboundPorts (a list) */
+	PORT_IN_EXCLUDE = 4,  /* -d excludeInboundPorts (with '*') */
+};
+
+struct port_key {
+	__u32 pod_id;
+	__u16 port; /* host order */
+	__u8 kind;  /* enum port_kind */
+	__u8 pad;
+};
+
+/* pod_cidrs4 / pod_cidrs6: per-pod CIDR sets as LPM tries. The pod id and the kind
+ * are part of the prefix, so prefixlen = 64 + the CIDR's own length. */
+enum cidr_kind {
+	CIDR_OUT_EXCLUDE = 1, /* -x excludeOutboundIPRanges */
+	CIDR_OUT_INCLUDE = 2, /* -i includeOutboundIPRanges */
+};
+#define CIDR_KEY_FIXED_BITS 64
+
+struct cidr4_key {
+	__u32 prefixlen;
+	__u32 pod_id;
+	__u32 kind;
+	__be32 addr;
+};
+
+struct cidr6_key {
+	__u32 prefixlen;
+	__u32 pod_id;
+	__u32 kind;
+	__u8 addr[16];
+};
+
+/* What a captured connection was redirected from. Kept in socket local storage
+ * (freed with the socket): on the app's socket from connect() on, then on the
+ * proxy's accepted socket, where getsockopt(SO_ORIGINAL_DST) reads it. */
+enum capture_kind {
+	CAPTURE_NONE = 0,
+	CAPTURE_OUTBOUND = 1, /* redirected to the outbound port (15001) */
+	CAPTURE_INBOUND = 2,  /* redirected to the inbound port (15006) */
+};
+
+struct orig_dst {
+	__u16 family; /* ML_AF_INET or ML_AF_INET6 */
+	__be16 port;
+	__u32 kind; /* enum capture_kind */
+	__u8 addr[16]; /* v4: the first 4 bytes */
+};
+
+enum sock_role {
+	ROLE_NONE = 0,
+	ROLE_APP = 1,   /* the redirected socket of the app (or of the proxy, hairpinning) */
+	ROLE_PROXY = 2, /* the proxy's accepted socket: SO_ORIGINAL_DST answers here */
+};
+
+struct sock_state {
+	__u32 role; /* enum sock_role */
+	__u32 pad;
+	struct orig_dst orig;
+};
+
+/* orig_by_tuple: the hand-over from the connecting socket to the accepted one.
+ * Written at connect (when the source port is known), moved into the accepted
+ * socket's storage when the handshake completes, deleted when either happens
+ * or the connecting socket closes first. Addresses are IPv6 or v4-mapped. */
+struct tuple_key {
+	__u64 netns_cookie;
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 src_port; /* host order */
+	__u16 dst_port; /* host order */
+	__u32 pad;
+};
+
+/* pod_info: read by `meshlane dump` / `status` only; never by the programs. */
+#define POD_INFO_NAMESPACE_LEN 64
+#define POD_INFO_NAME_LEN 256
+#define POD_INFO_UID_LEN 48
+struct pod_info {
+	char namespace_[POD_INFO_NAMESPACE_LEN];
+	char name[POD_INFO_NAME_LEN];
+	char uid[POD_INFO_UID_LEN];
+};
+
+/* stats: per-CPU counters, index = enum stat. */
+enum stat {
+	STAT_CONNECT_SEEN = 0,      /* connects in captured pods */
+	STAT_CAPTURED_OUTBOUND = 1, /* redirected to the outbound port */
+	STAT_CAPTURED_INBOUND = 2,  /* redirected to the inbound port (hairpin) */
+	STAT_BYPASSED = 3,          /* decided: not captured */
+	STAT_ORIG_DST_SERVED = 4,   /* SO_ORIGINAL_DST answered */
+	STAT_HANDOVER_MISSED = 5,   /* accepted a captured connection without its original destination */
+	STAT_HANDOVER_FULL = 6,     /* orig_by_tuple was full */
+	STAT_MAX = 7,
+};
+
+#endif /* MESHLANE_H */

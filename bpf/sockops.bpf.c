@@ -1,0 +1,166 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * meshlane: sockops. Hands the original destination of a redirected connection
+ * from the app's socket to the proxy's accepted socket:
+ *  - TCP_CONNECT_CB (app side, source port now known): publish the original
+ *    destination in orig_by_tuple under the connection's 4-tuple and netns.
+ *  - PASSIVE_ESTABLISHED_CB (proxy side): move it into the accepted socket's
+ *    local storage, where getsockopt(SO_ORIGINAL_DST) finds it, and delete the
+ *    tuple entry.
+ *  - STATE_CB, TCP_CLOSE (app side): delete the tuple entry if the connection
+ *    never reached the proxy (refused, reset).
+ * Nothing is left to LRU eviction: storage dies with its socket.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "meshlane.h"
+#include "maps.h"
+
+#define OK 1
+#define PORT_MAX 0xffff
+
+/* bpf_sock_ops.remote_port is in network order; older kernels put it in the
+ * upper 16 bits of the field, newer ones in the lower. */
+static __always_inline __u16 remote_port(const struct bpf_sock_ops *skops)
+{
+	__u32 rp = skops->remote_port;
+
+	return rp > PORT_MAX ? (__u16)bpf_ntohl(rp) : bpf_ntohs((__u16)rp);
+}
+
+static __always_inline void addr_of(__u8 *out, __u32 family, __u32 ip4, const __u32 *ip6)
+{
+	__u32 *w = (__u32 *)out;
+
+	if (family == ML_AF_INET) {
+		w[0] = 0;
+		w[1] = 0;
+		w[2] = bpf_htonl(0x0000ffff);
+		w[3] = ip4;
+	} else {
+		w[0] = ip6[0];
+		w[1] = ip6[1];
+		w[2] = ip6[2];
+		w[3] = ip6[3];
+	}
+}
+
+/* The key as the connecting side sees it: src = local, dst = remote. */
+static __always_inline void key_active(struct bpf_sock_ops *skops, struct tuple_key *k)
+{
+	__u32 l6[4] = { skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2],
+			skops->local_ip6[3] };
+	__u32 r6[4] = { skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2],
+			skops->remote_ip6[3] };
+
+	k->netns_cookie = bpf_get_netns_cookie(skops);
+	addr_of(k->src, skops->family, skops->local_ip4, l6);
+	addr_of(k->dst, skops->family, skops->remote_ip4, r6);
+	k->src_port = (__u16)skops->local_port;
+	k->dst_port = remote_port(skops);
+	k->pad = 0;
+}
+
+/* The same key from the accepting side: src = remote, dst = local. */
+static __always_inline void key_passive(struct bpf_sock_ops *skops, struct tuple_key *k)
+{
+	__u32 l6[4] = { skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2],
+			skops->local_ip6[3] };
+	__u32 r6[4] = { skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2],
+			skops->remote_ip6[3] };
+
+	k->netns_cookie = bpf_get_netns_cookie(skops);
+	addr_of(k->src, skops->family, skops->remote_ip4, r6);
+	addr_of(k->dst, skops->family, skops->local_ip4, l6);
+	k->src_port = remote_port(skops);
+	k->dst_port = (__u16)skops->local_port;
+	k->pad = 0;
+}
+
+static __always_inline struct sock_state *app_state(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = skops->sk;
+	struct sock_state *st;
+
+	if (!sk)
+		return NULL;
+	st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
+	if (!st || st->role != ROLE_APP)
+		return NULL;
+	return st;
+}
+
+static __always_inline void on_connect(struct bpf_sock_ops *skops)
+{
+	struct sock_state *st = app_state(skops);
+	struct tuple_key k = {};
+
+	if (!st)
+		return;
+	key_active(skops, &k);
+	if (bpf_map_update_elem(&orig_by_tuple, &k, &st->orig, BPF_ANY))
+		stat_inc(STAT_HANDOVER_FULL);
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+static __always_inline int is_proxy_port(struct bpf_sock_ops *skops, __u64 netns)
+{
+	struct pod_config *pod = bpf_map_lookup_elem(&pods, &netns);
+	__u32 port = skops->local_port;
+
+	return pod && (port == pod->outbound_port || port == pod->inbound_port);
+}
+
+static __always_inline void on_accept(struct bpf_sock_ops *skops)
+{
+	struct tuple_key k = {};
+	struct orig_dst *orig;
+	struct sock_state *st;
+
+	key_passive(skops, &k);
+	orig = bpf_map_lookup_elem(&orig_by_tuple, &k);
+	if (!orig) {
+		if (is_proxy_port(skops, k.netns_cookie))
+			stat_inc(STAT_HANDOVER_MISSED);
+		return;
+	}
+	if (skops->sk) {
+		st = bpf_sk_storage_get(&sock_state, skops->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (st) {
+			st->role = ROLE_PROXY;
+			st->orig = *orig;
+		}
+	}
+	bpf_map_delete_elem(&orig_by_tuple, &k);
+}
+
+static __always_inline void on_close(struct bpf_sock_ops *skops)
+{
+	struct tuple_key k = {};
+
+	if (!app_state(skops))
+		return;
+	key_active(skops, &k);
+	bpf_map_delete_elem(&orig_by_tuple, &k);
+}
+
+SEC("sockops")
+int meshlane_sockops(struct bpf_sock_ops *skops)
+{
+	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		on_connect(skops);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		on_accept(skops);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] == ML_TCP_CLOSE)
+			on_close(skops);
+		break;
+	}
+	return OK;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
