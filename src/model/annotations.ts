@@ -1,0 +1,425 @@
+// Pod annotations -> CaptureSettings (capture-spec section 1), with Istio's validator rules.
+//
+// The one rule that matters: a malformed value never widens the bypass. A bad annotation is ignored as a
+// whole (its default applies, and every default is the narrowest bypass) and the problem is reported as
+// `invalid value '<v>' for annotation '<name>': <reason>`.
+
+import { parse as parseYaml } from 'yaml';
+import type { CaptureSettings, Cidr, Family, InboundPorts, InterceptionMode } from './types.js';
+
+export const ANNOTATIONS = {
+  includeInboundPorts: 'traffic.sidecar.istio.io/includeInboundPorts',
+  excludeInboundPorts: 'traffic.sidecar.istio.io/excludeInboundPorts',
+  includeOutboundIPRanges: 'traffic.sidecar.istio.io/includeOutboundIPRanges',
+  excludeOutboundIPRanges: 'traffic.sidecar.istio.io/excludeOutboundIPRanges',
+  includeOutboundPorts: 'traffic.sidecar.istio.io/includeOutboundPorts',
+  excludeOutboundPorts: 'traffic.sidecar.istio.io/excludeOutboundPorts',
+  excludeInterfaces: 'traffic.sidecar.istio.io/excludeInterfaces',
+  rerouteVirtualInterfaces: 'istio.io/reroute-virtual-interfaces',
+  kubevirtInterfaces: 'traffic.sidecar.istio.io/kubevirtInterfaces',
+  interceptionMode: 'sidecar.istio.io/interceptionMode',
+  statusPort: 'status.sidecar.istio.io/port',
+  proxyConfig: 'proxy.istio.io/config',
+} as const;
+
+export const PROXY_CONTAINER = 'istio-proxy';
+export const DNS_CAPTURE_ENV = 'ISTIO_META_DNS_CAPTURE';
+export const DEFAULT_PROXY_UID = 1337;
+/** Always excluded from inbound capture (prometheus, health, status), in istio-iptables' `-d` order. */
+export const FIXED_INBOUND_EXCLUDES: readonly number[] = [15090, 15021, 15020];
+
+/** The parts of a Kubernetes container that matter here; anything else is ignored. */
+export interface ContainerLike {
+  name?: unknown;
+  securityContext?: { runAsUser?: unknown; runAsGroup?: unknown } | null;
+  env?: ReadonlyArray<{ name?: unknown; value?: unknown }> | null;
+}
+
+/** The parts of a Kubernetes pod that matter here (plain API JSON fits). */
+export interface PodLike {
+  metadata?: { annotations?: Readonly<Record<string, unknown>> | null } | null;
+  spec?: { containers?: readonly ContainerLike[] | null } | null;
+}
+
+export interface ParsedCaptureSettings {
+  settings: CaptureSettings;
+  errors: string[];
+  unsupported: string[];
+}
+
+type Result<T> = { ok: true; value: T } | { ok: false; reason: string };
+const ok = <T>(value: T): Result<T> => ({ ok: true, value });
+const fail = <T>(reason: string): Result<T> => ({ ok: false, reason });
+const q = (s: string): string => JSON.stringify(s);
+
+export function annotationError(name: string, value: string, reason: string): string {
+  return `invalid value '${value}' for annotation '${name}': ${reason}`;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Value parsers (pure, exported for tests and for other sources)
+
+function wildcardMisuse(what: string, allowed: boolean): string {
+  return allowed ? `"*" must be the whole value of ${what}` : `"*" is not allowed in ${what}`;
+}
+
+/** One port: spaces trimmed, decimal digits only, 0..65535. */
+export function parsePort(text: string): Result<number> {
+  const s = text.trim();
+  if (!/^[0-9]+$/.test(s)) return fail(`${q(s)} is not a valid port`);
+  const n = Number(s);
+  if (n > 65535) return fail(`${q(s)} is not a valid port (must be 0-65535)`);
+  return ok(n);
+}
+
+/** A comma-separated port list; empty items dropped; duplicates dropped (first one kept). */
+export function parsePortList(text: string, what: string, wildcardAllowed = false): Result<number[]> {
+  const out: number[] = [];
+  for (const raw of text.split(',')) {
+    const item = raw.trim();
+    if (item === '') continue;
+    if (item === '*') return fail(wildcardMisuse(what, wildcardAllowed));
+    const p = parsePort(item);
+    if (!p.ok) return p;
+    if (!out.includes(p.value)) out.push(p.value);
+  }
+  return ok(out);
+}
+
+function parseIpv4Bytes(s: string): number[] | undefined {
+  const parts = s.split('.');
+  if (parts.length !== 4) return undefined;
+  const out: number[] = [];
+  for (const p of parts) {
+    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return undefined;
+    const n = Number(p);
+    if (n > 255) return undefined;
+    out.push(n);
+  }
+  return out;
+}
+
+function parseV6Groups(side: string): number[] | undefined {
+  if (side === '') return [];
+  const out: number[] = [];
+  const parts = side.split(':');
+  for (let i = 0; i < parts.length; i++) {
+    const p = parts[i] as string;
+    if (i === parts.length - 1 && p.includes('.')) {
+      const v4 = parseIpv4Bytes(p);
+      if (!v4) return undefined;
+      out.push(((v4[0] as number) << 8) | (v4[1] as number), ((v4[2] as number) << 8) | (v4[3] as number));
+      continue;
+    }
+    if (!/^[0-9a-fA-F]{1,4}$/.test(p)) return undefined;
+    out.push(parseInt(p, 16));
+  }
+  return out;
+}
+
+function parseIpv6Bytes(s: string): number[] | undefined {
+  if (s.includes('%')) return undefined; // zones are not allowed in prefixes (nor pod IPs)
+  const halves = s.split('::');
+  if (halves.length > 2) return undefined;
+  const head = parseV6Groups(halves[0] as string);
+  const tail = halves.length === 2 ? parseV6Groups(halves[1] as string) : [];
+  if (!head || !tail) return undefined;
+  // an embedded IPv4 address may only end the address
+  if (halves.length === 2 && (halves[0] as string).includes('.')) return undefined;
+  let groups: number[];
+  if (halves.length === 2) {
+    const missing = 8 - head.length - tail.length;
+    if (missing < 1) return undefined;
+    groups = [...head, ...new Array<number>(missing).fill(0), ...tail];
+  } else {
+    if (head.length !== 8) return undefined;
+    groups = head;
+  }
+  return groups.flatMap((g) => [g >> 8, g & 0xff]);
+}
+
+/** Parse an IP address (no zone, no leading zeros in v4 octets) into its family and bytes. */
+export function parseIpBytes(s: string): { family: Family; bytes: number[] } | undefined {
+  if (s.includes(':')) {
+    const bytes = parseIpv6Bytes(s);
+    return bytes ? { family: 6, bytes } : undefined;
+  }
+  const bytes = parseIpv4Bytes(s);
+  return bytes ? { family: 4, bytes } : undefined;
+}
+
+/** Canonical text: dotted quad for v4; RFC 5952 for v6 (lower case, longest zero run compressed),
+ *  which is also what Node's WHATWG URL parser prints (IPv4-mapped addresses stay in hex). */
+export function formatIpBytes(family: Family, bytes: readonly number[]): string {
+  if (family === 4) return bytes.join('.');
+  const groups: number[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i] as number) << 8) | (bytes[i + 1] as number));
+  let bestStart = -1;
+  let bestLen = 1; // a single zero group is never compressed
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) { bestStart = i; bestLen = j - i; }
+    i = j;
+  }
+  const hex = groups.map((g) => g.toString(16));
+  if (bestStart < 0) return hex.join(':');
+  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
+}
+
+/** An IP address in canonical text, or undefined when it is not one. */
+export function canonicalIp(s: string): { family: Family; addr: string } | undefined {
+  const ip = parseIpBytes(s);
+  return ip ? { family: ip.family, addr: formatIpBytes(ip.family, ip.bytes) } : undefined;
+}
+
+/** A prefix `addr/bits` (as Go's netip.ParsePrefix: the `/bits` part is required), host bits cleared. */
+export function parseCidr(s: string): Result<Cidr> {
+  const bad = fail<Cidr>(`${q(s)} is not a valid CIDR`);
+  const slash = s.indexOf('/');
+  if (slash < 0) return bad;
+  const ip = parseIpBytes(s.slice(0, slash));
+  const bitsText = s.slice(slash + 1);
+  if (!ip || !/^(0|[1-9][0-9]{0,2})$/.test(bitsText)) return bad;
+  const prefix = Number(bitsText);
+  if (prefix > ip.bytes.length * 8) return bad;
+  const masked = ip.bytes.map((b, i) => {
+    const keep = Math.max(0, Math.min(8, prefix - i * 8));
+    return b & ((0xff << (8 - keep)) & 0xff);
+  });
+  return ok({ family: ip.family, addr: formatIpBytes(ip.family, masked), prefix });
+}
+
+/** A comma-separated CIDR list: NOT trimmed (a space makes an item invalid); empty items dropped. */
+export function parseCidrList(text: string, what: string, wildcardAllowed = false): Result<Cidr[]> {
+  const out: Cidr[] = [];
+  for (const item of text.split(',')) {
+    if (item === '') continue;
+    if (item === '*') return fail(wildcardMisuse(what, wildcardAllowed));
+    const c = parseCidr(item);
+    if (!c.ok) return c;
+    if (!out.some((o) => o.family === c.value.family && o.addr === c.value.addr && o.prefix === c.value.prefix)) {
+      out.push(c.value);
+    }
+  }
+  return ok(out);
+}
+
+const IFACE_RE = /^[a-zA-Z][a-zA-Z0-9_.-]*$/;
+
+/** A comma-separated interface-name list; empty items dropped; names as Linux allows (max 15 chars). */
+export function parseInterfaceList(text: string): Result<string[]> {
+  const out: string[] = [];
+  for (const item of text.split(',')) {
+    if (item === '') continue;
+    if (!IFACE_RE.test(item)) return fail(`${q(item)} is not a valid interface name`);
+    if (item.length > 15) return fail(`${q(item)} is longer than 15 characters`);
+    if (!out.includes(item)) out.push(item);
+  }
+  return ok(out);
+}
+
+export function parseInterceptionMode(text: string): Result<InterceptionMode> {
+  if (text === 'REDIRECT' || text === 'TPROXY' || text === 'NONE') return ok(text);
+  return fail('must be one of REDIRECT, TPROXY, NONE');
+}
+
+/** Go's strconv.ParseBool, which is how Istio reads ISTIO_META_DNS_CAPTURE. */
+export function parseGoBool(text: string): Result<boolean> {
+  if (['1', 't', 'T', 'TRUE', 'true', 'True'].includes(text)) return ok(true);
+  if (['0', 'f', 'F', 'FALSE', 'false', 'False'].includes(text)) return ok(false);
+  return fail(`${q(text)} is not a boolean`);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The pod -> settings walk
+
+export function defaultCaptureSettings(): CaptureSettings {
+  return {
+    outboundPort: 15001,
+    inboundPort: 15006,
+    inboundTunnelPort: 15008,
+    dnsPort: 15053,
+    proxyUids: [DEFAULT_PROXY_UID],
+    proxyGids: [DEFAULT_PROXY_UID],
+    interceptionMode: 'REDIRECT',
+    inboundPorts: { mode: 'all', exclude: [...FIXED_INBOUND_EXCLUDES] },
+    outboundInclude: { all: true, cidrs: [] },
+    outboundExclude: [],
+    includeOutboundPorts: [],
+    excludeOutboundPorts: [],
+    excludeInterfaces: [],
+    rerouteInterfaces: [],
+    dns: { enabled: false, captureAll: false },
+  };
+}
+
+/** Collects errors while reading annotations. */
+class Reader {
+  readonly errors: string[] = [];
+  readonly unsupported: string[] = [];
+  constructor(private readonly annotations: Readonly<Record<string, unknown>>) {}
+
+  has(name: string): boolean {
+    return Object.prototype.hasOwnProperty.call(this.annotations, name) && this.annotations[name] != null;
+  }
+
+  /** The parsed value of annotation `name`, or undefined when absent or invalid (error recorded). */
+  get<T>(name: string, parser: (v: string) => Result<T>): T | undefined {
+    if (!this.has(name)) return undefined;
+    const raw = this.annotations[name];
+    if (typeof raw !== 'string') {
+      this.errors.push(annotationError(name, String(raw), 'not a string'));
+      return undefined;
+    }
+    const r = parser(raw);
+    if (r.ok) return r.value;
+    this.errors.push(annotationError(name, raw, r.reason));
+    return undefined;
+  }
+}
+
+function proxyContainer(pod: PodLike): ContainerLike | undefined {
+  return (pod.spec?.containers ?? []).find((c) => c?.name === PROXY_CONTAINER);
+}
+
+function positiveId(v: unknown): number | undefined {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v > 0 && v <= 0xffffffff ? v : undefined;
+}
+
+function proxyIds(pod: PodLike): { uids: number[]; gids: number[] } {
+  const sc = proxyContainer(pod)?.securityContext;
+  const uid = positiveId(sc?.runAsUser) ?? DEFAULT_PROXY_UID;
+  const gid = positiveId(sc?.runAsGroup);
+  return { uids: [uid], gids: gid === undefined ? [uid] : [gid] };
+}
+
+/** `*` exactly (Istio compares the untrimmed value), else a list. */
+function wildcardOr<T>(text: string, list: (t: string) => Result<T>): Result<T | '*'> {
+  return text === '*' ? ok<T | '*'>('*') : list(text);
+}
+
+function inboundPorts(r: Reader): InboundPorts {
+  const A = ANNOTATIONS;
+  const include = r.get(A.includeInboundPorts, (v) => wildcardOr(v, (t) => parsePortList(t, 'includeInboundPorts', true)));
+  // read (and so validate) the exclusions even when they do not apply
+  const user = r.get(A.excludeInboundPorts, (v) => parsePortList(v, 'excludeInboundPorts')) ?? [];
+  const status = r.get(A.statusPort, parsePort);
+  if (include !== undefined && include !== '*') return { mode: 'list', include };
+  const exclude: number[] = [];
+  // status port 0 means "no status server": nothing to exclude for it (Istio's excludeInboundPort).
+  for (const p of [...user, ...FIXED_INBOUND_EXCLUDES, ...(status ? [status] : [])]) {
+    if (!exclude.includes(p)) exclude.push(p);
+  }
+  return { mode: 'all', exclude };
+}
+
+function outboundInclude(r: Reader): CaptureSettings['outboundInclude'] {
+  const v = r.get(ANNOTATIONS.includeOutboundIPRanges, (t) =>
+    wildcardOr(t, (x) => parseCidrList(x, 'includeOutboundIPRanges', true)),
+  );
+  if (v === undefined || v === '*') return { all: true, cidrs: [] };
+  return { all: false, cidrs: v };
+}
+
+function interfaces(r: Reader, s: CaptureSettings): void {
+  const A = ANNOTATIONS;
+  const exclude = r.get(A.excludeInterfaces, parseInterfaceList) ?? [];
+  s.excludeInterfaces = exclude;
+  if (exclude.length > 0) r.unsupported.push(notEnforced(A.excludeInterfaces, exclude));
+  // the new name wins when both are set (Istio's injection template)
+  const rerouteName = r.has(A.rerouteVirtualInterfaces) ? A.rerouteVirtualInterfaces : A.kubevirtInterfaces;
+  const reroute = r.get(rerouteName, parseInterfaceList) ?? [];
+  s.rerouteInterfaces = reroute;
+  if (reroute.length > 0) r.unsupported.push(notEnforced(rerouteName, reroute));
+}
+
+function notEnforced(name: string, list: string[]): string {
+  return `${name} is not enforced by meshlane yet (interfaces: ${list.join(',')})`;
+}
+
+interface ProxyConfigBits {
+  interceptionMode?: InterceptionMode;
+  dnsCapture?: boolean;
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** The parts of proxy.istio.io/config (a ProxyConfig in YAML or JSON) that change capture. */
+export function parseProxyConfig(text: string): Result<ProxyConfigBits> {
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (e) {
+    return fail(`not valid YAML or JSON: ${firstLine(e)}`);
+  }
+  if (doc === null || doc === undefined) return ok({});
+  if (!isRecord(doc)) return fail('not a mapping');
+  const out: ProxyConfigBits = {};
+  if (doc.interceptionMode !== undefined) {
+    const m = typeof doc.interceptionMode === 'string' ? parseInterceptionMode(doc.interceptionMode) : undefined;
+    if (!m?.ok) return fail('interceptionMode must be one of REDIRECT, TPROXY, NONE');
+    out.interceptionMode = m.value;
+  }
+  const meta = doc.proxyMetadata;
+  if (meta !== undefined && meta !== null) {
+    if (!isRecord(meta)) return fail('proxyMetadata is not a mapping');
+    const dns = meta[DNS_CAPTURE_ENV];
+    if (dns !== undefined) {
+      if (typeof dns !== 'string') return fail(`proxyMetadata.${DNS_CAPTURE_ENV} must be a string`);
+      const b = parseGoBool(dns);
+      if (!b.ok) return fail(`proxyMetadata.${DNS_CAPTURE_ENV}: ${b.reason}`);
+      out.dnsCapture = b.value;
+    }
+  }
+  return ok(out);
+}
+
+export function firstLine(e: unknown): string {
+  const msg = e instanceof Error ? e.message : String(e);
+  return (msg.split('\n')[0] ?? '').trim();
+}
+
+/** The istio-proxy container's literal ISTIO_META_DNS_CAPTURE env (what istio-cni reads), if any. */
+function dnsFromEnv(pod: PodLike, errors: string[]): boolean | undefined {
+  const env = proxyContainer(pod)?.env ?? [];
+  const e = env.find((x) => x?.name === DNS_CAPTURE_ENV);
+  if (!e || typeof e.value !== 'string') return undefined;
+  const b = parseGoBool(e.value);
+  if (b.ok) return b.value;
+  errors.push(`invalid value '${e.value}' for env ${DNS_CAPTURE_ENV} of container '${PROXY_CONTAINER}': ${b.reason}`);
+  return undefined;
+}
+
+function modeAndDns(r: Reader, pod: PodLike, s: CaptureSettings): void {
+  const pc = r.get(ANNOTATIONS.proxyConfig, parseProxyConfig) ?? {};
+  const mode = r.get(ANNOTATIONS.interceptionMode, parseInterceptionMode) ?? pc.interceptionMode ?? 'REDIRECT';
+  s.interceptionMode = mode;
+  if (mode === 'TPROXY') {
+    r.unsupported.push(`${ANNOTATIONS.interceptionMode} TPROXY is handled as REDIRECT`);
+  }
+  const enabled = dnsFromEnv(pod, r.errors) ?? pc.dnsCapture ?? false;
+  s.dns = { enabled, captureAll: false };
+}
+
+/** Reads every capture annotation of `pod` (capture-spec section 1). Pure; never throws. */
+export function parseCaptureSettings(pod: PodLike): ParsedCaptureSettings {
+  const annotations = pod.metadata?.annotations;
+  const r = new Reader(isRecord(annotations) ? annotations : {});
+  const A = ANNOTATIONS;
+  const s = defaultCaptureSettings();
+  const ids = proxyIds(pod);
+  s.proxyUids = ids.uids;
+  s.proxyGids = ids.gids;
+  s.inboundPorts = inboundPorts(r);
+  s.outboundInclude = outboundInclude(r);
+  s.outboundExclude = r.get(A.excludeOutboundIPRanges, (v) => parseCidrList(v, 'excludeOutboundIPRanges')) ?? [];
+  s.includeOutboundPorts = r.get(A.includeOutboundPorts, (v) => parsePortList(v, 'includeOutboundPorts')) ?? [];
+  s.excludeOutboundPorts = r.get(A.excludeOutboundPorts, (v) => parsePortList(v, 'excludeOutboundPorts')) ?? [];
+  interfaces(r, s);
+  modeAndDns(r, pod, s);
+  return { settings: s, errors: r.errors, unsupported: r.unsupported };
+}
