@@ -11,6 +11,9 @@ export interface NativeError extends Error {
   /** on a load failure: the program the verifier refused, and the verifier / libbpf log */
   program?: string;
   log?: string;
+  /** context, when the call had one: the file path, the map name */
+  path?: string;
+  map?: string;
 }
 
 export interface MapSpec {
@@ -92,10 +95,15 @@ export declare function isBpffs(path: string): boolean;
 /** mount -t bpf bpf PATH */
 export declare function mountBpffs(path: string): void;
 
+/** open(2); flags default O_RDONLY. O_CLOEXEC is always added. Returns a new fd (caller closes). */
 export declare function openPath(path: string, flags?: number): number;
 export declare function close(fd: number): void;
 
-/** Map ops on any map fd. lookup returns null when the key is absent. */
+/**
+ * Map ops on any map fd. lookup returns null when the key is absent. Sizes are checked against the
+ * map (bpf_obj_get_info_by_fd) and a mismatch throws EINVAL; for per-CPU maps valueSize is
+ * round_up(value_size, 8) * possible CPUs.
+ */
 export declare function mapLookup(fd: number, key: Buffer, valueSize: number): Buffer | null;
 export declare function mapUpdate(fd: number, key: Buffer, value: Buffer, flags?: number): void;
 /** returns false when the key was absent */
