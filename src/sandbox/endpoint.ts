@@ -1,0 +1,249 @@
+#!/usr/bin/env node
+// A small TCP endpoint for the sandbox: the app server, a stand-in proxy and the client.
+//
+//   node endpoint.js serve --ports 8080,9090 [--tag app]
+//       Listen on [::]:port (dual-stack) for each port; every connection gets ONE JSON line and is closed:
+//       {"tag","port","local","peer","orig":{"address","port"} | {"error":"ENOENT"}}
+//       orig is getsockopt(SO_ORIGINAL_DST) through the native addon (error "ENOADDON" when it is not built).
+//   node endpoint.js proxy [--outbound 15001] [--inbound 15006] [--status 15020,15021,15090] [--forward]
+//       Like serve on the capture ports (tags proxy-outbound / proxy-inbound; status ports: proxy-status).
+//       With --forward it acts like Envoy: pipes each connection to its SO_ORIGINAL_DST (inbound from
+//       127.0.0.6 / ::6, outbound from the default source). Logs one JSON line per connection on stdout.
+//   node endpoint.js connect --to HOST:PORT|[V6]:PORT [--from ADDR] [--timeout 2000] [--send TEXT]
+//       Prints ONE JSON line: {"ok":true,"reply":<JSON or text>,"local":"addr:port"} or
+//       {"ok":false,"error":"ECONNREFUSED"|"ETIMEDOUT"|...}. Exit code 0 either way (2 on bad usage).
+// serve and proxy print "ready" once every port listens.
+
+import { createServer, connect as netConnect, isIPv4, type Server, type Socket } from 'node:net';
+import { parseArgs } from 'node:util';
+
+type OrigResult = { address: string; port: number } | { error: string };
+type OriginalDstFn = (fd: number, family: 4 | 6) => { address: string; port: number };
+
+let originalDst: OriginalDstFn | undefined;
+
+/** The addon is loaded lazily so the endpoint also runs (orig = {"error":"ENOADDON"}) before native/ is built. */
+async function loadAddon(): Promise<void> {
+  try {
+    originalDst = (await import('../native/addon.js')).originalDst;
+  } catch (e) {
+    if (process.env.MESHLANE_ENDPOINT_DEBUG) process.stderr.write(`endpoint: native addon not loaded: ${String(e)}\n`);
+  }
+}
+
+/** '::ffff:10.0.0.1' -> '10.0.0.1' */
+export function normalizeAddr(a: string | undefined): string {
+  if (a === undefined) return '';
+  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(a);
+  return m ? m[1]! : a;
+}
+
+function hostPort(addr: string | undefined, port: number | undefined): string {
+  const a = normalizeAddr(addr);
+  return isIPv4(a) || a === '' ? `${a}:${port ?? ''}` : `[${a}]:${port ?? ''}`;
+}
+
+function socketFd(socket: Socket): number | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
+
+function familyOf(localAddr: string): 4 | 6 {
+  return isIPv4(normalizeAddr(localAddr)) ? 4 : 6;
+}
+
+function readOrig(socket: Socket): OrigResult {
+  if (originalDst === undefined) return { error: 'ENOADDON' };
+  const fd = socketFd(socket);
+  if (fd === undefined) return { error: 'EBADF' };
+  try {
+    const r = originalDst(fd, familyOf(socket.localAddress ?? ''));
+    return { address: normalizeAddr(r.address), port: r.port };
+  } catch (e) {
+    const code = (e as { code?: unknown }).code;
+    return { error: typeof code === 'string' ? code : String(e) };
+  }
+}
+
+function describe(socket: Socket, tag: string): Record<string, unknown> {
+  return {
+    tag,
+    port: socket.localPort,
+    local: normalizeAddr(socket.localAddress),
+    peer: normalizeAddr(socket.remoteAddress),
+    orig: readOrig(socket),
+  };
+}
+
+function out(line: unknown): void {
+  process.stdout.write(typeof line === 'string' ? `${line}\n` : `${JSON.stringify(line)}\n`);
+}
+
+function parsePorts(s: string, what: string): number[] {
+  const ports = s
+    .split(',')
+    .map((p) => p.trim())
+    .filter((p) => p !== '')
+    .map(Number);
+  for (const p of ports) if (!Number.isInteger(p) || p < 1 || p > 65535) usage(`bad port in --${what}: '${s}'`);
+  return ports;
+}
+
+function usage(msg: string): never {
+  process.stderr.write(`endpoint: ${msg}\n`);
+  process.exit(2);
+}
+
+function listenAll(specs: Array<{ port: number; onConnection: (s: Socket) => void; allowHalfOpen?: boolean }>): void {
+  let pending = specs.length;
+  const servers: Server[] = [];
+  for (const spec of specs) {
+    const server = createServer({ allowHalfOpen: spec.allowHalfOpen ?? false }, (s) => {
+      s.on('error', () => {});
+      spec.onConnection(s);
+    });
+    server.on('error', (e) => {
+      process.stderr.write(`endpoint: port ${spec.port}: ${(e as Error).message}\n`);
+      process.exit(1);
+    });
+    server.listen({ host: '::', port: spec.port, ipv6Only: false }, () => {
+      if (--pending === 0) out('ready');
+    });
+    servers.push(server);
+  }
+}
+
+function replyOnce(tag: string, log: boolean): (s: Socket) => void {
+  return (s) => {
+    const info = describe(s, tag);
+    if (log) out(info);
+    s.end(`${JSON.stringify(info)}\n`);
+  };
+}
+
+function forward(direction: 'outbound' | 'inbound'): (s: Socket) => void {
+  const tag = `proxy-${direction}`;
+  return (client) => {
+    const info = describe(client, tag);
+    const orig = info.orig as OrigResult;
+    if ('error' in orig) {
+      out({ ...info, error: `no original destination: ${orig.error}` });
+      client.destroy();
+      return;
+    }
+    const localAddress =
+      direction === 'inbound' ? (isIPv4(orig.address) ? '127.0.0.6' : '::6') : undefined;
+    const upstream = netConnect({ host: orig.address, port: orig.port, localAddress, allowHalfOpen: true });
+    let logged = false;
+    upstream.once('connect', () => {
+      logged = true;
+      out({ ...info, upstream: { local: hostPort(upstream.localAddress, upstream.localPort) } });
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
+    upstream.on('error', (e) => {
+      if (!logged) out({ ...info, error: (e as NodeJS.ErrnoException).code ?? e.message });
+      logged = true;
+      client.destroy();
+    });
+    client.on('error', () => upstream.destroy());
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  };
+}
+
+function runConnect(values: { to?: string; from?: string; timeout?: string; send?: string }): void {
+  const to = values.to ?? usage('connect needs --to HOST:PORT');
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(to) ?? /^([^:]+):(\d+)$/.exec(to);
+  if (!m) usage(`bad --to '${to}' (HOST:PORT or [V6]:PORT)`);
+  const host = m[1]!;
+  const port = Number(m[2]);
+  const timeoutMs = Number(values.timeout ?? '2000');
+  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) usage(`bad --timeout '${values.timeout}'`);
+
+  let done = false;
+  let local = '';
+  const chunks: Buffer[] = [];
+  const finish = (line: Record<string, unknown>): void => {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    sock.destroy();
+    process.stdout.write(`${JSON.stringify(line)}\n`, () => process.exit(0));
+  };
+  const timer = setTimeout(() => finish({ ok: false, error: 'ETIMEDOUT' }), timeoutMs);
+  const sock = netConnect({ host, port, localAddress: values.from });
+  sock.on('connect', () => {
+    local = hostPort(sock.localAddress, sock.localPort);
+    if (values.send !== undefined) sock.end(values.send);
+  });
+  sock.on('data', (d: Buffer) => chunks.push(d));
+  sock.on('end', () => {
+    const text = Buffer.concat(chunks).toString('utf8');
+    let reply: unknown = text;
+    try {
+      reply = JSON.parse(text.trim());
+    } catch {
+      /* raw text */
+    }
+    finish({ ok: true, reply, local });
+  });
+  sock.on('error', (e: NodeJS.ErrnoException) => finish({ ok: false, error: e.code ?? e.message }));
+}
+
+async function main(): Promise<void> {
+  const [mode, ...rest] = process.argv.slice(2);
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      ports: { type: 'string' },
+      tag: { type: 'string' },
+      outbound: { type: 'string' },
+      inbound: { type: 'string' },
+      status: { type: 'string' },
+      forward: { type: 'boolean' },
+      to: { type: 'string' },
+      from: { type: 'string' },
+      timeout: { type: 'string' },
+      send: { type: 'string' },
+    },
+    strict: true,
+  });
+  switch (mode) {
+    case 'serve': {
+      await loadAddon();
+      const tag = values.tag ?? 'app';
+      const ports = parsePorts(values.ports ?? usage('serve needs --ports'), 'ports');
+      listenAll(ports.map((port) => ({ port, onConnection: replyOnce(tag, false) })));
+      break;
+    }
+    case 'proxy': {
+      await loadAddon();
+      const outbound = parsePorts(values.outbound ?? '15001', 'outbound');
+      const inbound = parsePorts(values.inbound ?? '15006', 'inbound');
+      const status = parsePorts(values.status ?? '15020,15021,15090', 'status');
+      const fwd = values.forward === true;
+      listenAll([
+        ...outbound.map((port) => ({
+          port,
+          allowHalfOpen: fwd,
+          onConnection: fwd ? forward('outbound') : replyOnce('proxy-outbound', true),
+        })),
+        ...inbound.map((port) => ({
+          port,
+          allowHalfOpen: fwd,
+          onConnection: fwd ? forward('inbound') : replyOnce('proxy-inbound', true),
+        })),
+        ...status.map((port) => ({ port, onConnection: replyOnce('proxy-status', false) })),
+      ]);
+      break;
+    }
+    case 'connect':
+      runConnect(values);
+      break;
+    default:
+      usage(`mode must be serve, proxy or connect (got '${mode ?? ''}')`);
+  }
+}
+
+void main();

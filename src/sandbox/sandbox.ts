@@ -1,0 +1,749 @@
+// A Kubernetes node with pods, emulated without a cluster: network namespaces on a bridge plus a kubelet-shaped
+// cgroup tree under a sandbox cgroup (the `cgroupRoot` handed to the agent; never the machine's root cgroup).
+// Used by the kernel tests and `meshlane demo`. Everything it makes is removed by destroy(), also after a
+// partial create, and a later create() with the same prefix removes what a crashed run left behind.
+//
+// Layout (prefix P, at most 9 characters so every name stays within IFNAMSIZ-1 = 15):
+//   netns  P-node          bridge mlbr0 10.244.0.1/24 fd00:244::1/64, forwarding on
+//   netns  P-p<n>          a pod: lo (+ ::6/128), eth0 (veth peer of vp<n> on mlbr0), default routes via the node
+//   netns  P-h<n>          a host meshlane does not manage (veth vh<n>), extra addresses on lo routed via it
+//   cgroup <cgroup2>/P/kubepods.slice/...   (systemd driver)  or  <cgroup2>/P/kubepods/... (cgroupfs driver)
+//   cgroup <cgroup2>/P/hosts/<name>, <cgroup2>/P/node      for processes of hosts and of the node itself
+
+import { execFile as execFileCb, execFileSync, spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
+import { mkdir, rmdir } from 'node:fs/promises';
+import { isIPv4, isIPv6 } from 'node:net';
+import { constants as osConstants } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const execFile = promisify(execFileCb);
+
+export type CgroupDriver = 'systemd' | 'cgroupfs';
+export type QosClass = 'Guaranteed' | 'Burstable' | 'BestEffort';
+
+export const BRIDGE = 'mlbr0';
+export const NODE_IPV4 = '10.244.0.1';
+export const NODE_IPV6 = 'fd00:244::1';
+/** The proxy's inbound passthrough source addresses (Istio's InboundPassthroughClusterIpv4/6). */
+export const INBOUND_PASSTHROUGH_V4 = '127.0.0.6';
+export const INBOUND_PASSTHROUGH_V6 = '::6';
+/** Container name used by spawn()/exec() on a pod when none is given. */
+export const DEFAULT_CONTAINER = 'app';
+
+const PREFIX_RE = /^[a-z][a-z0-9-]{0,8}$/;
+const HOST_NAME_RE = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
+
+export interface SandboxOptions {
+  /** Short name for everything this sandbox makes: 1-9 chars, [a-z][a-z0-9-]*. */
+  prefix: string;
+  /** kubelet cgroup driver whose layout is emulated; default 'systemd'. */
+  cgroupDriver?: CgroupDriver;
+}
+
+export interface PodSpec {
+  namespace: string;
+  name: string;
+  uid: string;
+  /** default BestEffort */
+  qos?: QosClass;
+  /** inside 10.244.0.0/24, not .1 */
+  ipv4: string;
+  /** inside fd00:244::/64 */
+  ipv6?: string;
+}
+
+export interface HostAddrs {
+  ipv4: string;
+  ipv6?: string;
+  /** extra IPv4 addresses (e.g. a Service VIP) put as /32 on the host's lo and routed via it from the node */
+  extraV4?: string[];
+  /** extra IPv6 addresses, /128 on lo, routed via the host's ipv6 (required then) */
+  extraV6?: string[];
+}
+
+export interface SpawnOptions {
+  /** run as this uid (setpriv --reuid); gid defaults to the uid */
+  uid?: number;
+  /** run with this gid (setpriv --regid); alone it keeps uid 0 */
+  gid?: number;
+  /** pods: container whose cgroup leaf the process joins (default 'app'); ignored for hosts */
+  container?: string;
+  /** added to (and overriding) the parent's environment */
+  env?: Record<string, string>;
+  /** default ['pipe', 'pipe', 'pipe'] */
+  stdio?: StdioOptions;
+}
+
+export interface ExecOptions extends SpawnOptions {
+  /** kill (SIGKILL) the process after this many ms; default 30000 */
+  timeoutMs?: number;
+}
+
+export interface ExecResult {
+  stdout: string;
+  stderr: string;
+  /** exit code, or 128 + signal number when killed by a signal */
+  code: number;
+}
+
+/** Where cgroup v2 is mounted (first cgroup2 entry of /proc/self/mountinfo whose root is "/"). */
+export function findCgroup2Mount(mountinfo: string = readFileSync('/proc/self/mountinfo', 'utf8')): string {
+  let fallback: string | undefined;
+  for (const line of mountinfo.split('\n')) {
+    const sep = line.indexOf(' - ');
+    if (sep < 0) continue;
+    const pre = line.slice(0, sep).split(' ');
+    const post = line.slice(sep + 3).split(' ');
+    if (post[0] !== 'cgroup2') continue;
+    const root = pre[3];
+    const mountPoint = pre[4];
+    if (mountPoint === undefined) continue;
+    const unescaped = mountPoint.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
+    if (root === '/') return unescaped;
+    fallback ??= unescaped;
+  }
+  if (fallback !== undefined) return fallback;
+  throw new Error('no cgroup2 filesystem in /proc/self/mountinfo: mount one (mount -t cgroup2 none /sys/fs/cgroup)');
+}
+
+/**
+ * Make sure uid/gid 1337 (istio-proxy) and 1000 exist, creating them without a home and with a nologin shell.
+ * Not needed by the sandbox itself: setpriv takes numeric ids that need not exist, and so do iptables' owner
+ * match and the kernel. Only for tools that insist on names. Idempotent; never changes an existing entry.
+ */
+export async function ensureUsers(): Promise<void> {
+  const want: Array<{ id: number; name: string }> = [
+    { id: 1337, name: 'istio-proxy' },
+    { id: 1000, name: 'app' },
+  ];
+  for (const { id, name } of want) {
+    if (!(await getentExists('group', String(id)))) {
+      const groupName = (await getentExists('group', name)) ? `meshlane-${id}` : name;
+      await execFile('groupadd', ['-g', String(id), groupName]);
+    }
+    if (!(await getentExists('passwd', String(id)))) {
+      const userName = (await getentExists('passwd', name)) ? `meshlane-${id}` : name;
+      await execFile('useradd', ['-u', String(id), '-g', String(id), '-M', '-N', '-s', '/usr/sbin/nologin', userName]);
+    }
+  }
+}
+
+async function getentExists(db: string, key: string): Promise<boolean> {
+  try {
+    await execFile('getent', [db, key]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function ip(...args: string[]): Promise<string> {
+  try {
+    const { stdout } = await execFile('ip', args);
+    return stdout;
+  } catch (e) {
+    const err = e as Error & { stderr?: string };
+    throw new Error(`ip ${args.join(' ')}: ${(err.stderr ?? err.message).trim()}`);
+  }
+}
+
+function errText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function signalNumber(sig: NodeJS.Signals | null): number {
+  return sig === null ? 0 : (osConstants.signals[sig] ?? 0);
+}
+
+/** The directories of a cgroup tree, deepest first (children before their parent). */
+function cgroupTreeBottomUp(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string): void => {
+    let names: string[];
+    try {
+      names = readdirSync(d);
+    } catch {
+      return;
+    }
+    for (const n of names) {
+      const p = join(d, n);
+      try {
+        if (statSync(p).isDirectory()) walk(p);
+      } catch {
+        /* vanished */
+      }
+    }
+    out.push(d);
+  };
+  walk(dir);
+  return out;
+}
+
+function cgroupPids(dirs: string[]): number[] {
+  const pids = new Set<number>();
+  for (const d of dirs) {
+    let text: string;
+    try {
+      text = readFileSync(join(d, 'cgroup.procs'), 'utf8');
+    } catch {
+      continue;
+    }
+    for (const l of text.split('\n')) {
+      const n = Number(l);
+      if (l !== '' && Number.isInteger(n) && n > 0) pids.add(n);
+    }
+  }
+  return [...pids];
+}
+
+/** Common part of pods, hosts and the node: a netns, addresses, and process placement. */
+export abstract class SandboxMember {
+  constructor(
+    protected readonly sandbox: Sandbox,
+    readonly netns: string,
+    readonly ipv4: string,
+    readonly ipv6: string | undefined,
+  ) {}
+
+  /** The cgroup directory (absolute) a process of `container` is placed in; created on demand. */
+  protected abstract leafCgroup(container: string | undefined): string;
+
+  /**
+   * Start `command args` in this member's netns, as uid/gid if given, inside its cgroup leaf. The process joins
+   * the cgroup before it enters the netns (ip netns exec remounts /sys) and before it execs the command; the
+   * pid stays the same through the exec chain, so killing the returned child kills the command.
+   */
+  spawn(command: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
+    const cg = this.leafCgroup(opts.container);
+    const argv = [
+      '-c',
+      'echo $$ > "$1" || exit 125; shift; exec "$@"',
+      'meshlane-sandbox',
+      join(cg, 'cgroup.procs'),
+      'ip',
+      'netns',
+      'exec',
+      this.netns,
+    ];
+    if (opts.uid !== undefined || opts.gid !== undefined) {
+      argv.push('setpriv');
+      if (opts.uid !== undefined) argv.push('--reuid', String(opts.uid));
+      argv.push('--regid', String(opts.gid ?? opts.uid), '--clear-groups', '--');
+    }
+    argv.push(command, ...args);
+    return this.sandbox.track(
+      spawn('/bin/sh', argv, {
+        env: { ...process.env, ...opts.env },
+        stdio: opts.stdio ?? ['pipe', 'pipe', 'pipe'],
+      }),
+    );
+  }
+
+  /** spawn() and wait for the exit; stdin is closed at once. */
+  exec(command: string, args: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    return new Promise((resolve, reject) => {
+      const child = this.spawn(command, args, { ...opts, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+      child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
+      child.on('error', (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+      child.on('close', (code, signal) => {
+        clearTimeout(timer);
+        resolve({ stdout, stderr, code: code ?? 128 + signalNumber(signal) });
+      });
+    });
+  }
+}
+
+export class SandboxPod extends SandboxMember {
+  readonly namespace: string;
+  readonly name: string;
+  readonly uid: string;
+  readonly qos: QosClass;
+  /** Pod-level cgroup directory (absolute path), per the kubelet layout of the sandbox's driver. */
+  readonly cgroupDir: string;
+  /** Host end of the pod's veth, in the node netns. */
+  readonly hostVeth: string;
+
+  constructor(sandbox: Sandbox, spec: PodSpec & { netns: string; hostVeth: string; cgroupDir: string }) {
+    super(sandbox, spec.netns, spec.ipv4, spec.ipv6);
+    this.namespace = spec.namespace;
+    this.name = spec.name;
+    this.uid = spec.uid;
+    this.qos = spec.qos ?? 'BestEffort';
+    this.cgroupDir = spec.cgroupDir;
+    this.hostVeth = spec.hostVeth;
+  }
+
+  /** A stable 64-hex container id for a container name (what containerd would have made up). */
+  containerId(container: string): string {
+    return createHash('sha256').update(`${this.uid}/${container}`).digest('hex');
+  }
+
+  /** Absolute path of the container's leaf cgroup (systemd: cri-containerd-<id>.scope, cgroupfs: <id>). */
+  containerCgroup(container: string): string {
+    const id = this.containerId(container);
+    return join(this.cgroupDir, this.sandbox.cgroupDriver === 'systemd' ? `cri-containerd-${id}.scope` : id);
+  }
+
+  protected override leafCgroup(container: string | undefined): string {
+    const dir = this.containerCgroup(container ?? DEFAULT_CONTAINER);
+    this.sandbox.mkdirCgroupSync(dir);
+    return dir;
+  }
+}
+
+export class SandboxHost extends SandboxMember {
+  /** The host's own cgroup leaf: <cgroupRoot>/hosts/<name>, or <cgroupRoot>/node for the node. */
+  readonly cgroupDir: string;
+  readonly hostVeth: string | undefined;
+
+  constructor(sandbox: Sandbox, readonly name: string, netns: string, ipv4: string, ipv6: string | undefined, cgroupDir: string, hostVeth?: string) {
+    super(sandbox, netns, ipv4, ipv6);
+    this.cgroupDir = cgroupDir;
+    this.hostVeth = hostVeth;
+  }
+
+  protected override leafCgroup(): string {
+    this.sandbox.mkdirCgroupSync(this.cgroupDir);
+    return this.cgroupDir;
+  }
+}
+
+export class Sandbox {
+  readonly prefix: string;
+  readonly cgroupDriver: CgroupDriver;
+  /** Where cgroup v2 is mounted on this machine. */
+  readonly cgroup2Mount: string;
+  /** <cgroup2Mount>/<prefix>: the cgroup root to hand to the agent. */
+  readonly cgroupRoot: string;
+  /** The kubelet's kubepods root: <cgroupRoot>/kubepods.slice or <cgroupRoot>/kubepods. */
+  readonly kubepodsDir: string;
+  readonly nodeNetns: string;
+  /** The node itself (the bridge side): processes here play kubelet probes or host-network clients. */
+  readonly node: SandboxHost;
+
+  private readonly children = new Set<ChildProcess>();
+  private readonly pods: SandboxPod[] = [];
+  private readonly hosts: SandboxHost[] = [];
+  private readonly usedAddrs = new Set<string>();
+  private nextIndex = 0;
+  private destroyed = false;
+  private destroying: Promise<string[]> | undefined;
+
+  private constructor(opts: Required<SandboxOptions>, cgroup2Mount: string) {
+    this.prefix = opts.prefix;
+    this.cgroupDriver = opts.cgroupDriver;
+    this.cgroup2Mount = cgroup2Mount;
+    this.cgroupRoot = join(cgroup2Mount, opts.prefix);
+    this.kubepodsDir = join(this.cgroupRoot, opts.cgroupDriver === 'systemd' ? 'kubepods.slice' : 'kubepods');
+    this.nodeNetns = `${opts.prefix}-node`;
+    this.node = new SandboxHost(this, 'node', this.nodeNetns, NODE_IPV4, NODE_IPV6, join(this.cgroupRoot, 'node'));
+    this.usedAddrs.add(NODE_IPV4).add(NODE_IPV6);
+  }
+
+  static async create(opts: SandboxOptions): Promise<Sandbox> {
+    if (!PREFIX_RE.test(opts.prefix)) {
+      throw new Error(`sandbox prefix '${opts.prefix}' must match ${PREFIX_RE} (names must fit in 15 characters)`);
+    }
+    const sb = new Sandbox({ prefix: opts.prefix, cgroupDriver: opts.cgroupDriver ?? 'systemd' }, findCgroup2Mount());
+    // Leftovers of an earlier run with the same prefix (crashed, or killed with SIGKILL).
+    const leftovers = await sb.teardown();
+    if (leftovers.length > 0) console.error(`sandbox ${sb.prefix}: while removing leftovers: ${leftovers.join('; ')}`);
+    try {
+      await sb.setup();
+    } catch (e) {
+      await sb.destroy();
+      throw e;
+    }
+    return sb;
+  }
+
+  private async setup(): Promise<void> {
+    await mkdir(this.cgroupRoot);
+    const qosDirs =
+      this.cgroupDriver === 'systemd'
+        ? ['kubepods-besteffort.slice', 'kubepods-burstable.slice']
+        : ['besteffort', 'burstable'];
+    await mkdir(this.kubepodsDir);
+    for (const d of qosDirs) await mkdir(join(this.kubepodsDir, d));
+    await mkdir(join(this.cgroupRoot, 'hosts'));
+    await mkdir(this.node.cgroupDir);
+
+    const ns = this.nodeNetns;
+    await ip('netns', 'add', ns);
+    await this.netnsDefaults(ns);
+    await ip('-n', ns, 'link', 'set', 'lo', 'up');
+    await ip('-n', ns, 'link', 'add', BRIDGE, 'type', 'bridge', 'mcast_snooping', '0');
+    await ip('-n', ns, 'addr', 'add', `${NODE_IPV4}/24`, 'dev', BRIDGE);
+    await ip('-n', ns, 'addr', 'add', `${NODE_IPV6}/64`, 'dev', BRIDGE, 'nodad');
+    await ip('-n', ns, 'link', 'set', BRIDGE, 'up');
+    await ip(
+      'netns', 'exec', ns, 'sysctl', '-q', '-w',
+      'net.ipv4.ip_forward=1',
+      'net.ipv6.conf.all.forwarding=1',
+      // pods and hosts share one segment: the node forwarding pod -> Service VIP -> host must not redirect
+      'net.ipv4.conf.all.send_redirects=0',
+      `net.ipv4.conf.${BRIDGE}.send_redirects=0`,
+    );
+  }
+
+  /** Cgroup path of a pod per the kubelet layout (absolute). */
+  podCgroupDir(uid: string, qos: QosClass = 'BestEffort'): string {
+    const q = qos.toLowerCase();
+    if (this.cgroupDriver === 'systemd') {
+      const u = uid.replace(/-/g, '_');
+      return qos === 'Guaranteed'
+        ? join(this.kubepodsDir, `kubepods-pod${u}.slice`)
+        : join(this.kubepodsDir, `kubepods-${q}.slice`, `kubepods-${q}-pod${u}.slice`);
+    }
+    return qos === 'Guaranteed' ? join(this.kubepodsDir, `pod${uid}`) : join(this.kubepodsDir, q, `pod${uid}`);
+  }
+
+  async addPod(spec: PodSpec): Promise<SandboxPod> {
+    this.checkAlive();
+    if (!/^[A-Za-z0-9-]+$/.test(spec.uid)) throw new Error(`pod uid '${spec.uid}' is not a uid`);
+    this.claimAddrs(spec.ipv4, spec.ipv6);
+    const idx = this.nextIndex++;
+    const pod = new SandboxPod(this, {
+      ...spec,
+      netns: `${this.prefix}-p${idx}`,
+      hostVeth: `vp${idx}`,
+      cgroupDir: this.podCgroupDir(spec.uid, spec.qos),
+    });
+    this.pods.push(pod);
+    await mkdir(pod.cgroupDir);
+    await this.plumb(pod.netns, pod.hostVeth, spec.ipv4, spec.ipv6);
+    if (spec.ipv6 !== undefined) await ip('-n', pod.netns, 'addr', 'add', `${INBOUND_PASSTHROUGH_V6}/128`, 'dev', 'lo', 'nodad');
+    await this.waitNotTentative(pod.netns);
+    return pod;
+  }
+
+  async addHost(name: string, addrs: HostAddrs): Promise<SandboxHost> {
+    this.checkAlive();
+    if (!HOST_NAME_RE.test(name)) throw new Error(`host name '${name}' must match ${HOST_NAME_RE}`);
+    if (this.hosts.some((h) => h.name === name)) throw new Error(`host '${name}' exists already`);
+    const extraV4 = addrs.extraV4 ?? [];
+    const extraV6 = addrs.extraV6 ?? [];
+    for (const a of extraV4) if (!isIPv4(a)) throw new Error(`extraV4 '${a}' is not an IPv4 address`);
+    for (const a of extraV6) if (!isIPv6(a)) throw new Error(`extraV6 '${a}' is not an IPv6 address`);
+    if (extraV6.length > 0 && addrs.ipv6 === undefined) throw new Error(`host '${name}': extraV6 needs an ipv6`);
+    this.claimAddrs(addrs.ipv4, addrs.ipv6, ...extraV4, ...extraV6);
+    const idx = this.nextIndex++;
+    const host = new SandboxHost(this, name, `${this.prefix}-h${idx}`, addrs.ipv4, addrs.ipv6, join(this.cgroupRoot, 'hosts', name), `vh${idx}`);
+    this.hosts.push(host);
+    await mkdir(host.cgroupDir);
+    await this.plumb(host.netns, `vh${idx}`, addrs.ipv4, addrs.ipv6);
+    for (const a of extraV4) {
+      await ip('-n', host.netns, 'addr', 'add', `${a}/32`, 'dev', 'lo');
+      await ip('-n', this.nodeNetns, 'route', 'add', `${a}/32`, 'via', addrs.ipv4);
+    }
+    for (const a of extraV6) {
+      await ip('-n', host.netns, 'addr', 'add', `${a}/128`, 'dev', 'lo', 'nodad');
+      await ip('-n', this.nodeNetns, '-6', 'route', 'add', `${a}/128`, 'via', addrs.ipv6!);
+    }
+    await this.waitNotTentative(host.netns);
+    return host;
+  }
+
+  /** Pods and hosts added so far. */
+  listPods(): readonly SandboxPod[] {
+    return this.pods;
+  }
+  listHosts(): readonly SandboxHost[] {
+    return this.hosts;
+  }
+
+  private claimAddrs(ipv4: string, ipv6: string | undefined, ...extra: string[]): void {
+    if (!isIPv4(ipv4) || !ipv4.startsWith('10.244.0.')) throw new Error(`ipv4 '${ipv4}' must be in 10.244.0.0/24`);
+    if (ipv6 !== undefined && !isIPv6(ipv6)) throw new Error(`ipv6 '${ipv6}' is not an IPv6 address`);
+    const all = [ipv4, ...(ipv6 === undefined ? [] : [ipv6]), ...extra];
+    for (const a of all) if (this.usedAddrs.has(a)) throw new Error(`address ${a} is in use in sandbox ${this.prefix}`);
+    for (const a of all) this.usedAddrs.add(a);
+  }
+
+  /** A netns on the bridge: lo up, veth (hostIf in the node netns on mlbr0, eth0 inside), addresses, routes. */
+  private async plumb(ns: string, hostIf: string, ipv4: string, ipv6: string | undefined): Promise<void> {
+    await ip('netns', 'add', ns);
+    await this.netnsDefaults(ns);
+    await ip('-n', ns, 'link', 'set', 'lo', 'up');
+    // 127.0.0.6 (the proxy's inbound passthrough source) must be bindable: lo's 127.0.0.1/8 covers it.
+    const lo = JSON.parse(await ip('-j', '-n', ns, '-4', 'addr', 'show', 'dev', 'lo')) as Array<{
+      addr_info?: Array<{ local?: string; prefixlen?: number }>;
+    }>;
+    const covered = lo.some((l) => l.addr_info?.some((a) => a.local === '127.0.0.1' && a.prefixlen === 8));
+    if (!covered) await ip('-n', ns, 'addr', 'add', `${INBOUND_PASSTHROUGH_V4}/32`, 'dev', 'lo');
+    await ip('-n', this.nodeNetns, 'link', 'add', hostIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
+    await ip('-n', this.nodeNetns, 'link', 'set', hostIf, 'master', BRIDGE, 'up');
+    await ip('-n', ns, 'addr', 'add', `${ipv4}/24`, 'dev', 'eth0');
+    if (ipv6 !== undefined) await ip('-n', ns, 'addr', 'add', `${ipv6}/64`, 'dev', 'eth0', 'nodad');
+    await ip('-n', ns, 'link', 'set', 'eth0', 'up');
+    await ip('-n', ns, 'route', 'add', 'default', 'via', NODE_IPV4);
+    if (ipv6 !== undefined) await ip('-n', ns, '-6', 'route', 'add', 'default', 'via', NODE_IPV6);
+  }
+
+  /**
+   * Before any interface exists in `ns`: no IPv6 DAD (link-local addresses usable at once; a tentative one
+   * swallows the first packets after an ICMPv6 redirect to it) and no accepted redirects (traffic between
+   * bridge members always takes the path through the node that the routes say).
+   */
+  private async netnsDefaults(ns: string): Promise<void> {
+    await ip(
+      'netns', 'exec', ns, 'sysctl', '-q', '-w',
+      'net.ipv6.conf.default.accept_dad=0',
+      'net.ipv6.conf.all.accept_dad=0',
+      'net.ipv6.conf.default.accept_redirects=0',
+      'net.ipv6.conf.all.accept_redirects=0',
+      'net.ipv4.conf.default.accept_redirects=0',
+      'net.ipv4.conf.all.accept_redirects=0',
+    );
+  }
+
+  /** Wait (bounded) until no global IPv6 address in `ns` is tentative. */
+  private async waitNotTentative(ns: string): Promise<void> {
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const out = await ip('-n', ns, '-6', 'addr', 'show', 'tentative', 'scope', 'global');
+      if (out.trim() === '') return;
+      if (Date.now() > deadline) throw new Error(`netns ${ns}: IPv6 addresses still tentative: ${out.trim()}`);
+      await sleep(50);
+    }
+  }
+
+  /** Create a cgroup directory (sync, for spawn); no error when it exists. */
+  mkdirCgroupSync(dir: string): void {
+    this.checkAlive();
+    try {
+      mkdirSync(dir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+  }
+
+  /** @internal remember a spawned child so destroy() can stop it */
+  track(child: ChildProcess): ChildProcess {
+    this.children.add(child);
+    child.once('exit', () => this.children.delete(child));
+    return child;
+  }
+
+  private checkAlive(): void {
+    if (this.destroyed || this.destroying) throw new Error(`sandbox ${this.prefix} is destroyed`);
+  }
+
+  /** Names of this prefix's netns that exist now (also ones left by an earlier run). */
+  private ownNetnsNames(list: string): string[] {
+    const re = new RegExp(`^${this.prefix.replace(/-/g, '\\-')}-(node|p\\d+|h\\d+)$`);
+    return list
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/)[0] ?? '')
+      .filter((n) => re.test(n));
+  }
+
+  /**
+   * Stop every process, delete every netns, remove the cgroup tree. Never throws: returns (and logs to stderr)
+   * what it could not undo. Safe to call twice and on a half-made sandbox.
+   */
+  destroy(): Promise<string[]> {
+    this.destroying ??= this.teardown().then((errors) => {
+      this.destroyed = true;
+      if (errors.length > 0) console.error(`sandbox ${this.prefix}: cleanup incomplete: ${errors.join('; ')}`);
+      return errors;
+    });
+    return this.destroying;
+  }
+
+  private async teardown(): Promise<string[]> {
+    const errors: string[] = [];
+    let netnses: string[] = [];
+    try {
+      netnses = this.ownNetnsNames(await ip('netns', 'list'));
+    } catch (e) {
+      errors.push(errText(e));
+    }
+    // Node last: deleting it removes the bridge and the host ends of the veths.
+    netnses.sort((a, b) => Number(a === this.nodeNetns) - Number(b === this.nodeNetns));
+
+    // 1. processes: our children, anything in our cgroup tree, anything in our netns. By pid only.
+    const collectPids = async (): Promise<number[]> => {
+      const pids = new Set<number>();
+      for (const c of this.children) if (c.pid !== undefined && c.exitCode === null && c.signalCode === null) pids.add(c.pid);
+      for (const p of cgroupPids(cgroupTreeBottomUp(this.cgroupRoot))) pids.add(p);
+      for (const ns of netnses) {
+        try {
+          for (const l of (await ip('netns', 'pids', ns)).split('\n')) if (/^\d+$/.test(l.trim())) pids.add(Number(l));
+        } catch {
+          /* netns already gone */
+        }
+      }
+      pids.delete(process.pid);
+      return [...pids];
+    };
+    const signalAll = (pids: number[], sig: NodeJS.Signals): void => {
+      for (const pid of pids) {
+        try {
+          process.kill(pid, sig);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'ESRCH') errors.push(`kill ${pid} ${sig}: ${errText(e)}`);
+        }
+      }
+    };
+    let pids = await collectPids();
+    if (pids.length > 0) {
+      signalAll(pids, 'SIGTERM');
+      const graceEnd = Date.now() + 500;
+      while (Date.now() < graceEnd && pids.some(pidAlive)) await sleep(25);
+      pids = await collectPids();
+      signalAll(pids.filter(pidAlive), 'SIGKILL');
+      const end = Date.now() + 3000;
+      while (Date.now() < end && ((await collectPids()).length > 0 || this.children.size > 0)) await sleep(25);
+      const left = await collectPids();
+      if (left.length > 0) errors.push(`processes still running: ${left.join(' ')}`);
+    }
+
+    // 2. network namespaces
+    for (const ns of netnses) {
+      try {
+        await ip('netns', 'del', ns);
+      } catch (e) {
+        errors.push(errText(e));
+      }
+    }
+
+    // 3. cgroups, bottom-up; a dying process can keep a cgroup busy for a moment
+    for (const dir of cgroupTreeBottomUp(this.cgroupRoot)) {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await rmdir(dir);
+          break;
+        } catch (e) {
+          const code = (e as NodeJS.ErrnoException).code;
+          if (code === 'ENOENT') break;
+          if (code === 'EBUSY' && attempt < 40) {
+            await sleep(50);
+            continue;
+          }
+          errors.push(`rmdir ${dir}: ${errText(e)}`);
+          break;
+        }
+      }
+    }
+    return errors;
+  }
+
+  /**
+   * Best-effort synchronous cleanup for process 'exit' (no event loop left): SIGKILL everything, delete the
+   * netns, remove the cgroup tree. Returns the errors.
+   */
+  destroySync(): string[] {
+    if (this.destroyed) return [];
+    this.destroyed = true;
+    const errors: string[] = [];
+    let netnses: string[] = [];
+    try {
+      netnses = this.ownNetnsNames(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }));
+    } catch (e) {
+      errors.push(errText(e));
+    }
+    const pids = new Set<number>(cgroupPids(cgroupTreeBottomUp(this.cgroupRoot)));
+    for (const c of this.children) if (c.pid !== undefined && c.exitCode === null) pids.add(c.pid);
+    for (const ns of netnses) {
+      try {
+        for (const l of execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n')) {
+          if (/^\d+$/.test(l.trim())) pids.add(Number(l));
+        }
+      } catch {
+        /* gone */
+      }
+    }
+    pids.delete(process.pid);
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    netnses.sort((a, b) => Number(a === this.nodeNetns) - Number(b === this.nodeNetns));
+    for (const ns of netnses) {
+      try {
+        execFileSync('ip', ['netns', 'del', ns], { stdio: ['ignore', 'ignore', 'pipe'] });
+      } catch (e) {
+        errors.push(errText(e));
+      }
+    }
+    for (const dir of cgroupTreeBottomUp(this.cgroupRoot)) {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          rmdirSync(dir);
+          break;
+        } catch (e) {
+          const code = (e as NodeJS.ErrnoException).code;
+          if (code === 'ENOENT') break;
+          if (code === 'EBUSY' && attempt < 40) {
+            sleepSync(25);
+            continue;
+          }
+          errors.push(`rmdir ${dir}: ${errText(e)}`);
+          break;
+        }
+      }
+    }
+    if (errors.length > 0) console.error(`sandbox ${this.prefix}: cleanup incomplete: ${errors.join('; ')}`);
+    return errors;
+  }
+}
+
+/**
+ * Safety net for long-running users (the demo): on SIGINT / SIGTERM destroy the sandbox and then die of the
+ * same signal; on process 'exit' (also after an uncaught exception) run the synchronous cleanup. Returns a
+ * function that removes the handlers (call it after a normal destroy()).
+ */
+export function installCleanupHandlers(sandbox: Sandbox): () => void {
+  let running = false;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (running) return;
+    running = true;
+    void sandbox.destroy().finally(() => {
+      uninstall();
+      process.kill(process.pid, sig);
+    });
+  };
+  const onExit = (): void => {
+    sandbox.destroySync();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('exit', onExit);
+  function uninstall(): void {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    process.off('exit', onExit);
+  }
+  return uninstall;
+}
