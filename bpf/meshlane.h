@@ -156,7 +156,7 @@ enum stat {
 	STAT_CAPTURED_INBOUND = 2,  /* redirected to the inbound port (hairpin) */
 	STAT_BYPASSED = 3,          /* decided: not captured */
 	STAT_ORIG_DST_SERVED = 4,   /* SO_ORIGINAL_DST answered */
-	STAT_HANDOVER_MISSED = 5,   /* accepted a captured connection without its original destination */
+	STAT_PROXY_PORT_UNCAPTURED = 5, /* accepted on a proxy port without a capture (e.g. dialled directly) */
 	STAT_HANDOVER_FULL = 6,     /* orig_by_tuple was full */
 	STAT_MAX = 7,
 };

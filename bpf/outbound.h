@@ -9,8 +9,9 @@
  *     the agent reports that annotation as unsupported.
  *  2. destination port in excludeOutboundPorts: not captured.
  *  3. local destination from 127.0.0.6 / ::6: not captured.
- *  4. per proxy uid, then per proxy gid, in order: (a) local, not 127.0.0.1,
- *     not the tunnel port (nor 53 with DNS): owner is the id -> inbound port;
+ *  4. per proxy uid, then per proxy gid, in order: (a) local, not exactly
+ *     127.0.0.1, not the tunnel port (nor TCP 53 with DNS, uid loop only):
+ *     owner is the id -> inbound port;
  *     (b) local, owner is not the id, no loopback CIDR included: not captured;
  *     (c) owner is the id: not captured.
  *  5. DNS (with the DNS hooks).
@@ -51,15 +52,16 @@ enum owner_verdict {
 	OWNER_INBOUND = 2,
 };
 
-/* One iteration of the uid (or gid) loop of istio-iptables. */
+/* One iteration of the uid (or gid) loop of istio-iptables. Istio skips TCP 53
+ * (with DNS capture) in rule (a) of the uid loop only, never of the gid loop. */
 static __always_inline int owner_rule(const struct pod_config *pod, const struct conn *c,
-				      __u32 owner, __u32 id)
+				      __u32 owner, __u32 id, int is_uid)
 {
 	int dns = pod->flags & POD_DNS_CAPTURE;
 	int dns_port = dns && c->dport == DNS_PORT;
 
-	if (c->local && !c->dst_loopback1 && c->dport != pod->tunnel_port && !dns_port &&
-	    owner == id)
+	if (c->local && !c->dst_loopback1 && c->dport != pod->tunnel_port &&
+	    !(is_uid && dns_port) && owner == id)
 		return OWNER_INBOUND;
 	if (!(pod->flags & POD_OUT_INCLUDE_LOOPBACK) && c->local && !dns_port && owner != id)
 		return OWNER_BYPASS;
@@ -76,7 +78,7 @@ static __always_inline int owner_rules(const struct pod_config *pod, const struc
 	for (int i = 0; i < MESHLANE_MAX_PROXY_IDS; i++) {
 		if (i >= pod->n_uids)
 			break;
-		v = owner_rule(pod, c, c->uid, pod->uids[i]);
+		v = owner_rule(pod, c, c->uid, pod->uids[i], 1);
 		if (v != OWNER_CONTINUE)
 			return v;
 	}
@@ -84,7 +86,7 @@ static __always_inline int owner_rules(const struct pod_config *pod, const struc
 	for (int i = 0; i < MESHLANE_MAX_PROXY_IDS; i++) {
 		if (i >= pod->n_gids)
 			break;
-		v = owner_rule(pod, c, c->gid, pod->gids[i]);
+		v = owner_rule(pod, c, c->gid, pod->gids[i], 0);
 		if (v != OWNER_CONTINUE)
 			return v;
 	}

@@ -122,7 +122,7 @@ static __always_inline void on_accept(struct bpf_sock_ops *skops)
 	orig = bpf_map_lookup_elem(&orig_by_tuple, &k);
 	if (!orig) {
 		if (is_proxy_port(skops, k.netns_cookie))
-			stat_inc(STAT_HANDOVER_MISSED);
+			stat_inc(STAT_PROXY_PORT_UNCAPTURED);
 		return;
 	}
 	if (skops->sk) {

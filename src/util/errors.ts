@@ -2,8 +2,8 @@
 // mounted) are UserErrors: the CLI prints `meshlane: <message>` on one line, no stack trace. The message
 // names the cause and the fix.
 export class UserError extends Error {
-  constructor(message: string) {
-    super(message);
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
     this.name = 'UserError';
   }
 }

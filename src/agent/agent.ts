@@ -1,0 +1,172 @@
+// The agent: a pipeline. A source produces Kubernetes objects -> the pod model turns them into
+// desired pods -> the locator finds each pod's netns -> the planner diffs against the maps -> the
+// dataplane writes them. It re-runs on every source change and on a short tick (pods whose cgroup
+// or processes appear later are picked up when they do).
+import { EventEmitter } from 'node:events';
+import { Dataplane } from '../dataplane/dataplane.js';
+import { buildModel } from '../model/pod-model.js';
+import type { ModelResult } from '../model/types.js';
+import { ClusterFileSource } from '../sources/cluster-file.js';
+import { UserError } from '../util/errors.js';
+import { checkCgroupDir } from '../util/cgroup.js';
+import type { Logger } from '../util/log.js';
+import { compilePod } from './desired.js';
+import { PodLocator } from './pod-locator.js';
+import { reconcileMaps } from './reconcile.js';
+import type { Want } from './plan.js';
+import { writeStatus, type AgentStatus, type PodStatus } from './status.js';
+
+export interface AgentOptions {
+  clusterFile: string;
+  cgroupRoot: string;
+  bpffs: string;
+  stateDir: string;
+  nodeName?: string;
+  log: Logger;
+  /** how often to re-check pods whose netns is not known yet, and the maps (ms) */
+  resyncMs?: number;
+}
+
+interface Snapshot {
+  namespaces: unknown[];
+  pods: unknown[];
+}
+
+export class Agent extends EventEmitter {
+  private dataplane?: Dataplane;
+  private source?: ClusterFileSource;
+  private locator?: PodLocator;
+  private timer?: NodeJS.Timeout;
+  private snapshot?: Snapshot;
+  private sourceError?: string;
+  private readonly startedAt = new Date().toISOString();
+  private lastStatus = '';
+  private cgroupRoot = '';
+
+  constructor(private readonly opts: AgentOptions) {
+    super();
+  }
+
+  async start(): Promise<void> {
+    const { log } = this.opts;
+    this.cgroupRoot = checkCgroupDir(this.opts.cgroupRoot);
+    this.dataplane = Dataplane.load({ bpffs: this.opts.bpffs, log });
+    this.locator = new PodLocator(this.cgroupRoot);
+    this.snapshot = await this.firstSnapshot();
+    // Fill the maps before the programs go live (or are swapped): no window with empty maps.
+    this.reconcile();
+    const attached = this.dataplane.attach(this.cgroupRoot);
+    const stale = this.dataplane.removeStalePins();
+    log.info({ attached, removedPins: stale, cgroupRoot: this.cgroupRoot, bpffs: this.opts.bpffs }, 'capture active');
+    this.timer = setInterval(() => this.reconcile(), this.opts.resyncMs ?? 250);
+    this.timer.unref?.();
+  }
+
+  private firstSnapshot(): Promise<Snapshot> {
+    const source = new ClusterFileSource(this.opts.clusterFile);
+    this.source = source;
+    return new Promise((resolve, reject) => {
+      let first = true;
+      source.on('snapshot', (s: Snapshot) => {
+        this.sourceError = undefined;
+        if (first) {
+          first = false;
+          resolve(s);
+          return;
+        }
+        this.snapshot = s;
+        this.opts.log.info({ pods: s.pods.length, namespaces: s.namespaces.length }, 'cluster file changed');
+        this.reconcile();
+      });
+      source.on('error', (e: Error) => {
+        if (first) {
+          first = false;
+          reject(e instanceof UserError ? e : new UserError(e.message));
+          return;
+        }
+        this.sourceError = e.message;
+        this.opts.log.error({ err: e.message }, 'cluster file unreadable; keeping the last good state');
+      });
+      source.start();
+    });
+  }
+
+  /** One pass of the pipeline. Safe to call at any time. */
+  reconcile(): void {
+    if (!this.dataplane || !this.locator || !this.snapshot) return;
+    const { log } = this.opts;
+    let model: ModelResult;
+    try {
+      model = buildModel(this.snapshot, { nodeName: this.opts.nodeName });
+    } catch (e) {
+      log.error({ err: (e as Error).message }, 'pod model failed');
+      return;
+    }
+    const want: Want[] = [];
+    const pods: PodStatus[] = [];
+    const seen = new Set<bigint>();
+    for (const pod of model.captured) {
+      const entries = compilePod(pod);
+      const status: PodStatus = {
+        ref: pod.ref,
+        state: 'pending',
+        ips: pod.ips,
+        settings: pod.settings,
+        errors: [...pod.errors, ...entries.errors],
+        unsupported: pod.unsupported,
+      };
+      const loc = this.locator.locate(pod.ref.uid, pod.qosClass);
+      if (!loc.found) status.reason = loc.reason;
+      else if (seen.has(loc.netnsCookie)) status.reason = 'another pod already claims the same network namespace';
+      else {
+        seen.add(loc.netnsCookie);
+        want.push({ cookie: loc.netnsCookie, entries });
+        status.netnsCookie = loc.netnsCookie.toString();
+        status.state = 'captured';
+      }
+      pods.push(status);
+    }
+    let writes = 0;
+    try {
+      const r = reconcileMaps(this.dataplane.maps, want);
+      writes = r.writes;
+      for (const p of pods) if (p.netnsCookie) p.podId = r.ids.get(BigInt(p.netnsCookie));
+    } catch (e) {
+      log.error({ err: (e as Error).message }, 'writing the maps failed; retrying on the next pass');
+      return;
+    }
+    if (writes > 0) {
+      log.info({ writes, captured: pods.filter((p) => p.state === 'captured').map((p) => `${p.ref.namespace}/${p.ref.name}`) }, 'maps updated');
+      for (const p of pods) for (const err of p.errors) log.warn({ pod: `${p.ref.namespace}/${p.ref.name}` }, err);
+    }
+    this.publish(pods, model);
+    if (writes > 0) this.emit('reconciled', { writes });
+  }
+
+  private publish(pods: PodStatus[], model: ModelResult): void {
+    const status: AgentStatus = {
+      pid: process.pid,
+      startedAt: this.startedAt,
+      updatedAt: '',
+      bpffs: this.opts.bpffs,
+      cgroupRoot: this.cgroupRoot,
+      source: `cluster file ${this.opts.clusterFile}`,
+      sourceError: this.sourceError,
+      pods,
+      skipped: model.skipped,
+    };
+    const key = JSON.stringify(status);
+    if (key === this.lastStatus) return;
+    this.lastStatus = key;
+    status.updatedAt = new Date().toISOString();
+    writeStatus(this.opts.stateDir, status);
+  }
+
+  /** Stop following the source. Links and maps stay pinned: capture goes on without the agent. */
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.source?.stop();
+    this.dataplane?.close();
+    this.dataplane = undefined;
+  }
+}

@@ -1,0 +1,94 @@
+// Pure: a DesiredPod (the model's output) becomes the map entries that describe it to the programs.
+import { isIPv4, isIPv6 } from 'node:net';
+import type { Cidr, DesiredPod } from '../model/types.js';
+import { CIDR_KEY_FIXED_BITS, CidrKind, MAX_PROXY_IDS, PodFlags, PortKind, type PodConfigValue } from '../dataplane/layouts.js';
+
+export interface PodEntries {
+  /** pod_id is filled in by the planner */
+  config: Omit<PodConfigValue, 'pod_id'>;
+  ports: Array<{ port: number; kind: number }>;
+  cidrs4: Array<{ prefix: number; kind: number; addr: string }>;
+  cidrs6: Array<{ prefix: number; kind: number; addr: string }>;
+  info: { namespace_: string; name: string; uid: string };
+  /** problems found while compiling (added to the pod's errors in status) */
+  errors: string[];
+}
+
+const ZERO6 = '::';
+
+function isLoopbackNet(c: Cidr): boolean {
+  return c.family === 4 ? c.addr.startsWith('127.') : c.addr === '::1';
+}
+
+export function compilePod(pod: DesiredPod): PodEntries {
+  const s = pod.settings;
+  const errors: string[] = [];
+  const ip4 = pod.ips.find((ip) => isIPv4(ip));
+  const ip6 = pod.ips.find((ip) => isIPv6(ip));
+  let flags = 0;
+  if (s.outboundInclude.all) flags |= PodFlags.OUT_INCLUDE_ALL;
+  if (s.outboundInclude.cidrs.some(isLoopbackNet)) flags |= PodFlags.OUT_INCLUDE_LOOPBACK;
+  if (s.dns.enabled) flags |= PodFlags.DNS_CAPTURE;
+  if (s.dns.captureAll) flags |= PodFlags.DNS_CAPTURE_ALL;
+  if (ip4) flags |= PodFlags.HAS_IP4;
+  if (ip6) flags |= PodFlags.HAS_IP6;
+  if (s.inboundPorts.mode === 'all' || s.inboundPorts.include.length > 0) flags |= PodFlags.IN_ENABLED;
+  if (s.inboundPorts.mode === 'all') flags |= PodFlags.IN_INCLUDE_ALL;
+
+  const ids = (list: number[], what: string): number[] => {
+    if (list.length > MAX_PROXY_IDS) errors.push(`${what} has ${list.length} entries; meshlane uses the first ${MAX_PROXY_IDS}`);
+    return list.slice(0, MAX_PROXY_IDS);
+  };
+  const uids = ids(s.proxyUids, 'the proxy uid list');
+  const gids = ids(s.proxyGids, 'the proxy gid list');
+
+  const ports: PodEntries['ports'] = [];
+  const addPorts = (list: number[], kind: number): void => {
+    for (const port of new Set(list)) ports.push({ port, kind });
+  };
+  addPorts(s.excludeOutboundPorts, PortKind.OUT_EXCLUDE);
+  addPorts(s.includeOutboundPorts, PortKind.OUT_INCLUDE);
+  if (s.inboundPorts.mode === 'all') addPorts(s.inboundPorts.exclude, PortKind.IN_EXCLUDE);
+  else addPorts(s.inboundPorts.include, PortKind.IN_INCLUDE);
+
+  const cidrs4: PodEntries['cidrs4'] = [];
+  const cidrs6: PodEntries['cidrs6'] = [];
+  const addCidrs = (list: Cidr[], kind: number): void => {
+    for (const c of list) (c.family === 4 ? cidrs4 : cidrs6).push({ prefix: c.prefix, kind, addr: c.addr });
+  };
+  addCidrs(s.outboundExclude, CidrKind.OUT_EXCLUDE);
+  if (!s.outboundInclude.all) addCidrs(s.outboundInclude.cidrs, CidrKind.OUT_INCLUDE);
+
+  return {
+    config: {
+      flags,
+      outbound_port: s.outboundPort,
+      inbound_port: s.inboundPort,
+      tunnel_port: s.inboundTunnelPort,
+      dns_port: s.dnsPort,
+      ip4: ip4 ?? '0.0.0.0',
+      ip6: ip6 ?? ZERO6,
+      n_uids: uids.length,
+      n_gids: gids.length,
+      uids,
+      gids,
+    },
+    ports: dedupe(ports),
+    cidrs4: dedupe(cidrs4),
+    cidrs6: dedupe(cidrs6),
+    info: { namespace_: pod.ref.namespace, name: pod.ref.name, uid: pod.ref.uid },
+    errors,
+  };
+}
+
+function dedupe<T>(xs: T[]): T[] {
+  const seen = new Set<string>();
+  return xs.filter((x) => {
+    const k = JSON.stringify(x);
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+}
+
+export const prefixlen = (cidrPrefix: number): number => CIDR_KEY_FIXED_BITS + cidrPrefix;

@@ -1,0 +1,37 @@
+import { Command, Option } from 'commander';
+import { Agent } from '../../agent/agent.js';
+import { cgroup2Mount } from '../../util/cgroup.js';
+import { makeLogger } from '../../util/log.js';
+import { bpffsOption, requireRoot, stateDirOption } from '../options.js';
+
+export function agentCommand(): Command {
+  return new Command('agent')
+    .description('run the node agent: keep the BPF maps in line with the pods of this node')
+    .requiredOption('--cluster-file <file>', 'a Kubernetes List (YAML or JSON) of Namespaces and Pods, followed as it changes')
+    .option('--cgroup-root <dir>', 'cgroup v2 directory to attach to (default: the cgroup2 mount)')
+    .addOption(bpffsOption())
+    .addOption(stateDirOption())
+    .option('--node-name <name>', 'only pods with this spec.nodeName (default: all pods in the file)')
+    .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
+    .action(async (o: { clusterFile: string; cgroupRoot?: string; bpffs: string; stateDir: string; nodeName?: string; logLevel: string }) => {
+      requireRoot('meshlane agent');
+      const log = makeLogger(o.logLevel);
+      const agent = new Agent({
+        clusterFile: o.clusterFile,
+        cgroupRoot: o.cgroupRoot ?? cgroup2Mount(),
+        bpffs: o.bpffs,
+        stateDir: o.stateDir,
+        nodeName: o.nodeName,
+        log,
+      });
+      await agent.start();
+      await new Promise<void>((resolve) => {
+        const stop = (sig: string): void => {
+          log.info({ signal: sig }, 'stopping; capture stays in place (pinned)');
+          void agent.stop().then(resolve);
+        };
+        process.once('SIGINT', () => stop('SIGINT'));
+        process.once('SIGTERM', () => stop('SIGTERM'));
+      });
+    });
+}

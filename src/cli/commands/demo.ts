@@ -1,0 +1,12 @@
+import { Command } from 'commander';
+import { requireRoot } from '../options.js';
+
+export function demoCommand(): Command {
+  return new Command('demo')
+    .description('capture a sandbox pod\'s traffic into its proxy, show what happened, clean up (no cluster needed)')
+    .action(async () => {
+      requireRoot('meshlane demo');
+      const { runDemo } = await import('../../demo/demo.js');
+      await runDemo();
+    });
+}

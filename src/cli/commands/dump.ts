@@ -1,0 +1,50 @@
+import { Argument, Command } from 'commander';
+import { PinnedMaps, listPins } from '../../dataplane/dataplane.js';
+import { describeMaps, MAP_TITLES, type Row } from '../../dataplane/describe.js';
+import { MAP_NAMES, type MapName } from '../../dataplane/layouts.js';
+import { UserError } from '../../util/errors.js';
+import { bpffsOption, jsonOption, requireRoot, toJson } from '../options.js';
+
+export function renderTable(rows: Row[]): string {
+  if (rows.length === 0) return '  (empty)\n';
+  return rows
+    .map((r) =>
+      '  ' +
+      Object.entries(r)
+        .filter(([, v]) => v !== undefined)
+        .map(([k, v]) => `${k}=${Array.isArray(v) ? `[${v.join(',')}]` : String(v)}`)
+        .join(' ') +
+      '\n',
+    )
+    .join('');
+}
+
+export function renderDump(d: Partial<Record<MapName, Row[] | string>>): string {
+  let s = '';
+  for (const n of MAP_NAMES) {
+    const v = d[n];
+    if (v === undefined) continue;
+    s += `${MAP_TITLES[n]}\n${typeof v === 'string' ? `  ${v}\n` : renderTable(v)}`;
+  }
+  return s;
+}
+
+export function dumpCommand(): Command {
+  return new Command('dump')
+    .description('print every pinned map, decoded (works with no agent running)')
+    .addArgument(new Argument('[map]', 'only this map').choices(MAP_NAMES))
+    .addOption(bpffsOption())
+    .addOption(jsonOption())
+    .action((map: MapName | undefined, o: { bpffs: string; json?: boolean }) => {
+      requireRoot('meshlane dump');
+      const pins = listPins(o.bpffs);
+      if (pins.maps.length === 0) throw new UserError(`no meshlane maps are pinned under ${o.bpffs}: start 'meshlane agent' (or pass the --bpffs it uses)`);
+      const pinned = new PinnedMaps(o.bpffs);
+      try {
+        const d = describeMaps(pinned.maps, map);
+        process.stdout.write(o.json ? toJson({ bpffs: o.bpffs, links: pins.links, maps: d }) + '\n' : `links: ${pins.links.join(', ') || '(none)'}\n${renderDump(d)}`);
+      } finally {
+        pinned.close();
+      }
+    });
+}

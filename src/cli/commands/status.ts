@@ -1,0 +1,67 @@
+import { Command } from 'commander';
+import { listPins } from '../../dataplane/dataplane.js';
+import { readStatus, statusPath } from '../../agent/status.js';
+import { bpffsOption, jsonOption, stateDirOption, toJson } from '../options.js';
+import type { CaptureSettings } from '../../model/types.js';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function settingsLine(s: CaptureSettings): string {
+  const cidrs = (l: { addr: string; prefix: number }[]): string => l.map((c) => `${c.addr}/${c.prefix}`).join(',');
+  const inbound = s.inboundPorts.mode === 'all' ? `* except ${s.inboundPorts.exclude.join(',')}` : s.inboundPorts.include.join(',') || '(none)';
+  return [
+    `out=${s.outboundPort} in=${s.inboundPort} uids=${s.proxyUids.join(',')} gids=${s.proxyGids.join(',')}`,
+    `include-out=${s.outboundInclude.all ? '*' : cidrs(s.outboundInclude.cidrs) || '(none)'}`,
+    s.outboundExclude.length ? `exclude-out=${cidrs(s.outboundExclude)}` : '',
+    s.includeOutboundPorts.length ? `include-out-ports=${s.includeOutboundPorts.join(',')}` : '',
+    s.excludeOutboundPorts.length ? `exclude-out-ports=${s.excludeOutboundPorts.join(',')}` : '',
+    `inbound-ports=${inbound}`,
+    s.dns.enabled ? `dns=${s.dns.captureAll ? 'all' : 'on'}` : '',
+  ]
+    .filter(Boolean)
+    .join(' ');
+}
+
+export function statusCommand(): Command {
+  return new Command('status')
+    .description('captured pods with their settings and errors, as the agent last saw them')
+    .addOption(bpffsOption())
+    .addOption(stateDirOption())
+    .addOption(jsonOption())
+    .action((o: { bpffs: string; stateDir: string; json?: boolean }) => {
+      const st = readStatus(o.stateDir);
+      const pins = listPins(o.bpffs);
+      const running = st ? alive(st.pid) : false;
+      if (o.json) {
+        process.stdout.write(toJson({ agentRunning: running, pins, status: st ?? null }) + '\n');
+        return;
+      }
+      const out: string[] = [];
+      out.push(`capture: ${pins.links.length ? `active (${pins.links.length} programs linked under ${o.bpffs})` : `not installed (nothing linked under ${o.bpffs})`}`);
+      if (!st) {
+        out.push(`agent: no status at ${statusPath(o.stateDir)} (the agent has not run with --state-dir ${o.stateDir})`);
+      } else {
+        out.push(`agent: ${running ? `running (pid ${st.pid})` : `not running (last seen pid ${st.pid} at ${st.updatedAt})`}; source: ${st.source}; cgroup root: ${st.cgroupRoot}`);
+        if (st.sourceError) out.push(`source error: ${st.sourceError}`);
+        out.push(`pods (${st.pods.length}):`);
+        for (const p of st.pods) {
+          out.push(`  ${p.ref.namespace}/${p.ref.name} ${p.state}${p.reason ? ` (${p.reason})` : ''} ips=${p.ips.join(',')}${p.podId ? ` id=${p.podId}` : ''}`);
+          out.push(`    ${settingsLine(p.settings)}`);
+          for (const e of p.errors) out.push(`    error: ${e}`);
+          for (const u of p.unsupported) out.push(`    unsupported: ${u}`);
+        }
+        if (st.skipped.length) {
+          out.push(`not captured (${st.skipped.length}):`);
+          for (const s of st.skipped) out.push(`  ${s.ref.namespace}/${s.ref.name}: ${s.reason}`);
+        }
+      }
+      process.stdout.write(out.join('\n') + '\n');
+    });
+}

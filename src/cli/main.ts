@@ -1,0 +1,44 @@
+#!/usr/bin/env node
+// meshlane's command line. Errors a user can cause print one line and exit 2; bugs keep their stack.
+import { Command, CommanderError } from 'commander';
+import { UserError } from '../util/errors.js';
+import { agentCommand } from './commands/agent.js';
+import { dumpCommand } from './commands/dump.js';
+import { statusCommand } from './commands/status.js';
+import { uninstallCommand } from './commands/uninstall.js';
+import { demoCommand } from './commands/demo.js';
+
+export function program(): Command {
+  const p = new Command('meshlane')
+    .description('eBPF traffic capture for Istio sidecars: the istio-iptables decisions, without iptables')
+    .version('0.1.0')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  for (const c of [agentCommand(), dumpCommand(), statusCommand(), demoCommand(), uninstallCommand()]) p.addCommand(c);
+  return p;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await program().parseAsync(argv);
+    return process.exitCode === undefined ? 0 : Number(process.exitCode);
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
+    if (e instanceof UserError) {
+      process.stderr.write(`meshlane: ${e.message}\n`);
+      if (process.env.MESHLANE_DEBUG && e.cause) process.stderr.write(`cause: ${(e.cause as Error).stack ?? String(e.cause)}\n`);
+      return 2;
+    }
+    throw e;
+  }
+}
+
+main(process.argv).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    process.stderr.write(`meshlane: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,83 @@
+// Decodes every pinned map into plain rows (addresses, ports, pod names where known), for
+// `meshlane dump` and the demo. Reads only; works from the pins with no agent running.
+import { CaptureKind, CidrKind, CIDR_KEY_FIXED_BITS, MAPS, PodFlags, PortKind, SockRole, Stat, type MapName } from './layouts.js';
+import type { MapsView } from './dataplane.js';
+
+const names = (table: Record<string, number>, v: number): string => Object.entries(table).find(([, n]) => n === v)?.[0] ?? String(v);
+const flagNames = (v: number): string[] => Object.entries(PodFlags).filter(([, b]) => (v & b) !== 0).map(([n]) => n);
+
+export type Row = Record<string, unknown>;
+
+export function describeMaps(maps: Partial<MapsView>, only?: MapName): Partial<Record<MapName, Row[] | string>> {
+  const podName = new Map<number, string>();
+  for (const [id, info] of maps.pod_info?.entries() ?? []) podName.set(id as number, `${info.namespace_}/${info.name}`);
+  const pod = (id: number): string => podName.get(id) ?? `#${id}`;
+  const out: Partial<Record<MapName, Row[] | string>> = {};
+  const want = (n: MapName): boolean => (!only || only === n) && maps[n] !== undefined;
+
+  if (want('pods'))
+    out.pods = maps.pods!.entries().map(([cookie, c]) => ({
+      netns_cookie: cookie,
+      pod: pod(c.pod_id),
+      pod_id: c.pod_id,
+      ip4: c.flags & PodFlags.HAS_IP4 ? c.ip4 : undefined,
+      ip6: c.flags & PodFlags.HAS_IP6 ? c.ip6 : undefined,
+      outbound_port: c.outbound_port,
+      inbound_port: c.inbound_port,
+      tunnel_port: c.tunnel_port,
+      dns_port: c.dns_port,
+      proxy_uids: c.uids.slice(0, c.n_uids),
+      proxy_gids: c.gids.slice(0, c.n_gids),
+      flags: flagNames(c.flags),
+    }));
+  if (want('pod_ports'))
+    out.pod_ports = maps.pod_ports!.entries().map(([k]) => ({ pod: pod(k.pod_id), kind: names(PortKind, k.kind), port: k.port }));
+  for (const n of ['pod_cidrs4', 'pod_cidrs6'] as const) {
+    if (want(n))
+      out[n] = maps[n]!.entries().map(([k]) => ({
+        pod: pod(k.pod_id),
+        kind: names(CidrKind, k.kind),
+        cidr: `${k.addr}/${k.prefixlen - CIDR_KEY_FIXED_BITS}`,
+      }));
+  }
+  if (want('sock_state')) out.sock_state = 'socket local storage: one entry per captured socket, freed with the socket (not listable)';
+  if (want('orig_by_tuple'))
+    out.orig_by_tuple = maps.orig_by_tuple!.entries().map(([k, v]) => ({
+      netns_cookie: k.netns_cookie,
+      from: `${k.src}:${k.src_port}`,
+      to: `${k.dst}:${k.dst_port}`,
+      original_dst: origText(v),
+    }));
+  if (want('pod_info'))
+    out.pod_info = maps.pod_info!.entries().map(([id, i]) => ({ pod_id: id, namespace: i.namespace_, name: i.name, uid: i.uid }));
+  if (want('stats'))
+    out.stats = Stat.map((name, i) => ({ counter: name, value: maps.stats!.get(i) ?? 0n }));
+  return out;
+}
+
+export function origText(o: { family: number; port: number; addr: string; kind: number }): string {
+  const v4 = o.family === 2;
+  const addr = v4 ? o.addr.replace(/^::ffff:/, '') : `[${o.addr}]`;
+  return `${v4 ? v4From(o.addr) : addr}:${o.port} (${names(CaptureKind, o.kind)})`;
+}
+
+/** orig_dst keeps IPv4 in the first 4 bytes of a 16-byte field. */
+function v4From(ip6text: string): string {
+  const b = Buffer.alloc(16);
+  const groups = expand(ip6text);
+  groups.forEach((g, i) => b.writeUInt16BE(g, 2 * i));
+  return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
+}
+
+function expand(t: string): number[] {
+  const [h = '', r] = t.split('::');
+  const hs = h ? h.split(':') : [];
+  const rs = r ? r.split(':') : [];
+  return [...hs, ...Array(8 - hs.length - rs.length).fill('0'), ...rs].map((x) => parseInt(x, 16));
+}
+
+export const MAP_TITLES: Record<MapName, string> = Object.fromEntries(
+  Object.entries(MAPS).map(([n, d]) => [n, `${n} (${d.what}) [maps/${d.name}_v${d.version}]`]),
+) as Record<MapName, string>;
+
+export { SockRole };

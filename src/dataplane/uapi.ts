@@ -1,0 +1,33 @@
+// The numbers of the kernel's BPF uapi (linux/bpf.h) that meshlane uses, by name.
+export const AttachType = {
+  CGROUP_SOCK_OPS: 3,
+  SK_MSG_VERDICT: 7,
+  CGROUP_INET4_CONNECT: 10,
+  CGROUP_INET6_CONNECT: 11,
+  CGROUP_UDP4_SENDMSG: 14,
+  CGROUP_UDP6_SENDMSG: 15,
+  CGROUP_UDP4_RECVMSG: 19,
+  CGROUP_UDP6_RECVMSG: 20,
+  CGROUP_GETSOCKOPT: 21,
+  SK_LOOKUP: 36,
+} as const;
+
+export const ProgType = {
+  SOCK_OPS: 13,
+  SK_MSG: 16,
+  CGROUP_SOCK_ADDR: 18,
+  CGROUP_SOCKOPT: 25,
+  SK_LOOKUP: 30,
+} as const;
+
+export const MapType = {
+  HASH: 1,
+  PERCPU_ARRAY: 6,
+  LPM_TRIE: 11,
+  SOCKHASH: 18,
+  SK_STORAGE: 24,
+} as const;
+
+export const LinkType = { CGROUP: 3, NETNS: 5 } as const;
+
+export const MapUpdate = { ANY: 0, NOEXIST: 1, EXIST: 2 } as const;
