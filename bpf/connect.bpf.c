@@ -23,6 +23,13 @@
 #define IP4_PASSTHROUGH 0x7f000006   /* 127.0.0.6 */
 #define IP4_LOOPBACK_NET 0x7f000000  /* 127.0.0.0/8 */
 #define IP4_LOOPBACK_MASK 0xff000000
+#define IP6_LOOPBACK_LOW 1           /* ::1 */
+#define IP6_PASSTHROUGH_LOW 6        /* ::6 */
+
+static __always_inline int is_loopback4(__be32 a)
+{
+	return (bpf_ntohl(a) & IP4_LOOPBACK_MASK) == IP4_LOOPBACK_NET;
+}
 
 static __always_inline int cidr4_has(const struct pod_config *pod, __u32 kind, __be32 addr)
 {
@@ -101,7 +108,7 @@ static __always_inline __u16 decide4(const struct pod_config *pod, __be32 dst, _
 	struct conn c = { .dport = dport };
 
 	c.dst_loopback1 = h == IP4_LOOPBACK1;
-	c.local = (h & IP4_LOOPBACK_MASK) == IP4_LOOPBACK_NET ||
+	c.local = is_loopback4(dst) ||
 		  ((pod->flags & POD_HAS_IP4) && dst == pod->ip4);
 	c.src_passthrough = bpf_ntohl(src) == IP4_PASSTHROUGH;
 	fill_owner(&c);
@@ -139,7 +146,10 @@ int meshlane_connect4(struct bpf_sock_addr *ctx)
 		return ALLOW;
 	}
 	remember(ctx, ML_AF_INET, &dst, 4, (__be16)ctx->user_port, kind_of(pod, port));
-	if (src == 0 && (pod->flags & POD_HAS_IP4)) {
+	/* Under REDIRECT the source is what routing chose for the original
+	 * destination: 127.0.0.1 for 127/8 (which the kernel picks again for
+	 * the rewritten 127.0.0.1), the pod IP for everything else. */
+	if (src == 0 && !is_loopback4(dst) && (pod->flags & POD_HAS_IP4)) {
 		struct sockaddr_in sa = { .sin_family = ML_AF_INET, .sin_addr.s_addr = pod->ip4 };
 
 		/* Fails harmlessly (the kernel then picks 127.0.0.1) if the socket is bound. */
@@ -156,10 +166,13 @@ static __always_inline __u16 decide6(const struct pod_config *pod, const __u32 *
 {
 	struct conn c = { .dport = dport };
 
-	c.dst_loopback1 = ip6_is_low(dst, 1);
-	c.local = c.dst_loopback1 || ip6_is_low(dst, 6) ||
+	c.dst_loopback1 = ip6_is_low(dst, IP6_LOOPBACK_LOW);
+	c.local = c.dst_loopback1 || ip6_is_low(dst, IP6_PASSTHROUGH_LOW) ||
 		  ((pod->flags & POD_HAS_IP6) && ip6_eq(dst, pod->ip6));
-	c.src_passthrough = ip6_is_low(src, 6);
+	/* iptables sees the source routing chose before nat OUTPUT: an unbound
+	 * socket dialling ::6 (an address of lo) gets ::6 itself. */
+	c.src_passthrough = ip6_is_low(src, IP6_PASSTHROUGH_LOW) ||
+			    (!(src[0] | src[1] | src[2] | src[3]) && ip6_is_low(dst, IP6_PASSTHROUGH_LOW));
 	fill_owner(&c);
 	c.excluded = cidr6_has(pod, CIDR_OUT_EXCLUDE, dst);
 	c.included = !(pod->flags & POD_OUT_INCLUDE_ALL) && cidr6_has(pod, CIDR_OUT_INCLUDE, dst);
@@ -207,14 +220,22 @@ int meshlane_connect6(struct bpf_sock_addr *ctx)
 	else
 		remember(ctx, ML_AF_INET6, dst, 16, (__be16)ctx->user_port, kind_of(pod, port));
 
+	/* The source routing would have chosen for the original destination
+	 * (see connect4): ::6 for ::6 (it is on lo), nothing for ::1 and
+	 * 127/8 (the kernel picks ::1 / 127.0.0.1 again), else the pod IP. */
 	if (!(src[0] | src[1] | src[2] | src[3])) {
 		struct sockaddr_in6 sa = { .sin6_family = ML_AF_INET6 };
 
-		if (mapped && (pod->flags & POD_HAS_IP4)) {
-			sa.sin6_addr.in6_u.u6_addr32[2] = bpf_htonl(0x0000ffff);
-			sa.sin6_addr.in6_u.u6_addr32[3] = pod->ip4;
+		if (mapped) {
+			if (!is_loopback4(dst[3]) && (pod->flags & POD_HAS_IP4)) {
+				sa.sin6_addr.in6_u.u6_addr32[2] = bpf_htonl(0x0000ffff);
+				sa.sin6_addr.in6_u.u6_addr32[3] = pod->ip4;
+				bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
+			}
+		} else if (ip6_is_low(dst, IP6_PASSTHROUGH_LOW)) {
+			sa.sin6_addr.in6_u.u6_addr32[3] = bpf_htonl(IP6_PASSTHROUGH_LOW);
 			bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
-		} else if (!mapped && (pod->flags & POD_HAS_IP6)) {
+		} else if (!ip6_is_low(dst, IP6_LOOPBACK_LOW) && (pod->flags & POD_HAS_IP6)) {
 			__builtin_memcpy(&sa.sin6_addr, pod->ip6, 16);
 			bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
 		}
@@ -228,7 +249,7 @@ int meshlane_connect6(struct bpf_sock_addr *ctx)
 		ctx->user_ip6[0] = 0;
 		ctx->user_ip6[1] = 0;
 		ctx->user_ip6[2] = 0;
-		ctx->user_ip6[3] = bpf_htonl(1);
+		ctx->user_ip6[3] = bpf_htonl(IP6_LOOPBACK_LOW);
 	}
 	ctx->user_port = bpf_htons(port);
 	stat_inc(port == pod->outbound_port ? STAT_CAPTURED_OUTBOUND : STAT_CAPTURED_INBOUND);

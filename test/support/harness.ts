@@ -1,0 +1,274 @@
+// Shared by the kernel tests and the demo-like scenarios: a sandbox node with one captured-namespace
+// client pod (a proxy as uid 1337 and an app server) and a "service" host holding VIPs, the cluster
+// file that describes it, an agent subprocess, and a case runner that records what a connection hit.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, createWriteStream, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Sandbox, type SandboxHost, type SandboxPod } from '../../src/sandbox/sandbox.js';
+import { packageRoot } from '../../src/util/paths.js';
+import { readStatus, type AgentStatus } from '../../src/agent/status.js';
+import { uninstall } from '../../src/dataplane/dataplane.js';
+
+export const ENDPOINT = (): string => join(packageRoot(), 'dist', 'src', 'sandbox', 'endpoint.js');
+export const CLI = (): string => join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
+
+export const POD_V4 = '10.244.0.10';
+export const POD_V6 = 'fd00:244::10';
+export const SVC_V4 = '10.96.0.10';
+export const SVC_V6 = 'fd00:96::10';
+export const OTHER_V4 = '10.0.0.10';
+export const POD_UID = '6f1c7a52-3e9b-4f0e-9a41-0c2d5e8b7a10';
+export const APP = 1000;
+export const PROXY = 1337;
+
+export interface Topology {
+  sb: Sandbox;
+  pod: SandboxPod;
+  svc: SandboxHost;
+  procs: ChildProcess[];
+}
+
+/** Wait for a child to print `ready` (the endpoint does once it listens). */
+export function waitReady(p: ChildProcess, what: string, timeoutMs = 10_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    const t = setTimeout(() => reject(new Error(`${what} not ready after ${timeoutMs} ms: ${buf}`)), timeoutMs);
+    p.stdout?.on('data', (d: Buffer) => {
+      buf += d.toString();
+      if (buf.includes('ready')) {
+        clearTimeout(t);
+        resolve();
+      }
+    });
+    p.once('exit', (code) => {
+      clearTimeout(t);
+      reject(new Error(`${what} exited (${code}) before it was ready: ${buf}`));
+    });
+  });
+}
+
+export interface TopologyOptions {
+  prefix: string;
+  cgroupDriver?: 'systemd' | 'cgroupfs';
+  /** start the proxy (default true) */
+  proxy?: boolean;
+  /** the proxy forwards to SO_ORIGINAL_DST like Envoy instead of answering itself */
+  forward?: boolean;
+}
+
+export async function makeTopology(o: TopologyOptions): Promise<Topology> {
+  const sb = await Sandbox.create({ prefix: o.prefix, cgroupDriver: o.cgroupDriver ?? 'systemd' });
+  const procs: ChildProcess[] = [];
+  try {
+    const svc = await sb.addHost('svc', { ipv4: '10.244.0.200', ipv6: 'fd00:244::200', extraV4: [SVC_V4, OTHER_V4], extraV6: [SVC_V6] });
+    const pod = await sb.addPod({ namespace: 'demo', name: 'client', uid: POD_UID, ipv4: POD_V4, ipv6: POD_V6 });
+    const svcServer = svc.spawn('node', [ENDPOINT(), 'serve', '--ports', '80,8080,53,15008', '--tag', 'svc']);
+    procs.push(svcServer);
+    const appServer = pod.spawn('node', [ENDPOINT(), 'serve', '--ports', '8080,9090,15008,53', '--tag', 'app'], { container: 'app' });
+    procs.push(appServer);
+    const waits = [waitReady(svcServer, 'service server'), waitReady(appServer, 'app server')];
+    if (o.proxy !== false) {
+      const proxy = startProxy(pod, o.forward);
+      procs.push(proxy);
+      waits.push(waitReady(proxy, 'proxy'));
+    }
+    await Promise.all(waits);
+    return { sb, pod, svc, procs };
+  } catch (e) {
+    for (const p of procs) p.kill('SIGKILL');
+    await sb.destroy();
+    throw e;
+  }
+}
+
+export function startProxy(pod: SandboxPod, forward = false): ChildProcess {
+  const args = [ENDPOINT(), 'proxy', '--outbound', '15001', '--inbound', '15006', ...(forward ? ['--forward'] : [])];
+  return pod.spawn('node', args, { uid: PROXY, gid: PROXY, container: 'istio-proxy' });
+}
+
+export async function destroyTopology(t: Topology | undefined): Promise<void> {
+  if (!t) return;
+  for (const p of t.procs) if (p.exitCode === null) p.kill('SIGKILL');
+  await t.sb.destroy();
+}
+
+/** Kubernetes objects for the cluster file. */
+export function namespaceObject(name: string, labels: Record<string, string>): object {
+  return { apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } };
+}
+
+export interface PodObjectOptions {
+  namespace?: string;
+  name?: string;
+  uid?: string;
+  annotations?: Record<string, string>;
+  labels?: Record<string, string>;
+  proxySecurityContext?: { runAsUser?: number; runAsGroup?: number };
+  ipv4?: string;
+  ipv6?: string;
+}
+
+export function podObject(o: PodObjectOptions = {}): object {
+  const ips = [o.ipv4 ?? POD_V4, o.ipv6 ?? POD_V6].filter(Boolean);
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name: o.name ?? 'client',
+      namespace: o.namespace ?? 'demo',
+      uid: o.uid ?? POD_UID,
+      labels: o.labels ?? {},
+      annotations: { 'sidecar.istio.io/status': '{"containers":["istio-proxy"]}', ...(o.annotations ?? {}) },
+    },
+    spec: {
+      nodeName: 'sandbox-node',
+      containers: [{ name: 'app' }, { name: 'istio-proxy', securityContext: o.proxySecurityContext ?? { runAsUser: 1337, runAsGroup: 1337 } }],
+    },
+    status: { phase: 'Running', qosClass: 'BestEffort', podIP: ips[0], podIPs: ips.map((ip) => ({ ip })) },
+  };
+}
+
+export function clusterList(items: object[]): string {
+  return JSON.stringify({ apiVersion: 'v1', kind: 'List', items }, null, 2);
+}
+
+export interface AgentRun {
+  proc: ChildProcess;
+  dir: string;
+  clusterFile: string;
+  stateDir: string;
+  bpffs: string;
+  logFile: string;
+  write(items: object[]): void;
+  status(): AgentStatus | undefined;
+  log(): string;
+}
+
+/** Start `meshlane agent` as a real subprocess on a cluster file, with its own bpffs dir and state dir. */
+export async function startAgent(sb: Sandbox, items: object[], name: string, prior?: AgentRun): Promise<AgentRun> {
+  const dir = prior?.dir ?? mkdtempSync(join(tmpdir(), `meshlane-${name}-`));
+  const clusterFile = join(dir, 'cluster.json');
+  const stateDir = join(dir, 'state');
+  const bpffs = `/sys/fs/bpf/meshlane-test-${name}`;
+  const logFile = join(dir, `agent-${Date.now()}.log`);
+  const write = (its: object[]): void => {
+    const tmp = `${clusterFile}.tmp`;
+    writeFileSync(tmp, clusterList(its));
+    // rename: the agent never sees a half-written file
+    writeFileSync(clusterFile, readFileSync(tmp));
+    rmSync(tmp);
+  };
+  if (!prior) write(items);
+  const out = createWriteStream(logFile);
+  const proc = spawn(process.execPath, [CLI(), 'agent', '--cluster-file', clusterFile, '--cgroup-root', sb.cgroupRoot, '--bpffs', bpffs, '--state-dir', stateDir, '--log-level', 'debug'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  proc.stdout?.pipe(out);
+  proc.stderr?.pipe(out);
+  const run: AgentRun = {
+    proc,
+    dir,
+    clusterFile,
+    stateDir,
+    bpffs,
+    logFile,
+    write,
+    status: () => readStatus(stateDir),
+    log: () => readFileSync(logFile, 'utf8'),
+  };
+  await waitFor(() => {
+    if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${run.log()}`);
+    const st = run.status();
+    return st !== undefined && st.pid === proc.pid;
+  }, 15_000, 'the agent to publish its status');
+  return run;
+}
+
+export async function stopAgent(a: AgentRun | undefined, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (!a || a.proc.exitCode !== null || a.proc.signalCode !== null) return;
+  const exited = new Promise((r) => a.proc.once('exit', r));
+  a.proc.kill(signal);
+  await exited;
+}
+
+/** Stop the agent, remove its pins and temp files. Safe on partial state. */
+export async function cleanupAgent(a: AgentRun | undefined): Promise<void> {
+  if (!a) return;
+  await stopAgent(a, 'SIGKILL');
+  try {
+    uninstall(a.bpffs);
+  } catch {
+    /* reported by the before-stop check if anything remains */
+  }
+  rmSync(a.dir, { recursive: true, force: true });
+}
+
+export async function waitFor(pred: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    if (pred()) return;
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Wait until the agent has applied a snapshot in which the pod has exactly `settings`. */
+export async function waitForPodSettings(a: AgentRun, uid: string, settings: unknown): Promise<void> {
+  const want = JSON.stringify(settings);
+  await waitFor(() => {
+    const p = a.status()?.pods.find((x) => x.ref.uid === uid);
+    return p?.state === 'captured' && JSON.stringify(p.settings) === want;
+  }, 10_000, `pod ${uid} captured with the new settings`);
+}
+
+// ---- connection cases ------------------------------------------------------------------------
+
+export interface Case {
+  name: string;
+  uid: number;
+  gid: number;
+  to: string;
+  from?: string;
+}
+
+/** The endpoint already writes plain addresses (v4-mapped ones as IPv4). */
+const plain = (a: string | undefined): string => a ?? '';
+
+/** What a connection hit, as a comparable string: the listener, the peer the listener saw, and for a
+ * proxy listener the original destination it read with SO_ORIGINAL_DST. */
+export function outcomeOf(json: string): string {
+  let r: { ok: boolean; error?: string; reply?: { tag: string; port: number; peer: string; orig?: { address?: string; port?: number; error?: string } } };
+  try {
+    r = JSON.parse(json);
+  } catch {
+    return `unparsable: ${json.trim().slice(0, 200)}`;
+  }
+  if (!r.ok) return `error ${r.error}`;
+  const rep = r.reply!;
+  let s = `${rep.tag}:${rep.port} peer=${plain(rep.peer)}`;
+  if (rep.tag.startsWith('proxy-') && rep.port !== 15020 && rep.port !== 15021 && rep.port !== 15090) {
+    s += ` orig=${rep.orig?.address ? `${plain(rep.orig.address)}:${rep.orig.port}` : rep.orig?.error}`;
+  }
+  return s;
+}
+
+export async function runCase(pod: SandboxPod, c: Case): Promise<string> {
+  const args = [ENDPOINT(), 'connect', '--to', c.to, '--timeout', '2000', ...(c.from ? ['--from', c.from] : [])];
+  const r = await pod.exec('node', args, { uid: c.uid, gid: c.gid, container: 'app', timeoutMs: 10_000 });
+  return outcomeOf(r.stdout);
+}
+
+/** Run cases a few at a time (they are independent connections). */
+export async function runCases(pod: SandboxPod, cases: Case[], parallel = 4): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  let i = 0;
+  const worker = async (): Promise<void> => {
+    while (i < cases.length) {
+      const c = cases[i++]!;
+      out.set(c.name, await runCase(pod, c));
+    }
+  };
+  await Promise.all(Array.from({ length: parallel }, worker));
+  return out;
+}
