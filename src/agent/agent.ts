@@ -41,6 +41,7 @@ export class Agent extends EventEmitter {
   private sourceError?: string;
   private readonly startedAt = new Date().toISOString();
   private lastStatus = '';
+  private loggedErrors = new Map<string, string>();
   private cgroupRoot = '';
 
   constructor(private readonly opts: AgentOptions) {
@@ -137,10 +138,24 @@ export class Agent extends EventEmitter {
     }
     if (writes > 0) {
       log.info({ writes, captured: pods.filter((p) => p.state === 'captured').map((p) => `${p.ref.namespace}/${p.ref.name}`) }, 'maps updated');
-      for (const p of pods) for (const err of p.errors) log.warn({ pod: `${p.ref.namespace}/${p.ref.name}` }, err);
     }
+    this.logErrorChanges(pods);
     this.publish(pods, model);
     if (writes > 0) this.emit('reconciled', { writes });
+  }
+
+  /** Log a pod's errors and unsupported annotations once, when they change (not on every pass). */
+  private logErrorChanges(pods: PodStatus[]): void {
+    const now = new Map<string, string>();
+    for (const p of pods) {
+      const key = JSON.stringify([p.errors, p.unsupported]);
+      now.set(p.ref.uid, key);
+      if (this.loggedErrors.get(p.ref.uid) === key) continue;
+      const pod = `${p.ref.namespace}/${p.ref.name}`;
+      for (const err of p.errors) this.opts.log.warn({ pod }, err);
+      for (const u of p.unsupported) this.opts.log.warn({ pod }, `unsupported: ${u}`);
+    }
+    this.loggedErrors = now;
   }
 
   private publish(pods: PodStatus[], model: ModelResult): void {

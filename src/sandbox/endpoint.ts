@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // A small TCP endpoint for the sandbox: the app server, a stand-in proxy and the client.
 //
-//   node endpoint.js serve --ports 8080,9090 [--tag app]
-//       Listen on [::]:port (dual-stack) for each port; every connection gets ONE JSON line and is closed:
+//   node endpoint.js serve --ports 8080,9090 [--tag app] [--echo]
+//       Listen on [::]:port (dual-stack) for each port; every connection gets ONE JSON line and is closed
+//       (with --echo it stays open and echoes what it receives):
 //       {"tag","port","local","peer","orig":{"address","port"} | {"error":"ENOENT"}}
 //       orig is getsockopt(SO_ORIGINAL_DST) through the native addon (error "ENOADDON" when it is not built).
 //   node endpoint.js proxy [--outbound 15001] [--inbound 15006] [--status 15020,15021,15090] [--forward]
@@ -12,6 +13,8 @@
 //   node endpoint.js connect --to HOST:PORT|[V6]:PORT [--from ADDR] [--timeout 2000] [--send TEXT]
 //       Prints ONE JSON line: {"ok":true,"reply":<JSON or text>,"local":"addr:port"} or
 //       {"ok":false,"error":"ECONNREFUSED"|"ETIMEDOUT"|...}. Exit code 0 either way (2 on bad usage).
+//   node endpoint.js session --to HOST:PORT [--rounds 20] [--interval 100]
+//       One long-lived connection to an --echo server: pings every interval; ONE JSON line at the end.
 // serve and proxy print "ready" once every port listens.
 
 import { createServer, connect as netConnect, isIPv4, type Server, type Socket } from 'node:net';
@@ -113,10 +116,16 @@ function listenAll(specs: Array<{ port: number; onConnection: (s: Socket) => voi
   }
 }
 
-function replyOnce(tag: string, log: boolean): (s: Socket) => void {
+function replyOnce(tag: string, log: boolean, echo = false): (s: Socket) => void {
   return (s) => {
     const info = describe(s, tag);
     if (log) out(info);
+    if (echo) {
+      // keep the connection: the JSON line first, then every byte back (session mode's peer)
+      s.write(`${JSON.stringify(info)}\n`);
+      s.pipe(s);
+      return;
+    }
     s.end(`${JSON.stringify(info)}\n`);
   };
 }
@@ -177,7 +186,21 @@ function runConnect(values: { to?: string; from?: string; timeout?: string; send
     local = hostPort(sock.localAddress, sock.localPort);
     if (values.send !== undefined) sock.end(values.send);
   });
-  sock.on('data', (d: Buffer) => chunks.push(d));
+  const settle = (): void => {
+    const text = Buffer.concat(chunks).toString('utf8');
+    let reply: unknown = text;
+    try {
+      reply = JSON.parse(text.trim());
+    } catch {
+      /* raw text */
+    }
+    finish({ ok: true, reply, local });
+  };
+  sock.on('data', (d: Buffer) => {
+    chunks.push(d);
+    // one line is the whole answer (an echoing server keeps the connection open)
+    if (d.includes(0x0a)) settle();
+  });
   sock.on('end', () => {
     const text = Buffer.concat(chunks).toString('utf8');
     let reply: unknown = text;
@@ -189,6 +212,61 @@ function runConnect(values: { to?: string; from?: string; timeout?: string; send
     finish({ ok: true, reply, local });
   });
   sock.on('error', (e: NodeJS.ErrnoException) => finish({ ok: false, error: e.code ?? e.message }));
+}
+
+/**
+ * session: one long-lived connection. Reads the server's JSON line, then sends `--rounds` pings, one
+ * every `--interval` ms, each of which must come back. Prints one JSON line at the end:
+ * {"ok":true,"rounds":N,"reply":<first line>} or {"ok":false,"error":...,"round":i}. Exit code 0 either way.
+ */
+function runSession(values: { to?: string; rounds?: string; interval?: string }): void {
+  const to = values.to ?? usage('session needs --to HOST:PORT');
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(to) ?? /^([^:]+):(\d+)$/.exec(to);
+  if (!m) usage(`bad --to '${to}' (HOST:PORT or [V6]:PORT)`);
+  const rounds = Number(values.rounds ?? '20');
+  const interval = Number(values.interval ?? '100');
+  const sock = netConnect({ host: m[1]!, port: Number(m[2]) });
+  let buf = '';
+  let reply: unknown;
+  let round = 0;
+  let expect = '';
+  let done = false;
+  const finish = (line: Record<string, unknown>): void => {
+    if (done) return;
+    done = true;
+    clearTimeout(watchdog);
+    sock.destroy();
+    process.stdout.write(`${JSON.stringify(line)}\n`, () => process.exit(0));
+  };
+  const watchdog = setTimeout(() => finish({ ok: false, error: 'ETIMEDOUT', round }), rounds * interval + 5000);
+  const ping = (): void => {
+    if (round === rounds) return finish({ ok: true, rounds, reply });
+    round++;
+    expect = `ping ${round}\n`;
+    sock.write(expect);
+  };
+  sock.on('data', (d: Buffer) => {
+    buf += d.toString('utf8');
+    if (reply === undefined) {
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      try {
+        reply = JSON.parse(buf.slice(0, nl));
+      } catch {
+        reply = buf.slice(0, nl);
+      }
+      buf = buf.slice(nl + 1);
+      ping();
+      return;
+    }
+    if (buf.length >= expect.length) {
+      if (buf.slice(0, expect.length) !== expect) return finish({ ok: false, error: 'EBADECHO', round, got: buf });
+      buf = buf.slice(expect.length);
+      setTimeout(ping, interval);
+    }
+  });
+  sock.on('end', () => finish({ ok: false, error: 'EOF', round }));
+  sock.on('error', (e: NodeJS.ErrnoException) => finish({ ok: false, error: e.code ?? e.message, round }));
 }
 
 async function main(): Promise<void> {
@@ -206,6 +284,9 @@ async function main(): Promise<void> {
       from: { type: 'string' },
       timeout: { type: 'string' },
       send: { type: 'string' },
+      echo: { type: 'boolean' },
+      rounds: { type: 'string' },
+      interval: { type: 'string' },
     },
     strict: true,
   });
@@ -214,7 +295,7 @@ async function main(): Promise<void> {
       await loadAddon();
       const tag = values.tag ?? 'app';
       const ports = parsePorts(values.ports ?? usage('serve needs --ports'), 'ports');
-      listenAll(ports.map((port) => ({ port, onConnection: replyOnce(tag, false) })));
+      listenAll(ports.map((port) => ({ port, onConnection: replyOnce(tag, false, values.echo === true) })));
       break;
     }
     case 'proxy': {
@@ -227,12 +308,12 @@ async function main(): Promise<void> {
         ...outbound.map((port) => ({
           port,
           allowHalfOpen: fwd,
-          onConnection: fwd ? forward('outbound') : replyOnce('proxy-outbound', true),
+          onConnection: fwd ? forward('outbound') : replyOnce('proxy-outbound', true, values.echo === true),
         })),
         ...inbound.map((port) => ({
           port,
           allowHalfOpen: fwd,
-          onConnection: fwd ? forward('inbound') : replyOnce('proxy-inbound', true),
+          onConnection: fwd ? forward('inbound') : replyOnce('proxy-inbound', true, values.echo === true),
         })),
         ...status.map((port) => ({ port, onConnection: replyOnce('proxy-status', false) })),
       ]);
@@ -241,8 +322,11 @@ async function main(): Promise<void> {
     case 'connect':
       runConnect(values);
       break;
+    case 'session':
+      runSession(values);
+      break;
     default:
-      usage(`mode must be serve, proxy or connect (got '${mode ?? ''}')`);
+      usage(`mode must be serve, proxy, connect or session (got '${mode ?? ''}')`);
   }
 }
 

@@ -1,7 +1,7 @@
 // Shared by the kernel tests and the demo-like scenarios: a sandbox node with one captured-namespace
 // client pod (a proxy as uid 1337 and an app server) and a "service" host holding VIPs, the cluster
 // file that describes it, an agent subprocess, and a case runner that records what a connection hit.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, createWriteStream, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -55,6 +55,8 @@ export interface TopologyOptions {
   proxy?: boolean;
   /** the proxy forwards to SO_ORIGINAL_DST like Envoy instead of answering itself */
   forward?: boolean;
+  /** servers and proxy keep connections open and echo (for session-mode clients) */
+  echo?: boolean;
 }
 
 export async function makeTopology(o: TopologyOptions): Promise<Topology> {
@@ -63,13 +65,14 @@ export async function makeTopology(o: TopologyOptions): Promise<Topology> {
   try {
     const svc = await sb.addHost('svc', { ipv4: '10.244.0.200', ipv6: 'fd00:244::200', extraV4: [SVC_V4, OTHER_V4], extraV6: [SVC_V6] });
     const pod = await sb.addPod({ namespace: 'demo', name: 'client', uid: POD_UID, ipv4: POD_V4, ipv6: POD_V6 });
-    const svcServer = svc.spawn('node', [ENDPOINT(), 'serve', '--ports', '80,8080,53,15008', '--tag', 'svc']);
+    const echo = o.echo ? ['--echo'] : [];
+    const svcServer = svc.spawn('node', [ENDPOINT(), 'serve', '--ports', '80,8080,53,15008', '--tag', 'svc', ...echo]);
     procs.push(svcServer);
-    const appServer = pod.spawn('node', [ENDPOINT(), 'serve', '--ports', '8080,9090,15008,53', '--tag', 'app'], { container: 'app' });
+    const appServer = pod.spawn('node', [ENDPOINT(), 'serve', '--ports', '8080,9090,15008,53', '--tag', 'app', ...echo], { container: 'app' });
     procs.push(appServer);
     const waits = [waitReady(svcServer, 'service server'), waitReady(appServer, 'app server')];
     if (o.proxy !== false) {
-      const proxy = startProxy(pod, o.forward);
+      const proxy = startProxy(pod, o.forward, o.echo);
       procs.push(proxy);
       waits.push(waitReady(proxy, 'proxy'));
     }
@@ -82,8 +85,8 @@ export async function makeTopology(o: TopologyOptions): Promise<Topology> {
   }
 }
 
-export function startProxy(pod: SandboxPod, forward = false): ChildProcess {
-  const args = [ENDPOINT(), 'proxy', '--outbound', '15001', '--inbound', '15006', ...(forward ? ['--forward'] : [])];
+export function startProxy(pod: SandboxPod, forward = false, echo = false): ChildProcess {
+  const args = [ENDPOINT(), 'proxy', '--outbound', '15001', '--inbound', '15006', ...(forward ? ['--forward'] : []), ...(echo ? ['--echo'] : [])];
   return pod.spawn('node', args, { uid: PROXY, gid: PROXY, container: 'istio-proxy' });
 }
 
@@ -107,6 +110,7 @@ export interface PodObjectOptions {
   proxySecurityContext?: { runAsUser?: number; runAsGroup?: number };
   ipv4?: string;
   ipv6?: string;
+  qos?: 'Guaranteed' | 'Burstable' | 'BestEffort';
 }
 
 export function podObject(o: PodObjectOptions = {}): object {
@@ -125,7 +129,7 @@ export function podObject(o: PodObjectOptions = {}): object {
       nodeName: 'sandbox-node',
       containers: [{ name: 'app' }, { name: 'istio-proxy', securityContext: o.proxySecurityContext ?? { runAsUser: 1337, runAsGroup: 1337 } }],
     },
-    status: { phase: 'Running', qosClass: 'BestEffort', podIP: ips[0], podIPs: ips.map((ip) => ({ ip })) },
+    status: { phase: 'Running', qosClass: o.qos ?? 'BestEffort', podIP: ips[0], podIPs: ips.map((ip) => ({ ip })) },
   };
 }
 
@@ -204,6 +208,19 @@ export async function cleanupAgent(a: AgentRun | undefined): Promise<void> {
   rmSync(a.dir, { recursive: true, force: true });
 }
 
+/** `meshlane <args>` as a subprocess; returns exit code and output. */
+export function cli(args: string[]): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI(), ...args], { encoding: 'utf8', timeout: 30_000 });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The decoded maps, as `meshlane dump --json` prints them. */
+export function dumpJson(bpffs: string): { links: string[]; maps: Record<string, Array<Record<string, unknown>> | string> } {
+  const r = cli(['dump', '--json', '--bpffs', bpffs]);
+  if (r.code !== 0) throw new Error(`meshlane dump failed: ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
 export async function waitFor(pred: () => boolean, timeoutMs: number, what: string): Promise<void> {
   const end = Date.now() + timeoutMs;
   for (;;) {
@@ -257,6 +274,14 @@ export async function runCase(pod: SandboxPod, c: Case): Promise<string> {
   const args = [ENDPOINT(), 'connect', '--to', c.to, '--timeout', '2000', ...(c.from ? ['--from', c.from] : [])];
   const r = await pod.exec('node', args, { uid: c.uid, gid: c.gid, container: 'app', timeoutMs: 10_000 });
   return outcomeOf(r.stdout);
+}
+
+/** Start a long-lived session client in the pod (see endpoint.ts session); resolves to its outcome line. */
+export function startSession(pod: SandboxPod, to: string, rounds: number, intervalMs: number, uid = APP): Promise<{ ok: boolean; error?: string; reply?: { tag: string; port: number } }> {
+  const p = pod.spawn('node', [ENDPOINT(), 'session', '--to', to, '--rounds', String(rounds), '--interval', String(intervalMs)], { uid, gid: uid, container: 'app' });
+  let out = '';
+  p.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  return new Promise((resolve) => p.once('exit', () => resolve(JSON.parse(out.trim() || '{"ok":false,"error":"no output"}'))));
 }
 
 /** Run cases a few at a time (they are independent connections). */
