@@ -57,6 +57,7 @@ export interface TopologyOptions {
   forward?: boolean;
   /** servers and proxy keep connections open and echo (for session-mode clients) */
   echo?: boolean;
+  qos?: 'Guaranteed' | 'Burstable' | 'BestEffort';
 }
 
 export async function makeTopology(o: TopologyOptions): Promise<Topology> {
@@ -64,7 +65,7 @@ export async function makeTopology(o: TopologyOptions): Promise<Topology> {
   const procs: ChildProcess[] = [];
   try {
     const svc = await sb.addHost('svc', { ipv4: '10.244.0.200', ipv6: 'fd00:244::200', extraV4: [SVC_V4, OTHER_V4], extraV6: [SVC_V6] });
-    const pod = await sb.addPod({ namespace: 'demo', name: 'client', uid: POD_UID, ipv4: POD_V4, ipv6: POD_V6 });
+    const pod = await sb.addPod({ namespace: 'demo', name: 'client', uid: POD_UID, ipv4: POD_V4, ipv6: POD_V6, qos: o.qos });
     const echo = o.echo ? ['--echo'] : [];
     const svcServer = svc.spawn('node', [ENDPOINT(), 'serve', '--ports', '80,8080,53,15008', '--tag', 'svc', ...echo]);
     procs.push(svcServer);
