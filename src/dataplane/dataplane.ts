@@ -15,6 +15,7 @@ import * as native from '../native/addon.js';
 import { MAPS, MAP_NAMES, type MapDef, type MapName } from './layouts.js';
 import { OBJECTS } from './programs.js';
 import { TypedMap } from './typed-map.js';
+import { requireFeatures } from './features.js';
 import { UserError, isErrno } from '../util/errors.js';
 import { cgroupId, checkCgroupDir } from '../util/cgroup.js';
 import { packageRoot } from '../util/paths.js';
@@ -143,6 +144,7 @@ export class Dataplane {
   /** Load the objects, reusing (or creating and pinning) the maps under `bpffs`. */
   static load(opts: LoadOptions): Dataplane {
     try {
+      requireFeatures();
       ensureBpffs(opts.bpffs);
       return new Dataplane(opts.bpffs, opts.log, opts.objDir);
     } catch (e) {
