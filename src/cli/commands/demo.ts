@@ -4,9 +4,10 @@ import { requireRoot } from '../options.js';
 export function demoCommand(): Command {
   return new Command('demo')
     .description('capture a sandbox pod\'s traffic into its proxy, show what happened, clean up (no cluster needed)')
-    .action(async () => {
+    .option('--keep', 'keep the temp dir (cluster file, agent status) besides the agent log')
+    .action(async (o: { keep?: boolean }) => {
       requireRoot('meshlane demo');
       const { runDemo } = await import('../../demo/demo.js');
-      await runDemo();
+      await runDemo({ keep: o.keep === true });
     });
 }
