@@ -61,6 +61,55 @@ struct {
 } pod_info SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MESHLANE_MAX_PODS);
+	__type(key, __be32);
+	__type(value, __u64); /* netns cookie */
+} pod_by_ip4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MESHLANE_MAX_PODS);
+	__type(key, struct ip6_key);
+	__type(value, __u64); /* netns cookie */
+} pod_by_ip6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, MESHLANE_MAX_LISTENERS);
+	__type(key, struct listener_key);
+	__type(value, __u64);
+} listeners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MESHLANE_MAX_SET_ENTRIES);
+	__type(key, struct iface_key);
+	__type(value, __u8);
+} pod_ifaces SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MESHLANE_MAX_SET_ENTRIES);
+	__type(key, struct dns_key);
+	__type(value, __u8);
+} pod_dns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, MESHLANE_MAX_PAIRS);
+	__type(key, struct pair_key);
+	__type(value, __u64);
+} sock_pairs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct global_config);
+} global SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, STAT_MAX);
 	__type(key, __u32);

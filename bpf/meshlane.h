@@ -23,6 +23,9 @@
 #define MESHLANE_MAX_PORT_ENTRIES 65536
 #define MESHLANE_MAX_CIDR_ENTRIES 65536
 #define MESHLANE_MAX_INFLIGHT 65536 /* connections between connect() and accept() */
+#define MESHLANE_MAX_LISTENERS 16384
+#define MESHLANE_MAX_PAIRS 131072   /* spliced sockets on the node */
+#define MESHLANE_MAX_SET_ENTRIES 16384
 
 /* Constants from libc / the kernel that BPF programs cannot include. */
 #define ML_AF_INET 2
@@ -105,6 +108,7 @@ enum capture_kind {
 	CAPTURE_NONE = 0,
 	CAPTURE_OUTBOUND = 1, /* redirected to the outbound port (15001) */
 	CAPTURE_INBOUND = 2,  /* redirected to the inbound port (15006) */
+	CAPTURE_DNS = 3,      /* redirected to the DNS port (15053), TCP or UDP */
 };
 
 struct orig_dst {
@@ -139,6 +143,65 @@ struct tuple_key {
 	__u32 pad;
 };
 
+/* pod_by_ip4 / pod_by_ip6: a pod's address -> the netns cookie of its network
+ * namespace. sk_lookup cannot read the netns cookie: it finds the pod by the
+ * destination address of the incoming connection. Keys: __be32 / struct ip6_key. */
+struct ip6_key {
+	__u8 addr[16];
+};
+
+/* listeners: the listening sockets of the pods' proxies, put there by sockops at
+ * TCP_LISTEN_CB (a SOCKHASH; entries leave by themselves when a listener closes). */
+struct listener_key {
+	__u64 netns_cookie;
+	__u16 port;   /* host order */
+	__u16 family; /* ML_AF_INET or ML_AF_INET6: the listener's own family */
+	__u32 pad;
+};
+
+/* pod_ifaces: per-pod interface sets (ifindex inside the pod's netns). */
+enum iface_kind {
+	IFACE_EXCLUDE = 1, /* -c excludeInterfaces */
+	IFACE_REROUTE = 2, /* -k rerouteVirtualInterfaces */
+};
+
+struct iface_key {
+	__u32 pod_id;
+	__u32 ifindex;
+	__u8 kind; /* enum iface_kind */
+	__u8 pad[3];
+};
+
+/* pod_dns: the pod's resolv.conf nameservers (DNS capture without capture-all).
+ * IPv4 addresses are v4-mapped. */
+struct dns_key {
+	__u32 pod_id;
+	__u8 addr[16];
+};
+
+/* sock_pairs: established TCP sockets of captured pods whose peer is on this node
+ * (a SOCKHASH for sk_msg splicing). The netns cookie keeps loopback pairs of two
+ * pods apart; pairs between pod IPs (unique on the node) use cookie 0 so the
+ * peer's key can be computed from either side. */
+struct pair_key {
+	__u64 netns_cookie;
+	__u8 local[16];  /* v6 or v4-mapped */
+	__u8 remote[16];
+	__u16 local_port;  /* host order */
+	__u16 remote_port; /* host order */
+	__u32 pad;
+};
+
+/* global: one entry of node-wide switches written by the agent. */
+enum global_flags {
+	GLOBAL_SPLICE = 1 << 0, /* splice local socket pairs with sk_msg */
+};
+
+struct global_config {
+	__u32 flags; /* enum global_flags */
+	__u32 pad;
+};
+
 /* pod_info: read by `meshlane dump` / `status` only; never by the programs. */
 #define POD_INFO_NAMESPACE_LEN 64
 #define POD_INFO_NAME_LEN 256
@@ -158,7 +221,11 @@ enum stat {
 	STAT_ORIG_DST_SERVED = 4,   /* SO_ORIGINAL_DST answered */
 	STAT_PROXY_PORT_UNCAPTURED = 5, /* accepted on a proxy port without a capture (e.g. dialled directly) */
 	STAT_HANDOVER_FULL = 6,     /* orig_by_tuple was full */
-	STAT_MAX = 7,
+	STAT_INBOUND_CAPTURED = 7,  /* sk_lookup steered a connection to the inbound listener */
+	STAT_INBOUND_NO_LISTENER = 8, /* should be captured, no proxy listener: dropped */
+	STAT_DNS_CAPTURED = 9,      /* DNS redirected to the proxy's DNS port */
+	STAT_SPLICED = 10,          /* sockets added to sock_pairs */
+	STAT_MAX = 11,
 };
 
 #endif /* MESHLANE_H */

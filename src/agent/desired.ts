@@ -1,7 +1,7 @@
 // Pure: a DesiredPod (the model's output) becomes the map entries that describe it to the programs.
 import { isIPv4, isIPv6 } from 'node:net';
 import type { Cidr, DesiredPod } from '../model/types.js';
-import { CIDR_KEY_FIXED_BITS, CidrKind, MAX_PROXY_IDS, PodFlags, PortKind, type PodConfigValue } from '../dataplane/layouts.js';
+import { CIDR_KEY_FIXED_BITS, CidrKind, IfaceKind, MAX_PROXY_IDS, PodFlags, PortKind, type PodConfigValue } from '../dataplane/layouts.js';
 
 export interface PodEntries {
   /** pod_id is filled in by the planner */
@@ -9,6 +9,10 @@ export interface PodEntries {
   ports: Array<{ port: number; kind: number }>;
   cidrs4: Array<{ prefix: number; kind: number; addr: string }>;
   cidrs6: Array<{ prefix: number; kind: number; addr: string }>;
+  /** DNS servers of the pod (resolv.conf), when DNS capture is on without capture-all */
+  dns: string[];
+  /** excluded / rerouted interfaces, resolved to ifindexes in the pod's netns */
+  ifaces: Array<{ ifindex: number; kind: number }>;
   info: { namespace_: string; name: string; uid: string };
   /** problems found while compiling (added to the pod's errors in status) */
   errors: string[];
@@ -20,7 +24,15 @@ function isLoopbackNet(c: Cidr): boolean {
   return c.family === 4 ? c.addr.startsWith('127.') : c.addr === '::1';
 }
 
-export function compilePod(pod: DesiredPod): PodEntries {
+/** What the agent learns from inside the pod (its resolv.conf, its interfaces). */
+export interface PodRuntime {
+  dnsServers: string[];
+  ifindex: (name: string) => number | undefined;
+}
+
+const NO_RUNTIME: PodRuntime = { dnsServers: [], ifindex: () => undefined };
+
+export function compilePod(pod: DesiredPod, rt: PodRuntime = NO_RUNTIME): PodEntries {
   const s = pod.settings;
   const errors: string[] = [];
   const ip4 = pod.ips.find((ip) => isIPv4(ip));
@@ -59,6 +71,17 @@ export function compilePod(pod: DesiredPod): PodEntries {
   addCidrs(s.outboundExclude, CidrKind.OUT_EXCLUDE);
   if (!s.outboundInclude.all) addCidrs(s.outboundInclude.cidrs, CidrKind.OUT_INCLUDE);
 
+  const dns = s.dns.enabled && !s.dns.captureAll ? [...new Set(rt.dnsServers)] : [];
+  const ifaces: PodEntries['ifaces'] = [];
+  const addIfaces = (names: string[], kind: number): void => {
+    for (const n of names) {
+      const ifindex = rt.ifindex(n);
+      if (ifindex !== undefined) ifaces.push({ ifindex, kind });
+    }
+  };
+  addIfaces(s.excludeInterfaces, IfaceKind.EXCLUDE);
+  addIfaces(s.rerouteInterfaces, IfaceKind.REROUTE);
+
   return {
     config: {
       flags,
@@ -76,6 +99,8 @@ export function compilePod(pod: DesiredPod): PodEntries {
     ports: dedupe(ports),
     cidrs4: dedupe(cidrs4),
     cidrs6: dedupe(cidrs6),
+    dns,
+    ifaces: dedupe(ifaces),
     info: { namespace_: pod.ref.namespace, name: pod.ref.name, uid: pod.ref.uid },
     errors,
   };

@@ -1,22 +1,31 @@
 // Pure: what the maps should become, as an ordered list of writes, from what they hold now.
 //
-// A pod whose settings change gets a fresh pod id: its port and CIDR entries are written under the new
-// id first, then its `pods` entry flips to the new id in one map update, then the old id's entries go.
-// A connect therefore always sees one complete generation of a pod's settings, never a mix. Entries
-// whose id no `pods` entry references (a crash between two writes) are removed on the next pass.
-import { CIDR_KEY_FIXED_BITS, MAX_PROXY_IDS, type PodConfigValue } from '../dataplane/layouts.js';
+// A pod whose settings change gets a fresh pod id: its set entries (ports, CIDRs, DNS servers,
+// interfaces) are written under the new id first, then its `pods` entry flips to the new id in one map
+// update, then the old id's entries go. A connect therefore always sees one complete generation of a
+// pod's settings, never a mix. Entries whose id no `pods` entry references (a crash between two
+// writes) are removed on the next pass. The address index (pod_by_ip4/6, used by sk_lookup) is written
+// after the pods entry it points to and removed before it.
+import { CIDR_KEY_FIXED_BITS, MAX_PROXY_IDS, PodFlags, type PodConfigValue } from '../dataplane/layouts.js';
 import type { PodEntries } from './desired.js';
 
 export interface PortKeyV { pod_id: number; port: number; kind: number; pad: number }
 export interface CidrKeyV { prefixlen: number; pod_id: number; kind: number; addr: string }
+export interface DnsKeyV { pod_id: number; addr: string }
+export interface IfaceKeyV { pod_id: number; ifindex: number; kind: number; pad: number[] }
 export interface InfoV { namespace_: string; name: string; uid: string }
+
+/** The maps that hold per-pod sets: key -> present, keys carry the pod id. */
+export const SET_MAPS = ['pod_ports', 'pod_cidrs4', 'pod_cidrs6', 'pod_dns', 'pod_ifaces'] as const;
+export type SetMap = (typeof SET_MAPS)[number];
+type SetKey = { pod_id: number };
 
 export interface Actual {
   pods: Array<[bigint, PodConfigValue]>;
-  ports: PortKeyV[];
-  cidrs4: CidrKeyV[];
-  cidrs6: CidrKeyV[];
+  sets: Record<SetMap, SetKey[]>;
   info: Array<[number, InfoV]>;
+  byIp4: Array<[string, bigint]>;
+  byIp6: Array<[{ addr: string }, bigint]>;
 }
 
 export interface Want {
@@ -27,10 +36,13 @@ export interface Want {
 export type Op =
   | { map: 'pods'; op: 'set'; key: bigint; value: PodConfigValue }
   | { map: 'pods'; op: 'delete'; key: bigint }
-  | { map: 'pod_ports'; op: 'set' | 'delete'; key: PortKeyV }
-  | { map: 'pod_cidrs4' | 'pod_cidrs6'; op: 'set' | 'delete'; key: CidrKeyV }
+  | { map: SetMap; op: 'set' | 'delete'; key: SetKey }
   | { map: 'pod_info'; op: 'set'; key: number; value: InfoV }
-  | { map: 'pod_info'; op: 'delete'; key: number };
+  | { map: 'pod_info'; op: 'delete'; key: number }
+  | { map: 'pod_by_ip4'; op: 'set'; key: string; value: bigint }
+  | { map: 'pod_by_ip4'; op: 'delete'; key: string }
+  | { map: 'pod_by_ip6'; op: 'set'; key: { addr: string }; value: bigint }
+  | { map: 'pod_by_ip6'; op: 'delete'; key: { addr: string } };
 
 export interface Plan {
   ops: Op[];
@@ -44,9 +56,18 @@ function configOf(e: PodEntries, podId: number): PodConfigValue {
   return { pod_id: podId, ...e.config, uids: pad(e.config.uids), gids: pad(e.config.gids) };
 }
 
-const portKeys = (e: PodEntries, id: number): PortKeyV[] => e.ports.map((p) => ({ pod_id: id, port: p.port, kind: p.kind, pad: 0 }));
-const cidrKeys = (list: PodEntries['cidrs4'], id: number): CidrKeyV[] =>
-  list.map((c) => ({ prefixlen: CIDR_KEY_FIXED_BITS + c.prefix, pod_id: id, kind: c.kind, addr: c.addr }));
+/** The set keys of one pod under pod id `id`. */
+export function setKeys(e: PodEntries, id: number): Record<SetMap, SetKey[]> {
+  const cidr = (list: PodEntries['cidrs4']): CidrKeyV[] =>
+    list.map((c) => ({ prefixlen: CIDR_KEY_FIXED_BITS + c.prefix, pod_id: id, kind: c.kind, addr: c.addr }));
+  return {
+    pod_ports: e.ports.map((p): PortKeyV => ({ pod_id: id, port: p.port, kind: p.kind, pad: 0 })),
+    pod_cidrs4: cidr(e.cidrs4),
+    pod_cidrs6: cidr(e.cidrs6),
+    pod_dns: e.dns.map((addr): DnsKeyV => ({ pod_id: id, addr })),
+    pod_ifaces: e.ifaces.map((i): IfaceKeyV => ({ pod_id: id, ifindex: i.ifindex, kind: i.kind, pad: [0, 0, 0] })),
+  };
+}
 
 const canon = (x: unknown): string => JSON.stringify(x, (_k, v) => (typeof v === 'bigint' ? v.toString() : v));
 const sameSet = (a: unknown[], b: unknown[]): boolean => {
@@ -56,25 +77,18 @@ const sameSet = (a: unknown[], b: unknown[]): boolean => {
   return sa.every((x, i) => x === sb[i]);
 };
 
+function groupById(xs: SetKey[]): Map<number, SetKey[]> {
+  const m = new Map<number, SetKey[]>();
+  for (const x of xs) m.set(x.pod_id, [...(m.get(x.pod_id) ?? []), x]);
+  return m;
+}
+
 export function plan(want: Want[], actual: Actual): Plan {
-  const byId = <T extends { pod_id: number }>(xs: T[]): Map<number, T[]> => {
-    const m = new Map<number, T[]>();
-    for (const x of xs) m.set(x.pod_id, [...(m.get(x.pod_id) ?? []), x]);
-    return m;
-  };
-  const ports = byId(actual.ports);
-  const c4 = byId(actual.cidrs4);
-  const c6 = byId(actual.cidrs6);
+  const grouped = Object.fromEntries(SET_MAPS.map((m) => [m, groupById(actual.sets[m])])) as Record<SetMap, Map<number, SetKey[]>>;
   const info = new Map(actual.info);
   const current = new Map(actual.pods);
 
-  const used = new Set<number>([
-    ...actual.pods.map(([, v]) => v.pod_id),
-    ...actual.ports.map((k) => k.pod_id),
-    ...actual.cidrs4.map((k) => k.pod_id),
-    ...actual.cidrs6.map((k) => k.pod_id),
-    ...actual.info.map(([id]) => id),
-  ]);
+  const used = new Set<number>([...actual.pods.map(([, v]) => v.pod_id), ...SET_MAPS.flatMap((m) => actual.sets[m].map((k) => k.pod_id)), ...info.keys()]);
   let next = 1;
   const allocate = (): number => {
     while (used.has(next)) next++;
@@ -90,11 +104,10 @@ export function plan(want: Want[], actual: Actual): Plan {
     const cur = current.get(w.cookie);
     if (cur) {
       const id = cur.pod_id;
+      const keys = setKeys(w.entries, id);
       const unchanged =
         canon(configOf(w.entries, id)) === canon(cur) &&
-        sameSet(portKeys(w.entries, id), ports.get(id) ?? []) &&
-        sameSet(cidrKeys(w.entries.cidrs4, id), c4.get(id) ?? []) &&
-        sameSet(cidrKeys(w.entries.cidrs6, id), c6.get(id) ?? []) &&
+        SET_MAPS.every((m) => sameSet(keys[m], grouped[m].get(id) ?? [])) &&
         canon(info.get(id)) === canon(w.entries.info);
       if (unchanged) {
         ids.set(w.cookie, id);
@@ -103,12 +116,28 @@ export function plan(want: Want[], actual: Actual): Plan {
     }
     const id = allocate();
     ids.set(w.cookie, id);
-    for (const key of portKeys(w.entries, id)) sets.push({ map: 'pod_ports', op: 'set', key });
-    for (const key of cidrKeys(w.entries.cidrs4, id)) sets.push({ map: 'pod_cidrs4', op: 'set', key });
-    for (const key of cidrKeys(w.entries.cidrs6, id)) sets.push({ map: 'pod_cidrs6', op: 'set', key });
+    const keys = setKeys(w.entries, id);
+    for (const m of SET_MAPS) for (const key of keys[m]) sets.push({ map: m, op: 'set', key });
     sets.push({ map: 'pod_info', op: 'set', key: id, value: w.entries.info });
     flips.push({ map: 'pods', op: 'set', key: w.cookie, value: configOf(w.entries, id) });
   }
+
+  // the address index: pod IP -> cookie, for the pods that stay
+  const want4 = new Map<string, bigint>();
+  const want6 = new Map<string, bigint>();
+  for (const w of want) {
+    const c = w.entries.config;
+    if (c.flags & PodFlags.HAS_IP4) want4.set(c.ip4, w.cookie);
+    if (c.flags & PodFlags.HAS_IP6) want6.set(c.ip6, w.cookie);
+  }
+  const have4 = new Map(actual.byIp4);
+  const have6 = new Map(actual.byIp6.map(([k, v]) => [k.addr, v]));
+  const indexSets: Op[] = [];
+  const indexDeletes: Op[] = [];
+  for (const [ip, cookie] of want4) if (have4.get(ip) !== cookie) indexSets.push({ map: 'pod_by_ip4', op: 'set', key: ip, value: cookie });
+  for (const [ip, cookie] of want6) if (have6.get(ip) !== cookie) indexSets.push({ map: 'pod_by_ip6', op: 'set', key: { addr: ip }, value: cookie });
+  for (const ip of have4.keys()) if (!want4.has(ip)) indexDeletes.push({ map: 'pod_by_ip4', op: 'delete', key: ip });
+  for (const ip of have6.keys()) if (!want6.has(ip)) indexDeletes.push({ map: 'pod_by_ip6', op: 'delete', key: { addr: ip } });
 
   const wanted = new Set(want.map((w) => w.cookie));
   const removals: Op[] = [];
@@ -116,10 +145,8 @@ export function plan(want: Want[], actual: Actual): Plan {
 
   const keep = new Set(ids.values());
   const garbage: Op[] = [];
-  for (const key of actual.ports) if (!keep.has(key.pod_id)) garbage.push({ map: 'pod_ports', op: 'delete', key });
-  for (const key of actual.cidrs4) if (!keep.has(key.pod_id)) garbage.push({ map: 'pod_cidrs4', op: 'delete', key });
-  for (const key of actual.cidrs6) if (!keep.has(key.pod_id)) garbage.push({ map: 'pod_cidrs6', op: 'delete', key });
+  for (const m of SET_MAPS) for (const key of actual.sets[m]) if (!keep.has(key.pod_id)) garbage.push({ map: m, op: 'delete', key });
   for (const [id] of actual.info) if (!keep.has(id)) garbage.push({ map: 'pod_info', op: 'delete', key: id });
 
-  return { ops: [...sets, ...flips, ...removals, ...garbage], ids };
+  return { ops: [...sets, ...flips, ...indexSets, ...indexDeletes, ...removals, ...garbage], ids };
 }

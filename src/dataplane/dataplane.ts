@@ -16,6 +16,7 @@ import { MAPS, MAP_NAMES, type MapDef, type MapName } from './layouts.js';
 import { OBJECTS } from './programs.js';
 import { TypedMap } from './typed-map.js';
 import { requireFeatures } from './features.js';
+import { MapType } from './uapi.js';
 import { UserError, isErrno } from '../util/errors.js';
 import { cgroupId, checkCgroupDir } from '../util/cgroup.js';
 import { packageRoot } from '../util/paths.js';
@@ -104,7 +105,7 @@ export class Dataplane {
               fd = native.objGet(pin);
               pinnedFds.push(fd);
               const info = native.mapInfo(fd);
-              if (info.type !== spec.type || info.keySize !== spec.keySize || info.valueSize !== spec.valueSize) {
+              if (info.type !== spec.type || info.keySize !== spec.keySize || info.valueSize !== spec.valueSize || (info.maxEntries !== spec.maxEntries && spec.type !== MapType.SK_STORAGE)) {
                 throw new UserError(`pinned map ${pin} does not match its layout version: remove it with 'meshlane uninstall --bpffs ${bpffs}'`);
               }
             }

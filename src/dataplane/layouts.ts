@@ -1,7 +1,7 @@
 // Every map's key and value layout, mirroring bpf/meshlane.h, with the layout version that names its
 // pin. test/unit/layouts.test.ts checks each struct against the objects' BTF and each version against
 // its fingerprint: change a struct in C and here, and the test fails until the version is bumped.
-import { struct, scalar, u8, u16, u32, u64, be16, ip4, ip6, u32Array, cstr, type StructLayout } from './struct.js';
+import { struct, scalar, u8, u16, u32, u64, be16, ip4, ip6, u32Array, u8Array, cstr, type StructLayout } from './struct.js';
 
 export const MAX_PROXY_IDS = 8;
 
@@ -18,7 +18,9 @@ export const PodFlags = {
 
 export const PortKind = { OUT_EXCLUDE: 1, OUT_INCLUDE: 2, IN_INCLUDE: 3, IN_EXCLUDE: 4 } as const;
 export const CidrKind = { OUT_EXCLUDE: 1, OUT_INCLUDE: 2 } as const;
-export const CaptureKind = { NONE: 0, OUTBOUND: 1, INBOUND: 2 } as const;
+export const CaptureKind = { NONE: 0, OUTBOUND: 1, INBOUND: 2, DNS: 3 } as const;
+export const IfaceKind = { EXCLUDE: 1, REROUTE: 2 } as const;
+export const GlobalFlags = { SPLICE: 1 << 0 } as const;
 export const SockRole = { NONE: 0, APP: 1, PROXY: 2 } as const;
 export const CIDR_KEY_FIXED_BITS = 64;
 
@@ -30,6 +32,10 @@ export const Stat = [
   'orig_dst_served',
   'proxy_port_uncaptured',
   'handover_full',
+  'inbound_captured',
+  'inbound_no_listener',
+  'dns_captured',
+  'spliced',
 ] as const;
 
 export const PodConfig = struct('pod_config', {
@@ -68,7 +74,23 @@ export const TupleKey = struct('tuple_key', {
 
 export const PodInfo = struct('pod_info', { namespace_: cstr(64), name: cstr(256), uid: cstr(48) });
 
+export const Ip6Key = struct('ip6_key', { addr: ip6 });
+export const ListenerKey = struct('listener_key', { netns_cookie: u64, port: u16, family: u16, pad: u32 });
+export const IfaceKey = struct('iface_key', { pod_id: u32, ifindex: u32, kind: u8, pad: u8Array(3) });
+export const DnsKey = struct('dns_key', { pod_id: u32, addr: ip6 });
+export const PairKey = struct('pair_key', {
+  netns_cookie: u64,
+  local: ip6,
+  remote: ip6,
+  local_port: u16,
+  remote_port: u16,
+  pad: u32,
+});
+export const GlobalConfig = struct('global_config', { flags: u32, pad: u32 });
+
 export const NetnsCookie = scalar(u64);
+export const Ip4Key = scalar(ip4);
+export const SocketCookie = scalar(u64);
 export const PodId = scalar(u32);
 export const Present = scalar(u8);
 export const StatIndex = scalar(u32);
@@ -79,7 +101,8 @@ export interface MapDef {
   name: string;
   key: StructLayout<any>;
   value: StructLayout<any>;
-  /** the layout version, part of the pin name; bump it whenever key or value changes */
+  /** the layout version, part of the pin name; bump it whenever key, value or capacity changes
+   * (a pinned map cannot change any of them) */
   version: number;
   /** fingerprint of key+value at this version (see struct.fingerprint) */
   fingerprint: string;
@@ -87,6 +110,8 @@ export interface MapDef {
   percpu?: boolean;
   /** socket local storage: keyed by socket fds, not iterable as a map of values */
   skStorage?: boolean;
+  /** a SOCKHASH: values are sockets (userspace reads their cookies) */
+  sockets?: boolean;
   /** a short description for `meshlane dump` */
   what: string;
 }
@@ -99,7 +124,14 @@ export const MAPS = {
   sock_state: { name: 'sock_state', key: scalar(u32), value: SockState, version: 1, fingerprint: '19c4d8655623', skStorage: true, what: 'per-socket original destination (socket local storage)' },
   orig_by_tuple: { name: 'orig_by_tuple', key: TupleKey, value: OrigDst, version: 1, fingerprint: '53bc7e475a87', what: 'original destinations between connect and accept' },
   pod_info: { name: 'pod_info', key: PodId, value: PodInfo, version: 1, fingerprint: '2966b0c26f8e', what: 'pod id -> namespace/name/uid (for dump and status)' },
-  stats: { name: 'stats', key: StatIndex, value: Counter, version: 1, fingerprint: '3a92133fbee2', percpu: true, what: 'per-CPU counters' },
+  pod_by_ip4: { name: 'pod_by_ip4', key: Ip4Key, value: NetnsCookie, version: 1, fingerprint: 'f60b2641f619', what: 'pod IPv4 address -> netns cookie (for sk_lookup)' },
+  pod_by_ip6: { name: 'pod_by_ip6', key: Ip6Key, value: NetnsCookie, version: 1, fingerprint: '2b457a27f0c5', what: 'pod IPv6 address -> netns cookie (for sk_lookup)' },
+  listeners: { name: 'listeners', key: ListenerKey, value: SocketCookie, version: 1, fingerprint: '5addc35b3ce7', sockets: true, what: 'proxy listening sockets (SOCKHASH)' },
+  pod_ifaces: { name: 'pod_ifaces', key: IfaceKey, value: Present, version: 1, fingerprint: '54663de95e8e', what: 'per-pod interface sets (excluded, rerouted)' },
+  pod_dns: { name: 'pod_dns', key: DnsKey, value: Present, version: 1, fingerprint: 'fdd4bd7e2474', what: 'per-pod DNS servers (resolv.conf)' },
+  sock_pairs: { name: 'sock_pairs', key: PairKey, value: SocketCookie, version: 1, fingerprint: '551cf766c9eb', sockets: true, what: 'spliced local socket pairs (SOCKHASH)' },
+  global: { name: 'global', key: StatIndex, value: GlobalConfig, version: 1, fingerprint: '58a9208b2c13', what: 'node-wide switches' },
+  stats: { name: 'stats', key: StatIndex, value: Counter, version: 2, fingerprint: '3a92133fbee2', percpu: true, what: 'per-CPU counters' },
 } satisfies Record<string, MapDef>;
 
 export type MapName = keyof typeof MAPS;

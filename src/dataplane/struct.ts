@@ -58,6 +58,19 @@ export function u32Array(len: number): Field<number[]> {
   };
 }
 
+export function u8Array(len: number): Field<number[]> {
+  return {
+    kind: `u8[${len}]`,
+    size: len,
+    align: 1,
+    read: (b, o) => Array.from(b.subarray(o, o + len)),
+    write: (b, o, v) => {
+      if (v.length > len) throw new RangeError(`at most ${len} entries, got ${v.length}`);
+      Buffer.from(v).copy(b, o);
+    },
+  };
+}
+
 /** a NUL-padded C string of `len` bytes (the text must leave room for the NUL) */
 export function cstr(len: number): Field<string> {
   return {
