@@ -42,6 +42,8 @@ export class Agent extends EventEmitter {
   private readonly startedAt = new Date().toISOString();
   private lastStatus = '';
   private loggedErrors = new Map<string, string>();
+  private stopped = false;
+  private rejectStart?: (e: Error) => void;
   private cgroupRoot = '';
 
   constructor(private readonly opts: AgentOptions) {
@@ -54,10 +56,12 @@ export class Agent extends EventEmitter {
     this.dataplane = Dataplane.load({ bpffs: this.opts.bpffs, log });
     this.locator = new PodLocator(this.cgroupRoot);
     this.snapshot = await this.firstSnapshot();
+    const dataplane = this.dataplane;
+    if (this.stopped || !dataplane) throw new UserError('the agent was stopped while starting');
     // Fill the maps before the programs go live (or are swapped): no window with empty maps.
     this.reconcile();
-    const attached = this.dataplane.attach(this.cgroupRoot);
-    const stale = this.dataplane.removeStalePins();
+    const attached = dataplane.attach(this.cgroupRoot);
+    const stale = dataplane.removeStalePins();
     log.info({ attached, removedPins: stale, cgroupRoot: this.cgroupRoot, bpffs: this.opts.bpffs }, 'capture active');
     this.timer = setInterval(() => this.reconcile(), this.opts.resyncMs ?? 250);
     this.timer.unref?.();
@@ -68,6 +72,12 @@ export class Agent extends EventEmitter {
     this.source = source;
     return new Promise((resolve, reject) => {
       let first = true;
+      this.rejectStart = (e) => {
+        if (first) {
+          first = false;
+          reject(e);
+        }
+      };
       source.on('snapshot', (s: Snapshot) => {
         this.sourceError = undefined;
         if (first) {
@@ -179,6 +189,8 @@ export class Agent extends EventEmitter {
 
   /** Stop following the source. Links and maps stay pinned: capture goes on without the agent. */
   async stop(): Promise<void> {
+    this.stopped = true;
+    this.rejectStart?.(new UserError('the agent was stopped while starting'));
     if (this.timer) clearInterval(this.timer);
     this.source?.stop();
     this.dataplane?.close();

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { Agent } from '../agent/agent.js';
 import { readStatus, type AgentStatus, type PodStatus } from '../agent/status.js';
-import { settingsLine } from '../cli/commands/status.js';
+import { podStatusLines, settingsLine } from '../cli/commands/status.js';
 import { renderDump } from '../cli/commands/dump.js';
 import { listPins, PinnedMaps, uninstall } from '../dataplane/dataplane.js';
 import { describeMaps } from '../dataplane/describe.js';
@@ -309,14 +309,7 @@ function statusLines(st: AgentStatus | undefined, links: number): string[] {
   const out = [`capture: ${links ? `active (${links} programs linked under ${DEMO_BPFFS})` : 'not installed'}`];
   if (!st) return [...out, 'agent: no status yet'];
   out.push(`agent: running in this process (pid ${st.pid}); source: ${st.source}`);
-  for (const p of st.pods) {
-    out.push(`${p.ref.namespace}/${p.ref.name} ${p.state}${p.reason ? ` (${p.reason})` : ''} ips=${p.ips.join(',')}${p.podId ? ` id=${p.podId}` : ''}`);
-    out.push(`  ${settingsLine(p.settings)}`);
-    for (const e of p.errors) out.push(`  error: ${e}`);
-    for (const u of p.unsupported) out.push(`  unsupported: ${u}`);
-  }
-  for (const s of st.skipped) out.push(`${s.ref.namespace}/${s.ref.name} not captured: ${s.reason}`);
-  return out;
+  return [...out, ...podStatusLines(st)];
 }
 
 async function flip(d: Demo): Promise<void> {

@@ -2,7 +2,7 @@
 // client pod (a proxy as uid 1337 and an app server) and a "service" host holding VIPs, the cluster
 // file that describes it, an agent subprocess, and a case runner that records what a connection hit.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, createWriteStream, readFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, renameSync, writeFileSync, createWriteStream, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Sandbox, type SandboxHost, type SandboxPod } from '../../src/sandbox/sandbox.js';
@@ -161,8 +161,7 @@ export async function startAgent(sb: Sandbox, items: object[], name: string, pri
     const tmp = `${clusterFile}.tmp`;
     writeFileSync(tmp, clusterList(its));
     // rename: the agent never sees a half-written file
-    writeFileSync(clusterFile, readFileSync(tmp));
-    rmSync(tmp);
+    renameSync(tmp, clusterFile);
   };
   if (!prior) write(items);
   const out = createWriteStream(logFile);

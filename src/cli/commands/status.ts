@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 import { listPins } from '../../dataplane/dataplane.js';
-import { readStatus, statusPath } from '../../agent/status.js';
+import { readStatus, statusPath, type AgentStatus } from '../../agent/status.js';
 import { bpffsOption, jsonOption, stateDirOption, toJson } from '../options.js';
 import type { CaptureSettings } from '../../model/types.js';
 
@@ -29,6 +29,22 @@ export function settingsLine(s: CaptureSettings): string {
     .join(' ');
 }
 
+/** The per-pod part of `meshlane status`: captured pods with settings and errors, then the others. */
+export function podStatusLines(st: AgentStatus): string[] {
+  const out = [`pods (${st.pods.length}):`];
+  for (const p of st.pods) {
+    out.push(`  ${p.ref.namespace}/${p.ref.name} ${p.state}${p.reason ? ` (${p.reason})` : ''} ips=${p.ips.join(',')}${p.podId ? ` id=${p.podId}` : ''}`);
+    out.push(`    ${settingsLine(p.settings)}`);
+    for (const e of p.errors) out.push(`    error: ${e}`);
+    for (const u of p.unsupported) out.push(`    unsupported: ${u}`);
+  }
+  if (st.skipped.length) {
+    out.push(`not captured (${st.skipped.length}):`);
+    for (const s of st.skipped) out.push(`  ${s.ref.namespace}/${s.ref.name}: ${s.reason}`);
+  }
+  return out;
+}
+
 export function statusCommand(): Command {
   return new Command('status')
     .description('captured pods with their settings and errors, as the agent last saw them')
@@ -50,17 +66,7 @@ export function statusCommand(): Command {
       } else {
         out.push(`agent: ${running ? `running (pid ${st.pid})` : `not running (last seen pid ${st.pid} at ${st.updatedAt})`}; source: ${st.source}; cgroup root: ${st.cgroupRoot}`);
         if (st.sourceError) out.push(`source error: ${st.sourceError}`);
-        out.push(`pods (${st.pods.length}):`);
-        for (const p of st.pods) {
-          out.push(`  ${p.ref.namespace}/${p.ref.name} ${p.state}${p.reason ? ` (${p.reason})` : ''} ips=${p.ips.join(',')}${p.podId ? ` id=${p.podId}` : ''}`);
-          out.push(`    ${settingsLine(p.settings)}`);
-          for (const e of p.errors) out.push(`    error: ${e}`);
-          for (const u of p.unsupported) out.push(`    unsupported: ${u}`);
-        }
-        if (st.skipped.length) {
-          out.push(`not captured (${st.skipped.length}):`);
-          for (const s of st.skipped) out.push(`  ${s.ref.namespace}/${s.ref.name}: ${s.reason}`);
-        }
+        out.push(...podStatusLines(st));
       }
       process.stdout.write(out.join('\n') + '\n');
     });
