@@ -9,6 +9,8 @@
  *    tuple entry.
  *  - STATE_CB, TCP_CLOSE (app side): delete the tuple entry if the connection
  *    never reached the proxy (refused, reset).
+ * And registers the proxies' listening sockets (TCP_LISTEN_CB) in `listeners`,
+ * where the inbound sk_lookup program finds them.
  * Nothing is left to LRU eviction: storage dies with its socket.
  */
 #include <linux/bpf.h>
@@ -145,6 +147,34 @@ static __always_inline void on_close(struct bpf_sock_ops *skops)
 	bpf_map_delete_elem(&orig_by_tuple, &k);
 }
 
+/* Default proxy ports: a listener on one of them is registered even before its
+ * pod is captured (the agent may learn of the pod after the proxy started). */
+#define DEFAULT_OUTBOUND_PORT 15001
+#define DEFAULT_INBOUND_PORT 15006
+#define DEFAULT_DNS_PORT 15053
+
+static __always_inline int listener_port(const struct pod_config *pod, __u16 port)
+{
+	if (pod)
+		return port == pod->inbound_port || port == pod->outbound_port || port == pod->dns_port;
+	return port == DEFAULT_INBOUND_PORT || port == DEFAULT_OUTBOUND_PORT || port == DEFAULT_DNS_PORT;
+}
+
+static __always_inline void on_listen(struct bpf_sock_ops *skops)
+{
+	struct listener_key k = {
+		.netns_cookie = bpf_get_netns_cookie(skops),
+		.port = (__u16)skops->local_port,
+		.family = (__u16)skops->family,
+	};
+	struct pod_config *pod = bpf_map_lookup_elem(&pods, &k.netns_cookie);
+
+	if (!listener_port(pod, k.port))
+		return;
+	/* Leaves the map by itself when the listener closes. */
+	bpf_sock_hash_update(skops, &listeners, &k, BPF_ANY);
+}
+
 SEC("sockops")
 int meshlane_sockops(struct bpf_sock_ops *skops)
 {
@@ -154,6 +184,9 @@ int meshlane_sockops(struct bpf_sock_ops *skops)
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		on_accept(skops);
+		break;
+	case BPF_SOCK_OPS_TCP_LISTEN_CB:
+		on_listen(skops);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		if (skops->args[1] == ML_TCP_CLOSE)
