@@ -13,7 +13,7 @@ import { release } from 'node:os';
 import { dirname, join } from 'node:path';
 import * as native from '../native/addon.js';
 import { MAPS, MAP_NAMES, type MapDef, type MapName } from './layouts.js';
-import { OBJECTS } from './programs.js';
+import { OBJECTS, netnsPrograms, staticPrograms } from './programs.js';
 import { TypedMap } from './typed-map.js';
 import { requireFeatures } from './features.js';
 import { MapType } from './uapi.js';
@@ -75,6 +75,8 @@ export interface LoadOptions {
 export class Dataplane {
   private readonly objects: native.BpfObject[] = [];
   private readonly progFds = new Map<string, number>();
+  /** netns link pins already pointing at this load's program */
+  private readonly netnsDone = new Map<string, number>();
   readonly maps: MapsView;
   /** maps this load created (not found pinned): they start empty */
   readonly created: MapName[] = [];
@@ -154,8 +156,9 @@ export class Dataplane {
   }
 
   /**
-   * Attach every program to `cgroupRoot` through pinned links: a pinned link for the same cgroup gets
-   * the new program atomically (bpf_link_update); otherwise a new link is made and pinned.
+   * Attach every static program: cgroup programs to `cgroupRoot` through pinned links (a pinned link
+   * for the same cgroup gets the new program atomically with bpf_link_update; otherwise a new link is
+   * made and pinned), sockmap programs to their pinned map (a new attach replaces the old program).
    */
   attach(cgroupRoot: string): Array<{ program: string; action: 'attached' | 'updated' }> {
     const dir = checkCgroupDir(cgroupRoot);
@@ -164,33 +167,27 @@ export class Dataplane {
     let cgFd = -1;
     try {
       cgFd = native.openPath(dir);
-      for (const o of OBJECTS) {
-        for (const p of o.programs) {
-          const progFd = this.progFds.get(p.name)!;
-          const pin = join(linksDir(this.bpffs), p.name);
-          if (existsSync(pin)) {
-            const linkFd = native.objGet(pin);
-            try {
-              const info = native.linkInfo(linkFd);
-              if (info.cgroupId !== undefined && BigInt(info.cgroupId) !== wantId) {
-                throw new UserError(`the pinned link ${pin} is attached to another cgroup than ${dir}: run 'meshlane uninstall --bpffs ${this.bpffs}' first, or use the same --cgroup-root`);
-              }
-              native.linkUpdate(linkFd, progFd);
-            } finally {
-              native.close(linkFd);
-            }
-            report.push({ program: p.name, action: 'updated' });
-          } else {
-            const linkFd = native.attachCgroup(progFd, cgFd, p.attachType);
-            try {
-              native.pin(linkFd, pin);
-            } finally {
-              native.close(linkFd);
-            }
-            report.push({ program: p.name, action: 'attached' });
-          }
-          this.log?.debug({ program: p.name, cgroup: dir }, 'program attached');
+      for (const p of staticPrograms()) {
+        const progFd = this.progFds.get(p.name)!;
+        if (p.attach.kind === 'sockmap') {
+          native.progAttach(progFd, this.maps[p.attach.map].fd, p.attach.type);
+          report.push({ program: p.name, action: 'attached' });
+          continue;
         }
+        const pin = join(linksDir(this.bpffs), p.name);
+        if (existsSync(pin)) {
+          updatePinnedLink(pin, progFd, wantId, `the pinned link ${pin} is attached to another cgroup than ${dir}: run 'meshlane uninstall --bpffs ${this.bpffs}' first, or use the same --cgroup-root`);
+          report.push({ program: p.name, action: 'updated' });
+        } else {
+          const linkFd = native.attachCgroup(progFd, cgFd, p.attach.type);
+          try {
+            native.pin(linkFd, pin);
+          } finally {
+            native.close(linkFd);
+          }
+          report.push({ program: p.name, action: 'attached' });
+        }
+        this.log?.debug({ program: p.name, cgroup: dir }, 'program attached');
       }
     } catch (e) {
       throw explain(e, `attaching to cgroup ${dir}`);
@@ -198,6 +195,64 @@ export class Dataplane {
       if (cgFd >= 0) native.close(cgFd);
     }
     return report;
+  }
+
+  /** Detach a sockmap program (the map stays). */
+  detachSockmapPrograms(): void {
+    for (const p of staticPrograms()) {
+      if (p.attach.kind !== 'sockmap') continue;
+      try {
+        native.progDetach(this.progFds.get(p.name)!, this.maps[p.attach.map].fd, p.attach.type);
+      } catch {
+        /* not attached */
+      }
+    }
+  }
+
+  /**
+   * Make sure every netns program is attached to the network namespace `nsPath` (a pod's), through a
+   * link pinned under links/netns/<program>/<cookie>; an existing pin gets the current program.
+   */
+  attachNetns(nsPath: string, cookie: bigint): void {
+    for (const p of netnsPrograms()) {
+      const dir = join(linksDir(this.bpffs), 'netns', p.name);
+      const pin = join(dir, cookie.toString());
+      const progFd = this.progFds.get(p.name)!;
+      if (existsSync(pin)) {
+        if (this.netnsDone.get(pin) === progFd) continue;
+        updatePinnedLink(pin, progFd, undefined, '');
+      } else {
+        mkdirSync(dir, { recursive: true });
+        const nsFd = native.openPath(nsPath);
+        try {
+          const linkFd = native.attachNetns(progFd, nsFd, p.attach.type);
+          try {
+            native.pin(linkFd, pin);
+          } finally {
+            native.close(linkFd);
+          }
+        } finally {
+          native.close(nsFd);
+        }
+      }
+      this.netnsDone.set(pin, progFd);
+    }
+  }
+
+  /** Netns cookies that have pinned netns links. */
+  netnsLinkCookies(): bigint[] {
+    const out = new Set<bigint>();
+    for (const p of netnsPrograms()) for (const f of safeReaddir(join(linksDir(this.bpffs), 'netns', p.name))) out.add(BigInt(f));
+    return [...out];
+  }
+
+  /** Detach and unpin the netns links of a pod (gone or no longer captured). */
+  detachNetns(cookie: bigint): void {
+    for (const p of netnsPrograms()) {
+      const pin = join(linksDir(this.bpffs), 'netns', p.name, cookie.toString());
+      if (existsSync(pin)) detachPinnedLink(pin);
+      this.netnsDone.delete(pin);
+    }
   }
 
   /** Remove pins that no longer belong: maps of other layout versions, links of programs that are gone. */
@@ -210,7 +265,7 @@ export class Dataplane {
         removed.push(`maps/${f}`);
       }
     }
-    const wantLinks = new Set(OBJECTS.flatMap((o) => o.programs.map((p) => p.name)));
+    const wantLinks = new Set([...staticPrograms().map((p) => p.name), 'netns']);
     for (const f of safeReaddir(linksDir(this.bpffs))) {
       if (!wantLinks.has(f)) {
         detachPinnedLink(join(linksDir(this.bpffs), f));
@@ -233,10 +288,25 @@ function safeReaddir(d: string): string[] {
   }
 }
 
+/** Swap the program behind a pinned link (bpf_link_update: no moment without a program). */
+function updatePinnedLink(pin: string, progFd: number, wantCgroupId: bigint | undefined, mismatch: string): void {
+  const linkFd = native.objGet(pin);
+  try {
+    const info = native.linkInfo(linkFd);
+    if (wantCgroupId !== undefined && info.cgroupId !== undefined && BigInt(info.cgroupId) !== wantCgroupId) throw new UserError(mismatch);
+    native.linkUpdate(linkFd, progFd);
+  } finally {
+    native.close(linkFd);
+  }
+}
+
 function detachPinnedLink(pin: string): void {
   const fd = native.objGet(pin);
   try {
     native.linkDetach(fd);
+  } catch (e) {
+    // a netns link whose namespace is gone is already defunct: only the pin is left
+    if (!isErrno(e, 'ENOLINK') && !isErrno(e, 'EINVAL')) throw e;
   } finally {
     native.close(fd);
   }
@@ -283,9 +353,19 @@ export function uninstall(bpffs: string): string[] {
   if (!existsSync(bpffs)) return removed;
   try {
     for (const f of safeReaddir(linksDir(bpffs))) {
+      if (f === 'netns') continue;
       detachPinnedLink(join(linksDir(bpffs), f));
       removed.push(`links/${f}`);
     }
+    const netns = join(linksDir(bpffs), 'netns');
+    for (const prog of safeReaddir(netns)) {
+      for (const c of safeReaddir(join(netns, prog))) {
+        detachPinnedLink(join(netns, prog, c));
+        removed.push(`links/netns/${prog}/${c}`);
+      }
+      rmdirSync(join(netns, prog));
+    }
+    if (existsSync(netns)) rmdirSync(netns);
     for (const f of safeReaddir(mapsDir(bpffs))) {
       unlinkSync(join(mapsDir(bpffs), f));
       removed.push(`maps/${f}`);

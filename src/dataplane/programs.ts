@@ -1,11 +1,21 @@
 // The BPF objects meshlane loads and where each program attaches. One object per hook family,
 // all sharing the maps of layouts.ts (pinned once, reused by every object).
+import type { MapName } from './layouts.js';
 import { AttachType } from './uapi.js';
+
+export type Attach =
+  /** a bpf_link on the cgroup root, pinned under links/<program> */
+  | { kind: 'cgroup'; type: number }
+  /** bpf_prog_attach to a (pinned) sockmap/sockhash: lives as long as the map; a new load replaces it */
+  | { kind: 'sockmap'; type: number; map: MapName }
+  /** a bpf_link per captured pod's network namespace (sk_lookup), made by the agent, pinned under
+   * links/netns/<program>/<netns cookie> */
+  | { kind: 'netns'; type: number };
 
 export interface ProgramDef {
   /** the function name in the object, also the link's pin name */
   name: string;
-  attachType: number;
+  attach: Attach;
   /** what it does, for status / dump */
   what: string;
 }
@@ -15,20 +25,27 @@ export interface ObjectDef {
   programs: ProgramDef[];
 }
 
+const cgroup = (type: number): Attach => ({ kind: 'cgroup', type });
+
 export const OBJECTS: ObjectDef[] = [
   {
     file: 'connect.bpf.o',
     programs: [
-      { name: 'meshlane_connect4', attachType: AttachType.CGROUP_INET4_CONNECT, what: 'outbound decision and redirect (IPv4)' },
-      { name: 'meshlane_connect6', attachType: AttachType.CGROUP_INET6_CONNECT, what: 'outbound decision and redirect (IPv6)' },
+      { name: 'meshlane_connect4', attach: cgroup(AttachType.CGROUP_INET4_CONNECT), what: 'outbound decision and redirect (IPv4)' },
+      { name: 'meshlane_connect6', attach: cgroup(AttachType.CGROUP_INET6_CONNECT), what: 'outbound decision and redirect (IPv6)' },
     ],
   },
   {
     file: 'sockops.bpf.o',
-    programs: [{ name: 'meshlane_sockops', attachType: AttachType.CGROUP_SOCK_OPS, what: 'original destination hand-over to the proxy' }],
+    programs: [{ name: 'meshlane_sockops', attach: cgroup(AttachType.CGROUP_SOCK_OPS), what: 'original destination hand-over, proxy listeners' }],
   },
   {
     file: 'sockopt.bpf.o',
-    programs: [{ name: 'meshlane_getsockopt', attachType: AttachType.CGROUP_GETSOCKOPT, what: 'SO_ORIGINAL_DST for the proxy' }],
+    programs: [{ name: 'meshlane_getsockopt', attach: cgroup(AttachType.CGROUP_GETSOCKOPT), what: 'SO_ORIGINAL_DST for the proxy' }],
   },
 ];
+
+/** Programs attached once, on load (cgroup links and sockmap attachments). */
+export const staticPrograms = (): ProgramDef[] => OBJECTS.flatMap((o) => o.programs).filter((p) => p.attach.kind !== 'netns');
+/** Programs attached per pod network namespace by the agent. */
+export const netnsPrograms = (): ProgramDef[] => OBJECTS.flatMap((o) => o.programs).filter((p) => p.attach.kind === 'netns');
