@@ -117,6 +117,8 @@ export declare function mapEntries(fd: number, keySize: number, valueSize: numbe
 export declare function socketNetnsCookie(fd: number): bigint;
 /** The cookie of a network namespace given by a path such as /proc/PID/ns/net or /run/netns/NAME. */
 export declare function netnsCookie(nsPath: string): bigint;
+/** Every interface of a network namespace given by path: name -> ifindex (read from inside it). */
+export declare function netnsInterfaces(nsPath: string): Record<string, number>;
 /**
  * getsockopt(SOL_IP, SO_ORIGINAL_DST) (family 4) or (SOL_IPV6, IP6T_SO_ORIGINAL_DST) (family 6) on a
  * socket fd. Returns { address, port } or throws NativeError with the kernel's errno.

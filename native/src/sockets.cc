@@ -1,5 +1,6 @@
 // Socket facts: the netns cookie of a socket or of a namespace path, and SO_ORIGINAL_DST.
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sched.h>
@@ -10,6 +11,8 @@
 #include <cstdint>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "errors.h"
 #include "native.h"
@@ -77,6 +80,42 @@ Napi::Value NetnsCookie(const Napi::CallbackInfo &info) {
   return Napi::BigInt::New(info.Env(), res.cookie);
 }
 
+// Every interface of a network namespace (name -> ifindex), read from inside it on a helper thread.
+Napi::Value NetnsInterfaces(const Napi::CallbackInfo &info) {
+  std::string path = ArgString(info, 0, "nsPath");
+  int err = 0;
+  const char *call = "";
+  std::vector<std::pair<std::string, unsigned>> ifs;
+  std::thread helper([&] {
+    int nsfd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (nsfd < 0) {
+      err = errno;
+      call = "open";
+      return;
+    }
+    if (setns(nsfd, CLONE_NEWNET) != 0) {
+      err = errno;
+      call = "setns";
+      close(nsfd);
+      return;
+    }
+    close(nsfd);
+    struct if_nameindex *list = if_nameindex();
+    if (list == nullptr) {
+      err = errno;
+      call = "if_nameindex";
+      return;
+    }
+    for (struct if_nameindex *i = list; i->if_index != 0 && i->if_name != nullptr; i++) ifs.emplace_back(i->if_name, i->if_index);
+    if_freenameindex(list);
+  });
+  helper.join();
+  if (err != 0) ThrowErrno(info.Env(), err, call, "network namespace " + Quote(path), {{"path", path}});
+  Napi::Object o = Napi::Object::New(info.Env());
+  for (auto &p : ifs) o.Set(p.first, static_cast<double>(p.second));
+  return o;
+}
+
 Napi::Value OriginalDst(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   int fd = ArgFd(info, 0, "fd");
@@ -113,6 +152,7 @@ Napi::Value OriginalDst(const Napi::CallbackInfo &info) {
 void InitSockets(Napi::Env env, Napi::Object exports) {
   exports.Set("socketNetnsCookie", Napi::Function::New(env, SocketNetnsCookie, "socketNetnsCookie"));
   exports.Set("netnsCookie", Napi::Function::New(env, NetnsCookie, "netnsCookie"));
+  exports.Set("netnsInterfaces", Napi::Function::New(env, NetnsInterfaces, "netnsInterfaces"));
   exports.Set("originalDst", Napi::Function::New(env, OriginalDst, "originalDst"));
 }
 

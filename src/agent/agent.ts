@@ -12,6 +12,7 @@ import { checkCgroupDir } from '../util/cgroup.js';
 import type { Logger } from '../util/log.js';
 import { compilePod } from './desired.js';
 import { PodLocator } from './pod-locator.js';
+import { PodRuntimeReader } from './pod-runtime.js';
 import { reconcileMaps } from './reconcile.js';
 import type { Want } from './plan.js';
 import { writeStatus, type AgentStatus, type PodStatus } from './status.js';
@@ -36,6 +37,7 @@ export class Agent extends EventEmitter {
   private dataplane?: Dataplane;
   private source?: ClusterFileSource;
   private locator?: PodLocator;
+  private readonly runtime = new PodRuntimeReader();
   private timer?: NodeJS.Timeout;
   private snapshot?: Snapshot;
   private sourceError?: string;
@@ -116,8 +118,16 @@ export class Agent extends EventEmitter {
     const want: Want[] = [];
     const pods: PodStatus[] = [];
     const seen = new Set<bigint>();
+    const pids = new Set<number>();
+    const nsPaths = new Map<bigint, string>();
     for (const pod of model.captured) {
-      const entries = compilePod(pod);
+      const loc = this.locator.locate(pod.ref.uid, pod.qosClass);
+      const s = pod.settings;
+      const runtime = loc.found
+        ? this.runtime.read(loc.pid, { dns: s.dns.enabled && !s.dns.captureAll, ifaces: s.excludeInterfaces.length + s.rerouteInterfaces.length > 0 })
+        : undefined;
+      if (loc.found) pids.add(loc.pid);
+      const entries = compilePod(pod, runtime);
       const status: PodStatus = {
         ref: pod.ref,
         state: 'pending',
@@ -126,22 +136,24 @@ export class Agent extends EventEmitter {
         errors: [...pod.errors, ...entries.errors],
         unsupported: pod.unsupported,
       };
-      const loc = this.locator.locate(pod.ref.uid, pod.qosClass);
       if (!loc.found) status.reason = loc.reason;
       else if (seen.has(loc.netnsCookie)) status.reason = 'another pod already claims the same network namespace';
       else {
         seen.add(loc.netnsCookie);
         want.push({ cookie: loc.netnsCookie, entries });
+        nsPaths.set(loc.netnsCookie, `/proc/${loc.pid}/ns/net`);
         status.netnsCookie = loc.netnsCookie.toString();
         status.state = 'captured';
       }
       pods.push(status);
     }
+    this.runtime.retain(pids);
     let writes = 0;
     try {
       const r = reconcileMaps(this.dataplane.maps, want);
       writes = r.writes;
       for (const p of pods) if (p.netnsCookie) p.podId = r.ids.get(BigInt(p.netnsCookie));
+      this.reconcileNetnsLinks(nsPaths);
     } catch (e) {
       log.error({ err: (e as Error).message }, 'writing the maps failed; retrying on the next pass');
       return;
@@ -152,6 +164,13 @@ export class Agent extends EventEmitter {
     this.logErrorChanges(pods);
     this.publish(pods, model);
     if (writes > 0) this.emit('reconciled', { writes });
+  }
+
+  /** Per-pod netns programs (sk_lookup): attached to every captured pod's netns, detached from the rest. */
+  private reconcileNetnsLinks(nsPaths: Map<bigint, string>): void {
+    const dp = this.dataplane!;
+    for (const [cookie, path] of nsPaths) dp.attachNetns(path, cookie);
+    for (const cookie of dp.netnsLinkCookies()) if (!nsPaths.has(cookie)) dp.detachNetns(cookie);
   }
 
   /** Log a pod's errors and unsupported annotations once, when they change (not on every pass). */

@@ -65,6 +65,7 @@ export const mapKeys = addon.mapKeys;
 export const mapEntries = addon.mapEntries;
 export const socketNetnsCookie = addon.socketNetnsCookie;
 export const netnsCookie = addon.netnsCookie;
+export const netnsInterfaces = addon.netnsInterfaces;
 export const originalDst = addon.originalDst;
 export const probeProgType = addon.probeProgType;
 export const probeMapType = addon.probeMapType;
