@@ -18,6 +18,7 @@
 #include <bpf/bpf_endian.h>
 #include "meshlane.h"
 #include "maps.h"
+#include "inbound.h"
 
 #define OK 1
 #define PORT_MAX 0xffff
@@ -114,6 +115,62 @@ static __always_inline int is_proxy_port(struct bpf_sock_ops *skops, __u64 netns
 	return pod && (port == pod->outbound_port || port == pod->inbound_port);
 }
 
+/* Is a v6 / v4-mapped address one of the pod's own (so the connection was local)? */
+static __always_inline int pod_local_addr(const struct pod_config *pod, const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+	const __u32 *p6 = (const __u32 *)pod->ip6;
+
+	if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff))
+		return (bpf_ntohl(w[3]) >> 24) == 127 || ((pod->flags & POD_HAS_IP4) && w[3] == pod->ip4);
+	if (w[0] == 0 && w[1] == 0 && w[2] == 0 && (w[3] == bpf_htonl(1) || w[3] == bpf_htonl(6)))
+		return 1;
+	return (pod->flags & POD_HAS_IP6) && w[0] == p6[0] && w[1] == p6[1] && w[2] == p6[2] && w[3] == p6[3];
+}
+
+static __always_inline int pod_addr(const struct pod_config *pod, const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+	const __u32 *p6 = (const __u32 *)pod->ip6;
+
+	if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff))
+		return (pod->flags & POD_HAS_IP4) && w[3] == pod->ip4;
+	return (pod->flags & POD_HAS_IP6) && w[0] == p6[0] && w[1] == p6[1] && w[2] == p6[2] && w[3] == p6[3];
+}
+
+/*
+ * A connection from outside the pod, accepted without a hand-over: if the
+ * inbound rules capture its port, sk_lookup steered it to the proxy's listener
+ * (nothing else can accept it), and its original destination is its own local
+ * address. Deciding again here keeps no per-SYN state that a SYN flood could fill.
+ */
+static __always_inline void on_accept_inbound(struct bpf_sock_ops *skops, const struct tuple_key *k)
+{
+	struct pod_config *pod = bpf_map_lookup_elem(&pods, &k->netns_cookie);
+	const __u32 *dst = (const __u32 *)k->dst;
+	struct bpf_sock *sk = skops->sk;
+	struct sock_state *st;
+
+	if (!pod || !sk || pod_local_addr(pod, k->src) || !pod_addr(pod, k->dst))
+		return;
+	if (!decide_inbound(pod, k->dst_port, IFINDEX_UNKNOWN))
+		return;
+	st = bpf_sk_storage_get(&sock_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return;
+	st->role = ROLE_PROXY;
+	st->orig.kind = CAPTURE_INBOUND;
+	st->orig.port = bpf_htons(k->dst_port);
+	__builtin_memset(st->orig.addr, 0, sizeof(st->orig.addr));
+	if (dst[0] == 0 && dst[1] == 0 && dst[2] == bpf_htonl(0x0000ffff)) {
+		st->orig.family = ML_AF_INET;
+		__builtin_memcpy(st->orig.addr, &dst[3], 4);
+	} else {
+		st->orig.family = ML_AF_INET6;
+		__builtin_memcpy(st->orig.addr, k->dst, 16);
+	}
+}
+
 static __always_inline void on_accept(struct bpf_sock_ops *skops)
 {
 	struct tuple_key k = {};
@@ -125,6 +182,8 @@ static __always_inline void on_accept(struct bpf_sock_ops *skops)
 	if (!orig) {
 		if (is_proxy_port(skops, k.netns_cookie))
 			stat_inc(STAT_PROXY_PORT_UNCAPTURED);
+		else
+			on_accept_inbound(skops, &k);
 		return;
 	}
 	if (skops->sk) {

@@ -344,7 +344,12 @@ export class PinnedMaps {
 
 /** What is pinned under `bpffs`: link and map pin names. */
 export function listPins(bpffs: string): { links: string[]; maps: string[] } {
-  return { links: safeReaddir(linksDir(bpffs)), maps: safeReaddir(mapsDir(bpffs)) };
+  const links: string[] = [];
+  for (const f of safeReaddir(linksDir(bpffs))) {
+    if (f !== 'netns') links.push(f);
+    else for (const prog of safeReaddir(join(linksDir(bpffs), f))) for (const c of safeReaddir(join(linksDir(bpffs), f, prog))) links.push(`netns/${prog}/${c}`);
+  }
+  return { links, maps: safeReaddir(mapsDir(bpffs)) };
 }
 
 /** Detach every pinned link and remove every pin and directory meshlane made under `bpffs`. */

@@ -40,6 +40,10 @@ export const OBJECTS: ObjectDef[] = [
     programs: [{ name: 'meshlane_sockops', attach: cgroup(AttachType.CGROUP_SOCK_OPS), what: 'original destination hand-over, proxy listeners' }],
   },
   {
+    file: 'inbound.bpf.o',
+    programs: [{ name: 'meshlane_sk_lookup', attach: { kind: 'netns', type: AttachType.SK_LOOKUP }, what: 'inbound steering to the proxy (per pod netns)' }],
+  },
+  {
     file: 'sockopt.bpf.o',
     programs: [{ name: 'meshlane_getsockopt', attach: cgroup(AttachType.CGROUP_GETSOCKOPT), what: 'SO_ORIGINAL_DST for the proxy' }],
   },

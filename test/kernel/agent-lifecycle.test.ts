@@ -149,7 +149,12 @@ test('SIGKILL leaves capture in place; a restart adopts the pins and drops what 
   const ports = d.maps.pod_ports as Array<{ pod: string; port: number }>;
   assert.ok(ports.every((p) => p.pod === 'demo/client'), `no entries left of the vanished pod: ${JSON.stringify(ports)}`);
   assert.deepEqual((d.maps.pod_info as Array<{ name: string }>).map((i) => i.name), ['client']);
-  assert.deepEqual(d.links.sort(), ['meshlane_connect4', 'meshlane_connect6', 'meshlane_getsockopt', 'meshlane_sockops']);
+  const cookie = podState(POD_UID)!.netnsCookie!;
+  assert.deepEqual(
+    d.links.filter((l) => !l.startsWith('netns/')).sort(),
+    ['meshlane_connect4', 'meshlane_connect6', 'meshlane_getsockopt', 'meshlane_sockops'],
+  );
+  assert.deepEqual(d.links.filter((l) => l.startsWith('netns/')), [`netns/meshlane_sk_lookup/${cookie}`], 'one netns link, for the pod that stays');
   const attached = execFileSync('bpftool', ['cgroup', 'show', topo.sb.cgroupRoot], { encoding: 'utf8' });
   assert.equal(attached.split('\n').filter((l) => /meshlane_/.test(l)).length, 4, `one link per program, no duplicates:\n${attached}`);
 
