@@ -96,6 +96,8 @@ export declare function isBpffs(path: string): boolean;
 export declare function mountBpffs(path: string): void;
 
 /** open(2); flags default O_RDONLY. O_CLOEXEC is always added. Returns a new fd (caller closes). */
+/** A duplicate of fd `fd` of process `pid` (pidfd_getfd); the caller closes it. */
+export declare function pidfdGetfd(pid: number, fd: number): number;
 export declare function openPath(path: string, flags?: number): number;
 export declare function close(fd: number): void;
 

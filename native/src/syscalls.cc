@@ -6,6 +6,7 @@
 #include <linux/bpf.h>
 #include <linux/magic.h>
 #include <sys/mount.h>
+#include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -191,6 +192,21 @@ Napi::Value Close(const Napi::CallbackInfo &info) {
   // Linux releases the fd even when close(2) reports EINTR: never retry.
   if (close(fd) != 0 && errno != EINTR) ThrowErrno(info.Env(), errno, "close", "fd " + std::to_string(fd));
   return info.Env().Undefined();
+}
+
+// A duplicate of another process's fd (pidfd_open + pidfd_getfd, Linux 5.6): used to put a proxy's
+// listening socket that predates meshlane into a sockhash. Needs CAP_SYS_PTRACE over the process.
+Napi::Value PidfdGetfd(const Napi::CallbackInfo &info) {
+  int pid = static_cast<int>(ArgU32Opt(info, 0, "pid", 0));
+  int target = ArgFd(info, 1, "fd");
+  std::string ctx = "pid " + std::to_string(pid) + " fd " + std::to_string(target);
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) ThrowErrno(info.Env(), errno, "pidfd_open", ctx);
+  int fd = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, target, 0));
+  int err = errno;
+  close(pidfd);
+  if (fd < 0) ThrowErrno(info.Env(), err, "pidfd_getfd", ctx);
+  return Napi::Number::New(info.Env(), fd);
 }
 
 // ----- map operations -----
@@ -394,7 +410,7 @@ void InitSyscalls(Napi::Env env, Napi::Object exports) {
       {"pin", Pin},                   {"objGet", ObjGet},           {"isBpffs", IsBpffs},
       {"mountBpffs", MountBpffs},     {"openPath", OpenPath},       {"close", Close},
       {"mapLookup", MapLookup},       {"mapUpdate", MapUpdate},     {"mapDelete", MapDelete},
-      {"mapKeys", MapKeys},           {"mapEntries", MapEntries},
+      {"mapKeys", MapKeys},           {"mapEntries", MapEntries},   {"pidfdGetfd", PidfdGetfd},
   };
   for (auto &f : fns) exports.Set(f.name, Napi::Function::New(env, f.fn, f.name));
 }

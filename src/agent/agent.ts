@@ -4,6 +4,7 @@
 // or processes appear later are picked up when they do).
 import { EventEmitter } from 'node:events';
 import { Dataplane } from '../dataplane/dataplane.js';
+import { GlobalFlags } from '../dataplane/layouts.js';
 import { buildModel } from '../model/pod-model.js';
 import type { ModelResult } from '../model/types.js';
 import { ClusterFileSource } from '../sources/cluster-file.js';
@@ -13,6 +14,9 @@ import type { Logger } from '../util/log.js';
 import { compilePod } from './desired.js';
 import { PodLocator } from './pod-locator.js';
 import { PodRuntimeReader } from './pod-runtime.js';
+import { adoptListeners, AF_INET } from './listeners.js';
+import { pidsUnder } from '../util/cgroup.js';
+import { PodFlags } from '../dataplane/layouts.js';
 import { reconcileMaps } from './reconcile.js';
 import type { Want } from './plan.js';
 import { writeStatus, type AgentStatus, type PodStatus } from './status.js';
@@ -26,6 +30,8 @@ export interface AgentOptions {
   log: Logger;
   /** how often to re-check pods whose netns is not known yet, and the maps (ms) */
   resyncMs?: number;
+  /** splice same-node socket pairs with sk_msg (default true); written to global[0] at start */
+  splice?: boolean;
 }
 
 interface Snapshot {
@@ -62,11 +68,21 @@ export class Agent extends EventEmitter {
     if (this.stopped || !dataplane) throw new UserError('the agent was stopped while starting');
     // Fill the maps before the programs go live (or are swapped): no window with empty maps.
     this.reconcile();
+    this.writeGlobalFlags(dataplane);
     const attached = dataplane.attach(this.cgroupRoot);
     const stale = dataplane.removeStalePins();
     log.info({ attached, removedPins: stale, cgroupRoot: this.cgroupRoot, bpffs: this.opts.bpffs }, 'capture active');
     this.timer = setInterval(() => this.reconcile(), this.opts.resyncMs ?? 250);
     this.timer.unref?.();
+  }
+
+  /** Node-wide switches (global[0]), before the programs go live; other bits are kept. */
+  private writeGlobalFlags(dataplane: Dataplane): void {
+    const cur = (dataplane.maps.global.get(0) as { flags: number } | null)?.flags ?? 0;
+    const splice = this.opts.splice ?? true;
+    const flags = splice ? cur | GlobalFlags.SPLICE : cur & ~GlobalFlags.SPLICE;
+    dataplane.maps.global.set(0, { flags, pad: 0 });
+    this.opts.log.info({ splice }, splice ? 'splicing same-node connections (sk_msg)' : 'splicing off (--no-splice)');
   }
 
   private firstSnapshot(): Promise<Snapshot> {
@@ -119,6 +135,7 @@ export class Agent extends EventEmitter {
     const pods: PodStatus[] = [];
     const seen = new Set<bigint>();
     const pids = new Set<number>();
+    const adoptable: Array<{ cookie: bigint; cgroup: string; port: number; pod: string }> = [];
     const nsPaths = new Map<bigint, string>();
     for (const pod of model.captured) {
       const loc = this.locator.locate(pod.ref.uid, pod.qosClass);
@@ -142,6 +159,7 @@ export class Agent extends EventEmitter {
         seen.add(loc.netnsCookie);
         want.push({ cookie: loc.netnsCookie, entries });
         nsPaths.set(loc.netnsCookie, `/proc/${loc.pid}/ns/net`);
+        if (entries.config.flags & PodFlags.IN_ENABLED) adoptable.push({ cookie: loc.netnsCookie, cgroup: loc.cgroup, port: s.inboundPort, pod: `${pod.ref.namespace}/${pod.ref.name}` });
         status.netnsCookie = loc.netnsCookie.toString();
         status.state = 'captured';
       }
@@ -154,6 +172,11 @@ export class Agent extends EventEmitter {
       writes = r.writes;
       for (const p of pods) if (p.netnsCookie) p.podId = r.ids.get(BigInt(p.netnsCookie));
       this.reconcileNetnsLinks(nsPaths);
+      for (const a of adoptable) {
+        for (const l of adoptListeners(this.dataplane.maps.listeners, a.cookie, pidsUnder(a.cgroup), [a.port])) {
+          log.info({ pod: a.pod, port: l.port, family: l.family === AF_INET ? 4 : 6 }, 'adopted a proxy listener that predates meshlane');
+        }
+      }
     } catch (e) {
       log.error({ err: (e as Error).message }, 'writing the maps failed; retrying on the next pass');
       return;

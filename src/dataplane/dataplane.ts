@@ -37,7 +37,7 @@ export function explain(e: unknown, what: string): unknown {
   // libbpf reports a verifier refusal as EACCES: look for the program first.
   if (ne?.program) {
     return new UserError(
-      `${what}: the kernel refused program '${ne.program}' (${ne.message}); kernel ${release()} may lack a feature meshlane needs (5.15 or newer with BTF)`,
+      `${what}: the verifier of kernel ${release()} refused program '${ne.program}' (${ne.message}); the kernel passed meshlane's feature checks, so please report this with the output of MESHLANE_DEBUG=1`,
       { cause: e },
     );
   }

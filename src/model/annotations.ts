@@ -327,7 +327,7 @@ function interfaces(r: Reader, s: CaptureSettings): void {
   const A = ANNOTATIONS;
   const exclude = r.get(A.excludeInterfaces, parseInterfaceList) ?? [];
   s.excludeInterfaces = exclude;
-  if (exclude.length > 0) r.unsupported.push(notEnforced(A.excludeInterfaces, exclude));
+  if (exclude.length > 0) r.unsupported.push(`${A.excludeInterfaces} is enforced for inbound only: outbound connections are decided at connect(), before an output interface is known (interfaces: ${exclude.join(',')})`);
   // the new name wins when both are set (Istio's injection template)
   const rerouteName = r.has(A.rerouteVirtualInterfaces) ? A.rerouteVirtualInterfaces : A.kubevirtInterfaces;
   const reroute = r.get(rerouteName, parseInterfaceList) ?? [];
@@ -336,7 +336,7 @@ function interfaces(r: Reader, s: CaptureSettings): void {
 }
 
 function notEnforced(name: string, list: string[]): string {
-  return `${name} is not enforced by meshlane yet (interfaces: ${list.join(',')})`;
+  return `${name} is not enforced by meshlane: it captures traffic forwarded through the pod, which no socket hook sees (interfaces: ${list.join(',')})`;
 }
 
 interface ProxyConfigBits {

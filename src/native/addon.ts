@@ -57,6 +57,7 @@ export const objGet = addon.objGet;
 export const isBpffs = addon.isBpffs;
 export const mountBpffs = addon.mountBpffs;
 export const openPath = addon.openPath;
+export const pidfdGetfd = addon.pidfdGetfd;
 export const close = addon.close;
 export const mapLookup = addon.mapLookup;
 export const mapUpdate = addon.mapUpdate;

@@ -5,7 +5,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, renameSync, writeFileSync, createWriteStream, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Sandbox, type SandboxHost, type SandboxPod } from '../../src/sandbox/sandbox.js';
+import { Sandbox, type SandboxHost, type SandboxMember, type SandboxPod } from '../../src/sandbox/sandbox.js';
 import { packageRoot } from '../../src/util/paths.js';
 import { readStatus, type AgentStatus } from '../../src/agent/status.js';
 import { uninstall } from '../../src/dataplane/dataplane.js';
@@ -247,6 +247,8 @@ export interface Case {
   gid: number;
   to: string;
   from?: string;
+  /** where the client runs (default: the pod given to runCase / runCases) */
+  on?: SandboxMember;
 }
 
 /** The endpoint already writes plain addresses (v4-mapped ones as IPv4). */
@@ -270,9 +272,9 @@ export function outcomeOf(json: string): string {
   return s;
 }
 
-export async function runCase(pod: SandboxPod, c: Case): Promise<string> {
+export async function runCase(pod: SandboxMember, c: Case): Promise<string> {
   const args = [ENDPOINT(), 'connect', '--to', c.to, '--timeout', '2000', ...(c.from ? ['--from', c.from] : [])];
-  const r = await pod.exec('node', args, { uid: c.uid, gid: c.gid, container: 'app', timeoutMs: 10_000 });
+  const r = await (c.on ?? pod).exec('node', args, { uid: c.uid, gid: c.gid, container: 'app', timeoutMs: 10_000 });
   return outcomeOf(r.stdout);
 }
 
@@ -285,7 +287,7 @@ export function startSession(pod: SandboxPod, to: string, rounds: number, interv
 }
 
 /** Run cases a few at a time (they are independent connections). */
-export async function runCases(pod: SandboxPod, cases: Case[], parallel = 4): Promise<Map<string, string>> {
+export async function runCases(pod: SandboxMember, cases: Case[], parallel = 4): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   let i = 0;
   const worker = async (): Promise<void> => {

@@ -190,8 +190,8 @@ test('interfaces: parsed, reported as unsupported; bad names rejected', () => {
   assert.deepEqual(r.settings.rerouteInterfaces, ['tap0']);
   assert.deepEqual(r.errors, []);
   assert.deepEqual(r.unsupported, [
-    `${A.excludeInterfaces} is not enforced by meshlane yet (interfaces: eth1,net1.100)`,
-    `${A.rerouteVirtualInterfaces} is not enforced by meshlane yet (interfaces: tap0)`,
+    `${A.excludeInterfaces} is enforced for inbound only: outbound connections are decided at connect(), before an output interface is known (interfaces: eth1,net1.100)`,
+    `${A.rerouteVirtualInterfaces} is not enforced by meshlane: it captures traffic forwarded through the pod, which no socket hook sees (interfaces: tap0)`,
   ]);
   const empty = parse({ [A.excludeInterfaces]: '', [A.rerouteVirtualInterfaces]: '' });
   assert.deepEqual(empty.unsupported, []);
@@ -211,7 +211,7 @@ test('interfaces: parsed, reported as unsupported; bad names rejected', () => {
 test('old kubevirtInterfaces is read; the new annotation wins when both are set', () => {
   const old = parse({ [A.kubevirtInterfaces]: 'vm0' });
   assert.deepEqual(old.settings.rerouteInterfaces, ['vm0']);
-  assert.deepEqual(old.unsupported, [`${A.kubevirtInterfaces} is not enforced by meshlane yet (interfaces: vm0)`]);
+  assert.deepEqual(old.unsupported, [`${A.kubevirtInterfaces} is not enforced by meshlane: it captures traffic forwarded through the pod, which no socket hook sees (interfaces: vm0)`]);
   const both = parse({ [A.kubevirtInterfaces]: 'vm0', [A.rerouteVirtualInterfaces]: 'vm1' });
   assert.deepEqual(both.settings.rerouteInterfaces, ['vm1']);
 });

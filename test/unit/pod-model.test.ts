@@ -220,7 +220,7 @@ test('annotation errors and unsupported notes travel with the captured pod', () 
     `invalid value '8080,abc' for annotation 'traffic.sidecar.istio.io/includeInboundPorts': "abc" is not a valid port`,
   ]);
   assert.deepEqual(p.unsupported, [
-    'traffic.sidecar.istio.io/excludeInterfaces is not enforced by meshlane yet (interfaces: eth1)',
+    'traffic.sidecar.istio.io/excludeInterfaces is enforced for inbound only: outbound connections are decided at connect(), before an output interface is known (interfaces: eth1)',
   ]);
 });
 
