@@ -7,6 +7,9 @@
  *
  * The socket is bound to the pod IP first (unless the app bound it already), so
  * the proxy sees podIP:ephemeral as its peer, as it does under iptables REDIRECT.
+ *
+ * UDP sockets come here only for DNS (connect() to port 53 with DNS capture on,
+ * Istio's nat OUTPUT UDP rules); unconnected UDP is dns.bpf.c's sendmsg hooks.
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -18,18 +21,6 @@
 #include "outbound.h"
 
 #define ALLOW 1
-
-#define IP4_LOOPBACK1 0x7f000001     /* 127.0.0.1 */
-#define IP4_PASSTHROUGH 0x7f000006   /* 127.0.0.6 */
-#define IP4_LOOPBACK_NET 0x7f000000  /* 127.0.0.0/8 */
-#define IP4_LOOPBACK_MASK 0xff000000
-#define IP6_LOOPBACK_LOW 1           /* ::1 */
-#define IP6_PASSTHROUGH_LOW 6        /* ::6 */
-
-static __always_inline int is_loopback4(__be32 a)
-{
-	return (bpf_ntohl(a) & IP4_LOOPBACK_MASK) == IP4_LOOPBACK_NET;
-}
 
 static __always_inline int cidr4_has(const struct pod_config *pod, __u32 kind, __be32 addr)
 {
@@ -62,56 +53,23 @@ static __always_inline int ip6_eq(const __u32 *a, const __u8 *b)
 	return a[0] == w[0] && a[1] == w[1] && a[2] == w[2] && a[3] == w[3];
 }
 
-static __always_inline int ip6_is_v4mapped(const __u32 *a)
-{
-	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
-}
-
-/* ::N with N small (::1, ::6) */
-static __always_inline int ip6_is_low(const __u32 *a, __u32 n)
-{
-	return a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == bpf_htonl(n);
-}
-
-static __always_inline void fill_owner(struct conn *c)
-{
-	__u64 ug = bpf_get_current_uid_gid();
-
-	c->uid = (__u32)ug;
-	c->gid = (__u32)(ug >> 32);
-}
-
-static __always_inline void remember(struct bpf_sock_addr *ctx, __u16 family, const void *addr,
-				     __u32 addr_len, __be16 port, __u32 kind)
-{
-	struct sock_state *st;
-
-	st = bpf_sk_storage_get(&sock_state, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!st)
-		return;
-	st->role = ROLE_APP;
-	st->orig.family = family;
-	st->orig.port = port;
-	st->orig.kind = kind;
-	__builtin_memset(st->orig.addr, 0, sizeof(st->orig.addr));
-	if (addr_len == 4)
-		__builtin_memcpy(st->orig.addr, addr, 4);
-	else
-		__builtin_memcpy(st->orig.addr, addr, 16);
-}
-
 /* The IPv4 decision, shared by connect4 and v4-mapped connects on a v6 socket. */
 static __always_inline __u16 decide4(const struct pod_config *pod, __be32 dst, __u16 dport,
-				     __be32 src)
+				     __be32 src, int udp)
 {
 	__u32 h = bpf_ntohl(dst);
 	struct conn c = { .dport = dport };
+	__u32 mapped[4] = { 0, 0, bpf_htonl(0x0000ffff), dst };
+
+	c.dns_server = is_dns_server(pod, dport, mapped);
+	fill_owner(&c);
+	if (udp)
+		return decide_dns_udp(pod, &c);
 
 	c.dst_loopback1 = h == IP4_LOOPBACK1;
 	c.local = is_loopback4(dst) ||
 		  ((pod->flags & POD_HAS_IP4) && dst == pod->ip4);
 	c.src_passthrough = bpf_ntohl(src) == IP4_PASSTHROUGH;
-	fill_owner(&c);
 	c.excluded = cidr4_has(pod, CIDR_OUT_EXCLUDE, dst);
 	c.included = !(pod->flags & POD_OUT_INCLUDE_ALL) && cidr4_has(pod, CIDR_OUT_INCLUDE, dst);
 	return decide_outbound_tcp(pod, &c);
@@ -119,7 +77,30 @@ static __always_inline __u16 decide4(const struct pod_config *pod, __be32 dst, _
 
 static __always_inline __u32 kind_of(const struct pod_config *pod, __u16 port)
 {
-	return port == pod->outbound_port ? CAPTURE_OUTBOUND : CAPTURE_INBOUND;
+	if (port == pod->outbound_port)
+		return CAPTURE_OUTBOUND;
+	if (port == pod->dns_port)
+		return CAPTURE_DNS;
+	return CAPTURE_INBOUND;
+}
+
+static __always_inline __u32 stat_of(const struct pod_config *pod, __u16 port)
+{
+	if (port == pod->outbound_port)
+		return STAT_CAPTURED_OUTBOUND;
+	if (port == pod->dns_port)
+		return STAT_DNS_CAPTURED;
+	return STAT_CAPTURED_INBOUND;
+}
+
+/* TCP, or UDP (connected DNS, spec 3 step 5); anything else is left alone. */
+static __always_inline int sock_kind(const struct bpf_sock_addr *ctx)
+{
+	if (ctx->type == ML_SOCK_STREAM)
+		return 1;
+	if (ctx->type == ML_SOCK_DGRAM && ctx->protocol == ML_IPPROTO_UDP)
+		return 2;
+	return 0;
 }
 
 SEC("cgroup/connect4")
@@ -130,9 +111,13 @@ int meshlane_connect4(struct bpf_sock_addr *ctx)
 	struct bpf_sock *sk;
 	__be32 dst, src;
 	__u16 port;
+	int kind;
 
 	pod = bpf_map_lookup_elem(&pods, &cookie);
-	if (!pod || ctx->type != ML_SOCK_STREAM)
+	if (!pod)
+		return ALLOW;
+	kind = sock_kind(ctx);
+	if (!kind)
 		return ALLOW;
 	sk = ctx->sk;
 	if (!sk)
@@ -140,7 +125,7 @@ int meshlane_connect4(struct bpf_sock_addr *ctx)
 	stat_inc(STAT_CONNECT_SEEN);
 	dst = ctx->user_ip4;
 	src = sk->src_ip4;
-	port = decide4(pod, dst, bpf_ntohs((__u16)ctx->user_port), src);
+	port = decide4(pod, dst, bpf_ntohs((__u16)ctx->user_port), src, kind == 2);
 	if (!port) {
 		stat_inc(STAT_BYPASSED);
 		return ALLOW;
@@ -157,14 +142,19 @@ int meshlane_connect4(struct bpf_sock_addr *ctx)
 	}
 	ctx->user_ip4 = bpf_htonl(IP4_LOOPBACK1);
 	ctx->user_port = bpf_htons(port);
-	stat_inc(port == pod->outbound_port ? STAT_CAPTURED_OUTBOUND : STAT_CAPTURED_INBOUND);
+	stat_inc(stat_of(pod, port));
 	return ALLOW;
 }
 
 static __always_inline __u16 decide6(const struct pod_config *pod, const __u32 *dst, __u16 dport,
-				     const __u32 *src)
+				     const __u32 *src, int udp)
 {
 	struct conn c = { .dport = dport };
+
+	c.dns_server = is_dns_server(pod, dport, dst);
+	fill_owner(&c);
+	if (udp)
+		return decide_dns_udp(pod, &c);
 
 	c.dst_loopback1 = ip6_is_low(dst, IP6_LOOPBACK_LOW);
 	c.local = c.dst_loopback1 || ip6_is_low(dst, IP6_PASSTHROUGH_LOW) ||
@@ -173,7 +163,6 @@ static __always_inline __u16 decide6(const struct pod_config *pod, const __u32 *
 	 * socket dialling ::6 (an address of lo) gets ::6 itself. */
 	c.src_passthrough = ip6_is_low(src, IP6_PASSTHROUGH_LOW) ||
 			    (!(src[0] | src[1] | src[2] | src[3]) && ip6_is_low(dst, IP6_PASSTHROUGH_LOW));
-	fill_owner(&c);
 	c.excluded = cidr6_has(pod, CIDR_OUT_EXCLUDE, dst);
 	c.included = !(pod->flags & POD_OUT_INCLUDE_ALL) && cidr6_has(pod, CIDR_OUT_INCLUDE, dst);
 	return decide_outbound_tcp(pod, &c);
@@ -187,10 +176,13 @@ int meshlane_connect6(struct bpf_sock_addr *ctx)
 	struct bpf_sock *sk;
 	__u32 dst[4], src[4];
 	__u16 port, dport;
-	int mapped;
+	int mapped, kind;
 
 	pod = bpf_map_lookup_elem(&pods, &cookie);
-	if (!pod || ctx->type != ML_SOCK_STREAM)
+	if (!pod)
+		return ALLOW;
+	kind = sock_kind(ctx);
+	if (!kind)
 		return ALLOW;
 	sk = ctx->sk;
 	if (!sk)
@@ -208,9 +200,9 @@ int meshlane_connect6(struct bpf_sock_addr *ctx)
 	/* A v4-mapped destination travels as IPv4: the IPv4 rules decide it. */
 	mapped = ip6_is_v4mapped(dst);
 	if (mapped)
-		port = decide4(pod, dst[3], dport, ip6_is_v4mapped(src) ? src[3] : 0);
+		port = decide4(pod, dst[3], dport, ip6_is_v4mapped(src) ? src[3] : 0, kind == 2);
 	else
-		port = decide6(pod, dst, dport, src);
+		port = decide6(pod, dst, dport, src, kind == 2);
 	if (!port) {
 		stat_inc(STAT_BYPASSED);
 		return ALLOW;
@@ -252,7 +244,7 @@ int meshlane_connect6(struct bpf_sock_addr *ctx)
 		ctx->user_ip6[3] = bpf_htonl(IP6_LOOPBACK_LOW);
 	}
 	ctx->user_port = bpf_htons(port);
-	stat_inc(port == pod->outbound_port ? STAT_CAPTURED_OUTBOUND : STAT_CAPTURED_INBOUND);
+	stat_inc(stat_of(pod, port));
 	return ALLOW;
 }
 

@@ -47,6 +47,17 @@ export const OBJECTS: ObjectDef[] = [
     file: 'sockopt.bpf.o',
     programs: [{ name: 'meshlane_getsockopt', attach: cgroup(AttachType.CGROUP_GETSOCKOPT), what: 'SO_ORIGINAL_DST for the proxy' }],
   },
+  {
+    file: 'dns.bpf.o',
+    programs: [
+      { name: 'meshlane_sendmsg4', attach: cgroup(AttachType.CGROUP_UDP4_SENDMSG), what: 'UDP DNS redirect to the proxy (IPv4)' },
+      { name: 'meshlane_sendmsg6', attach: cgroup(AttachType.CGROUP_UDP6_SENDMSG), what: 'UDP DNS redirect to the proxy (IPv6)' },
+      { name: 'meshlane_recvmsg4', attach: cgroup(AttachType.CGROUP_UDP4_RECVMSG), what: 'DNS replies appear to come from the server (IPv4)' },
+      { name: 'meshlane_recvmsg6', attach: cgroup(AttachType.CGROUP_UDP6_RECVMSG), what: 'DNS replies appear to come from the server (IPv6)' },
+      { name: 'meshlane_getpeername4', attach: cgroup(AttachType.CGROUP_INET4_GETPEERNAME), what: 'a connected DNS socket reports the server as its peer (IPv4)' },
+      { name: 'meshlane_getpeername6', attach: cgroup(AttachType.CGROUP_INET6_GETPEERNAME), what: 'a connected DNS socket reports the server as its peer (IPv6)' },
+    ],
+  },
 ];
 
 /** Programs attached once, on load (cgroup links and sockmap attachments). */
