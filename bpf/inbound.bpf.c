@@ -15,6 +15,7 @@
 #include <linux/bpf.h>
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 #include "meshlane.h"
 #include "maps.h"
 #include "inbound.h"
@@ -52,6 +53,27 @@ static __always_inline int assign(struct bpf_sk_lookup *ctx, __u64 cookie, __u16
 	return err ? -1 : 0;
 }
 
+/* A connection from one of the pod's own addresses was made inside the pod:
+ * iptables decides those in OUTPUT (at connect time here), never in PREROUTING.
+ * Traffic to the pod's own IP does not arrive with lo's ifindex, so the source
+ * is the test. */
+static __always_inline int from_inside(const struct bpf_sk_lookup *ctx, const struct pod_config *pod)
+{
+	if (ctx->family == ML_AF_INET) {
+		__be32 r = ctx->remote_ip4;
+
+		return (bpf_ntohl(r) >> 24) == 127 || ((pod->flags & POD_HAS_IP4) && r == pod->ip4);
+	}
+	__u32 r0 = ctx->remote_ip6[0], r1 = ctx->remote_ip6[1], r2 = ctx->remote_ip6[2], r3 = ctx->remote_ip6[3];
+	const __u32 *p6 = (const __u32 *)pod->ip6;
+
+	if (r0 == 0 && r1 == 0 && r2 == 0 && (r3 == bpf_htonl(1) || r3 == bpf_htonl(6)))
+		return 1;
+	if (r0 == 0 && r1 == 0 && r2 == bpf_htonl(0x0000ffff))
+		return (bpf_ntohl(r3) >> 24) == 127 || ((pod->flags & POD_HAS_IP4) && r3 == pod->ip4);
+	return (pod->flags & POD_HAS_IP6) && r0 == p6[0] && r1 == p6[1] && r2 == p6[2] && r3 == p6[3];
+}
+
 SEC("sk_lookup")
 int meshlane_sk_lookup(struct bpf_sk_lookup *ctx)
 {
@@ -65,7 +87,7 @@ int meshlane_sk_lookup(struct bpf_sk_lookup *ctx)
 	if (!cookie)
 		return SK_PASS;
 	pod = bpf_map_lookup_elem(&pods, cookie);
-	if (!pod)
+	if (!pod || from_inside(ctx, pod))
 		return SK_PASS;
 	port = decide_inbound(pod, (__u16)ctx->local_port, ctx->ingress_ifindex);
 	if (!port)

@@ -25,13 +25,14 @@ interface Entry {
 }
 
 export class PodRuntimeReader {
-  private readonly cache = new Map<number, Entry>();
+  private readonly cache = new Map<string, Entry>();
 
   constructor(private readonly now: () => number = Date.now) {}
 
   /** The runtime facts of the pod that process `pid` belongs to. Never throws: unknown is empty. */
   read(pid: number, want: { dns: boolean; ifaces: boolean }): PodRuntime {
-    const hit = this.cache.get(pid);
+    const key = `${pid}:${want.dns}:${want.ifaces}`;
+    const hit = this.cache.get(key);
     if (hit && this.now() - hit.at < TTL_MS) return hit.runtime;
     let dnsServers: string[] = [];
     let ifaces: Record<string, number> = {};
@@ -50,12 +51,12 @@ export class PodRuntimeReader {
       }
     }
     const runtime: PodRuntime = { dnsServers, ifindex: (name) => ifaces[name] };
-    this.cache.set(pid, { at: this.now(), runtime });
+    this.cache.set(key, { at: this.now(), runtime });
     return runtime;
   }
 
   /** Forget processes that are not current any more. */
   retain(pids: Set<number>): void {
-    for (const pid of this.cache.keys()) if (!pids.has(pid)) this.cache.delete(pid);
+    for (const key of this.cache.keys()) if (!pids.has(Number(key.split(':')[0]))) this.cache.delete(key);
   }
 }

@@ -15,9 +15,20 @@
 //       {"ok":false,"error":"ECONNREFUSED"|"ETIMEDOUT"|...}. Exit code 0 either way (2 on bad usage).
 //   node endpoint.js session --to HOST:PORT [--rounds 20] [--interval 100]
 //       One long-lived connection to an --echo server: pings every interval; ONE JSON line at the end.
-// serve and proxy print "ready" once every port listens.
+//   node endpoint.js udp-serve --ports 53,5353 [--tag svc] [--addrs A,B,...]
+//       UDP: answers each datagram with ONE JSON datagram {"tag","port","local","peer"} (peer: the
+//       sender as this server saw it). Binds [::]:port dual-stack, or each of --addrs (then replies leave
+//       from the address that was asked, as a DNS server bound per address does).
+//   node endpoint.js udp-query --to HOST:PORT|[V6]:PORT [--connected] [--from ADDR] [--timeout 2000]
+//       Sends one datagram and prints ONE JSON line: {"ok":true,"reply":<JSON>,"from":"addr:port"} where
+//       from is where the reply came from as the app sees it (recvmsg's address); with --connected the
+//       socket is connect()ed first and "peer" is its getpeername(). {"ok":false,"error":...} on timeout.
+//   proxy --dns 15053 adds a DNS listener like istio-agent's: UDP and TCP on 127.0.0.1 and [::1] (tag
+//       proxy-dns); a UDP query is answered from the proxy's own socket with {"tag","port","peer"}.
+// serve, udp-serve and proxy print "ready" once every port listens.
 
-import { createServer, connect as netConnect, isIPv4, type Server, type Socket } from 'node:net';
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { createServer, connect as netConnect, isIPv4, isIPv6, type Server, type Socket } from 'node:net';
 import { parseArgs } from 'node:util';
 
 type OrigResult = { address: string; port: number } | { error: string };
@@ -68,9 +79,15 @@ function readOrig(socket: Socket): OrigResult {
   }
 }
 
-function describe(socket: Socket, tag: string): Record<string, unknown> {
+/** The port of the listener that accepted each socket. */
+const listenPorts = new WeakMap<Socket, number>();
+
+function describe(socket: Socket, tag: string, listen: number | undefined = listenPorts.get(socket)): Record<string, unknown> {
   return {
     tag,
+    // the port the server listens on (which listener took it) and the accepted socket's local port
+    // (they differ when a connection was steered to a listener without rewriting, e.g. sk_lookup)
+    listen: listen ?? socket.localPort,
     port: socket.localPort,
     local: normalizeAddr(socket.localAddress),
     peer: normalizeAddr(socket.remoteAddress),
@@ -97,20 +114,21 @@ function usage(msg: string): never {
   process.exit(2);
 }
 
-function listenAll(specs: Array<{ port: number; onConnection: (s: Socket) => void; allowHalfOpen?: boolean }>): void {
+function listenAll(specs: Array<{ port: number; onConnection: (s: Socket) => void; allowHalfOpen?: boolean; host?: string }>, ready: () => void = () => out('ready')): void {
   let pending = specs.length;
   const servers: Server[] = [];
   for (const spec of specs) {
     const server = createServer({ allowHalfOpen: spec.allowHalfOpen ?? false }, (s) => {
       s.on('error', () => {});
+      listenPorts.set(s, spec.port);
       spec.onConnection(s);
     });
     server.on('error', (e) => {
       process.stderr.write(`endpoint: port ${spec.port}: ${(e as Error).message}\n`);
       process.exit(1);
     });
-    server.listen({ host: '::', port: spec.port, ipv6Only: false }, () => {
-      if (--pending === 0) out('ready');
+    server.listen({ host: spec.host ?? '::', port: spec.port, ipv6Only: false }, () => {
+      if (--pending === 0) ready();
     });
     servers.push(server);
   }
@@ -269,6 +287,89 @@ function runSession(values: { to?: string; rounds?: string; interval?: string })
   sock.on('error', (e: NodeJS.ErrnoException) => finish({ ok: false, error: e.code ?? e.message, round }));
 }
 
+// ---- UDP ----------------------------------------------------------------------------------------
+
+/** Bind one UDP socket per (address, port); each datagram gets one JSON datagram back from that socket. */
+function udpListen(binds: Array<{ host: string; port: number }>, tag: string, log: boolean): Promise<UdpSocket[]> {
+  return Promise.all(
+    binds.map(
+      ({ host, port }) =>
+        new Promise<UdpSocket>((resolve) => {
+          const v6 = isIPv6(host);
+          const sock = createSocket({ type: v6 ? 'udp6' : 'udp4', ipv6Only: v6 && host !== '::' });
+          sock.on('error', (e) => {
+            process.stderr.write(`endpoint: udp ${host} port ${port}: ${e.message}\n`);
+            process.exit(1);
+          });
+          sock.on('message', (_msg, rinfo) => {
+            const info = { tag, port, local: normalizeAddr(host), peer: normalizeAddr(rinfo.address) };
+            if (log) out({ ...info, proto: 'udp' });
+            sock.send(JSON.stringify(info), rinfo.port, rinfo.address);
+          });
+          sock.bind({ port, address: host, exclusive: true }, () => resolve(sock));
+        }),
+    ),
+  );
+}
+
+function splitHostPort(to: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(to) ?? /^([^:]+):(\d+)$/.exec(to);
+  if (!m) usage(`bad --to '${to}' (HOST:PORT or [V6]:PORT)`);
+  return { host: m[1]!, port: Number(m[2]) };
+}
+
+function runUdpQuery(values: { to?: string; from?: string; timeout?: string; connected?: boolean }): void {
+  const { host, port } = splitHostPort(values.to ?? usage('udp-query needs --to HOST:PORT'));
+  const timeoutMs = Number(values.timeout ?? '2000');
+  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) usage(`bad --timeout '${values.timeout}'`);
+  const sock = createSocket({ type: isIPv4(host) ? 'udp4' : 'udp6' });
+  let done = false;
+  const finish = (line: Record<string, unknown>): void => {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    try {
+      sock.close();
+    } catch {
+      /* closed */
+    }
+    process.stdout.write(`${JSON.stringify(line)}\n`, () => process.exit(0));
+  };
+  const timer = setTimeout(() => finish({ ok: false, error: 'ETIMEDOUT' }), timeoutMs);
+  sock.on('error', (e: NodeJS.ErrnoException) => finish({ ok: false, error: e.code ?? e.message }));
+  sock.on('message', (msg, rinfo) => {
+    let reply: unknown = msg.toString('utf8');
+    try {
+      reply = JSON.parse(reply as string);
+    } catch {
+      /* raw text */
+    }
+    const line: Record<string, unknown> = { ok: true, reply, from: hostPort(rinfo.address, rinfo.port) };
+    if (values.connected) {
+      try {
+        const r = sock.remoteAddress();
+        line.peer = hostPort(r.address, r.port);
+      } catch (e) {
+        line.peer = (e as NodeJS.ErrnoException).code ?? String(e);
+      }
+    }
+    finish(line);
+  });
+  const query = Buffer.from('query');
+  const send = (): void => {
+    if (values.connected) {
+      sock.connect(port, host, (err?: Error) => {
+        if (err) return finish({ ok: false, error: (err as NodeJS.ErrnoException).code ?? err.message });
+        sock.send(query);
+      });
+    } else {
+      sock.send(query, port, host);
+    }
+  };
+  if (values.from !== undefined) sock.bind({ address: values.from, port: 0 }, send);
+  else send();
+}
+
 async function main(): Promise<void> {
   const [mode, ...rest] = process.argv.slice(2);
   const { values } = parseArgs({
@@ -287,6 +388,9 @@ async function main(): Promise<void> {
       echo: { type: 'boolean' },
       rounds: { type: 'string' },
       interval: { type: 'string' },
+      dns: { type: 'string' },
+      addrs: { type: 'string' },
+      connected: { type: 'boolean' },
     },
     strict: true,
   });
@@ -304,7 +408,12 @@ async function main(): Promise<void> {
       const inbound = parsePorts(values.inbound ?? '15006', 'inbound');
       const status = parsePorts(values.status ?? '15020,15021,15090', 'status');
       const fwd = values.forward === true;
+      // istio-agent's DNS proxy listens on localhost only: its UDP replies leave from 127.0.0.1 / ::1
+      const dnsPorts = values.dns === undefined ? [] : parsePorts(values.dns, 'dns');
+      const loopbacks = ['127.0.0.1', '::1'];
+      await udpListen(dnsPorts.flatMap((port) => loopbacks.map((host) => ({ host, port }))), 'proxy-dns', true);
       listenAll([
+        ...dnsPorts.flatMap((port) => loopbacks.map((host) => ({ port, host, onConnection: replyOnce('proxy-dns', true) }))),
         ...outbound.map((port) => ({
           port,
           allowHalfOpen: fwd,
@@ -322,11 +431,23 @@ async function main(): Promise<void> {
     case 'connect':
       runConnect(values);
       break;
+    case 'udp-serve': {
+      const tag = values.tag ?? 'app';
+      const ports = parsePorts(values.ports ?? usage('udp-serve needs --ports'), 'ports');
+      const addrs = values.addrs === undefined ? ['::'] : values.addrs.split(',').filter((a) => a !== '');
+      for (const a of addrs) if (!isIPv4(a) && !isIPv6(a)) usage(`bad address in --addrs: '${a}'`);
+      await udpListen(addrs.flatMap((host) => ports.map((port) => ({ host, port }))), tag, false);
+      out('ready');
+      break;
+    }
+    case 'udp-query':
+      runUdpQuery(values);
+      break;
     case 'session':
       runSession(values);
       break;
     default:
-      usage(`mode must be serve, proxy, connect or session (got '${mode ?? ''}')`);
+      usage(`mode must be serve, proxy, connect, session, udp-serve or udp-query (got '${mode ?? ''}')`);
   }
 }
 

@@ -12,7 +12,7 @@
 
 import { execFile as execFileCb, execFileSync, spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { mkdir, rmdir } from 'node:fs/promises';
 import { isIPv4, isIPv6 } from 'node:net';
 import { constants as osConstants } from 'node:os';
@@ -34,6 +34,8 @@ export const INBOUND_PASSTHROUGH_V6 = '::6';
 export const DEFAULT_CONTAINER = 'app';
 
 const PREFIX_RE = /^[a-z][a-z0-9-]{0,8}$/;
+/** Per-netns files that `ip netns exec` bind-mounts over /etc (resolv.conf of sandbox pods). */
+const ETC_NETNS = '/etc/netns';
 const HOST_NAME_RE = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
 
 export interface SandboxOptions {
@@ -53,6 +55,11 @@ export interface PodSpec {
   ipv4: string;
   /** inside fd00:244::/64 */
   ipv6?: string;
+  /**
+   * The pod's /etc/resolv.conf: written to /etc/netns/<pod netns>/resolv.conf, which `ip netns exec`
+   * bind-mounts over /etc/resolv.conf for every process spawned in the pod. Removed by destroy().
+   */
+  resolvConf?: string;
 }
 
 export interface HostAddrs {
@@ -440,6 +447,10 @@ export class Sandbox {
     await mkdir(pod.cgroupDir);
     await this.plumb(pod.netns, pod.hostVeth, spec.ipv4, spec.ipv6);
     if (spec.ipv6 !== undefined) await ip('-n', pod.netns, 'addr', 'add', `${INBOUND_PASSTHROUGH_V6}/128`, 'dev', 'lo', 'nodad');
+    if (spec.resolvConf !== undefined) {
+      mkdirSync(join(ETC_NETNS, pod.netns), { recursive: true });
+      writeFileSync(join(ETC_NETNS, pod.netns, 'resolv.conf'), spec.resolvConf);
+    }
     await this.waitNotTentative(pod.netns);
     return pod;
   }
@@ -635,6 +646,8 @@ export class Sandbox {
       }
     }
 
+    errors.push(...this.removeEtcNetns());
+
     // 3. cgroups, bottom-up; a dying process can keep a cgroup busy for a moment
     for (const dir of cgroupTreeBottomUp(this.cgroupRoot)) {
       for (let attempt = 0; ; attempt++) {
@@ -651,6 +664,25 @@ export class Sandbox {
           errors.push(`rmdir ${dir}: ${errText(e)}`);
           break;
         }
+      }
+    }
+    return errors;
+  }
+
+  /** Remove /etc/netns/<name> of this prefix's namespaces (also ones a crashed run left). */
+  private removeEtcNetns(): string[] {
+    const errors: string[] = [];
+    let names: string[] = [];
+    try {
+      names = this.ownNetnsNames(readdirSync(ETC_NETNS).join('\n'));
+    } catch {
+      return errors; // no /etc/netns
+    }
+    for (const n of names) {
+      try {
+        rmSync(join(ETC_NETNS, n), { recursive: true, force: true });
+      } catch (e) {
+        errors.push(`rm ${join(ETC_NETNS, n)}: ${errText(e)}`);
       }
     }
     return errors;
@@ -697,6 +729,7 @@ export class Sandbox {
         errors.push(errText(e));
       }
     }
+    errors.push(...this.removeEtcNetns());
     for (const dir of cgroupTreeBottomUp(this.cgroupRoot)) {
       for (let attempt = 0; ; attempt++) {
         try {

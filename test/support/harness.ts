@@ -257,7 +257,7 @@ const plain = (a: string | undefined): string => a ?? '';
 /** What a connection hit, as a comparable string: the listener, the peer the listener saw, and for a
  * proxy listener the original destination it read with SO_ORIGINAL_DST. */
 export function outcomeOf(json: string): string {
-  let r: { ok: boolean; error?: string; reply?: { tag: string; port: number; peer: string; orig?: { address?: string; port?: number; error?: string } } };
+  let r: { ok: boolean; error?: string; reply?: { tag: string; listen?: number; port: number; peer: string; orig?: { address?: string; port?: number; error?: string } } };
   try {
     r = JSON.parse(json);
   } catch {
@@ -265,8 +265,11 @@ export function outcomeOf(json: string): string {
   }
   if (!r.ok) return `error ${r.error}`;
   const rep = r.reply!;
-  let s = `${rep.tag}:${rep.port} peer=${plain(rep.peer)}`;
-  if (rep.tag.startsWith('proxy-') && rep.port !== 15020 && rep.port !== 15021 && rep.port !== 15090) {
+  // the listener that took the connection (not the accepted socket's local port, which is the dialled
+  // port when a connection is steered without rewriting, as sk_lookup does)
+  const listen = rep.listen ?? rep.port;
+  let s = `${rep.tag}:${listen} peer=${plain(rep.peer)}`;
+  if (rep.tag.startsWith('proxy-') && rep.tag !== 'proxy-status') {
     s += ` orig=${rep.orig?.address ? `${plain(rep.orig.address)}:${rep.orig.port}` : rep.orig?.error}`;
   }
   return s;

@@ -32,3 +32,9 @@ test('runtime facts are cached per process for a while', () => {
   assert.notEqual(reader.read(process.pid, { dns: true, ifaces: true }), a);
   assert.equal(typeof a.ifindex('lo'), 'number', 'the interfaces of our own netns are read');
 });
+
+test('the cache keeps apart what was asked for (a pod that starts needing interfaces gets them)', () => {
+  const reader = new PodRuntimeReader(() => 0);
+  assert.equal(reader.read(process.pid, { dns: false, ifaces: false }).ifindex('lo'), undefined);
+  assert.equal(typeof reader.read(process.pid, { dns: false, ifaces: true }).ifindex('lo'), 'number');
+});
