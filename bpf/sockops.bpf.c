@@ -11,6 +11,8 @@
  *    never reached the proxy (refused, reset).
  * And registers the proxies' listening sockets (TCP_LISTEN_CB) in `listeners`,
  * where the inbound sk_lookup program finds them.
+ * With splicing on, it puts established same-node sockets of captured pods into
+ * sock_pairs (ACTIVE/PASSIVE_ESTABLISHED), where splice.bpf.c finds the peer.
  * Nothing is left to LRU eviction: storage dies with its socket.
  */
 #include <linux/bpf.h>
@@ -18,6 +20,7 @@
 #include <bpf/bpf_endian.h>
 #include "meshlane.h"
 #include "maps.h"
+#include "splice.h"
 #include "inbound.h"
 
 #define OK 1
@@ -234,6 +237,59 @@ static __always_inline void on_listen(struct bpf_sock_ops *skops)
 	bpf_sock_hash_update(skops, &listeners, &k, BPF_ANY);
 }
 
+/* Splicing: an established socket of a captured pod whose peer is on this node
+ * (a netns-local address, or a captured pod's IP, the pod's own included) goes
+ * into sock_pairs under its own key; splice.bpf.c redirects its sends to the
+ * peer. Other sockets pay the `global` lookup and the `pods` lookup, no more.
+ * BPF_NOEXIST: never evict a live socket (eviction would drop the data queued
+ * on it). The entry leaves the map by itself when the socket closes. */
+static __always_inline int splice_peer_local(const struct pair_key *k)
+{
+	const __u32 *r = (const __u32 *)k->remote;
+	struct ip6_key k6;
+	__be32 k4;
+
+	if (splice_netns_local(k->remote))
+		return 1;
+	if (splice_is_v4(k->remote)) {
+		k4 = r[3];
+		return bpf_map_lookup_elem(&pod_by_ip4, &k4) != NULL;
+	}
+	__builtin_memcpy(k6.addr, k->remote, 16);
+	return bpf_map_lookup_elem(&pod_by_ip6, &k6) != NULL;
+}
+
+static __always_inline void on_established_splice(struct bpf_sock_ops *skops)
+{
+	__u32 zero = 0;
+	struct global_config *g = bpf_map_lookup_elem(&global, &zero);
+	struct pair_key k = {};
+	__u64 netns;
+
+	if (!g || !(g->flags & GLOBAL_SPLICE))
+		return;
+	netns = bpf_get_netns_cookie(skops);
+	if (!bpf_map_lookup_elem(&pods, &netns))
+		return;
+	{
+		__u32 l6[4] = { CTX(skops->local_ip6[0]), CTX(skops->local_ip6[1]), CTX(skops->local_ip6[2]),
+				CTX(skops->local_ip6[3]) };
+		__u32 r6[4] = { CTX(skops->remote_ip6[0]), CTX(skops->remote_ip6[1]), CTX(skops->remote_ip6[2]),
+				CTX(skops->remote_ip6[3]) };
+		__u32 family = CTX(skops->family);
+
+		splice_addr(k.local, family, CTX(skops->local_ip4), l6);
+		splice_addr(k.remote, family, CTX(skops->remote_ip4), r6);
+	}
+	if (!splice_peer_local(&k))
+		return;
+	k.netns_cookie = splice_cookie(&k, netns);
+	k.local_port = (__u16)skops->local_port;
+	k.remote_port = remote_port(skops);
+	if (bpf_sock_hash_update(skops, &sock_pairs, &k, BPF_NOEXIST) == 0)
+		stat_inc(STAT_SPLICED);
+}
+
 SEC("sockops")
 int meshlane_sockops(struct bpf_sock_ops *skops)
 {
@@ -243,6 +299,10 @@ int meshlane_sockops(struct bpf_sock_ops *skops)
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		on_accept(skops);
+		on_established_splice(skops);
+		break;
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		on_established_splice(skops);
 		break;
 	case BPF_SOCK_OPS_TCP_LISTEN_CB:
 		on_listen(skops);

@@ -58,6 +58,10 @@ export const OBJECTS: ObjectDef[] = [
       { name: 'meshlane_getpeername6', attach: cgroup(AttachType.CGROUP_INET6_GETPEERNAME), what: 'a connected DNS socket reports the server as its peer (IPv6)' },
     ],
   },
+  {
+    file: 'splice.bpf.o',
+    programs: [{ name: 'meshlane_splice', attach: { kind: 'sockmap', type: AttachType.SK_MSG_VERDICT, map: 'sock_pairs' }, what: 'same-node socket splicing (sk_msg on sock_pairs)' }],
+  },
 ];
 
 /** Programs attached once, on load (cgroup links and sockmap attachments). */
