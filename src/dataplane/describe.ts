@@ -2,6 +2,7 @@
 // `meshlane dump` and the demo. Reads only; works from the pins with no agent running.
 import { CaptureKind, CidrKind, CIDR_KEY_FIXED_BITS, MAPS, PodFlags, PortKind, SockRole, Stat, type MapName } from './layouts.js';
 import type { MapsView } from './dataplane.js';
+import { GlobalFlags, IfaceKind } from './layouts.js';
 
 const names = (table: Record<string, number>, v: number): string => Object.entries(table).find(([, n]) => n === v)?.[0] ?? String(v);
 const flagNames = (v: number): string[] => Object.entries(PodFlags).filter(([, b]) => (v & b) !== 0).map(([n]) => n);
@@ -50,10 +51,42 @@ export function describeMaps(maps: Partial<MapsView>, only?: MapName): Partial<R
     }));
   if (want('pod_info'))
     out.pod_info = maps.pod_info!.entries().map(([id, i]) => ({ pod_id: id, namespace: i.namespace_, name: i.name, uid: i.uid }));
+  if (want('pod_by_ip4')) out.pod_by_ip4 = maps.pod_by_ip4!.entries().map(([ip, cookie]) => ({ ip, netns_cookie: cookie }));
+  if (want('pod_by_ip6')) out.pod_by_ip6 = maps.pod_by_ip6!.entries().map(([k, cookie]) => ({ ip: k.addr, netns_cookie: cookie }));
+  if (want('listeners'))
+    out.listeners = maps.listeners!.entries().map(([k, sock]) => ({ netns_cookie: k.netns_cookie, port: k.port, family: k.family === 2 ? 'ipv4' : 'ipv6', socket_cookie: sock }));
+  if (want('pod_ifaces'))
+    out.pod_ifaces = maps.pod_ifaces!.entries().map(([k]) => ({ pod: pod(k.pod_id), kind: names(IfaceKind, k.kind), ifindex: k.ifindex }));
+  if (want('pod_dns')) out.pod_dns = maps.pod_dns!.entries().map(([k]) => ({ pod: pod(k.pod_id), nameserver: plainAddr(k.addr) }));
+  if (want('sock_pairs'))
+    out.sock_pairs = maps.sock_pairs!.entries().map(([k, sock]) => ({
+      netns_cookie: k.netns_cookie,
+      local: hostPort(k.local, k.local_port),
+      remote: hostPort(k.remote, k.remote_port),
+      socket_cookie: sock,
+    }));
+  if (want('global')) {
+    const g = maps.global!.get(0) as { flags: number } | null;
+    const flags = g?.flags ?? 0;
+    out.global = [{ flags: Object.entries(GlobalFlags).filter(([, b]) => (flags & b) !== 0).map(([n]) => n), splice: (flags & GlobalFlags.SPLICE) !== 0 }];
+  }
   if (want('stats'))
     out.stats = Stat.map((name, i) => ({ counter: name, value: maps.stats!.get(i) ?? 0n }));
   return out;
 }
+
+/** v4-mapped '::ffff:af4:a' -> '10.244.0.10' (keys keep IPv4 v4-mapped); other addresses unchanged */
+function plainAddr(a: string): string {
+  const m = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(a);
+  if (!m) return a;
+  const hi = parseInt(m[1]!, 16);
+  const lo = parseInt(m[2]!, 16);
+  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+}
+const hostPort = (a: string, port: number): string => {
+  const p = plainAddr(a);
+  return p.includes(':') ? `[${p}]:${port}` : `${p}:${port}`;
+};
 
 export function origText(o: { family: number; port: number; addr: string; kind: number }): string {
   const v4 = o.family === 2;

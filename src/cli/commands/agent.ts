@@ -12,8 +12,9 @@ export function agentCommand(): Command {
     .addOption(bpffsOption())
     .addOption(stateDirOption())
     .option('--node-name <name>', 'only pods with this spec.nodeName (default: all pods in the file)')
+    .option('--no-splice', 'do not splice same-node connections of captured pods (sk_msg); they go through TCP/IP')
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
-    .action(async (o: { clusterFile: string; cgroupRoot?: string; bpffs: string; stateDir: string; nodeName?: string; logLevel: string }) => {
+    .action(async (o: { clusterFile: string; cgroupRoot?: string; bpffs: string; stateDir: string; nodeName?: string; logLevel: string; splice: boolean }) => {
       requireRoot('meshlane agent');
       const log = makeLogger(o.logLevel);
       const agent = new Agent({
@@ -22,6 +23,7 @@ export function agentCommand(): Command {
         bpffs: o.bpffs,
         stateDir: o.stateDir,
         nodeName: o.nodeName,
+        splice: o.splice,
         log,
       });
       await agent.start();
