@@ -813,8 +813,9 @@ async function main(): Promise<void> {
   const wrkVersion = ((spawnSync('wrk', ['-v'], { encoding: 'utf8' }).stdout ?? '') + '').split('\n')[0] ?? '';
   const mlRoot = join(cliPath, '..', '..', '..', '..');
   const rev = spawnSync('git', ['-C', mlRoot, 'describe', '--always', '--dirty', '--exclude', '*'], { encoding: 'utf8' });
-  const mlRev = rev.status === 0 ? rev.stdout.trim() : 'not a git checkout';
-  let md = `Run ${started.toISOString()} - ${new Date().toISOString()}: \`${['bash bench/run.sh', ...process.argv.slice(2)].join(' ')}\`\n`;
+  const revFile = join(mlRoot, 'REVISION'); // written by run.sh --commit into its clean export
+  const mlRev = existsSync(revFile) ? `commit ${readFileSync(revFile, 'utf8').trim()}` : rev.status === 0 ? rev.stdout.trim() : 'not a git checkout';
+  let md = `Run ${started.toISOString()} - ${new Date().toISOString()}: \`${process.env.BENCH_COMMAND ?? ['node dist/bench/bench.js', ...process.argv.slice(2)].join(' ')}\`\n`;
   md += `meshlane: ${mlRoot} (${mlRev}); load average at the start: ${loadAtStart}\n`;
   md += `Machine: ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), kernel ${kernel}, ${haproxyVersion}, ${wrkVersion.trim()}, node ${process.version}\n\n`;
   md += tables(o);

@@ -2,6 +2,8 @@
 # The benchmark in one command (Debian 12, as root):
 #   bash bench/run.sh            # full run, ~6 minutes
 #   bash bench/run.sh --quick    # ~1 minute, one round, one concurrency level
+#   bash bench/run.sh --commit REV [options]   # measure meshlane as of commit REV (a clean export built
+#                                              # in /tmp), not the working tree; the bench itself is this tree's
 # Installs haproxy and wrk if missing, builds meshlane (scripts/setup.sh), then runs dist/bench/bench.js
 # with the arguments given (see `bash bench/run.sh --help`).
 set -euo pipefail
@@ -22,7 +24,29 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+export BENCH_COMMAND="bash bench/run.sh $*"
 bash scripts/setup.sh
+
+if [ "${1:-}" = "--commit" ]; then
+  rev=$(git rev-parse --verify "${2:?--commit needs a revision}^{commit}")
+  shift 2
+  dir="/tmp/meshlane-bench-build-${rev:0:12}"
+  if [ ! -f "$dir/.built" ]; then
+    echo "bench: building meshlane $rev in $dir"
+    rm -rf "$dir" && mkdir -p "$dir"
+    git archive "$rev" | tar -x -C "$dir"
+    ln -s "$PWD/node_modules" "$dir/node_modules"
+    make -s -C "$dir/bpf"
+    nodedir_args=()
+    node_prefix=$(dirname "$(dirname "$(command -v node)")")
+    [ -f "$node_prefix/include/node/node.h" ] && nodedir_args=(--nodedir="$node_prefix")
+    (cd "$dir" && npx --no-install node-gyp rebuild --directory native "${nodedir_args[@]}" --loglevel=error >/dev/null)
+    (cd "$dir" && npx --no-install tsc -p tsconfig.json) || echo "bench: tsc reported type errors in $rev (output emitted anyway)"
+    echo "$rev" > "$dir/REVISION"
+    touch "$dir/.built"
+  fi
+  set -- --meshlane "$dir" "$@"
+fi
 # HAProxy sizes its fd table from maxconn; wrk opens one fd per connection.
 ulimit -n 65536 2>/dev/null || true
 exec node dist/bench/bench.js "$@"
