@@ -61,11 +61,17 @@ export class Agent extends EventEmitter {
   async start(): Promise<void> {
     const { log } = this.opts;
     this.cgroupRoot = checkCgroupDir(this.opts.cgroupRoot);
+    // The source first: a bad cluster file must fail before anything is loaded or pinned.
+    try {
+      this.snapshot = await this.firstSnapshot();
+    } catch (e) {
+      this.source?.stop();
+      throw e;
+    }
+    if (this.stopped) throw new UserError('the agent was stopped while starting');
     this.dataplane = Dataplane.load({ bpffs: this.opts.bpffs, log });
     this.locator = new PodLocator(this.cgroupRoot);
-    this.snapshot = await this.firstSnapshot();
     const dataplane = this.dataplane;
-    if (this.stopped || !dataplane) throw new UserError('the agent was stopped while starting');
     // Fill the maps before the programs go live (or are swapped): no window with empty maps.
     this.reconcile();
     this.writeGlobalFlags(dataplane);

@@ -1,6 +1,7 @@
 // Pure: a DesiredPod (the model's output) becomes the map entries that describe it to the programs.
 import { isIPv4, isIPv6 } from 'node:net';
 import type { Cidr, DesiredPod } from '../model/types.js';
+import { bytesToIp6, ipToBytes } from '../dataplane/struct.js';
 import { CIDR_KEY_FIXED_BITS, CidrKind, IfaceKind, MAX_PROXY_IDS, PodFlags, PortKind, type PodConfigValue } from '../dataplane/layouts.js';
 
 export interface PodEntries {
@@ -71,7 +72,8 @@ export function compilePod(pod: DesiredPod, rt: PodRuntime = NO_RUNTIME): PodEnt
   addCidrs(s.outboundExclude, CidrKind.OUT_EXCLUDE);
   if (!s.outboundInclude.all) addCidrs(s.outboundInclude.cidrs, CidrKind.OUT_INCLUDE);
 
-  const dns = s.dns.enabled && !s.dns.captureAll ? [...new Set(rt.dnsServers)] : [];
+  // in the form the pod_dns key reads back as (IPv4 v4-mapped), or the planner sees a change every pass
+  const dns = s.dns.enabled && !s.dns.captureAll ? [...new Set(rt.dnsServers.map((a) => bytesToIp6(ipToBytes(a, 6))))] : [];
   const ifaces: PodEntries['ifaces'] = [];
   const addIfaces = (names: string[], kind: number): void => {
     for (const n of names) {

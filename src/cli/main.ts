@@ -12,9 +12,10 @@ export function program(): Command {
   const p = new Command('meshlane')
     .description('eBPF traffic capture for Istio sidecars: the istio-iptables decisions, without iptables')
     .version('0.1.0')
-    .showHelpAfterError('(run with --help for usage)')
-    .exitOverride();
-  for (const c of [agentCommand(), dumpCommand(), statusCommand(), demoCommand(), uninstallCommand()]) p.addCommand(c);
+    .exitOverride()
+    // commander's usage errors become one `meshlane: ...` line like every other user error
+    .configureOutput({ outputError: (msg, write) => write(`meshlane: ${msg.replace(/^error: /, '').trim()} (see --help)\n`) });
+  for (const c of [agentCommand(), dumpCommand(), statusCommand(), demoCommand(), uninstallCommand()]) p.addCommand(c.copyInheritedSettings(p));
   return p;
 }
 

@@ -8,7 +8,7 @@
 // A (re)started agent reuses the pinned maps of the same layout version and swaps the programs behind
 // the pinned links with bpf_link_update: capture never stops. Maps of another layout version are new
 // maps; the agent fills them before it swaps the programs and removes the old pins after.
-import { existsSync, mkdirSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, rmdirSync, unlinkSync } from 'node:fs';
 import { release } from 'node:os';
 import { dirname, join } from 'node:path';
 import * as native from '../native/addon.js';
@@ -46,11 +46,16 @@ export function explain(e: unknown, what: string): unknown {
 }
 
 
-/** Make sure `dir` is on a bpf filesystem, mounting bpffs at /sys/fs/bpf (or at `dir`) if needed. */
-export function ensureBpffs(dir: string): void {
+/** Is `dir` (or its nearest existing ancestor) on a bpf filesystem? */
+export function onBpffs(dir: string): boolean {
   let probe = dir;
   while (!existsSync(probe)) probe = dirname(probe);
-  if (!native.isBpffs(probe)) {
+  return native.isBpffs(probe);
+}
+
+/** Make sure `dir` is on a bpf filesystem, mounting bpffs at /sys/fs/bpf (or at `dir`) if needed. */
+export function ensureBpffs(dir: string): void {
+  if (!onBpffs(dir)) {
     const mountAt = dir.startsWith('/sys/fs/bpf/') || dir === '/sys/fs/bpf' ? '/sys/fs/bpf' : dir;
     try {
       mkdirSync(mountAt, { recursive: true });
@@ -130,6 +135,15 @@ export class Dataplane {
       }
     } catch (e) {
       this.close();
+      // a failed load leaves nothing of its own behind: the pins it made, and the directories if empty
+      for (const name of this.created.splice(0)) rmSync(join(mapsDir(bpffs), mapPinName(MAPS[name])), { force: true });
+      for (const d of [mapsDir(bpffs), linksDir(bpffs), bpffs]) {
+        try {
+          rmdirSync(d);
+        } catch {
+          /* not empty: pins of an earlier, working install */
+        }
+      }
       throw e;
     } finally {
       // the objects hold their own fds for reused maps

@@ -1,5 +1,5 @@
 import { Argument, Command } from 'commander';
-import { PinnedMaps, listPins } from '../../dataplane/dataplane.js';
+import { PinnedMaps, listPins, onBpffs } from '../../dataplane/dataplane.js';
 import { describeMaps, MAP_TITLES, type Row } from '../../dataplane/describe.js';
 import { MAP_NAMES, type MapName } from '../../dataplane/layouts.js';
 import { UserError } from '../../util/errors.js';
@@ -38,7 +38,10 @@ export function dumpCommand(): Command {
     .action((map: MapName | undefined, o: { bpffs: string; json?: boolean }) => {
       requireRoot('meshlane dump');
       const pins = listPins(o.bpffs);
-      if (pins.maps.length === 0) throw new UserError(`no meshlane maps are pinned under ${o.bpffs}: start 'meshlane agent' (or pass the --bpffs it uses)`);
+      if (pins.maps.length === 0) {
+        if (!onBpffs(o.bpffs)) throw new UserError(`${o.bpffs} is not on a mounted bpffs, so nothing of meshlane is pinned there: mount it (mount -t bpf bpf /sys/fs/bpf) and start 'meshlane agent', or pass the --bpffs the agent uses`);
+        throw new UserError(`no meshlane maps are pinned under ${o.bpffs}: start 'meshlane agent' (or pass the --bpffs it uses)`);
+      }
       const pinned = new PinnedMaps(o.bpffs);
       try {
         const d = describeMaps(pinned.maps, map);
