@@ -45,6 +45,8 @@ const HELP = `usage: node dist/bench/bench.js [options]   (or: bash bench/run.sh
   --duration S         seconds per measurement (default 3)
   --conc LIST          keep-alive concurrency levels (default 1,16,64)
   --cps-conc N         connections in flight for the new-connections figures (default 16)
+  --quiet-wait S       before each mode's slot, wait up to S seconds for other load on the machine to
+                       stop (default 30; 0 = do not wait)
   --modes LIST         subset of ${MODES.join(',')} (default: all)
   --meshlane DIR       benchmark the meshlane build in DIR (a built checkout; default: this tree)
   --json FILE          also write every raw measurement as JSON
@@ -56,6 +58,7 @@ interface Options {
   duration: number;
   conc: number[];
   cpsConc: number;
+  quietWait: number;
   modes: Mode[];
   json?: string;
   markdown?: string;
@@ -73,6 +76,7 @@ function parseOptions(argv: string[]): Options {
       duration: { type: 'string' },
       conc: { type: 'string' },
       'cps-conc': { type: 'string' },
+      'quiet-wait': { type: 'string' },
       modes: { type: 'string' },
       json: { type: 'string' },
       meshlane: { type: 'string' },
@@ -102,6 +106,7 @@ function parseOptions(argv: string[]): Options {
     duration: int(values.duration, quick ? 2 : 3, 'duration', 1, 60),
     conc,
     cpsConc: int(values['cps-conc'], 16, 'cps-conc', 1, 1000),
+    quietWait: int(values['quiet-wait'], quick ? 10 : 30, 'quiet-wait', 0, 600),
     modes,
     json: values.json,
     markdown: values.markdown,
@@ -282,8 +287,10 @@ function buildBulk(): string {
 }
 
 async function sysctls(ns: string): Promise<void> {
-  // Same in every netns: the new-connection figures open tens of thousands of connections per run; keep
-  // ephemeral ports off the service ports and let TIME_WAIT ports be reused (timestamps make it safe).
+  // Same in every netns: the new-connection figures open some 30,000 connections per measurement, more than
+  // the ephemeral ports left free by TIME_WAIT; keep ephemeral ports off the service ports and let TIME_WAIT
+  // ports be reused (timestamps make it safe). TIME_WAIT itself stays on, as on a real node (checked: five
+  // back-to-back measurements with 22,000 TIME_WAIT sockets give the same rate).
   execFileSync('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', 'net.ipv4.ip_local_port_range=20000 65000', 'net.ipv4.tcp_tw_reuse=1']);
 }
 
@@ -465,21 +472,62 @@ function machineCpu(): { busy: number; total: number } {
   return { busy: total - idle, total };
 }
 
-/** Runs fn() and reports the agent's CPU use (in cores) and the machine's busy share over it. */
-async function withCpu<T>(fn: () => Promise<T>): Promise<{ value: T; agentCores?: number; machineBusy: number }> {
+/** CPU seconds used by everything in a cgroup subtree (cpu.stat exists in every cgroup v2 directory). */
+function cgroupCpu(dir: string): number {
+  try {
+    const m = /usage_usec (\d+)/.exec(readFileSync(join(dir, 'cpu.stat'), 'utf8'));
+    return m ? Number(m[1]) / 1e6 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** All the CPU the benchmark itself accounts for: the sandbox's processes, the agent, this process. */
+function ownCpu(): number {
+  const self = process.cpuUsage();
+  return (current ? cgroupCpu(current.sb.cgroupRoot) : 0) + (procCpu(agent?.proc.pid) ?? 0) + (self.user + self.system) / 1e6;
+}
+
+interface CpuReport {
+  agentCores?: number;
+  machineBusy: number;
+  /** CPU (in cores) used by processes that are not part of the benchmark: other users of the machine */
+  otherCores: number;
+}
+
+/** Runs fn() and reports the agent's CPU use (in cores), the machine's busy share and the CPU of others. */
+async function withCpu<T>(fn: () => Promise<T>): Promise<{ value: T } & CpuReport> {
   const pid = agent?.proc.pid;
   const a0 = procCpu(pid);
   const m0 = machineCpu();
+  const o0 = ownCpu();
   const t0 = process.hrtime.bigint();
   const value = await fn();
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
   const a1 = procCpu(pid);
   const m1 = machineCpu();
+  const o1 = ownCpu();
+  const busySecs = ((m1.busy - m0.busy) / Math.max(1, m1.total - m0.total)) * cpus().length * secs;
   return {
     value,
     agentCores: a0 !== undefined && a1 !== undefined ? (a1 - a0) / secs : undefined,
     machineBusy: (m1.busy - m0.busy) / Math.max(1, m1.total - m0.total),
+    // softirq work is charged to whichever task it interrupts, so this is an estimate; it is near 0 on a quiet machine
+    otherCores: Math.max(0, (busySecs - (o1 - o0)) / secs),
   };
+}
+
+/**
+ * Before each slot: wait (at most maxSecs) until the machine is quiet (others use < 0.15 cores over 1 s).
+ * The machine is shared (other people's test suites); a slot that had to start on a busy machine is noted.
+ */
+async function waitQuiet(maxSecs: number): Promise<{ waited: number; busy: boolean }> {
+  const t0 = Date.now();
+  for (;;) {
+    const r = await withCpu(() => sleep(1000));
+    if (r.otherCores < 0.15) return { waited: (Date.now() - t0) / 1000, busy: false };
+    if (Date.now() - t0 > maxSecs * 1000) return { waited: (Date.now() - t0) / 1000, busy: true };
+  }
 }
 
 interface WrkResult {
@@ -516,7 +564,7 @@ async function bulk(world: World, from: SandboxPod, to: string, secs: number): P
 }
 
 /** Sessions the client's outbound listener and the server's inbound listener took during fn(). */
-async function viaProxies<T>(world: World, client: string, server: string, fn: () => Promise<T>): Promise<{ value: T; out: number; in: number; agentCores?: number; machineBusy: number }> {
+async function viaProxies<T>(world: World, client: string, server: string, fn: () => Promise<T>): Promise<{ value: T; out: number; in: number } & CpuReport> {
   const get = async (k: string, fe: string): Promise<number> => (await haproxyStot(world.sidecars[k]!.sock)).get(`${fe}/FRONTEND`) ?? 0;
   const out0 = await get(client, 'outbound');
   const in0 = await get(server, 'inbound');
@@ -542,6 +590,8 @@ interface Sample {
   agentCores?: number;
   /** share of the machine's CPU time that was busy (all processes, also other users of the machine) */
   machineBusy?: number;
+  /** CPU used by processes outside the benchmark during the measurement, in cores (an estimate) */
+  otherCores?: number;
 }
 
 const samples: Sample[] = [];
@@ -589,23 +639,28 @@ async function measureMode(world: World, mode: Mode, round: number, o: Options, 
     };
     for (const c of o.conc) {
       const r = await viaProxies(world, client, server, () => wrk(from, url, c, o.duration, false, world.report));
-      add({ round, mode, figure: `ka-c${c}`, value: r.value.rps, p50_us: r.value.p50_us, p99_us: r.value.p99_us, errors: r.value.errors, out: r.out, in: r.in, conns: c, agentCores: r.agentCores, machineBusy: r.machineBusy });
+      add({ round, mode, figure: `ka-c${c}`, value: r.value.rps, p50_us: r.value.p50_us, p99_us: r.value.p99_us, errors: r.value.errors, out: r.out, in: r.in, conns: c, agentCores: r.agentCores, machineBusy: r.machineBusy, otherCores: r.otherCores });
     }
     const cps = await viaProxies(world, client, server, () => wrk(from, url, o.cpsConc, o.duration, true, world.report));
-    add({ round, mode, figure: 'cps', value: cps.value.rps, p50_us: cps.value.p50_us, p99_us: cps.value.p99_us, errors: cps.value.errors, out: cps.out, in: cps.in, conns: Math.floor(cps.value.requests * 0.99), agentCores: cps.agentCores, machineBusy: cps.machineBusy });
+    add({ round, mode, figure: 'cps', value: cps.value.rps, p50_us: cps.value.p50_us, p99_us: cps.value.p99_us, errors: cps.value.errors, out: cps.out, in: cps.in, conns: Math.floor(cps.value.requests * 0.99), agentCores: cps.agentCores, machineBusy: cps.machineBusy, otherCores: cps.otherCores });
     const bb = await viaProxies(world, client, server, () => bulk(world, from, target, o.duration));
-    add({ round, mode, figure: 'bulk', value: bb.value, out: bb.out, in: bb.in, conns: 1, agentCores: bb.agentCores, machineBusy: bb.machineBusy });
+    add({ round, mode, figure: 'bulk', value: bb.value, out: bb.out, in: bb.in, conns: 1, agentCores: bb.agentCores, machineBusy: bb.machineBusy, otherCores: bb.otherCores });
     // the non-captured pod C: new connections to srv, no proxy anywhere; only whether meshlane is loaded differs
     const hookUrl = `http://${SRV_V4}:${HTTP_PORT}/`;
     const hook = await withCpu(() => wrk(world.pods.C!, hookUrl, o.cpsConc, o.duration, true, world.report));
-    samples.push({ round, mode, figure: 'hook-cps', value: hook.value.rps, p50_us: hook.value.p50_us, p99_us: hook.value.p99_us, errors: hook.value.errors, agentCores: hook.agentCores, machineBusy: hook.machineBusy });
+    samples.push({ round, mode, figure: 'hook-cps', value: hook.value.rps, p50_us: hook.value.p50_us, p99_us: hook.value.p99_us, errors: hook.value.errors, agentCores: hook.agentCores, machineBusy: hook.machineBusy, otherCores: hook.otherCores });
     if (mode.startsWith('meshlane')) {
       (counters[mode] ??= []).push(meshlaneCounters());
       // the same with the agent stopped: its programs stay attached (pinned links), so this separates the
       // cost of the BPF hooks from the CPU the agent process takes from a 2-core machine
       await killAgentKeepPins();
       const pinned = await withCpu(() => wrk(world.pods.C!, hookUrl, o.cpsConc, o.duration, true, world.report));
-      samples.push({ round, mode, figure: 'hook-cps-pinned', value: pinned.value.rps, p50_us: pinned.value.p50_us, p99_us: pinned.value.p99_us, errors: pinned.value.errors, machineBusy: pinned.machineBusy });
+      samples.push({ round, mode, figure: 'hook-cps-pinned', value: pinned.value.rps, p50_us: pinned.value.p50_us, p99_us: pinned.value.p99_us, errors: pinned.value.errors, machineBusy: pinned.machineBusy, otherCores: pinned.otherCores });
+      // and right after, with meshlane gone: a baseline adjacent in time, so that the ratio of this pair is
+      // not moved by whatever else the machine did minutes apart
+      await stopAgent();
+      const bare = await withCpu(() => wrk(world.pods.C!, hookUrl, o.cpsConc, o.duration, true, world.report));
+      samples.push({ round, mode, figure: 'hook-cps-unloaded', value: bare.value.rps, p50_us: bare.value.p50_us, p99_us: bare.value.p99_us, errors: bare.value.errors, machineBusy: bare.machineBusy, otherCores: bare.otherCores });
     }
   } finally {
     if (mode.startsWith('meshlane')) await stopAgent();
@@ -629,6 +684,16 @@ function stat(xs: number[]): { med: number; spread: number } | undefined {
   if (xs.length === 0) return undefined;
   const med = median(xs);
   return { med, spread: med === 0 ? 0 : (Math.max(...xs) - Math.min(...xs)) / med };
+}
+
+/** Per round: figure / hook-cps-unloaded of the same mode and round (measured seconds apart). */
+function pairedRatios(mode: Mode, figure: string): number[] {
+  const out: number[] = [];
+  for (const s of samples.filter((x) => x.mode === mode && x.figure === figure)) {
+    const base = samples.find((x) => x.mode === mode && x.round === s.round && x.figure === 'hook-cps-unloaded');
+    if (base && base.value > 0) out.push(s.value / base.value);
+  }
+  return out;
 }
 
 function fmt(n: number, unit: string): string {
@@ -683,16 +748,28 @@ function tables(o: Options): string {
   };
   for (const m of modes) {
     hookRow(m, m.startsWith('meshlane') ? 'yes, agent running' : 'no', pick(m, 'hook-cps'));
-    if (m.startsWith('meshlane')) hookRow(`${m}, agent stopped`, 'programs attached, agent killed', pick(m, 'hook-cps-pinned'));
+    if (m.startsWith('meshlane')) hookRow(`${m}, agent stopped`, 'programs attached, agent stopped', pick(m, 'hook-cps-pinned'));
+  }
+  const paired = modes.filter((m) => m.startsWith('meshlane') && pick(m, 'hook-cps-unloaded').length > 0);
+  if (paired.length > 0) {
+    md += `\nThe same, paired: in each meshlane slot C was measured three times back to back (agent running, then only the programs attached, then meshlane uninstalled); ratios within each slot, median over rounds (min..max):\n\n| mode | agent running / uninstalled | programs only / uninstalled |\n|---|---:|---:|\n`;
+    for (const m of paired) {
+      const r = (f: string): string => {
+        const xs = pairedRatios(m, f);
+        return xs.length ? `${median(xs).toFixed(3)}x (${Math.min(...xs).toFixed(3)}..${Math.max(...xs).toFixed(3)})` : '-';
+      };
+      md += `| ${m} | ${r('hook-cps')} | ${r('hook-cps-pinned')} |\n`;
+    }
   }
 
   // CPU: the agent's own use, and how busy the machine was
-  md += `\nCPU during the measurements (median over all measurements of the mode): the agent process in cores, the whole machine's busy share (${cpus().length} CPUs; includes anything else running on the machine).\n\n| mode | agent CPU (cores) | machine busy |\n|---|---:|---:|\n`;
+  md += `\nCPU during the measurements (median over all measurements of the mode; max in brackets): the agent process in cores; the whole machine's busy share (${cpus().length} CPUs); CPU taken by processes outside the benchmark (other users of the machine; an estimate), in cores.\n\n| mode | agent CPU (cores) | machine busy | others (cores) |\n|---|---:|---:|---:|\n`;
   for (const m of modes) {
     const ss = samples.filter((x) => x.mode === m);
     const ag = ss.filter((x) => x.agentCores !== undefined).map((x) => x.agentCores!);
     const mb = ss.filter((x) => x.machineBusy !== undefined).map((x) => x.machineBusy!);
-    md += `| ${m} | ${ag.length ? median(ag).toFixed(3) : '-'} | ${mb.length ? `${Math.round(median(mb) * 100)}%` : '-'} |\n`;
+    const ot = ss.filter((x) => x.otherCores !== undefined).map((x) => x.otherCores!);
+    md += `| ${m} | ${ag.length ? `${median(ag).toFixed(2)} (${Math.max(...ag).toFixed(2)})` : '-'} | ${mb.length ? `${Math.round(median(mb) * 100)}%` : '-'} | ${ot.length ? `${median(ot).toFixed(2)} (${Math.max(...ot).toFixed(2)})` : '-'} |\n`;
   }
 
   // proof that the traffic went where it should
@@ -724,9 +801,13 @@ function targets(o: Options): string[] {
     const cps = (med(m, 'cps') ?? NaN) / (med('iptables', 'cps') ?? NaN);
     out.push(`${m} new connections/s: ${cps.toFixed(2)}x iptables (target >= 1.20: ${cps >= 1.2 ? 'met' : 'NOT met'})`);
     if (o.modes.includes('none')) {
-      const h = (med(m, 'hook-cps') ?? NaN) / (med('none', 'hook-cps') ?? NaN);
-      const hp = (med(m, 'hook-cps-pinned') ?? NaN) / (med('none', 'hook-cps') ?? NaN);
-      out.push(`${m} non-captured pod: ${h.toFixed(3)}x of no meshlane with the agent running, ${hp.toFixed(3)}x with only the programs attached (target >= 0.970: ${h >= 0.97 ? 'met' : 'NOT met'} / ${hp >= 0.97 ? 'met' : 'NOT met'})`);
+      const pr = (f: string): number => {
+        const xs = pairedRatios(m, f);
+        return xs.length ? median(xs) : (med(m, f) ?? NaN) / (med('none', 'hook-cps') ?? NaN);
+      };
+      const h = pr('hook-cps');
+      const hp = pr('hook-cps-pinned');
+      out.push(`${m} non-captured pod (paired): ${h.toFixed(3)}x of no meshlane with the agent running, ${hp.toFixed(3)}x with only the programs attached (target >= 0.970: ${h >= 0.97 ? 'met' : 'NOT met'} / ${hp >= 0.97 ? 'met' : 'NOT met'})`);
     }
   }
   return out;
@@ -800,6 +881,9 @@ async function main(): Promise<void> {
       // rotate the order so that no mode always runs first (or right after the same neighbour)
       const order = o.modes.map((_m, i) => o.modes[(i + r - 1) % o.modes.length]!);
       for (const mode of order) {
+        const q = await waitQuiet(o.quietWait);
+        if (q.busy) notes.push(`round ${r} ${mode} started on a busy machine (others used >= 0.15 cores after waiting ${Math.round(q.waited)}s)`);
+        else if (q.waited > 1.5) log(`waited ${q.waited.toFixed(0)}s for the machine to be quiet`);
         const t0 = Date.now();
         await measureMode(world, mode, r, o, splice);
         log(`round ${r}/${o.rounds} ${mode}: ${((Date.now() - t0) / 1000).toFixed(1)}s`);
