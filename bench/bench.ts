@@ -37,7 +37,11 @@ import { applyIstioRules } from '../test/oracle/apply.js';
 // ---- options ------------------------------------------------------------------------------------------
 
 const MODES = ['none', 'iptables', 'meshlane', 'meshlane-splice'] as const;
-type Mode = (typeof MODES)[number];
+/** Not in the default run: meshlane with the agent stopped once capture is set up (programs and maps stay
+ * pinned), to tell the cost of the data path from the CPU the agent process takes. */
+const EXTRA_MODES = ['meshlane-pinned', 'meshlane-splice-pinned'] as const;
+type Mode = (typeof MODES)[number] | (typeof EXTRA_MODES)[number];
+const ALL_MODES: readonly string[] = [...MODES, ...EXTRA_MODES];
 
 const HELP = `usage: node dist/bench/bench.js [options]   (or: bash bench/run.sh [options])
   --quick              one round, 2 s per figure, concurrency 16 only (about a minute)
@@ -47,7 +51,8 @@ const HELP = `usage: node dist/bench/bench.js [options]   (or: bash bench/run.sh
   --cps-conc N         connections in flight for the new-connections figures (default 16)
   --quiet-wait S       before each mode's slot, wait up to S seconds for other load on the machine to
                        stop (default 30; 0 = do not wait)
-  --modes LIST         subset of ${MODES.join(',')} (default: all)
+  --modes LIST         which of ${ALL_MODES.join(',')}
+                       (default: ${MODES.join(',')}; the -pinned ones stop the agent once capture is set up)
   --meshlane DIR       benchmark the meshlane build in DIR (a built checkout; default: this tree)
   --json FILE          also write every raw measurement as JSON
   --markdown FILE      also write the result tables as Markdown
@@ -97,7 +102,7 @@ function parseOptions(argv: string[]): Options {
   const quick = values.quick === true;
   const conc = (values.conc ?? (quick ? '16' : '1,16,64')).split(',').map((c) => int(c, 0, 'conc', 1, 1000));
   const modes = (values.modes ?? MODES.join(',')).split(',').map((m) => {
-    if (!(MODES as readonly string[]).includes(m)) fail(`--modes: unknown mode '${m}' (${MODES.join(', ')})`);
+    if (!ALL_MODES.includes(m)) fail(`--modes: unknown mode '${m}' (${ALL_MODES.join(', ')})`);
     return m as Mode;
   });
   return {
@@ -618,8 +623,12 @@ async function measureMode(world: World, mode: Mode, round: number, o: Options, 
   const from = world.pods[client]!;
   const target = world.pods[server]!.ipv4;
   const url = `http://${target}:${HTTP_PORT}/`;
-  if (mode === 'meshlane') await startAgentRetry(world, splice.off);
-  if (mode === 'meshlane-splice') await startAgentRetry(world, splice.on);
+  const meshMode = mode.startsWith('meshlane');
+  const pinnedMode = mode.endsWith('-pinned');
+  if (meshMode) {
+    await startAgentRetry(world, mode.startsWith('meshlane-splice') ? splice.on : splice.off);
+    if (pinnedMode) await killAgentKeepPins();
+  }
   try {
     const hold = Number(process.env.BENCH_DEBUG_HOLD ?? 0);
     if (hold > 0) {
@@ -649,13 +658,15 @@ async function measureMode(world: World, mode: Mode, round: number, o: Options, 
     const hookUrl = `http://${SRV_V4}:${HTTP_PORT}/`;
     const hook = await withCpu(() => wrk(world.pods.C!, hookUrl, o.cpsConc, o.duration, true, world.report));
     samples.push({ round, mode, figure: 'hook-cps', value: hook.value.rps, p50_us: hook.value.p50_us, p99_us: hook.value.p99_us, errors: hook.value.errors, agentCores: hook.agentCores, machineBusy: hook.machineBusy, otherCores: hook.otherCores });
-    if (mode.startsWith('meshlane')) {
+    if (meshMode) {
       (counters[mode] ??= []).push(meshlaneCounters());
-      // the same with the agent stopped: its programs stay attached (pinned links), so this separates the
-      // cost of the BPF hooks from the CPU the agent process takes from a 2-core machine
-      await killAgentKeepPins();
-      const pinned = await withCpu(() => wrk(world.pods.C!, hookUrl, o.cpsConc, o.duration, true, world.report));
-      samples.push({ round, mode, figure: 'hook-cps-pinned', value: pinned.value.rps, p50_us: pinned.value.p50_us, p99_us: pinned.value.p99_us, errors: pinned.value.errors, machineBusy: pinned.machineBusy, otherCores: pinned.otherCores });
+      if (!pinnedMode) {
+        // the same with the agent stopped: its programs stay attached (pinned links), so this separates the
+        // cost of the BPF hooks from the CPU the agent process takes from a 2-core machine
+        await killAgentKeepPins();
+        const pinned = await withCpu(() => wrk(world.pods.C!, hookUrl, o.cpsConc, o.duration, true, world.report));
+        samples.push({ round, mode, figure: 'hook-cps-pinned', value: pinned.value.rps, p50_us: pinned.value.p50_us, p99_us: pinned.value.p99_us, errors: pinned.value.errors, machineBusy: pinned.machineBusy, otherCores: pinned.otherCores });
+      }
       // and right after, with meshlane gone: a baseline adjacent in time, so that the ratio of this pair is
       // not moved by whatever else the machine did minutes apart
       await stopAgent();
@@ -663,7 +674,7 @@ async function measureMode(world: World, mode: Mode, round: number, o: Options, 
       samples.push({ round, mode, figure: 'hook-cps-unloaded', value: bare.value.rps, p50_us: bare.value.p50_us, p99_us: bare.value.p99_us, errors: bare.value.errors, machineBusy: bare.machineBusy, otherCores: bare.otherCores });
     }
   } finally {
-    if (mode.startsWith('meshlane')) await stopAgent();
+    if (meshMode) await stopAgent();
   }
 }
 
@@ -747,8 +758,8 @@ function tables(o: Options): string {
     md += `| ${label} | ${loaded} | ${fmt(s.med, 'conn/s')} ±${Math.round((s.spread * 100) / 2)}% | ${hookBase ? `${(s.med / hookBase).toFixed(3)}x` : '-'} |\n`;
   };
   for (const m of modes) {
-    hookRow(m, m.startsWith('meshlane') ? 'yes, agent running' : 'no', pick(m, 'hook-cps'));
-    if (m.startsWith('meshlane')) hookRow(`${m}, agent stopped`, 'programs attached, agent stopped', pick(m, 'hook-cps-pinned'));
+    hookRow(m, !m.startsWith('meshlane') ? 'no' : m.endsWith('-pinned') ? 'programs attached, agent stopped' : 'yes, agent running', pick(m, 'hook-cps'));
+    if (m.startsWith('meshlane') && !m.endsWith('-pinned')) hookRow(`${m}, agent stopped`, 'programs attached, agent stopped', pick(m, 'hook-cps-pinned'));
   }
   const paired = modes.filter((m) => m.startsWith('meshlane') && pick(m, 'hook-cps-unloaded').length > 0);
   if (paired.length > 0) {
@@ -758,7 +769,7 @@ function tables(o: Options): string {
         const xs = pairedRatios(m, f);
         return xs.length ? `${median(xs).toFixed(3)}x (${Math.min(...xs).toFixed(3)}..${Math.max(...xs).toFixed(3)})` : '-';
       };
-      md += `| ${m} | ${r('hook-cps')} | ${r('hook-cps-pinned')} |\n`;
+      md += m.endsWith('-pinned') ? `| ${m} | - | ${r('hook-cps')} |\n` : `| ${m} | ${r('hook-cps')} | ${r('hook-cps-pinned')} |\n`;
     }
   }
 
@@ -806,7 +817,7 @@ function targets(o: Options): string[] {
         return xs.length ? median(xs) : (med(m, f) ?? NaN) / (med('none', 'hook-cps') ?? NaN);
       };
       const h = pr('hook-cps');
-      const hp = pr('hook-cps-pinned');
+      const hp = m.endsWith('-pinned') ? h : pr('hook-cps-pinned');
       out.push(`${m} non-captured pod (paired): ${h.toFixed(3)}x of no meshlane with the agent running, ${hp.toFixed(3)}x with only the programs attached (target >= 0.970: ${h >= 0.97 ? 'met' : 'NOT met'} / ${hp >= 0.97 ? 'met' : 'NOT met'})`);
     }
   }
