@@ -13,8 +13,10 @@
  *  - cgroup/recvmsg4, recvmsg6: a datagram arriving on such a socket from the
  *    proxy's 127.0.0.1 / ::1 :dns_port is reported as coming from the server the
  *    app asked (conntrack's reverse NAT under iptables).
- *  - cgroup/getpeername4, getpeername6: a connected DNS socket (UDP or TCP)
- *    reports the server as its peer, not the proxy.
+ *  - cgroup/getpeername4, getpeername6: a socket redirected to the proxy (TCP
+ *    outbound, the hairpin to 15006, DNS over UDP or TCP) reports the address
+ *    the app dialled as its peer, not the proxy (conntrack does this under
+ *    iptables).
  *
  * v4-mapped destinations on v6 sockets follow the IPv4 rules. One original per
  * socket: a socket that queries several servers at once sees every reply as
@@ -127,9 +129,26 @@ int meshlane_sendmsg6(struct bpf_sock_addr *ctx)
 	return ALLOW;
 }
 
-/* The original of a socket redirected to the DNS port, if the address the
- * kernel reports (the datagram's source, or the socket's peer) is the proxy. */
-static __always_inline struct sock_state *dns_state(struct bpf_sock_addr *ctx)
+/* The proxy port a capture of `kind` went to. */
+static __always_inline __u16 redirect_port(const struct pod_config *pod, __u32 kind)
+{
+	switch (kind) {
+	case CAPTURE_OUTBOUND:
+		return pod->outbound_port;
+	case CAPTURE_INBOUND:
+		return pod->inbound_port;
+	case CAPTURE_DNS:
+		return pod->dns_port;
+	}
+	return 0;
+}
+
+/* The original of a redirected socket, if the address the kernel reports (a
+ * datagram's source, or the socket's peer) is the proxy it was redirected to.
+ * dns_only: datagrams (recvmsg) come back only from the DNS proxy; a connected
+ * socket's peer (getpeername) is restored for every capture, as conntrack's
+ * reverse NAT does under iptables. */
+static __always_inline struct sock_state *redirected_state(struct bpf_sock_addr *ctx, int dns_only)
 {
 	struct pod_config *pod;
 	struct sock_state *st;
@@ -137,21 +156,21 @@ static __always_inline struct sock_state *dns_state(struct bpf_sock_addr *ctx)
 	if (!ctx->sk)
 		return NULL;
 	st = bpf_sk_storage_get(&sock_state, ctx->sk, 0, 0);
-	if (!st || st->role != ROLE_APP || st->orig.kind != CAPTURE_DNS)
+	if (!st || st->role != ROLE_APP || (dns_only && st->orig.kind != CAPTURE_DNS))
 		return NULL;
 	pod = pod_of(ctx);
-	if (!pod || ctx->user_port != bpf_htons(pod->dns_port))
+	if (!pod || ctx->user_port != bpf_htons(redirect_port(pod, st->orig.kind)))
 		return NULL;
 	return st;
 }
 
-static __always_inline int restore4(struct bpf_sock_addr *ctx)
+static __always_inline int restore4(struct bpf_sock_addr *ctx, int dns_only)
 {
 	struct sock_state *st;
 
 	if (ctx->user_ip4 != bpf_htonl(IP4_LOOPBACK1))
 		return ALLOW;
-	st = dns_state(ctx);
+	st = redirected_state(ctx, dns_only);
 	if (!st || st->orig.family != ML_AF_INET)
 		return ALLOW;
 	ctx->user_ip4 = *(__be32 *)st->orig.addr;
@@ -159,7 +178,7 @@ static __always_inline int restore4(struct bpf_sock_addr *ctx)
 	return ALLOW;
 }
 
-static __always_inline int restore6(struct bpf_sock_addr *ctx)
+static __always_inline int restore6(struct bpf_sock_addr *ctx, int dns_only)
 {
 	struct sock_state *st;
 	__u32 a[4];
@@ -172,7 +191,7 @@ static __always_inline int restore6(struct bpf_sock_addr *ctx)
 	mapped = ip6_is_v4mapped(a);
 	if (mapped ? a[3] != bpf_htonl(IP4_LOOPBACK1) : !ip6_is_low(a, IP6_LOOPBACK_LOW))
 		return ALLOW;
-	st = dns_state(ctx);
+	st = redirected_state(ctx, dns_only);
 	if (!st)
 		return ALLOW;
 	if (mapped && st->orig.family == ML_AF_INET) {
@@ -194,25 +213,25 @@ static __always_inline int restore6(struct bpf_sock_addr *ctx)
 SEC("cgroup/recvmsg4")
 int meshlane_recvmsg4(struct bpf_sock_addr *ctx)
 {
-	return restore4(ctx);
+	return restore4(ctx, 1);
 }
 
 SEC("cgroup/recvmsg6")
 int meshlane_recvmsg6(struct bpf_sock_addr *ctx)
 {
-	return restore6(ctx);
+	return restore6(ctx, 1);
 }
 
 SEC("cgroup/getpeername4")
 int meshlane_getpeername4(struct bpf_sock_addr *ctx)
 {
-	return restore4(ctx);
+	return restore4(ctx, 0);
 }
 
 SEC("cgroup/getpeername6")
 int meshlane_getpeername6(struct bpf_sock_addr *ctx)
 {
-	return restore6(ctx);
+	return restore6(ctx, 0);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -212,7 +212,8 @@ function runConnect(values: { to?: string; from?: string; timeout?: string; send
     } catch {
       /* raw text */
     }
-    finish({ ok: true, reply, local });
+    // what the app sees as its peer (getpeername): the address it dialled, even when captured
+    finish({ ok: true, reply, local, remote: hostPort(sock.remoteAddress, sock.remotePort) });
   };
   sock.on('data', (d: Buffer) => {
     chunks.push(d);
@@ -227,7 +228,8 @@ function runConnect(values: { to?: string; from?: string; timeout?: string; send
     } catch {
       /* raw text */
     }
-    finish({ ok: true, reply, local });
+    // what the app sees as its peer (getpeername): the address it dialled, even when captured
+    finish({ ok: true, reply, local, remote: hostPort(sock.remoteAddress, sock.remotePort) });
   });
   sock.on('error', (e: NodeJS.ErrnoException) => finish({ ok: false, error: e.code ?? e.message }));
 }

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import type { SandboxPod } from '../../src/sandbox/sandbox.js';
+import { staticPrograms } from '../../src/dataplane/programs.js';
 import {
   APP, POD_UID, SVC_V4, ENDPOINT,
   makeTopology, destroyTopology, namespaceObject, podObject, runCase, startAgent, stopAgent, cleanupAgent, waitFor,
@@ -17,8 +18,8 @@ import {
 
 const OTHER_UID = '0a7e2b44-51f3-4c2e-8d1a-7b6c5d4e3f21';
 const LATE_UID = '9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a';
-const captured = /^proxy-outbound:15001 peer=10\.244\.0\.10 orig=10\.96\.0\.10:80$/;
-const direct = /^svc:80 peer=10\.244\.0\.10$/;
+const captured = /^proxy-outbound:15001 peer=10\.244\.0\.10 orig=10\.96\.0\.10:80 app-sees=10\.96\.0\.10:80$/;
+const direct = /^svc:80 peer=10\.244\.0\.10 app-sees=10\.96\.0\.10:80$/;
 
 const demoNs = (labels: Record<string, string> = { 'istio-injection': 'enabled' }) => namespaceObject('demo', labels);
 const legacyNs = namespaceObject('legacy', {});
@@ -53,7 +54,7 @@ test('a pod of a captured namespace is captured', async () => {
 });
 
 test('a pod in a namespace without istio-injection is untouched', async () => {
-  assert.match(await vip(other), /^svc:80 peer=10\.244\.0\.20$/);
+  assert.match(await vip(other), /^svc:80 peer=10\.244\.0\.20 app-sees=10\.96\.0\.10:80$/);
   const skipped = agent!.status()!.skipped.find((s) => s.ref.uid === OTHER_UID);
   assert.ok(skipped, 'the pod is listed as not captured');
   assert.match(skipped.reason, /legacy/);
@@ -123,7 +124,7 @@ test('a pod whose cgroup and processes appear later is picked up when they do', 
   // captured, and it has no proxy: refused (never a bypass)
   assert.equal(await vip(pod), 'error ECONNREFUSED');
   await apply([demoNs(), legacyNs, podObject(), otherPod], LATE_UID, 'absent');
-  assert.match(await vip(pod), /^svc:80 peer=10\.244\.0\.30$/, 'deleted from the file: no longer captured');
+  assert.match(await vip(pod), /^svc:80 peer=10\.244\.0\.30 app-sees=10\.96\.0\.10:80$/, 'deleted from the file: no longer captured');
 });
 
 test('SIGKILL leaves capture in place; a restart adopts the pins and drops what vanished meanwhile', async () => {
@@ -150,13 +151,12 @@ test('SIGKILL leaves capture in place; a restart adopts the pins and drops what 
   assert.ok(ports.every((p) => p.pod === 'demo/client'), `no entries left of the vanished pod: ${JSON.stringify(ports)}`);
   assert.deepEqual((d.maps.pod_info as Array<{ name: string }>).map((i) => i.name), ['client']);
   const cookie = podState(POD_UID)!.netnsCookie!;
-  assert.deepEqual(
-    d.links.filter((l) => !l.startsWith('netns/')).sort(),
-    ['meshlane_connect4', 'meshlane_connect6', 'meshlane_getsockopt', 'meshlane_sockops'],
-  );
+  const cgroupPrograms = staticPrograms().filter((p) => p.attach.kind === 'cgroup').map((p) => p.name);
+  assert.ok(cgroupPrograms.includes('meshlane_connect4'));
+  assert.deepEqual(d.links.filter((l) => !l.startsWith('netns/')).sort(), [...cgroupPrograms].sort(), 'one pinned link per cgroup program');
   assert.deepEqual(d.links.filter((l) => l.startsWith('netns/')), [`netns/meshlane_sk_lookup/${cookie}`], 'one netns link, for the pod that stays');
   const attached = execFileSync('bpftool', ['cgroup', 'show', topo.sb.cgroupRoot], { encoding: 'utf8' });
-  assert.equal(attached.split('\n').filter((l) => /meshlane_/.test(l)).length, 4, `one link per program, no duplicates:\n${attached}`);
+  assert.equal(attached.split('\n').filter((l) => /meshlane_/.test(l)).length, cgroupPrograms.length, `one link per program, no duplicates:\n${attached}`);
 
   const s = await session;
   assert.equal(s.ok, true, `a connection broke across the restart: ${JSON.stringify(s)}`);

@@ -227,22 +227,26 @@ const oracle = new Map<string, Map<string, string>>();
 
 test('oracle: DNS cases under the iptables rules of istio-iptables', async () => {
   topo = await makeDnsTopology('mldo');
-  for (const v of VARIANTS) {
-    assert.deepEqual(parseCaptureSettings(podObject(v.pod) as PodLike).errors, [], `${v.name}: the variant's annotations are valid`);
-    await applyIstioRules(topo.pod.netns, istioIptablesRules(settingsOf(v), { ...DNS_SERVERS, rawTable: true }), { addIPv6PassthroughAddress: false });
-    try {
-      oracle.set(v.name, await runDnsCases(topo, v.cases));
-    } finally {
-      await flushIstioRules(topo.pod.netns);
+  // the oracle's sandbox goes whatever happens here: the next test makes its own
+  try {
+    for (const v of VARIANTS) {
+      assert.deepEqual(parseCaptureSettings(podObject(v.pod) as PodLike).errors, [], `${v.name}: the variant's annotations are valid`);
+      await applyIstioRules(topo.pod.netns, istioIptablesRules(settingsOf(v), { ...DNS_SERVERS, rawTable: true }), { addIPv6PassthroughAddress: false });
+      try {
+        oracle.set(v.name, await runDnsCases(topo, v.cases));
+      } finally {
+        await flushIstioRules(topo.pod.netns);
+      }
     }
+    // sanity: the rules really redirected, and the reply came back un-NATed
+    const on = oracle.get(VARIANTS[0]!.name)!;
+    assert.equal(on.get('app -> server :53/udp'), `proxy-dns:15053 from=${SVC_V4}:53 sender=${POD_V4}`);
+    assert.match(on.get('app -> server :53/tcp')!, /^proxy-dns:15053 peer=10\.244\.0\.10 orig=10\.96\.0\.10:53 app-sees=10\.96\.0\.10:53$/);
+    assert.equal(oracle.get('DNS off')!.get('app -> server :53/udp'), `svc:53 from=${SVC_V4}:53 sender=${POD_V4}`);
+  } finally {
+    await destroyTopology(topo);
+    topo = undefined;
   }
-  // sanity: the rules really redirected, and the reply came back un-NATed
-  const on = oracle.get(VARIANTS[0]!.name)!;
-  assert.equal(on.get('app -> server :53/udp'), `proxy-dns:15053 from=${SVC_V4}:53 sender=${POD_V4}`);
-  assert.match(on.get('app -> server :53/tcp')!, /^proxy-dns:15053 peer=10\.244\.0\.10 orig=10\.96\.0\.10:53$/);
-  assert.equal(oracle.get('DNS off')!.get('app -> server :53/udp'), `svc:53 from=${SVC_V4}:53 sender=${POD_V4}`);
-  await destroyTopology(topo);
-  topo = undefined;
 });
 
 test('meshlane: the same DNS cases decide the same', async (t) => {

@@ -257,7 +257,7 @@ const plain = (a: string | undefined): string => a ?? '';
 /** What a connection hit, as a comparable string: the listener, the peer the listener saw, and for a
  * proxy listener the original destination it read with SO_ORIGINAL_DST. */
 export function outcomeOf(json: string): string {
-  let r: { ok: boolean; error?: string; reply?: { tag: string; listen?: number; port: number; peer: string; orig?: { address?: string; port?: number; error?: string } } };
+  let r: { ok: boolean; error?: string; remote?: string; reply?: { tag: string; listen?: number; port: number; peer: string; orig?: { address?: string; port?: number; error?: string } } };
   try {
     r = JSON.parse(json);
   } catch {
@@ -272,6 +272,7 @@ export function outcomeOf(json: string): string {
   if (rep.tag.startsWith('proxy-') && rep.tag !== 'proxy-status') {
     s += ` orig=${rep.orig?.address ? `${plain(rep.orig.address)}:${rep.orig.port}` : rep.orig?.error}`;
   }
+  if (r.remote) s += ` app-sees=${r.remote}`;
   return s;
 }
 
