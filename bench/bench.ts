@@ -818,7 +818,8 @@ function targets(o: Options): string[] {
       };
       const h = pr('hook-cps');
       const hp = m.endsWith('-pinned') ? h : pr('hook-cps-pinned');
-      out.push(`${m} non-captured pod (paired): ${h.toFixed(3)}x of no meshlane with the agent running, ${hp.toFixed(3)}x with only the programs attached (target >= 0.970: ${h >= 0.97 ? 'met' : 'NOT met'} / ${hp >= 0.97 ? 'met' : 'NOT met'})`);
+      if (m.endsWith('-pinned')) out.push(`${m} non-captured pod (paired): ${hp.toFixed(3)}x of no meshlane, programs attached, agent stopped (target >= 0.970: ${hp >= 0.97 ? 'met' : 'NOT met'})`);
+      else out.push(`${m} non-captured pod (paired): ${h.toFixed(3)}x of no meshlane with the agent running, ${hp.toFixed(3)}x with only the programs attached (target >= 0.970: ${h >= 0.97 ? 'met' : 'NOT met'} / ${hp >= 0.97 ? 'met' : 'NOT met'})`);
     }
   }
   return out;
