@@ -35,23 +35,6 @@ static __always_inline __u16 remote_port(const struct bpf_sock_ops *skops)
 	return rp > PORT_MAX ? (__u16)bpf_ntohl(rp) : bpf_ntohs((__u16)rp);
 }
 
-static __always_inline void addr_of(__u8 *out, __u32 family, __u32 ip4, const __u32 *ip6)
-{
-	__u32 *w = (__u32 *)out;
-
-	if (family == ML_AF_INET) {
-		w[0] = 0;
-		w[1] = 0;
-		w[2] = bpf_htonl(0x0000ffff);
-		w[3] = ip4;
-	} else {
-		w[0] = ip6[0];
-		w[1] = ip6[1];
-		w[2] = ip6[2];
-		w[3] = ip6[3];
-	}
-}
-
 /* The key as the connecting side sees it: src = local, dst = remote. */
 static __always_inline void key_active(struct bpf_sock_ops *skops, struct tuple_key *k)
 {
@@ -61,8 +44,8 @@ static __always_inline void key_active(struct bpf_sock_ops *skops, struct tuple_
 			skops->remote_ip6[3] };
 
 	k->netns_cookie = bpf_get_netns_cookie(skops);
-	addr_of(k->src, skops->family, skops->local_ip4, l6);
-	addr_of(k->dst, skops->family, skops->remote_ip4, r6);
+	addr16(k->src, skops->family, skops->local_ip4, l6);
+	addr16(k->dst, skops->family, skops->remote_ip4, r6);
 	k->src_port = (__u16)skops->local_port;
 	k->dst_port = remote_port(skops);
 	k->pad = 0;
@@ -77,8 +60,8 @@ static __always_inline void key_passive(struct bpf_sock_ops *skops, struct tuple
 			skops->remote_ip6[3] };
 
 	k->netns_cookie = bpf_get_netns_cookie(skops);
-	addr_of(k->src, skops->family, skops->remote_ip4, r6);
-	addr_of(k->dst, skops->family, skops->local_ip4, l6);
+	addr16(k->src, skops->family, skops->remote_ip4, r6);
+	addr16(k->dst, skops->family, skops->local_ip4, l6);
 	k->src_port = remote_port(skops);
 	k->dst_port = (__u16)skops->local_port;
 	k->pad = 0;
@@ -278,8 +261,8 @@ static __always_inline void on_established_splice(struct bpf_sock_ops *skops)
 				CTX(skops->remote_ip6[3]) };
 		__u32 family = CTX(skops->family);
 
-		splice_addr(k.local, family, CTX(skops->local_ip4), l6);
-		splice_addr(k.remote, family, CTX(skops->remote_ip4), r6);
+		addr16(k.local, family, CTX(skops->local_ip4), l6);
+		addr16(k.remote, family, CTX(skops->remote_ip4), r6);
 	}
 	if (!splice_peer_local(&k))
 		return;

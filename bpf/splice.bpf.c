@@ -59,8 +59,8 @@ static __always_inline void peer_key(struct sk_msg_md *msg, struct pair_key *p)
 	__u32 r6[4] = { CTX(msg->remote_ip6[0]), CTX(msg->remote_ip6[1]), CTX(msg->remote_ip6[2]), CTX(msg->remote_ip6[3]) };
 	__u32 family = CTX(msg->family);
 
-	splice_addr(p->local, family, CTX(msg->remote_ip4), r6);
-	splice_addr(p->remote, family, CTX(msg->local_ip4), l6);
+	addr16(p->local, family, CTX(msg->remote_ip4), r6);
+	addr16(p->remote, family, CTX(msg->local_ip4), l6);
 	p->local_port = msg_remote_port(msg);
 	p->remote_port = (__u16)CTX(msg->local_port);
 	p->pad = 0;

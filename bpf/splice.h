@@ -14,30 +14,11 @@
 #include <linux/types.h>
 #include <bpf/bpf_endian.h>
 #include "meshlane.h"
+#include "addr.h"
 
 /* One 4-byte context load per field: clang would merge neighbouring fields into
  * an 8-byte context load, which the verifier refuses. */
 #define CTX(field) (*(volatile __u32 *)&(field))
-
-/* 16-byte address (v6 or v4-mapped) from a hook's family / ip4 / ip6 fields. The
- * ip6 words are copied out of the context by the caller first: the verifier
- * refuses a context load through a pointer the compiler has moved. */
-static __always_inline void splice_addr(__u8 *out, __u32 family, __u32 ip4, const __u32 *ip6)
-{
-	__u32 *w = (__u32 *)out;
-
-	if (family == ML_AF_INET) {
-		w[0] = 0;
-		w[1] = 0;
-		w[2] = bpf_htonl(0x0000ffff);
-		w[3] = ip4;
-	} else {
-		w[0] = ip6[0];
-		w[1] = ip6[1];
-		w[2] = ip6[2];
-		w[3] = ip6[3];
-	}
-}
 
 static __always_inline int splice_is_v4(const __u8 *addr)
 {
