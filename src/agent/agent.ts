@@ -34,6 +34,8 @@ export interface AgentOptions {
   splice?: boolean;
 }
 
+const ADOPT_RETRY_MS = 1000;
+
 interface Snapshot {
   namespaces: unknown[];
   pods: unknown[];
@@ -51,6 +53,7 @@ export class Agent extends EventEmitter {
   private lastStatus = '';
   private loggedErrors = new Map<string, string>();
   private stopped = false;
+  private readonly adoptTried = new Map<bigint, number>();
   private rejectStart?: (e: Error) => void;
   private cgroupRoot = '';
 
@@ -178,7 +181,13 @@ export class Agent extends EventEmitter {
       writes = r.writes;
       for (const p of pods) if (p.netnsCookie) p.podId = r.ids.get(BigInt(p.netnsCookie));
       this.reconcileNetnsLinks(nsPaths);
+      const now = Date.now();
+      const live = new Set(adoptable.map((a) => a.cookie));
+      for (const c of this.adoptTried.keys()) if (!live.has(c)) this.adoptTried.delete(c);
       for (const a of adoptable) {
+        // a pod whose proxy is not listening yet is looked at again at most once a second
+        if ((this.adoptTried.get(a.cookie) ?? 0) > now - ADOPT_RETRY_MS) continue;
+        this.adoptTried.set(a.cookie, now);
         for (const l of adoptListeners(this.dataplane.maps.listeners, a.cookie, pidsUnder(a.cgroup), [a.port])) {
           log.info({ pod: a.pod, port: l.port, family: l.family === AF_INET ? 4 : 6 }, 'adopted a proxy listener that predates meshlane');
         }

@@ -69,7 +69,13 @@ export function adoptListeners(map: TypedMap<ListenerKey, bigint>, cookie: bigin
   const first = pids[0];
   if (first === undefined) return [];
   const adopted: Listening[] = [];
-  for (const l of listeningSockets(first, ports)) {
+  // Reading /proc/<pid>/net/tcp walks every TCP socket of the node: only when a port has no
+  // registered listener of either family (the normal case is a registered one, from sockops).
+  const registered = (port: number): boolean =>
+    [AF_INET, AF_INET6].some((family) => map.get({ netns_cookie: cookie, port, family, pad: 0 }) !== null);
+  const missing = ports.filter((p) => !registered(p));
+  if (missing.length === 0) return [];
+  for (const l of listeningSockets(first, missing)) {
     const key: ListenerKey = { netns_cookie: cookie, port: l.port, family: l.family, pad: 0 };
     if (map.get(key) !== null) continue;
     const h = holder(pids, l.inode);
