@@ -377,8 +377,9 @@ interface SpliceFlags {
 /** How this build of the agent switches splicing, from `meshlane agent --help`. */
 function spliceFlags(): SpliceFlags {
   const help = meshlane(['agent', '--help']).stdout;
-  if (help.includes('--no-splice')) return { off: ['--no-splice'], on: [] };
-  if (/--splice\b/.test(help)) return { off: [], on: ['--splice'] };
+  const hasOn = /(^|\s)--splice\b/m.test(help);
+  const hasOff = help.includes('--no-splice');
+  if (hasOn || hasOff) return { off: hasOff ? ['--no-splice'] : [], on: hasOn ? ['--splice'] : [] };
   return { off: [], on: [], note: '`meshlane agent` has no splice switch in this build: both meshlane modes ran the default agent' };
 }
 

@@ -30,7 +30,8 @@ export interface AgentOptions {
   log: Logger;
   /** how often to re-check pods whose netns is not known yet, and the maps (ms) */
   resyncMs?: number;
-  /** splice same-node socket pairs with sk_msg (default true); written to global[0] at start */
+  /** splice same-node socket pairs with sk_msg (default false: no per-socket backpressure, see
+   * README); written to global[0] at start */
   splice?: boolean;
 }
 
@@ -88,10 +89,10 @@ export class Agent extends EventEmitter {
   /** Node-wide switches (global[0]), before the programs go live; other bits are kept. */
   private writeGlobalFlags(dataplane: Dataplane): void {
     const cur = (dataplane.maps.global.get(0) as { flags: number } | null)?.flags ?? 0;
-    const splice = this.opts.splice ?? true;
+    const splice = this.opts.splice ?? false;
     const flags = splice ? cur | GlobalFlags.SPLICE : cur & ~GlobalFlags.SPLICE;
     dataplane.maps.global.set(0, { flags, pad: 0 });
-    this.opts.log.info({ splice }, splice ? 'splicing same-node connections (sk_msg)' : 'splicing off (--no-splice)');
+    this.opts.log.info({ splice }, splice ? 'splicing same-node connections (sk_msg)' : 'splicing off (the default; --splice turns it on)');
   }
 
   private firstSnapshot(): Promise<Snapshot> {

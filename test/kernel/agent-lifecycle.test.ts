@@ -53,6 +53,10 @@ test('a pod of a captured namespace is captured', async () => {
   assert.match(await vip(), captured);
 });
 
+test('splicing is off unless asked for (--splice)', () => {
+  assert.deepEqual(dumpJson(agent!.bpffs).maps.global, [{ flags: [], splice: false }]);
+});
+
 test('a pod in a namespace without istio-injection is untouched', async () => {
   assert.match(await vip(other), /^svc:80 peer=10\.244\.0\.20 app-sees=10\.96\.0\.10:80$/);
   const skipped = agent!.status()!.skipped.find((s) => s.ref.uid === OTHER_UID);

@@ -146,7 +146,7 @@ before(async () => {
   const proxyB = startProxy(podB, true);
   topo.procs.push(proxyB);
   await Promise.all([waitReady(proxyB, 'proxy B'), startServer(podB, 'b', [PORT]), startServer(podB, 'kill', [KILL_PORT]), startServer(topo.svc, 'svc', [PORT])]);
-  agent = await startAgentWith([]);
+  agent = await startAgentWith(['--splice']);
 });
 
 after(async () => {
@@ -258,7 +258,7 @@ test('splice on: the agent SIGKILLed and restarted during transfers loses no byt
   ]);
   await new Promise((r) => setTimeout(r, 300));
   await stopAgent(agent, 'SIGKILL');
-  agent = await startAgentWith([], agent);
+  agent = await startAgentWith(['--splice'], agent);
   for (const [i, r] of (await running).entries()) assertAllOk(r, `transfer ${i} across the restart`);
   const lo0 = await loBytes(topo!.pod);
   assertAllOk(await client(toB, ['--mode', 'sink', '--bytes', String(16 * MiB), '--seed', '64', '--id', 'after-restart']), 'after the restart');

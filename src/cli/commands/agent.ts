@@ -12,9 +12,10 @@ export function agentCommand(): Command {
     .addOption(bpffsOption())
     .addOption(stateDirOption())
     .option('--node-name <name>', 'only pods with this spec.nodeName (default: all pods in the file)')
-    .option('--no-splice', 'do not splice same-node connections of captured pods (sk_msg); they go through TCP/IP')
+    .option('--splice', 'splice same-node connections of captured pods socket to socket (sk_msg); off by default: see README, Same-node splicing')
+    .option('--no-splice', 'do not splice (the default): same-node connections go through TCP/IP')
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
-    .action(async (o: { clusterFile: string; cgroupRoot?: string; bpffs: string; stateDir: string; nodeName?: string; logLevel: string; splice: boolean }) => {
+    .action(async (o: { clusterFile: string; cgroupRoot?: string; bpffs: string; stateDir: string; nodeName?: string; logLevel: string; splice?: boolean }) => {
       requireRoot('meshlane agent');
       const log = makeLogger(o.logLevel);
       const agent = new Agent({
