@@ -14,15 +14,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 2
 fi
 
-missing=()
-for p in haproxy wrk; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "bench: installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bash scripts/apt-ensure.sh bench haproxy wrk
 
 export BENCH_COMMAND="bash bench/run.sh $*"
 bash scripts/setup.sh

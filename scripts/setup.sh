@@ -12,16 +12,8 @@ fi
 
 # build: clang/llvm (BPF), libbpf-dev + libelf/zlib (the addon), bpftool (BTF checks in tests)
 # run/test: iproute2 (netns, veth), iptables (the test oracle), util-linux (setpriv, unshare)
-PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config make g++ python3 bpftool iproute2 iptables util-linux procps)
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "setup: installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bash scripts/apt-ensure.sh setup clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config make g++ python3 \
+  bpftool iproute2 iptables util-linux procps
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: npm ci"
