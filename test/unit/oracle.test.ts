@@ -872,3 +872,9 @@ test('mode NONE writes nothing; TPROXY is not ported', () => {
   assert.deepEqual(istioIptablesRules({ ...defaultSettings(), interceptionMode: 'NONE' }, {}), { v4: '', v6: '' });
   assert.throws(() => istioIptablesRules({ ...defaultSettings(), interceptionMode: 'TPROXY' }, {}), /TPROXY/);
 });
+
+test("the pod model's defaults are the oracle's (Istio's reference invocation), kept apart on purpose", async () => {
+  const { defaultCaptureSettings } = await import('../../src/model/annotations.js');
+  const { defaultSettings } = await import('../oracle/defaults.js');
+  assert.deepEqual(defaultCaptureSettings(), defaultSettings());
+});
