@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 
 import type { CaptureSettings, Cidr } from '../../src/model/types.js';
 import { defaultSettings } from '../oracle/defaults.js';
+import { defaultCaptureSettings } from '../../src/model/annotations.js';
 import { istioIptablesRules, restoreLines, type IstioRulesOptions } from '../oracle/istio-iptables.js';
 
 function cidr(text: string): Cidr {
@@ -873,8 +874,6 @@ test('mode NONE writes nothing; TPROXY is not ported', () => {
   assert.throws(() => istioIptablesRules({ ...defaultSettings(), interceptionMode: 'TPROXY' }, {}), /TPROXY/);
 });
 
-test("the pod model's defaults are the oracle's (Istio's reference invocation), kept apart on purpose", async () => {
-  const { defaultCaptureSettings } = await import('../../src/model/annotations.js');
-  const { defaultSettings } = await import('../oracle/defaults.js');
+test("the pod model's defaults are the oracle's (Istio's reference invocation), kept apart on purpose", () => {
   assert.deepEqual(defaultCaptureSettings(), defaultSettings());
 });
