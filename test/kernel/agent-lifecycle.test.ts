@@ -97,6 +97,7 @@ test('a bad annotation is reported and ignored; the capturing default applies', 
   const st = cli(['status', '--bpffs', agent!.bpffs, '--state-dir', agent!.stateDir]);
   assert.equal(st.code, 0);
   assert.ok(st.stdout.includes(`error: ${want}`), st.stdout);
+  assert.match(st.stdout, /^splicing: off; counters: connect_seen=\d+ captured_outbound=[1-9]\d* /m, 'status shows the switch and the capture counters');
   assert.ok(agent!.log().includes(want), 'the error is in the agent log too');
   await apply([demoNs(), legacyNs, podObject(), otherPod], POD_UID, 'captured');
   await waitFor(() => (podState(POD_UID)?.errors ?? []).length === 0, 10_000, 'the error cleared');

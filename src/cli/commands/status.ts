@@ -1,5 +1,6 @@
 import { Command } from 'commander';
-import { listPins } from '../../dataplane/dataplane.js';
+import { listPins, PinnedMaps } from '../../dataplane/dataplane.js';
+import { GlobalFlags, Stat } from '../../dataplane/layouts.js';
 import { readStatus, statusPath, type AgentStatus } from '../../agent/status.js';
 import { bpffsOption, jsonOption, stateDirOption, toJson } from '../options.js';
 import type { CaptureSettings } from '../../model/types.js';
@@ -29,6 +30,26 @@ export function settingsLine(s: CaptureSettings): string {
     .join(' ');
 }
 
+/** Splicing switch and counters from the pinned maps; undefined when there are none or we may not read them. */
+function dataplaneFacts(bpffs: string, pinned: boolean): { splice: boolean; counters: Record<string, bigint> } | undefined {
+  if (!pinned) return undefined;
+  let maps: PinnedMaps | undefined;
+  try {
+    maps = new PinnedMaps(bpffs);
+    const g = maps.maps.global?.get(0) as { flags: number } | null | undefined;
+    const counters: Record<string, bigint> = {};
+    Stat.forEach((name, i) => {
+      const v = maps!.maps.stats?.get(i) as bigint | null | undefined;
+      if (v !== undefined && v !== null) counters[name] = v;
+    });
+    return { splice: ((g?.flags ?? 0) & GlobalFlags.SPLICE) !== 0, counters };
+  } catch {
+    return undefined; // not root: the agent's status.json is still shown
+  } finally {
+    maps?.close();
+  }
+}
+
 /** The per-pod part of `meshlane status`: captured pods with settings and errors, then the others. */
 export function podStatusLines(st: AgentStatus): string[] {
   const out = [`pods (${st.pods.length}):`];
@@ -55,12 +76,16 @@ export function statusCommand(): Command {
       const st = readStatus(o.stateDir);
       const pins = listPins(o.bpffs);
       const running = st ? alive(st.pid) : false;
+      const dp = dataplaneFacts(o.bpffs, pins.maps.length > 0);
       if (o.json) {
-        process.stdout.write(toJson({ agentRunning: running, pins, status: st ?? null }) + '\n');
+        process.stdout.write(toJson({ agentRunning: running, pins, dataplane: dp ?? null, status: st ?? null }) + '\n');
         return;
       }
       const out: string[] = [];
       out.push(`capture: ${pins.links.length ? `active (${pins.links.length} programs linked under ${o.bpffs})` : `not installed (nothing linked under ${o.bpffs})`}`);
+      if (dp) {
+        out.push(`splicing: ${dp.splice ? 'on' : 'off'}; counters: ${Object.entries(dp.counters).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+      }
       if (!st) {
         out.push(`agent: no status at ${statusPath(o.stateDir)} (the agent has not run with --state-dir ${o.stateDir})`);
       } else {
