@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import type { SandboxPod } from '../../src/sandbox/sandbox.js';
 import { staticPrograms } from '../../src/dataplane/programs.js';
+import { PinnedMaps } from '../../src/dataplane/dataplane.js';
 import {
   APP, POD_UID, SVC_V4, ENDPOINT,
   makeTopology, destroyTopology, namespaceObject, podObject, runCase, startAgent, stopAgent, cleanupAgent, waitFor,
@@ -130,6 +131,26 @@ test('a pod whose cgroup and processes appear later is picked up when they do', 
   assert.equal(await vip(pod), 'error ECONNREFUSED');
   await apply([demoNs(), legacyNs, podObject(), otherPod], LATE_UID, 'absent');
   assert.match(await vip(pod), /^svc:80 peer=10\.244\.0\.30 app-sees=10\.96\.0\.10:80$/, 'deleted from the file: no longer captured');
+});
+
+test('a pods entry removed behind the agent\'s back is repaired within the 10 s resync', async () => {
+  const cookie = BigInt(podState(POD_UID)!.netnsCookie!);
+  const pinned = new PinnedMaps(agent!.bpffs);
+  try {
+    assert.equal(pinned.maps.pods!.delete(cookie), true);
+  } finally {
+    pinned.close();
+  }
+  assert.match(await vip(), direct, 'without its pods entry the pod is not captured');
+  await waitFor(() => {
+    const p = new PinnedMaps(agent!.bpffs);
+    try {
+      return p.maps.pods!.get(cookie) !== null;
+    } finally {
+      p.close();
+    }
+  }, 15_000, 'the agent to restore the pods entry');
+  assert.match(await vip(), captured);
 });
 
 test('SIGKILL leaves capture in place; a restart adopts the pins and drops what vanished meanwhile', async () => {
