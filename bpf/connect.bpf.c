@@ -93,14 +93,19 @@ static __always_inline __u32 stat_of(const struct pod_config *pod, __u16 port)
 	return STAT_CAPTURED_INBOUND;
 }
 
-/* TCP, or UDP (connected DNS, spec 3 step 5); anything else is left alone. */
-static __always_inline int sock_kind(const struct bpf_sock_addr *ctx)
+enum sock_kind {
+	SOCK_OTHER = 0, /* left alone */
+	SOCK_TCP = 1,
+	SOCK_UDP = 2,   /* connected UDP: only DNS is decided (spec 3 step 5) */
+};
+
+static __always_inline enum sock_kind sock_kind(const struct bpf_sock_addr *ctx)
 {
 	if (ctx->type == ML_SOCK_STREAM)
-		return 1;
+		return SOCK_TCP;
 	if (ctx->type == ML_SOCK_DGRAM && ctx->protocol == ML_IPPROTO_UDP)
-		return 2;
-	return 0;
+		return SOCK_UDP;
+	return SOCK_OTHER;
 }
 
 SEC("cgroup/connect4")
@@ -111,13 +116,13 @@ int meshlane_connect4(struct bpf_sock_addr *ctx)
 	struct bpf_sock *sk;
 	__be32 dst, src;
 	__u16 port;
-	int kind;
+	enum sock_kind kind;
 
 	pod = bpf_map_lookup_elem(&pods, &cookie);
 	if (!pod)
 		return ALLOW;
 	kind = sock_kind(ctx);
-	if (!kind)
+	if (kind == SOCK_OTHER)
 		return ALLOW;
 	sk = ctx->sk;
 	if (!sk)
@@ -125,7 +130,7 @@ int meshlane_connect4(struct bpf_sock_addr *ctx)
 	stat_inc(STAT_CONNECT_SEEN);
 	dst = ctx->user_ip4;
 	src = sk->src_ip4;
-	port = decide4(pod, dst, bpf_ntohs((__u16)ctx->user_port), src, kind == 2);
+	port = decide4(pod, dst, bpf_ntohs((__u16)ctx->user_port), src, kind == SOCK_UDP);
 	if (!port) {
 		stat_inc(STAT_BYPASSED);
 		return ALLOW;
@@ -176,13 +181,14 @@ int meshlane_connect6(struct bpf_sock_addr *ctx)
 	struct bpf_sock *sk;
 	__u32 dst[4], src[4];
 	__u16 port, dport;
-	int mapped, kind;
+	enum sock_kind kind;
+	int mapped;
 
 	pod = bpf_map_lookup_elem(&pods, &cookie);
 	if (!pod)
 		return ALLOW;
 	kind = sock_kind(ctx);
-	if (!kind)
+	if (kind == SOCK_OTHER)
 		return ALLOW;
 	sk = ctx->sk;
 	if (!sk)
@@ -200,9 +206,9 @@ int meshlane_connect6(struct bpf_sock_addr *ctx)
 	/* A v4-mapped destination travels as IPv4: the IPv4 rules decide it. */
 	mapped = ip6_is_v4mapped(dst);
 	if (mapped)
-		port = decide4(pod, dst[3], dport, ip6_is_v4mapped(src) ? src[3] : 0, kind == 2);
+		port = decide4(pod, dst[3], dport, ip6_is_v4mapped(src) ? src[3] : 0, kind == SOCK_UDP);
 	else
-		port = decide6(pod, dst, dport, src, kind == 2);
+		port = decide6(pod, dst, dport, src, kind == SOCK_UDP);
 	if (!port) {
 		stat_inc(STAT_BYPASSED);
 		return ALLOW;
