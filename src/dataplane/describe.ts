@@ -1,6 +1,9 @@
 // Decodes every pinned map into plain rows (addresses, ports, pod names where known), for
 // `meshlane dump` and the demo. Reads only; works from the pins with no agent running.
-import { CaptureKind, CidrKind, CIDR_KEY_FIXED_BITS, MAPS, PodFlags, PortKind, SockRole, Stat, type MapName } from './layouts.js';
+import { CaptureKind, CidrKind, CIDR_KEY_FIXED_BITS, MAPS, PodFlags, PortKind, Stat, type MapName } from './layouts.js';
+import { ip4, ipToBytes } from './struct.js';
+
+const AF_INET = 2;
 import type { MapsView } from './dataplane.js';
 import { GlobalFlags, IfaceKind } from './layouts.js';
 
@@ -88,29 +91,13 @@ const hostPort = (a: string, port: number): string => {
   return p.includes(':') ? `[${p}]:${port}` : `${p}:${port}`;
 };
 
+/** orig_dst keeps IPv4 in the first 4 bytes of its 16-byte address field. */
 export function origText(o: { family: number; port: number; addr: string; kind: number }): string {
-  const v4 = o.family === 2;
-  const addr = v4 ? o.addr.replace(/^::ffff:/, '') : `[${o.addr}]`;
-  return `${v4 ? v4From(o.addr) : addr}:${o.port} (${names(CaptureKind, o.kind)})`;
-}
-
-/** orig_dst keeps IPv4 in the first 4 bytes of a 16-byte field. */
-function v4From(ip6text: string): string {
-  const b = Buffer.alloc(16);
-  const groups = expand(ip6text);
-  groups.forEach((g, i) => b.writeUInt16BE(g, 2 * i));
-  return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
-}
-
-function expand(t: string): number[] {
-  const [h = '', r] = t.split('::');
-  const hs = h ? h.split(':') : [];
-  const rs = r ? r.split(':') : [];
-  return [...hs, ...Array(8 - hs.length - rs.length).fill('0'), ...rs].map((x) => parseInt(x, 16));
+  const addr = o.family === AF_INET ? ip4.read(ipToBytes(o.addr, 6), 0) : `[${o.addr}]`;
+  return `${addr}:${o.port} (${names(CaptureKind, o.kind)})`;
 }
 
 export const MAP_TITLES: Record<MapName, string> = Object.fromEntries(
   Object.entries(MAPS).map(([n, d]) => [n, `${n} (${d.what}) [maps/${d.name}_v${d.version}]`]),
 ) as Record<MapName, string>;
 
-export { SockRole };
