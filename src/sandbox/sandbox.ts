@@ -18,6 +18,7 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { cgroup2Mount } from '../util/cgroup.js';
 
 const execFile = promisify(execFileCb);
 
@@ -96,25 +97,6 @@ export interface ExecResult {
   code: number;
 }
 
-/** Where cgroup v2 is mounted (first cgroup2 entry of /proc/self/mountinfo whose root is "/"). */
-export function findCgroup2Mount(mountinfo: string = readFileSync('/proc/self/mountinfo', 'utf8')): string {
-  let fallback: string | undefined;
-  for (const line of mountinfo.split('\n')) {
-    const sep = line.indexOf(' - ');
-    if (sep < 0) continue;
-    const pre = line.slice(0, sep).split(' ');
-    const post = line.slice(sep + 3).split(' ');
-    if (post[0] !== 'cgroup2') continue;
-    const root = pre[3];
-    const mountPoint = pre[4];
-    if (mountPoint === undefined) continue;
-    const unescaped = mountPoint.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
-    if (root === '/') return unescaped;
-    fallback ??= unescaped;
-  }
-  if (fallback !== undefined) return fallback;
-  throw new Error('no cgroup2 filesystem in /proc/self/mountinfo: mount one (mount -t cgroup2 none /sys/fs/cgroup)');
-}
 
 /**
  * Make sure uid/gid 1337 (istio-proxy) and 1000 exist, creating them without a home and with a nologin shell.
@@ -378,7 +360,7 @@ export class Sandbox {
     if (!PREFIX_RE.test(opts.prefix)) {
       throw new Error(`sandbox prefix '${opts.prefix}' must match ${PREFIX_RE} (names must fit in 15 characters)`);
     }
-    const sb = new Sandbox({ prefix: opts.prefix, cgroupDriver: opts.cgroupDriver ?? 'systemd' }, findCgroup2Mount());
+    const sb = new Sandbox({ prefix: opts.prefix, cgroupDriver: opts.cgroupDriver ?? 'systemd' }, cgroup2Mount());
     // Leftovers of an earlier run with the same prefix (crashed, or killed with SIGKILL).
     const leftovers = await sb.teardown();
     if (leftovers.length > 0) console.error(`sandbox ${sb.prefix}: while removing leftovers: ${leftovers.join('; ')}`);

@@ -2,16 +2,24 @@ import { readFileSync, readdirSync, statSync, existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { UserError } from './errors.js';
 
-/** The cgroup2 mount point, from /proc/self/mountinfo (it is /sys/fs/cgroup on most nodes, but not all). */
+/**
+ * The cgroup2 mount point, from /proc/self/mountinfo (it is /sys/fs/cgroup on most nodes, but not all).
+ * Prefers a mount of the hierarchy's root; mountinfo escapes spaces and the like as octal.
+ */
 export function cgroup2Mount(mountinfo = readFileSync('/proc/self/mountinfo', 'utf8')): string {
+  let fallback: string | undefined;
   for (const line of mountinfo.split('\n')) {
-    const [left, right] = line.split(' - ');
-    if (!left || !right) continue;
-    if (right.split(' ')[0] === 'cgroup2') {
-      const mp = left.split(' ')[4];
-      if (mp) return mp.replace(/\\040/g, ' ');
-    }
+    const sep = line.indexOf(' - ');
+    if (sep < 0) continue;
+    const pre = line.slice(0, sep).split(' ');
+    if (line.slice(sep + 3).split(' ')[0] !== 'cgroup2') continue;
+    const mountPoint = pre[4];
+    if (mountPoint === undefined) continue;
+    const unescaped = mountPoint.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
+    if (pre[3] === '/') return unescaped;
+    fallback ??= unescaped;
   }
+  if (fallback !== undefined) return fallback;
   throw new UserError('no cgroup2 filesystem is mounted: mount one (mount -t cgroup2 none /sys/fs/cgroup) or boot with cgroup v2');
 }
 

@@ -4,13 +4,14 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as native from '../../src/native/addon.js';
 import type { NativeError } from '../../src/native/addon.js';
+import { cgroup2Mount } from '../../src/util/cgroup.js';
 
 // uapi numbers used below
 const BPF_MAP_TYPE_HASH = 1;
@@ -113,18 +114,6 @@ function bpffsDir(add: (s: () => void) => void): string {
   mkdirSync(dir);
   add(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
-}
-
-/** The cgroup2 mount point, from /proc/self/mountinfo. */
-function cgroup2Mount(): string {
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const [pre, post] = line.split(' - ');
-    if (post?.split(' ')[0] === 'cgroup2') {
-      const mp = pre!.split(' ')[4]!;
-      return mp.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
-    }
-  }
-  throw new Error('no cgroup2 mount in /proc/self/mountinfo');
 }
 
 /** A child cgroup made by this test (never the root cgroup itself). */

@@ -11,6 +11,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, rmdirSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI } from '../support/harness.js';
+import { cgroup2Mount } from '../../src/util/cgroup.js';
 
 const UNPRIVILEGED = ['setpriv', '--reuid', '1000', '--regid', '1000', '--clear-groups'];
 const TIMEOUT_MS = 12_000;
@@ -20,15 +21,6 @@ let cgroup = '';
 let emptyCluster = '';
 let badYaml = '';
 const strays: number[] = [];
-
-/** The cgroup2 mount point, from /proc/self/mountinfo. */
-function cgroup2Mount(): string {
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const [left, right] = line.split(' - ');
-    if (right?.split(' ')[0] === 'cgroup2') return left!.split(' ')[4]!;
-  }
-  throw new Error('no cgroup2 mount');
-}
 
 const bpffsMounts = (): string[] =>
   readFileSync('/proc/self/mountinfo', 'utf8')

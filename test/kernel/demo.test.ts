@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { Sandbox, findCgroup2Mount } from '../../src/sandbox/sandbox.js';
+import { Sandbox } from '../../src/sandbox/sandbox.js';
+import { cgroup2Mount } from '../../src/util/cgroup.js';
 import { uninstall } from '../../src/dataplane/dataplane.js';
 import { packageRoot } from '../../src/util/paths.js';
 
@@ -63,7 +64,7 @@ function leftovers(): string[] {
     .filter((n) => n.startsWith(PREFIX));
   if (netns.length) out.push(`netns ${netns.join(' ')}`);
   if (existsSync(BPFFS)) out.push(BPFFS);
-  const cg = join(findCgroup2Mount(), PREFIX);
+  const cg = join(cgroup2Mount(), PREFIX);
   if (existsSync(cg)) out.push(cg);
   return out;
 }
