@@ -18,13 +18,13 @@ import type { SandboxMember, SandboxPod } from '../../src/sandbox/sandbox.js';
 import { readStatus } from '../../src/agent/status.js';
 import { uninstall } from '../../src/dataplane/dataplane.js';
 import { packageRoot } from '../../src/util/paths.js';
-import { streamSha, type ClientResult } from '../../src/sandbox/transfer.js';
+import { streamSha, type ClientResult } from '../support/transfer.js';
 import {
   APP, CLI, POD_V4, SVC_V4, clusterList, cleanupAgent, destroyTopology, dumpJson, makeTopology, namespaceObject, podObject,
   startProxy, stopAgent, waitFor, waitReady, type AgentRun, type Topology,
 } from '../support/harness.js';
 
-const TRANSFER = (): string => join(packageRoot(), 'dist', 'src', 'sandbox', 'transfer.js');
+const TRANSFER = (): string => join(packageRoot(), 'dist', 'test', 'support', 'transfer.js');
 const B_UID = '3c1d2e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f';
 const B_V4 = '10.244.0.11';
 const B_V6 = 'fd00:244::11';
