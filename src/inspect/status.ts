@@ -1,0 +1,91 @@
+// `meshlane status` as text: what the agent last published (status.json) plus what the pins say. Shared by
+// the CLI and the demo.
+import { PinnedMaps } from '../dataplane/dataplane.js';
+import { GlobalFlags, Stat } from '../dataplane/layouts.js';
+import { statusPath, type AgentStatus } from '../agent/status.js';
+import type { CaptureSettings } from '../model/types.js';
+
+export function settingsLine(s: CaptureSettings): string {
+  const cidrs = (l: { addr: string; prefix: number }[]): string => l.map((c) => `${c.addr}/${c.prefix}`).join(',');
+  const inbound = s.inboundPorts.mode === 'all' ? `* except ${s.inboundPorts.exclude.join(',')}` : s.inboundPorts.include.join(',') || '(none)';
+  return [
+    `out=${s.outboundPort} in=${s.inboundPort} uids=${s.proxyUids.join(',')} gids=${s.proxyGids.join(',')}`,
+    `include-out=${s.outboundInclude.all ? '*' : cidrs(s.outboundInclude.cidrs) || '(none)'}`,
+    s.outboundExclude.length ? `exclude-out=${cidrs(s.outboundExclude)}` : '',
+    s.includeOutboundPorts.length ? `include-out-ports=${s.includeOutboundPorts.join(',')}` : '',
+    s.excludeOutboundPorts.length ? `exclude-out-ports=${s.excludeOutboundPorts.join(',')}` : '',
+    `inbound-ports=${inbound}`,
+    s.dns.enabled ? `dns=${s.dns.captureAll ? 'all' : 'on'}` : '',
+  ]
+    .filter(Boolean)
+    .join(' ');
+}
+
+export interface DataplaneFacts {
+  splice: boolean;
+  counters: Record<string, bigint>;
+}
+
+/** Splicing switch and counters from the pinned maps; undefined when there are none or we may not read them. */
+export function dataplaneFacts(bpffs: string, pinned: boolean): DataplaneFacts | undefined {
+  if (!pinned) return undefined;
+  let maps: PinnedMaps | undefined;
+  try {
+    maps = new PinnedMaps(bpffs);
+    const g = maps.maps.global?.get(0) as { flags: number } | null | undefined;
+    const counters: Record<string, bigint> = {};
+    Stat.forEach((name, i) => {
+      const v = maps!.maps.stats?.get(i) as bigint | null | undefined;
+      if (v !== undefined && v !== null) counters[name] = v;
+    });
+    return { splice: ((g?.flags ?? 0) & GlobalFlags.SPLICE) !== 0, counters };
+  } catch {
+    return undefined; // not root: the agent's status.json is still shown
+  } finally {
+    maps?.close();
+  }
+}
+
+/** The per-pod part of `meshlane status`: captured pods with settings and errors, then the others. */
+export function podStatusLines(st: AgentStatus): string[] {
+  const out = [`pods (${st.pods.length}):`];
+  for (const p of st.pods) {
+    out.push(`  ${p.ref.namespace}/${p.ref.name} ${p.state}${p.reason ? ` (${p.reason})` : ''} ips=${p.ips.join(',')}${p.podId ? ` id=${p.podId}` : ''}`);
+    out.push(`    ${settingsLine(p.settings)}`);
+    for (const e of p.errors) out.push(`    error: ${e}`);
+    for (const u of p.unsupported) out.push(`    unsupported: ${u}`);
+  }
+  if (st.skipped.length) {
+    out.push(`not captured (${st.skipped.length}):`);
+    for (const s of st.skipped) out.push(`  ${s.ref.namespace}/${s.ref.name}: ${s.reason}`);
+  }
+  return out;
+}
+
+export interface StatusInput {
+  bpffs: string;
+  stateDir: string;
+  /** link pins found under bpffs */
+  links: string[];
+  dataplane: DataplaneFacts | undefined;
+  status: AgentStatus | undefined;
+  agentRunning: boolean;
+}
+
+/** The whole text of `meshlane status`. */
+export function renderStatus(i: StatusInput): string {
+  const out: string[] = [];
+  out.push(`capture: ${i.links.length ? `active (${i.links.length} programs linked under ${i.bpffs})` : `not installed (nothing linked under ${i.bpffs})`}`);
+  if (i.dataplane) {
+    out.push(`splicing: ${i.dataplane.splice ? 'on' : 'off'}; counters: ${Object.entries(i.dataplane.counters).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+  }
+  const st = i.status;
+  if (!st) {
+    out.push(`agent: no status at ${statusPath(i.stateDir)} (the agent has not run with --state-dir ${i.stateDir})`);
+  } else {
+    out.push(`agent: ${i.agentRunning ? `running (pid ${st.pid})` : `not running (last seen pid ${st.pid} at ${st.updatedAt})`}; source: ${st.source}; cgroup root: ${st.cgroupRoot}`);
+    if (st.sourceError) out.push(`source error: ${st.sourceError}`);
+    out.push(...podStatusLines(st));
+  }
+  return out.join('\n') + '\n';
+}
