@@ -13,7 +13,7 @@
 import { execFile as execFileCb, execFileSync, spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { mkdir, rmdir } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { isIPv4, isIPv6 } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
@@ -37,6 +37,11 @@ export const DEFAULT_CONTAINER = 'app';
 const PREFIX_RE = /^[a-z][a-z0-9-]{0,8}$/;
 /** Per-netns files that `ip netns exec` bind-mounts over /etc (resolv.conf of sandbox pods). */
 const ETC_NETNS = '/etc/netns';
+/** teardown: how long processes get between SIGTERM and SIGKILL, and how long SIGKILLed ones get to go */
+const TERM_GRACE_MS = 500;
+const KILL_WAIT_MS = 3000;
+/** destroy(): how long to wait for node to reap the children it spawned */
+const CHILD_EXIT_WAIT_MS = 1000;
 const HOST_NAME_RE = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
 
 export interface SandboxOptions {
@@ -139,6 +144,15 @@ async function ip(...args: string[]): Promise<string> {
   }
 }
 
+function ipSync(...args: string[]): string {
+  try {
+    return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    const err = e as Error & { stderr?: string };
+    throw new Error(`ip ${args.join(' ')}: ${(err.stderr ?? err.message).trim()}`);
+  }
+}
+
 function errText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
@@ -151,13 +165,23 @@ function sleepSync(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
+/** Poll `done` until it holds or `ms` pass (blocking: teardown runs where no event loop may be left). */
+function waitSync(done: () => boolean, ms: number): void {
+  const end = Date.now() + ms;
+  while (!done() && Date.now() < end) sleepSync(25);
+}
+
+/** A process that exists and has not exited. A zombie (exited, not yet reaped: node reaps its children only
+ * from the event loop, which a synchronous teardown blocks) counts as gone. */
 function pidAlive(pid: number): boolean {
+  let stat: string;
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return false;
   }
+  // "pid (comm) S ...": the state follows the last ')' (comm may contain anything)
+  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
 }
 
 function signalNumber(sig: NodeJS.Signals | null): number {
@@ -362,7 +386,7 @@ export class Sandbox {
     }
     const sb = new Sandbox({ prefix: opts.prefix, cgroupDriver: opts.cgroupDriver ?? 'systemd' }, cgroup2Mount());
     // Leftovers of an earlier run with the same prefix (crashed, or killed with SIGKILL).
-    const leftovers = await sb.teardown();
+    const leftovers = sb.teardown(TERM_GRACE_MS);
     if (leftovers.length > 0) console.error(`sandbox ${sb.prefix}: while removing leftovers: ${leftovers.join('; ')}`);
     try {
       await sb.setup();
@@ -563,39 +587,59 @@ export class Sandbox {
    * what it could not undo. Safe to call twice and on a half-made sandbox.
    */
   destroy(): Promise<string[]> {
-    this.destroying ??= this.teardown().then((errors) => {
+    this.destroying ??= (async () => {
+      const errors = this.teardown(TERM_GRACE_MS);
       this.destroyed = true;
+      // let node reap the children it spawned, so their 'exit' listeners have run when destroy() resolves
+      const end = Date.now() + CHILD_EXIT_WAIT_MS;
+      while (this.children.size > 0 && Date.now() < end) await sleep(10);
       if (errors.length > 0) console.error(`sandbox ${this.prefix}: cleanup incomplete: ${errors.join('; ')}`);
       return errors;
-    });
+    })();
     return this.destroying;
   }
 
-  private async teardown(): Promise<string[]> {
+  /**
+   * The same teardown for process 'exit' (no event loop left, so no grace period): SIGKILL at once. Returns
+   * the errors.
+   */
+  destroySync(): string[] {
+    if (this.destroyed) return [];
+    this.destroyed = true;
+    const errors = this.teardown(0);
+    if (errors.length > 0) console.error(`sandbox ${this.prefix}: cleanup incomplete: ${errors.join('; ')}`);
+    return errors;
+  }
+
+  /**
+   * The one teardown, synchronous so that destroy() and the 'exit' handler share it: SIGTERM every process of
+   * the sandbox (our children, its cgroup tree, its netns; by pid only), SIGKILL what is left after `graceMs`
+   * (at once when 0), then delete the netns (the node last: that removes the bridge and the host ends of the
+   * veths) and their /etc/netns entries, then the cgroup tree bottom-up.
+   */
+  private teardown(graceMs: number): string[] {
     const errors: string[] = [];
     let netnses: string[] = [];
     try {
-      netnses = this.ownNetnsNames(await ip('netns', 'list'));
+      netnses = this.ownNetnsNames(ipSync('netns', 'list'));
     } catch (e) {
       errors.push(errText(e));
     }
-    // Node last: deleting it removes the bridge and the host ends of the veths.
     netnses.sort((a, b) => Number(a === this.nodeNetns) - Number(b === this.nodeNetns));
 
-    // 1. processes: our children, anything in our cgroup tree, anything in our netns. By pid only.
-    const collectPids = async (): Promise<number[]> => {
+    const collectPids = (): number[] => {
       const pids = new Set<number>();
       for (const c of this.children) if (c.pid !== undefined && c.exitCode === null && c.signalCode === null) pids.add(c.pid);
       for (const p of cgroupPids(cgroupTreeBottomUp(this.cgroupRoot))) pids.add(p);
       for (const ns of netnses) {
         try {
-          for (const l of (await ip('netns', 'pids', ns)).split('\n')) if (/^\d+$/.test(l.trim())) pids.add(Number(l));
+          for (const l of ipSync('netns', 'pids', ns).split('\n')) if (/^\d+$/.test(l.trim())) pids.add(Number(l));
         } catch {
           /* netns already gone */
         }
       }
       pids.delete(process.pid);
-      return [...pids];
+      return [...pids].filter(pidAlive);
     };
     const signalAll = (pids: number[], sig: NodeJS.Signals): void => {
       for (const pid of pids) {
@@ -606,41 +650,39 @@ export class Sandbox {
         }
       }
     };
-    let pids = await collectPids();
+    let pids = collectPids();
     if (pids.length > 0) {
-      signalAll(pids, 'SIGTERM');
-      const graceEnd = Date.now() + 500;
-      while (Date.now() < graceEnd && pids.some(pidAlive)) await sleep(25);
-      pids = await collectPids();
-      signalAll(pids.filter(pidAlive), 'SIGKILL');
-      const end = Date.now() + 3000;
-      while (Date.now() < end && ((await collectPids()).length > 0 || this.children.size > 0)) await sleep(25);
-      const left = await collectPids();
+      if (graceMs > 0) {
+        signalAll(pids, 'SIGTERM');
+        waitSync(() => !pids.some(pidAlive), graceMs);
+        pids = collectPids();
+      }
+      signalAll(pids, 'SIGKILL');
+      waitSync(() => collectPids().length === 0, KILL_WAIT_MS);
+      const left = collectPids();
       if (left.length > 0) errors.push(`processes still running: ${left.join(' ')}`);
     }
 
-    // 2. network namespaces
     for (const ns of netnses) {
       try {
-        await ip('netns', 'del', ns);
+        ipSync('netns', 'del', ns);
       } catch (e) {
         errors.push(errText(e));
       }
     }
-
     errors.push(...this.removeEtcNetns());
 
-    // 3. cgroups, bottom-up; a dying process can keep a cgroup busy for a moment
+    // a dying process can keep a cgroup busy for a moment
     for (const dir of cgroupTreeBottomUp(this.cgroupRoot)) {
       for (let attempt = 0; ; attempt++) {
         try {
-          await rmdir(dir);
+          rmdirSync(dir);
           break;
         } catch (e) {
           const code = (e as NodeJS.ErrnoException).code;
           if (code === 'ENOENT') break;
-          if (code === 'EBUSY' && attempt < 40) {
-            await sleep(50);
+          if (code === 'EBUSY' && attempt < 80) {
+            sleepSync(25);
             continue;
           }
           errors.push(`rmdir ${dir}: ${errText(e)}`);
@@ -667,69 +709,6 @@ export class Sandbox {
         errors.push(`rm ${join(ETC_NETNS, n)}: ${errText(e)}`);
       }
     }
-    return errors;
-  }
-
-  /**
-   * Best-effort synchronous cleanup for process 'exit' (no event loop left): SIGKILL everything, delete the
-   * netns, remove the cgroup tree. Returns the errors.
-   */
-  destroySync(): string[] {
-    if (this.destroyed) return [];
-    this.destroyed = true;
-    const errors: string[] = [];
-    let netnses: string[] = [];
-    try {
-      netnses = this.ownNetnsNames(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }));
-    } catch (e) {
-      errors.push(errText(e));
-    }
-    const pids = new Set<number>(cgroupPids(cgroupTreeBottomUp(this.cgroupRoot)));
-    for (const c of this.children) if (c.pid !== undefined && c.exitCode === null) pids.add(c.pid);
-    for (const ns of netnses) {
-      try {
-        for (const l of execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n')) {
-          if (/^\d+$/.test(l.trim())) pids.add(Number(l));
-        }
-      } catch {
-        /* gone */
-      }
-    }
-    pids.delete(process.pid);
-    for (const pid of pids) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
-    netnses.sort((a, b) => Number(a === this.nodeNetns) - Number(b === this.nodeNetns));
-    for (const ns of netnses) {
-      try {
-        execFileSync('ip', ['netns', 'del', ns], { stdio: ['ignore', 'ignore', 'pipe'] });
-      } catch (e) {
-        errors.push(errText(e));
-      }
-    }
-    errors.push(...this.removeEtcNetns());
-    for (const dir of cgroupTreeBottomUp(this.cgroupRoot)) {
-      for (let attempt = 0; ; attempt++) {
-        try {
-          rmdirSync(dir);
-          break;
-        } catch (e) {
-          const code = (e as NodeJS.ErrnoException).code;
-          if (code === 'ENOENT') break;
-          if (code === 'EBUSY' && attempt < 40) {
-            sleepSync(25);
-            continue;
-          }
-          errors.push(`rmdir ${dir}: ${errText(e)}`);
-          break;
-        }
-      }
-    }
-    if (errors.length > 0) console.error(`sandbox ${this.prefix}: cleanup incomplete: ${errors.join('; ')}`);
     return errors;
   }
 }
