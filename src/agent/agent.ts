@@ -2,7 +2,6 @@
 // desired pods -> the locator finds each pod's netns -> the planner diffs against the maps -> the
 // dataplane writes them. It re-runs on every source change and on a short tick (pods whose cgroup
 // or processes appear later are picked up when they do).
-import { EventEmitter } from 'node:events';
 import { Dataplane } from '../dataplane/dataplane.js';
 import { GlobalFlags } from '../dataplane/layouts.js';
 import { buildModel } from '../model/pod-model.js';
@@ -43,7 +42,7 @@ interface Snapshot {
   pods: unknown[];
 }
 
-export class Agent extends EventEmitter {
+export class Agent {
   private dataplane?: Dataplane;
   private source?: ClusterFileSource;
   private locator?: PodLocator;
@@ -61,9 +60,7 @@ export class Agent extends EventEmitter {
   private rejectStart?: (e: Error) => void;
   private cgroupRoot = '';
 
-  constructor(private readonly opts: AgentOptions) {
-    super();
-  }
+  constructor(private readonly opts: AgentOptions) {}
 
   async start(): Promise<void> {
     const { log } = this.opts;
@@ -212,7 +209,6 @@ export class Agent extends EventEmitter {
     }
     this.logErrorChanges(pods);
     this.publish(pods, model);
-    if (writes > 0) this.emit('reconciled', { writes });
   }
 
   /** Per-pod netns programs (sk_lookup): attached to every captured pod's netns, detached from the rest. */

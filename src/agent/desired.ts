@@ -2,7 +2,7 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import type { Cidr, DesiredPod } from '../model/types.js';
 import { bytesToIp6, ipToBytes } from '../dataplane/struct.js';
-import { CIDR_KEY_FIXED_BITS, CidrKind, IfaceKind, MAX_PROXY_IDS, PodFlags, PortKind, type PodConfigValue } from '../dataplane/layouts.js';
+import { CidrKind, IfaceKind, MAX_PROXY_IDS, PodFlags, PortKind, type PodConfigValue } from '../dataplane/layouts.js';
 
 export interface PodEntries {
   /** pod_id is filled in by the planner */
@@ -117,5 +117,3 @@ function dedupe<T>(xs: T[]): T[] {
     return true;
   });
 }
-
-export const prefixlen = (cidrPrefix: number): number => CIDR_KEY_FIXED_BITS + cidrPrefix;

@@ -58,10 +58,6 @@ export class PodLocator {
     }
     return { found: false, reason: `no process in ${dir} yet` };
   }
-
-  forget(uid: string): void {
-    this.cache.delete(uid);
-  }
 }
 
 function nsIno(pid: number): bigint | undefined {

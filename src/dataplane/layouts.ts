@@ -21,7 +21,6 @@ export const CidrKind = { OUT_EXCLUDE: 1, OUT_INCLUDE: 2 } as const;
 export const CaptureKind = { NONE: 0, OUTBOUND: 1, INBOUND: 2, DNS: 3 } as const;
 export const IfaceKind = { EXCLUDE: 1, REROUTE: 2 } as const;
 export const GlobalFlags = { SPLICE: 1 << 0 } as const;
-export const SockRole = { NONE: 0, APP: 1, PROXY: 2 } as const;
 export const CIDR_KEY_FIXED_BITS = 64;
 
 export const Stat = [

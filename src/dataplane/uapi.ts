@@ -30,6 +30,5 @@ export const MapType = {
   SK_STORAGE: 24,
 } as const;
 
-export const LinkType = { CGROUP: 3, NETNS: 5 } as const;
 
 export const MapUpdate = { ANY: 0, NOEXIST: 1, EXIST: 2 } as const;

@@ -103,37 +103,6 @@ export interface ExecResult {
 }
 
 
-/**
- * Make sure uid/gid 1337 (istio-proxy) and 1000 exist, creating them without a home and with a nologin shell.
- * Not needed by the sandbox itself: setpriv takes numeric ids that need not exist, and so do iptables' owner
- * match and the kernel. Only for tools that insist on names. Idempotent; never changes an existing entry.
- */
-export async function ensureUsers(): Promise<void> {
-  const want: Array<{ id: number; name: string }> = [
-    { id: 1337, name: 'istio-proxy' },
-    { id: 1000, name: 'app' },
-  ];
-  for (const { id, name } of want) {
-    if (!(await getentExists('group', String(id)))) {
-      const groupName = (await getentExists('group', name)) ? `meshlane-${id}` : name;
-      await execFile('groupadd', ['-g', String(id), groupName]);
-    }
-    if (!(await getentExists('passwd', String(id)))) {
-      const userName = (await getentExists('passwd', name)) ? `meshlane-${id}` : name;
-      await execFile('useradd', ['-u', String(id), '-g', String(id), '-M', '-N', '-s', '/usr/sbin/nologin', userName]);
-    }
-  }
-}
-
-async function getentExists(db: string, key: string): Promise<boolean> {
-  try {
-    await execFile('getent', [db, key]);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 async function ip(...args: string[]): Promise<string> {
   try {
     const { stdout } = await execFile('ip', args);
