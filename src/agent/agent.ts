@@ -18,7 +18,7 @@ import { pidsUnder } from '../util/cgroup.js';
 import { PodFlags } from '../dataplane/layouts.js';
 import { reconcileMaps } from './reconcile.js';
 import type { Want } from './plan.js';
-import { writeStatus, type AgentStatus, type PodStatus } from './status.js';
+import { prepareStateDir, StatusWriter, type AgentStatus, type PodStatus } from './status.js';
 
 export interface AgentOptions {
   clusterFile: string;
@@ -59,12 +59,14 @@ export class Agent {
   private applied: { signature: string; at: number; ids: Map<bigint, number> } = { signature: '', at: 0, ids: new Map() };
   private rejectStart?: (e: Error) => void;
   private cgroupRoot = '';
+  private statusWriter?: StatusWriter;
 
   constructor(private readonly opts: AgentOptions) {}
 
   async start(): Promise<void> {
     const { log } = this.opts;
     this.cgroupRoot = checkCgroupDir(this.opts.cgroupRoot);
+    this.statusWriter = new StatusWriter(prepareStateDir(this.opts.stateDir), log);
     // The source first: a bad cluster file must fail before anything is loaded or pinned.
     try {
       this.snapshot = await this.firstSnapshot();
@@ -246,9 +248,9 @@ export class Agent {
     };
     const key = JSON.stringify(status);
     if (key === this.lastStatus) return;
-    this.lastStatus = key;
     status.updatedAt = new Date().toISOString();
-    writeStatus(this.opts.stateDir, status);
+    // a failed write is retried on every pass until one succeeds, even if nothing changes meanwhile
+    this.lastStatus = this.statusWriter?.write(status) ? key : '';
   }
 
   /** Stop following the source. Links and maps stay pinned: capture goes on without the agent. */

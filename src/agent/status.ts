@@ -1,8 +1,18 @@
 // What the agent knows that the maps do not (names, errors, why a pod is not captured yet), written
 // atomically to <state dir>/status.json for `meshlane status`.
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+//
+// Who can touch it: the state dir is root's (0755, refused at start when another user owns it or others
+// may write to it), status.json is written 0644 whatever the umask. World-readable on purpose: it holds
+// what `kubectl get pod -o wide` and the pod's own annotations show (names, IPs, capture settings and
+// annotation errors), never a credential, so `meshlane status` works for any user on the node. The
+// temporary file is created exclusively (O_EXCL) without following symlinks (O_NOFOLLOW), so a file or
+// link planted in the state dir can neither be truncated nor redirect the write.
+import { chmodSync, closeSync, fchmodSync, fsyncSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, constants as fsc, unlinkSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { dirname, join, resolve } from 'node:path';
 import type { CaptureSettings, PodRef } from '../model/types.js';
+import { UserError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
 
 export const DEFAULT_STATE_DIR = '/run/meshlane';
 
@@ -33,11 +43,98 @@ export interface AgentStatus {
 
 export const statusPath = (stateDir: string): string => join(stateDir, 'status.json');
 
+const STATE_DIR_MODE = 0o755;
+const STATUS_MODE = 0o644;
+const GROUP_OTHER_WRITE = 0o022;
+const STICKY = 0o1000;
+
+/**
+ * Make sure `stateDir` is a directory only root can write to, creating it (0755) if needed. Throws a
+ * UserError naming the problem otherwise: a file in its place, a symlink, another owner, group- or
+ * world-writable, or a parent others may write to without the sticky bit (they could swap the directory).
+ */
+export function prepareStateDir(stateDir: string): string {
+  const dir = resolve(stateDir);
+  const fix = `pass a --state-dir that root owns and only root can write to (default ${DEFAULT_STATE_DIR})`;
+  let st;
+  try {
+    st = lstatSync(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new UserError(`--state-dir ${stateDir}: ${(e as Error).message}: ${fix}`);
+    try {
+      mkdirSync(dir, { recursive: true, mode: STATE_DIR_MODE });
+      chmodSync(dir, STATE_DIR_MODE); // the umask does not decide
+    } catch (e2) {
+      throw new UserError(`--state-dir ${stateDir} cannot be created (${(e2 as NodeJS.ErrnoException).code ?? (e2 as Error).message}): ${fix}`);
+    }
+    st = lstatSync(dir);
+  }
+  if (st.isSymbolicLink()) throw new UserError(`--state-dir ${stateDir} is a symbolic link: ${fix}`);
+  if (!st.isDirectory()) throw new UserError(`--state-dir ${stateDir} is not a directory: ${fix}`);
+  const uid = process.getuid?.() ?? 0;
+  if (st.uid !== uid) throw new UserError(`--state-dir ${stateDir} is owned by uid ${st.uid}, not by uid ${uid}: ${fix}`);
+  if (st.mode & GROUP_OTHER_WRITE) throw new UserError(`--state-dir ${stateDir} is writable by group or others (mode ${(st.mode & 0o7777).toString(8)}): ${fix}`);
+  // whoever may rename entries of the parent can swap the directory for their own
+  const parent = lstatSync(dirname(dir));
+  if (parent.uid !== uid && parent.uid !== 0) throw new UserError(`the parent of --state-dir ${stateDir} is owned by uid ${parent.uid}: ${fix}`);
+  if (parent.mode & GROUP_OTHER_WRITE && !(parent.mode & STICKY)) {
+    throw new UserError(`the parent of --state-dir ${stateDir} is writable by others: ${fix}`);
+  }
+  return dir;
+}
+
+/** Write status.json atomically: an exclusive, non-following temp file, mode set explicitly, then rename. */
 export function writeStatus(stateDir: string, s: AgentStatus): void {
-  mkdirSync(stateDir, { recursive: true });
-  const tmp = `${statusPath(stateDir)}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify(s, null, 2) + '\n');
-  renameSync(tmp, statusPath(stateDir));
+  const final = statusPath(stateDir);
+  const tmp = `${final}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+  const fd = openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, STATUS_MODE);
+  try {
+    fchmodSync(fd, STATUS_MODE); // the umask does not decide who can read it (libuv opens with O_CLOEXEC)
+    writeSync(fd, JSON.stringify(s, null, 2) + '\n');
+    fsyncSync(fd);
+  } catch (e) {
+    closeSync(fd);
+    unlinkSync(tmp);
+    throw e;
+  }
+  closeSync(fd);
+  try {
+    renameSync(tmp, final); // replaces a planted file or link at `final` itself, never follows it
+  } catch (e) {
+    unlinkSync(tmp);
+    throw e;
+  }
+}
+
+/**
+ * Status publishing is best effort: a write that fails (disk full, a directory replaced under the agent, a
+ * planted file) is logged once per distinct error and counted, and the next publish tries again. It must never
+ * stop the agent from following its source.
+ */
+export class StatusWriter {
+  failures = 0;
+  private lastError: string | undefined;
+
+  constructor(
+    private readonly stateDir: string,
+    private readonly log: Logger,
+  ) {}
+
+  /** True when written. */
+  write(s: AgentStatus): boolean {
+    try {
+      writeStatus(this.stateDir, s);
+    } catch (e) {
+      this.failures++;
+      const msg = (e as Error).message;
+      if (msg !== this.lastError) this.log.error({ err: msg, failures: this.failures, stateDir: this.stateDir }, 'writing status.json failed; capture is unaffected, retrying');
+      this.lastError = msg;
+      return false;
+    }
+    if (this.lastError !== undefined) this.log.info({ failures: this.failures }, 'status.json written again');
+    this.lastError = undefined;
+    return true;
+  }
 }
 
 export function readStatus(stateDir: string): AgentStatus | undefined {
