@@ -2,7 +2,7 @@
 //   bulk serve PORT             accept connections one after the other; write zeros to each until the peer closes
 //   bulk recv HOST PORT SECS    connect, read for SECS seconds, print {"bytes":N,"seconds":T} and close
 // Plain C so that the endpoints cost as little CPU as possible: on 2 cores every cycle they use is taken
-// from the proxies being measured. Compiled by bench.ts (cc -O2) into dist/bench/bulk.
+// from the proxies being measured. Compiled by bench/world.ts (cc -O2) into dist/bench/bulk.
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
