@@ -59,12 +59,12 @@ function holder(pids: number[], inode: string): { pid: number; fd: number } | un
   return undefined;
 }
 
-type ListenerKey = { netns_cookie: bigint; port: number; family: number; pad: number };
-
 /**
  * Make sure the pod's listeners on `ports` are in the sockhash. Returns what it adopted. Never
  * throws: a listener that cannot be adopted now is tried again on a later pass.
  */
+type ListenerKey = { netns_cookie: bigint; port: number; family: number; pad: number };
+
 export function adoptListeners(map: TypedMap<ListenerKey, bigint>, cookie: bigint, pids: number[], ports: number[]): Listening[] {
   const first = pids[0];
   if (first === undefined) return [];
@@ -80,15 +80,13 @@ export function adoptListeners(map: TypedMap<ListenerKey, bigint>, cookie: bigin
     if (map.get(key) !== null) continue;
     const h = holder(pids, l.inode);
     if (!h) continue;
-    let fd = -1;
     try {
-      fd = native.pidfdGetfd(h.pid, h.fd);
-      map.set(key, BigInt(fd));
+      // the sockhash takes a socket fd as the value (and keeps its own reference to the socket)
+      using sock = native.pidfdGetfd(h.pid, h.fd);
+      map.set(key, BigInt(sock.fd));
       adopted.push(l);
     } catch {
       /* the process or socket went away */
-    } finally {
-      if (fd >= 0) native.close(fd);
     }
   }
   return adopted;
