@@ -5,7 +5,8 @@
 // it, duplicates that fd (pidfd_getfd) and puts it into the sockhash.
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import * as native from '../native/addon.js';
-import type { TypedMap } from '../dataplane/typed-map.js';
+import type { MapsView } from '../dataplane/dataplane.js';
+import type { KeyOf } from '../dataplane/typed-map.js';
 
 export const AF_INET = 2;
 export const AF_INET6 = 10;
@@ -63,9 +64,7 @@ function holder(pids: number[], inode: string): { pid: number; fd: number } | un
  * Make sure the pod's listeners on `ports` are in the sockhash. Returns what it adopted. Never
  * throws: a listener that cannot be adopted now is tried again on a later pass.
  */
-type ListenerKey = { netns_cookie: bigint; port: number; family: number; pad: number };
-
-export function adoptListeners(map: TypedMap<ListenerKey, bigint>, cookie: bigint, pids: number[], ports: number[]): Listening[] {
+export function adoptListeners(map: MapsView['listeners'], cookie: bigint, pids: number[], ports: number[]): Listening[] {
   const first = pids[0];
   if (first === undefined) return [];
   const adopted: Listening[] = [];
@@ -76,7 +75,7 @@ export function adoptListeners(map: TypedMap<ListenerKey, bigint>, cookie: bigin
   const missing = ports.filter((p) => !registered(p));
   if (missing.length === 0) return [];
   for (const l of listeningSockets(first, missing)) {
-    const key: ListenerKey = { netns_cookie: cookie, port: l.port, family: l.family, pad: 0 };
+    const key: KeyOf<'listeners'> = { netns_cookie: cookie, port: l.port, family: l.family, pad: 0 };
     if (map.get(key) !== null) continue;
     const h = holder(pids, l.inode);
     if (!h) continue;

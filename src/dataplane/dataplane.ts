@@ -26,7 +26,8 @@ import type { Logger } from '../util/log.js';
 
 /** Maps `K`, each typed by its layouts: a key or value of the wrong shape is a compile error. */
 type MapsOf<K extends MapName> = { [N in K]: TypedMap<KeyOf<N>, ValueOf<N>> };
-export type MapsView = { [K in MapName]: TypedMap<any, any> };
+/** Every map (generic over the names, MapsOf<N>[N] is TypedMap<KeyOf<N>, ValueOf<N>> to TypeScript). */
+export type MapsView = MapsOf<MapName>;
 
 const isMapName = (name: string): name is MapName => Object.hasOwn(MAPS, name);
 
