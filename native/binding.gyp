@@ -5,6 +5,7 @@
       "sources": [
         "src/addon.cc",
         "src/errors.cc",
+        "src/handles.cc",
         "src/object.cc",
         "src/syscalls.cc",
         "src/sockets.cc",

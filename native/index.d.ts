@@ -1,20 +1,41 @@
 // The whole native surface of meshlane's addon (native/src/*.cc). Thin: handles and syscalls only,
-// every policy decision lives in TypeScript. Every function throws a NativeError on failure.
+// every policy decision lives in TypeScript.
+//
+// Errors: every native failure throws an instance of the classes given to setErrorClasses (see
+// src/native/errors.ts, which src/native/addon.ts passes in right after loading): a BpfError, or a
+// LoadError when opening or loading a BPF object failed. Wrong argument types throw a TypeError
+// (code ERR_INVALID_ARG_TYPE).
+//
+// Handles: every fd the addon makes comes back as an Fd (a MapFd for maps) that owns it, and every
+// function that takes an fd takes a handle. The socket functions are the exception: they borrow the
+// fd number of a socket someone else owns (a net.Socket).
 
-export interface NativeError extends Error {
-  /** positive errno, e.g. 1 (EPERM), 2 (ENOENT) */
+/** What the addon passes to `new BpfError(message, props)`. */
+export interface BpfErrorProps {
+  /** positive errno, e.g. 1 (EPERM), 2 (ENOENT); libbpf's own codes are 4000 and up */
   errno: number;
-  /** symbolic errno name, e.g. 'EPERM' */
+  /** symbolic errno name, e.g. 'EPERM' (LIBBPF_ERRNO__FORMAT for libbpf's own codes) */
   code: string;
-  /** the call that failed, e.g. 'bpf_object__load' */
+  /** the call that failed, e.g. 'bpf_obj_get' */
   syscall: string;
-  /** on a load failure: the program the verifier refused, and the verifier / libbpf log */
-  program?: string;
-  log?: string;
-  /** context, when the call had one: the file path, the map name */
+  /** context, when the call had one: the file path, the map or program name */
   path?: string;
   map?: string;
+  program?: string;
 }
+
+/** What the addon passes to `new LoadError(message, props)`: libbpf's log of the failed open or load, raw. */
+export interface LoadErrorProps extends BpfErrorProps {
+  log: string;
+}
+
+export interface ErrorClasses {
+  BpfError: new (message: string, props: BpfErrorProps) => Error;
+  LoadError: new (message: string, props: LoadErrorProps) => Error;
+}
+
+/** Called once, before anything else: the classes every native failure is an instance of. */
+export declare function setErrorClasses(classes: ErrorClasses): void;
 
 export interface MapSpec {
   name: string;
@@ -55,67 +76,95 @@ export interface LinkInfo {
   attachType?: number;
 }
 
-/** An opened (and later loaded) libbpf bpf_object. Closing it closes its program and map fds. */
+export interface ProgInfo {
+  id: number;
+  name: string;
+  type: number;
+  tag: string;
+}
+
+/**
+ * One owned fd. Only the addon makes them (the constructor throws a TypeError). close() is
+ * idempotent; a handle collected while open closes its fd (a safety net, not a way to manage fds).
+ */
+export declare class Fd {
+  protected constructor();
+  /** the fd number; throws BpfError EBADF once closed */
+  readonly fd: number;
+  readonly closed: boolean;
+  close(): void;
+  [Symbol.dispose](): void;
+}
+
+/**
+ * An owned map fd with the map's shape, read once when the handle is made. Every op checks the
+ * buffer sizes against it (BpfError EINVAL, no syscall) and makes no syscall but the op itself.
+ */
+export declare class MapFd extends Fd {
+  protected constructor();
+  readonly info: MapInfo;
+  /** bytes of one value as lookup returns it: valueSize, or round_up(valueSize, 8) * possible CPUs for per-CPU maps */
+  readonly valueBytes: number;
+  /** null when the key is absent */
+  lookup(key: Buffer): Buffer | null;
+  /** flags: BPF_ANY (default), BPF_NOEXIST, BPF_EXIST */
+  update(key: Buffer, value: Buffer, flags?: number): void;
+  /** false when the key was absent */
+  delete(key: Buffer): boolean;
+  /** every key (get_next_key walk) */
+  keys(): Buffer[];
+  /** every [key, value] pair (batch lookup where the kernel supports it for the map type, else a walk) */
+  entries(): Array<[Buffer, Buffer]>;
+}
+
+/** An opened (and later loaded) libbpf bpf_object. Closing it leaves the handles it gave out open. */
 export declare class BpfObject {
+  /** throws LoadError (with libbpf's log) when the file cannot be opened as a BPF object */
   constructor(path: string);
   readonly path: string;
   maps(): MapSpec[];
   programs(): ProgramSpec[];
   /** Before load: make the object use an existing map (a pinned one) instead of creating it. */
-  reuseMap(name: string, fd: number): void;
+  reuseMap(name: string, map: MapFd): void;
   /** Before load: set the initial bytes of a read-only global (a `const volatile` in .rodata). */
   setRodata(varName: string, value: Buffer): void;
-  /** Load every program; on verifier refusal throws with .program and .log set. */
+  /** Load every program; throws LoadError with libbpf's raw log (a verifier refusal included). */
   load(): void;
-  /** After load: the fd owned by the object (do not close it yourself). */
-  mapFd(name: string): number;
-  programFd(name: string): number;
+  /** After load: a handle of the map / program (a dup of libbpf's fd, owned by the caller). */
+  map(name: string): MapFd;
+  program(name: string): Fd;
   close(): void;
 }
 
-/** bpf_link_create for a cgroup attach type; returns a new link fd (caller closes). */
-export declare function attachCgroup(progFd: number, cgroupFd: number, attachType: number): number;
-/** bpf_link_create on a netns fd (sk_lookup); returns a new link fd. */
-export declare function attachNetns(progFd: number, netnsFd: number, attachType: number): number;
+/** bpf_link_create for a cgroup attach type; returns the link. */
+export declare function attachCgroup(prog: Fd, cgroup: Fd, attachType: number): Fd;
+/** bpf_link_create on a netns fd (sk_lookup); returns the link. */
+export declare function attachNetns(prog: Fd, netns: Fd, attachType: number): Fd;
 /** bpf_prog_attach (e.g. sk_msg on a sockhash). */
-export declare function progAttach(progFd: number, targetFd: number, attachType: number): void;
-export declare function progDetach(progFd: number, targetFd: number, attachType: number): void;
+export declare function progAttach(prog: Fd, target: Fd, attachType: number): void;
 /** Atomically replace the program behind a link (no capture gap). */
-export declare function linkUpdate(linkFd: number, newProgFd: number): void;
-export declare function linkDetach(linkFd: number): void;
-export declare function linkInfo(linkFd: number): LinkInfo;
-export declare function mapInfo(mapFd: number): MapInfo;
-export declare function progInfo(progFd: number): { id: number; name: string; type: number; tag: string };
+export declare function linkUpdate(link: Fd, prog: Fd): void;
+export declare function linkDetach(link: Fd): void;
+export declare function linkInfo(link: Fd): LinkInfo;
+export declare function progInfo(prog: Fd): ProgInfo;
 
-/** bpf_obj_pin / bpf_obj_get. objGet returns a new fd (caller closes). */
-export declare function pin(fd: number, path: string): void;
-export declare function objGet(path: string): number;
+/** bpf_obj_pin of any handle. */
+export declare function pin(handle: Fd, path: string): void;
+/** bpf_obj_get: the pinned object (a link, a program). */
+export declare function objGet(path: string): Fd;
+/** bpf_obj_get of a pinned map (BpfError EINVAL if the pin is not a map). */
+export declare function openMap(path: string): MapFd;
 /** Is `path` on a bpf filesystem? */
 export declare function isBpffs(path: string): boolean;
 /** mount -t bpf bpf PATH */
 export declare function mountBpffs(path: string): void;
 
-/** open(2); flags default O_RDONLY. O_CLOEXEC is always added. Returns a new fd (caller closes). */
-/** A duplicate of fd `fd` of process `pid` (pidfd_getfd); the caller closes it. */
-export declare function pidfdGetfd(pid: number, fd: number): number;
-export declare function openPath(path: string, flags?: number): number;
-export declare function close(fd: number): void;
+/** open(2); flags default O_RDONLY. O_CLOEXEC is always added. */
+export declare function openPath(path: string, flags?: number): Fd;
+/** A duplicate of fd number `fd` of process `pid` (pidfd_getfd). */
+export declare function pidfdGetfd(pid: number, fd: number): Fd;
 
-/**
- * Map ops on any map fd. lookup returns null when the key is absent. Sizes are checked against the
- * map (bpf_obj_get_info_by_fd) and a mismatch throws EINVAL; for per-CPU maps valueSize is
- * round_up(value_size, 8) * possible CPUs.
- */
-export declare function mapLookup(fd: number, key: Buffer, valueSize: number): Buffer | null;
-export declare function mapUpdate(fd: number, key: Buffer, value: Buffer, flags?: number): void;
-/** returns false when the key was absent */
-export declare function mapDelete(fd: number, key: Buffer): boolean;
-/** every key (get_next_key walk) */
-export declare function mapKeys(fd: number, keySize: number): Buffer[];
-/** every [key, value] pair (batch lookup where the kernel supports it, else a walk) */
-export declare function mapEntries(fd: number, keySize: number, valueSize: number): Array<[Buffer, Buffer]>;
-
-/** getsockopt(SO_NETNS_COOKIE) on a socket fd */
+/** getsockopt(SO_NETNS_COOKIE) on a socket fd (borrowed) */
 export declare function socketNetnsCookie(fd: number): bigint;
 /** The cookie of a network namespace given by a path such as /proc/PID/ns/net or /run/netns/NAME. */
 export declare function netnsCookie(nsPath: string): bigint;
@@ -123,10 +172,10 @@ export declare function netnsCookie(nsPath: string): bigint;
 export declare function netnsInterfaces(nsPath: string): Record<string, number>;
 /**
  * getsockopt(SOL_IP, SO_ORIGINAL_DST) (family 4) or (SOL_IPV6, IP6T_SO_ORIGINAL_DST) (family 6) on a
- * socket fd. Returns { address, port } or throws NativeError with the kernel's errno.
+ * socket fd (borrowed). Returns { address, port } or throws BpfError with the kernel's errno.
  */
 export declare function originalDst(fd: number, family: 4 | 6): { address: string; port: number };
-/** libbpf_num_possible_cpus etc. are not needed; kernel feature probe: */
+/** Kernel feature probes (libbpf loads a trivial program / creates a tiny map). */
 export declare function probeProgType(type: number): boolean;
 export declare function probeMapType(type: number): boolean;
 export declare function probeHelper(progType: number, helperId: number): boolean;

@@ -8,7 +8,8 @@
 namespace meshlane {
 
 void InitObject(Napi::Env env, Napi::Object exports);    // object.cc: BpfObject
-void InitSyscalls(Napi::Env env, Napi::Object exports);  // syscalls.cc: links, pins, maps, fds
+void InitSyscalls(Napi::Env env, Napi::Object exports);  // syscalls.cc: links, pins, opens
+// (handles.h: InitHandles, the Fd and MapFd classes)
 void InitSockets(Napi::Env env, Napi::Object exports);   // sockets.cc: netns cookies, SO_ORIGINAL_DST
 void InitProbe(Napi::Env env, Napi::Object exports);     // probe.cc: kernel feature probes
 

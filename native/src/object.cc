@@ -1,7 +1,13 @@
-// BpfObject: owns one libbpf bpf_object (open -> configure -> load -> fds -> close).
+// BpfObject: owns one libbpf bpf_object (open -> configure -> load -> handles -> close). After load,
+// map(name) and program(name) hand out handles that own a dup of libbpf's fd, so the caller can
+// close the object and keep only the handles. A failed open or load throws a LoadError carrying
+// libbpf's log as it was printed: which program the verifier refused, and why, is read from it in
+// TypeScript (src/native/errors.ts parseLibbpfLog).
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <linux/btf.h>
+
+#include <fcntl.h>
 
 #include <cerrno>
 #include <cstdarg>
@@ -11,6 +17,7 @@
 #include <vector>
 
 #include "errors.h"
+#include "handles.h"
 #include "native.h"
 
 namespace meshlane {
@@ -51,92 +58,6 @@ LogCapture *LogCapture::Current() { return tls_capture; }
 void InstallLibbpfPrint() { libbpf_set_print(LibbpfPrint); }
 
 // ---------------------------------------------------------------------------------------------
-// Load-failure log parsing
-
-namespace {
-
-std::string Trim(const std::string &s) {
-  size_t b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string::npos) return "";
-  size_t e = s.find_last_not_of(" \t\r\n");
-  return s.substr(b, e - b + 1);
-}
-
-std::vector<std::string> Lines(const std::string &s) {
-  std::vector<std::string> out;
-  size_t pos = 0;
-  while (pos <= s.size()) {
-    size_t nl = s.find('\n', pos);
-    if (nl == std::string::npos) nl = s.size();
-    out.push_back(s.substr(pos, nl - pos));
-    pos = nl + 1;
-  }
-  return out;
-}
-
-std::string StripLibbpf(std::string l) {
-  l = Trim(l);
-  if (l.rfind("libbpf: ", 0) == 0) l = l.substr(8);
-  return l;
-}
-
-// "libbpf: prog 'NAME': ..." -> NAME (empty if the line is not about a program)
-std::string ProgOfLine(const std::string &line, std::string *rest = nullptr) {
-  std::string l = StripLibbpf(line);
-  if (l.rfind("prog '", 0) != 0) return "";
-  size_t end = l.find("': ", 6);
-  if (end == std::string::npos) return "";
-  if (rest) *rest = l.substr(end + 3);
-  return l.substr(6, end - 6);
-}
-
-bool Boring(const std::string &l) {
-  // verifier statistics and libbpf framing, not the reason
-  static const char *const kPrefixes[] = {"processed ", "verification time", "stack depth",
-                                          "-- END PROG LOAD LOG --", "mark_precise", "libbpf: "};
-  if (l.empty()) return true;
-  for (const char *p : kPrefixes)
-    if (l.rfind(p, 0) == 0) return true;
-  return false;
-}
-
-struct LoadFailure {
-  std::string program;
-  std::string verifierReason;  // last meaningful line of the verifier log (may be empty)
-  std::string lastLibbpfLine;  // last libbpf line, "libbpf: " stripped
-};
-
-LoadFailure ParseLoadLog(const std::string &log) {
-  LoadFailure f;
-  std::vector<std::string> lines = Lines(log);
-  std::string anyProgFailing;
-  for (size_t i = 0; i < lines.size(); i++) {
-    std::string rest;
-    std::string prog = ProgOfLine(lines[i], &rest);
-    if (!prog.empty()) {
-      if (rest.rfind("BPF program load failed", 0) == 0 && f.program.empty()) f.program = prog;
-      if (rest.find("fail") != std::string::npos) anyProgFailing = prog;
-      if (rest.rfind("-- BEGIN PROG LOAD LOG --", 0) == 0 && (f.program.empty() || f.program == prog)) {
-        // The verifier text follows until "-- END PROG LOAD LOG --".
-        std::string reason;
-        for (size_t j = i + 1; j < lines.size(); j++) {
-          std::string t = Trim(lines[j]);
-          if (t.rfind("-- END PROG LOAD LOG --", 0) == 0) break;
-          if (!Boring(t)) reason = t;
-        }
-        if (f.verifierReason.empty()) f.verifierReason = reason;
-      }
-    }
-    std::string t = Trim(lines[i]);
-    if (t.rfind("libbpf: ", 0) == 0) f.lastLibbpfLine = StripLibbpf(t);
-  }
-  if (f.program.empty()) f.program = anyProgFailing;
-  return f;
-}
-
-}  // namespace
-
-// ---------------------------------------------------------------------------------------------
 // BpfObject
 
 class BpfObject : public Napi::ObjectWrap<BpfObject> {
@@ -150,8 +71,8 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
                            InstanceMethod<&BpfObject::ReuseMap>("reuseMap"),
                            InstanceMethod<&BpfObject::SetRodata>("setRodata"),
                            InstanceMethod<&BpfObject::Load>("load"),
-                           InstanceMethod<&BpfObject::MapFd>("mapFd"),
-                           InstanceMethod<&BpfObject::ProgramFd>("programFd"),
+                           InstanceMethod<&BpfObject::Map>("map"),
+                           InstanceMethod<&BpfObject::Program>("program"),
                            InstanceMethod<&BpfObject::Close>("close"),
                        });
   }
@@ -168,12 +89,8 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     obj_ = bpf_object__open_file(path_.c_str(), &opts);
     if (obj_ == nullptr) {
       int err = errno ? errno : EINVAL;
-      std::string ctx = "object " + Quote(path_);
-      LoadFailure f = ParseLoadLog(cap.text());
-      if (!f.lastLibbpfLine.empty()) ctx += ": " + f.lastLibbpfLine;
-      Props props = {{"path", path_}};
-      if (!cap.text().empty()) props.push_back({"log", cap.text()});
-      ThrowErrno(info.Env(), err, "bpf_object__open_file", ctx, props);
+      throw MakeError(info.Env(), err, "bpf_object__open_file", "object " + Quote(path_),
+                      {{"path", path_}, {"log", cap.text()}}, ErrorKind::Load);
     }
   }
 
@@ -252,7 +169,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
 
   Napi::Value ReuseMap(const Napi::CallbackInfo &info) {
     std::string name = ArgString(info, 0, "name");
-    int fd = ArgFd(info, 1, "fd");
+    int fd = ArgHandle(info, 1, "map", "BpfObject.reuseMap");
     RequireState(info, "reuseMap", false);
     struct bpf_map *m = FindMap(info, "reuseMap", name);
     int err = bpf_map__reuse_fd(m, fd);
@@ -333,45 +250,41 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
       return env.Undefined();
     }
     loadFailed_ = true;
-    LoadFailure f = ParseLoadLog(log);
-    Props props = {{"path", path_}, {"log", log}};
-    std::string msg;
-    if (!f.program.empty()) {
-      props.push_back({"program", f.program});
-      if (!f.verifierReason.empty())
-        msg = "verifier refused program " + Quote(f.program) + ": " + f.verifierReason;
-      else
-        msg = "loading program " + Quote(f.program) + " failed: " + ErrnoText(err) + " (" + ErrnoName(err) + ")" +
-              (f.lastLibbpfLine.empty() ? "" : ": " + f.lastLibbpfLine);
-    } else {
-      msg = "bpf_object__load: " + ErrnoText(err) + " (" + ErrnoName(err) + "), object " + Quote(path_) +
-            (f.lastLibbpfLine.empty() ? "" : ": " + f.lastLibbpfLine);
-    }
-    throw MakeErrorWithMessage(env, err, "bpf_object__load", msg, props);
+    throw MakeError(env, err, "bpf_object__load", "object " + Quote(path_), {{"path", path_}, {"log", log}},
+                    ErrorKind::Load);
   }
 
-  Napi::Value MapFd(const Napi::CallbackInfo &info) {
-    std::string name = ArgString(info, 0, "name");
-    RequireState(info, "mapFd", true);
-    int fd = bpf_map__fd(FindMap(info, "mapFd", name));
-    if (fd < 0)
-      ThrowErrno(info.Env(), fd, "bpf_map__fd", "map " + Quote(name) + " in object " + Quote(path_),
-                 {{"path", path_}, {"map", name}});
-    return Napi::Number::New(info.Env(), fd);
+  // A dup of an fd libbpf owns (close-on-exec, above stdio), so the handle outlives the object.
+  int Dup(const Napi::CallbackInfo &info, int fd, const std::string &what, const Props &props) {
+    int d = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (d < 0) ThrowErrno(info.Env(), errno, "fcntl", "F_DUPFD_CLOEXEC of " + what, props);
+    return d;
   }
 
-  Napi::Value ProgramFd(const Napi::CallbackInfo &info) {
+  // After load: a handle of the map (owned by the caller).
+  Napi::Value Map(const Napi::CallbackInfo &info) {
     std::string name = ArgString(info, 0, "name");
-    RequireState(info, "programFd", true);
+    RequireState(info, "map", true);
+    const Props props = {{"path", path_}, {"map", name}};
+    std::string what = "map " + Quote(name) + " in object " + Quote(path_);
+    int fd = bpf_map__fd(FindMap(info, "map", name));
+    if (fd < 0) ThrowErrno(info.Env(), fd, "bpf_map__fd", what, props);
+    return MapFd::New(info.Env(), Dup(info, fd, what, props), what);
+  }
+
+  // After load: a handle of the program (owned by the caller).
+  Napi::Value Program(const Napi::CallbackInfo &info) {
+    std::string name = ArgString(info, 0, "name");
+    RequireState(info, "program", true);
+    const Props props = {{"path", path_}, {"program", name}};
+    std::string what = "program " + Quote(name) + " in object " + Quote(path_);
     struct bpf_program *p = bpf_object__find_program_by_name(obj_, name.c_str());
     if (p == nullptr)
-      ThrowErrno(info.Env(), ENOENT, "BpfObject.programFd", "no program " + Quote(name) + " in object " + Quote(path_),
-                 {{"path", path_}, {"program", name}});
+      ThrowErrno(info.Env(), ENOENT, "BpfObject.program", "no program " + Quote(name) + " in object " + Quote(path_),
+                 props);
     int fd = bpf_program__fd(p);
-    if (fd < 0)
-      ThrowErrno(info.Env(), fd, "bpf_program__fd", "program " + Quote(name) + " in object " + Quote(path_),
-                 {{"path", path_}, {"program", name}});
-    return Napi::Number::New(info.Env(), fd);
+    if (fd < 0) ThrowErrno(info.Env(), fd, "bpf_program__fd", what, props);
+    return Fd::New(info.Env(), Dup(info, fd, what, props), what);
   }
 
   Napi::Value Close(const Napi::CallbackInfo &info) {

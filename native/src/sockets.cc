@@ -1,4 +1,6 @@
 // Socket facts: the netns cookie of a socket or of a namespace path, and SO_ORIGINAL_DST.
+// The socket functions take a plain fd number, not an Fd handle: the socket belongs to whoever made
+// it (a net.Socket of Node, whose fd libuv closes), so it is borrowed for one getsockopt, never owned.
 #include <arpa/inet.h>
 #include <net/if.h>
 #include <fcntl.h>
@@ -37,7 +39,7 @@ int ReadCookie(int fd, uint64_t *cookie) {
 }
 
 Napi::Value SocketNetnsCookie(const Napi::CallbackInfo &info) {
-  int fd = ArgFd(info, 0, "fd");
+  int fd = ArgRawFd(info, 0, "fd");
   uint64_t cookie = 0;
   int e = ReadCookie(fd, &cookie);
   if (e != 0) ThrowErrno(info.Env(), e, "getsockopt", "SO_NETNS_COOKIE on fd " + std::to_string(fd));
@@ -118,7 +120,7 @@ Napi::Value NetnsInterfaces(const Napi::CallbackInfo &info) {
 
 Napi::Value OriginalDst(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  int fd = ArgFd(info, 0, "fd");
+  int fd = ArgRawFd(info, 0, "fd");
   uint32_t family = ArgU32(info, 1, "family");
   char text[INET6_ADDRSTRLEN] = {0};
   int port = 0;

@@ -90,7 +90,7 @@ export class Agent {
 
   /** Node-wide switches (global[0]), before the programs go live; other bits are kept. */
   private writeGlobalFlags(dataplane: Dataplane): void {
-    const cur = (dataplane.maps.global.get(0) as { flags: number } | null)?.flags ?? 0;
+    const cur = dataplane.maps.global.get(0)?.flags ?? 0;
     const splice = this.opts.splice ?? false;
     const flags = splice ? cur | GlobalFlags.SPLICE : cur & ~GlobalFlags.SPLICE;
     dataplane.maps.global.set(0, { flags, pad: 0 });

@@ -5,7 +5,8 @@
 // it, duplicates that fd (pidfd_getfd) and puts it into the sockhash.
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import * as native from '../native/addon.js';
-import type { TypedMap } from '../dataplane/typed-map.js';
+import type { MapsView } from '../dataplane/dataplane.js';
+import type { KeyOf } from '../dataplane/typed-map.js';
 
 export const AF_INET = 2;
 export const AF_INET6 = 10;
@@ -59,13 +60,11 @@ function holder(pids: number[], inode: string): { pid: number; fd: number } | un
   return undefined;
 }
 
-type ListenerKey = { netns_cookie: bigint; port: number; family: number; pad: number };
-
 /**
  * Make sure the pod's listeners on `ports` are in the sockhash. Returns what it adopted. Never
  * throws: a listener that cannot be adopted now is tried again on a later pass.
  */
-export function adoptListeners(map: TypedMap<ListenerKey, bigint>, cookie: bigint, pids: number[], ports: number[]): Listening[] {
+export function adoptListeners(map: MapsView['listeners'], cookie: bigint, pids: number[], ports: number[]): Listening[] {
   const first = pids[0];
   if (first === undefined) return [];
   const adopted: Listening[] = [];
@@ -76,19 +75,17 @@ export function adoptListeners(map: TypedMap<ListenerKey, bigint>, cookie: bigin
   const missing = ports.filter((p) => !registered(p));
   if (missing.length === 0) return [];
   for (const l of listeningSockets(first, missing)) {
-    const key: ListenerKey = { netns_cookie: cookie, port: l.port, family: l.family, pad: 0 };
+    const key: KeyOf<'listeners'> = { netns_cookie: cookie, port: l.port, family: l.family, pad: 0 };
     if (map.get(key) !== null) continue;
     const h = holder(pids, l.inode);
     if (!h) continue;
-    let fd = -1;
     try {
-      fd = native.pidfdGetfd(h.pid, h.fd);
-      map.set(key, BigInt(fd));
+      // the sockhash takes a socket fd as the value (and keeps its own reference to the socket)
+      using sock = native.pidfdGetfd(h.pid, h.fd);
+      map.set(key, BigInt(sock.fd));
       adopted.push(l);
     } catch {
       /* the process or socket went away */
-    } finally {
-      if (fd >= 0) native.close(fd);
     }
   }
   return adopted;

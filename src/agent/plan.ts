@@ -7,25 +7,36 @@
 // writes) are removed on the next pass. The address index (pod_by_ip4/6, used by sk_lookup) is written
 // after the pods entry it points to and removed before it.
 import { CIDR_KEY_FIXED_BITS, MAX_PROXY_IDS, PodFlags, type PodConfigValue } from '../dataplane/layouts.js';
+import type { KeyOf, ValueOf } from '../dataplane/typed-map.js';
 import type { PodEntries } from './desired.js';
-
-export interface PortKeyV { pod_id: number; port: number; kind: number; pad: number }
-export interface CidrKeyV { prefixlen: number; pod_id: number; kind: number; addr: string }
-export interface DnsKeyV { pod_id: number; addr: string }
-export interface IfaceKeyV { pod_id: number; ifindex: number; kind: number; pad: number[] }
-export interface InfoV { namespace_: string; name: string; uid: string }
 
 /** The maps that hold per-pod sets: key -> present, keys carry the pod id. */
 export const SET_MAPS = ['pod_ports', 'pod_cidrs4', 'pod_cidrs6', 'pod_dns', 'pod_ifaces'] as const;
 export type SetMap = (typeof SET_MAPS)[number];
-type SetKey = { pod_id: number };
+type SetKey = KeyOf<SetMap>;
+/** The keys of each set map (generic over the names, SetKeys<M>[M] is KeyOf<M>[] to TypeScript). */
+export type SetKeys<K extends SetMap = SetMap> = { [M in K]: Array<KeyOf<M>> };
+/** A write to set map M: the key is M's own (the value is always "present"). */
+type SetOps<K extends SetMap = SetMap> = { [M in K]: { map: M; op: 'set' | 'delete'; key: KeyOf<M> } };
+export type SetOp<M extends SetMap = SetMap> = SetOps<M>[M];
+
+const setOp = <M extends SetMap>(map: M, op: 'set' | 'delete', key: KeyOf<M>): SetOp<M> => ({ map, op, key });
+
+/** The keys of `sets` (those `pick` keeps) as writes, map by map in SET_MAPS order. */
+function setOps(sets: SetKeys, op: 'set' | 'delete', pick: (key: SetKey) => boolean = () => true): SetOp[] {
+  // one generic step per map: each key stays typed as its own map's
+  const ofMap = <M extends SetMap>(m: M): Array<SetOp<M>> => sets[m].filter(pick).map((key) => setOp(m, op, key));
+  return SET_MAPS.flatMap(ofMap);
+}
+
+type Info = ValueOf<'pod_info'>;
 
 export interface Actual {
-  pods: Array<[bigint, PodConfigValue]>;
-  sets: Record<SetMap, SetKey[]>;
-  info: Array<[number, InfoV]>;
-  byIp4: Array<[string, bigint]>;
-  byIp6: Array<[{ addr: string }, bigint]>;
+  pods: Array<[KeyOf<'pods'>, PodConfigValue]>;
+  sets: SetKeys;
+  info: Array<[KeyOf<'pod_info'>, Info]>;
+  byIp4: Array<[KeyOf<'pod_by_ip4'>, ValueOf<'pod_by_ip4'>]>;
+  byIp6: Array<[KeyOf<'pod_by_ip6'>, ValueOf<'pod_by_ip6'>]>;
 }
 
 export interface Want {
@@ -33,16 +44,14 @@ export interface Want {
   entries: PodEntries;
 }
 
-export type Op =
-  | { map: 'pods'; op: 'set'; key: bigint; value: PodConfigValue }
-  | { map: 'pods'; op: 'delete'; key: bigint }
-  | { map: SetMap; op: 'set' | 'delete'; key: SetKey }
-  | { map: 'pod_info'; op: 'set'; key: number; value: InfoV }
-  | { map: 'pod_info'; op: 'delete'; key: number }
-  | { map: 'pod_by_ip4'; op: 'set'; key: string; value: bigint }
-  | { map: 'pod_by_ip4'; op: 'delete'; key: string }
-  | { map: 'pod_by_ip6'; op: 'set'; key: { addr: string }; value: bigint }
-  | { map: 'pod_by_ip6'; op: 'delete'; key: { addr: string } };
+/** The other maps the planner writes: each key and value is the map's own. */
+export type ValueMap = 'pods' | 'pod_info' | 'pod_by_ip4' | 'pod_by_ip6';
+type ValueOps<K extends ValueMap = ValueMap> = {
+  [M in K]: { map: M; op: 'set'; key: KeyOf<M>; value: ValueOf<M> } | { map: M; op: 'delete'; key: KeyOf<M> };
+};
+export type ValueOp<M extends ValueMap = ValueMap> = ValueOps<M>[M];
+
+export type Op = ValueOp | SetOp;
 
 export interface Plan {
   ops: Op[];
@@ -57,15 +66,15 @@ function configOf(e: PodEntries, podId: number): PodConfigValue {
 }
 
 /** The set keys of one pod under pod id `id`. */
-export function setKeys(e: PodEntries, id: number): Record<SetMap, SetKey[]> {
-  const cidr = (list: PodEntries['cidrs4']): CidrKeyV[] =>
+export function setKeys(e: PodEntries, id: number): SetKeys {
+  const cidr = (list: PodEntries['cidrs4']): Array<KeyOf<'pod_cidrs4' | 'pod_cidrs6'>> =>
     list.map((c) => ({ prefixlen: CIDR_KEY_FIXED_BITS + c.prefix, pod_id: id, kind: c.kind, addr: c.addr }));
   return {
-    pod_ports: e.ports.map((p): PortKeyV => ({ pod_id: id, port: p.port, kind: p.kind, pad: 0 })),
+    pod_ports: e.ports.map((p) => ({ pod_id: id, port: p.port, kind: p.kind, pad: 0 })),
     pod_cidrs4: cidr(e.cidrs4),
     pod_cidrs6: cidr(e.cidrs6),
-    pod_dns: e.dns.map((addr): DnsKeyV => ({ pod_id: id, addr })),
-    pod_ifaces: e.ifaces.map((i): IfaceKeyV => ({ pod_id: id, ifindex: i.ifindex, kind: i.kind, pad: [0, 0, 0] })),
+    pod_dns: e.dns.map((addr) => ({ pod_id: id, addr })),
+    pod_ifaces: e.ifaces.map((i) => ({ pod_id: id, ifindex: i.ifindex, kind: i.kind, pad: [0, 0, 0] })),
   };
 }
 
@@ -117,7 +126,7 @@ export function plan(want: Want[], actual: Actual): Plan {
     const id = allocate();
     ids.set(w.cookie, id);
     const keys = setKeys(w.entries, id);
-    for (const m of SET_MAPS) for (const key of keys[m]) sets.push({ map: m, op: 'set', key });
+    sets.push(...setOps(keys, 'set'));
     sets.push({ map: 'pod_info', op: 'set', key: id, value: w.entries.info });
     flips.push({ map: 'pods', op: 'set', key: w.cookie, value: configOf(w.entries, id) });
   }
@@ -145,7 +154,7 @@ export function plan(want: Want[], actual: Actual): Plan {
 
   const keep = new Set(ids.values());
   const garbage: Op[] = [];
-  for (const m of SET_MAPS) for (const key of actual.sets[m]) if (!keep.has(key.pod_id)) garbage.push({ map: m, op: 'delete', key });
+  garbage.push(...setOps(actual.sets, 'delete', (key) => !keep.has(key.pod_id)));
   for (const [id] of actual.info) if (!keep.has(id)) garbage.push({ map: 'pod_info', op: 'delete', key: id });
 
   return { ops: [...sets, ...flips, ...indexSets, ...indexDeletes, ...removals, ...garbage], ids };

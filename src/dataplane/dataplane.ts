@@ -12,9 +12,11 @@ import { existsSync, mkdirSync, readdirSync, rmSync, rmdirSync, unlinkSync } fro
 import { release } from 'node:os';
 import { dirname, join } from 'node:path';
 import * as native from '../native/addon.js';
+import { BpfError, VerifierError } from '../native/errors.js';
+import { BpfLink, BpfObject, type BpfProgram } from '../native/handles.js';
 import { MAPS, MAP_NAMES, type MapDef, type MapName } from './layouts.js';
 import { OBJECTS, netnsPrograms, staticPrograms } from './programs.js';
-import { TypedMap } from './typed-map.js';
+import { typedMap, type KeyOf, type TypedMap, type ValueOf } from './typed-map.js';
 import { requireFeatures } from './features.js';
 import { MapType } from './uapi.js';
 import { UserError, isErrno } from '../util/errors.js';
@@ -22,7 +24,12 @@ import { cgroupId, checkCgroupDir } from '../util/cgroup.js';
 import { packageRoot } from '../util/paths.js';
 import type { Logger } from '../util/log.js';
 
-export type MapsView = { [K in MapName]: TypedMap<any, any> };
+/** Maps `K`, each typed by its layouts: a key or value of the wrong shape is a compile error. */
+type MapsOf<K extends MapName> = { [N in K]: TypedMap<KeyOf<N>, ValueOf<N>> };
+/** Every map (generic over the names, MapsOf<N>[N] is TypedMap<KeyOf<N>, ValueOf<N>> to TypeScript). */
+export type MapsView = MapsOf<MapName>;
+
+const isMapName = (name: string): name is MapName => Object.hasOwn(MAPS, name);
 
 export const mapPinName = (def: MapDef): string => `${def.name}_v${def.version}`;
 export const mapsDir = (bpffs: string): string => join(bpffs, 'maps');
@@ -30,18 +37,19 @@ export const linksDir = (bpffs: string): string => join(bpffs, 'links');
 
 const PRIVILEGE_HINT = 'run meshlane as root (it needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)';
 
-/** Turns errors a user can cause into one clear line; anything else passes through. */
+/** Turns errors a user can cause into one clear line, by class; anything else passes through. */
 export function explain(e: unknown, what: string): unknown {
   if (e instanceof UserError) return e;
-  const ne = e as native.NativeError;
-  // libbpf reports a verifier refusal as EACCES: look for the program first.
-  if (ne?.program) {
+  // before EACCES: libbpf reports a verifier refusal as EACCES (or EINVAL, E2BIG...)
+  if (e instanceof VerifierError) {
     return new UserError(
-      `${what}: the verifier of kernel ${release()} refused program '${ne.program}' (${ne.message}); the kernel passed meshlane's feature checks, so please report this with the output of MESHLANE_DEBUG=1`,
+      `${what}: the verifier of kernel ${release()} refused program '${e.program}' (${e.message}); the kernel passed meshlane's feature checks, so please report this with the output of MESHLANE_DEBUG=1`,
       { cause: e },
     );
   }
-  if (isErrno(e, 'EPERM') || isErrno(e, 'EACCES')) return new UserError(`${what}: permission denied (${ne.syscall ?? ne.message}): ${PRIVILEGE_HINT}`, { cause: e });
+  if (e instanceof BpfError && (e.code === 'EPERM' || e.code === 'EACCES')) {
+    return new UserError(`${what}: permission denied (${e.syscall}): ${PRIVILEGE_HINT}`, { cause: e });
+  }
   return e;
 }
 
@@ -78,10 +86,9 @@ export interface LoadOptions {
 }
 
 export class Dataplane {
-  private readonly objects: native.BpfObject[] = [];
-  private readonly progFds = new Map<string, number>();
+  private readonly programs = new Map<string, BpfProgram>();
   /** netns link pins already pointing at this load's program */
-  private readonly netnsDone = new Map<string, number>();
+  private readonly netnsDone = new Map<string, BpfProgram>();
   readonly maps: MapsView;
   /** maps this load created (not found pinned): they start empty */
   readonly created: MapName[] = [];
@@ -91,50 +98,57 @@ export class Dataplane {
     private readonly log?: Logger,
     objDir = join(packageRoot(), 'bpf', 'build'),
   ) {
-    const fds = new Map<string, number>();
-    const pinnedFds: number[] = [];
+    // The loader keeps handles only: one per map (the pinned map, or the first object's), one per
+    // program; every object is closed once its handles are taken.
+    const handles = new Map<MapName, native.MapFd>();
     try {
       for (const o of OBJECTS) {
         const path = join(objDir, o.file);
         if (!existsSync(path)) throw new UserError(`BPF object ${path} is missing: run the setup command from the README (npm run build)`);
-        const obj = new native.BpfObject(path);
-        this.objects.push(obj);
+        using obj = new BpfObject(path);
         for (const spec of obj.maps()) {
-          const def = (MAPS as Record<string, MapDef>)[spec.name];
-          if (!def) continue; // .rodata / .bss of the object itself
+          if (!isMapName(spec.name)) continue; // .rodata / .bss of the object itself
+          const def: MapDef = MAPS[spec.name];
           if (spec.keySize !== def.key.size || spec.valueSize !== def.value.size) {
             throw new Error(`map ${spec.name} in ${o.file}: key/value ${spec.keySize}/${spec.valueSize} bytes, layouts.ts says ${def.key.size}/${def.value.size}`);
           }
-          let fd = fds.get(def.name);
-          if (fd === undefined) {
+          let map = handles.get(spec.name);
+          if (map === undefined) {
             const pin = join(mapsDir(bpffs), mapPinName(def));
             if (existsSync(pin)) {
-              fd = native.objGet(pin);
-              pinnedFds.push(fd);
-              const info = native.mapInfo(fd);
+              map = native.openMap(pin);
+              handles.set(spec.name, map);
+              const info = map.info;
               if (info.type !== spec.type || info.keySize !== spec.keySize || info.valueSize !== spec.valueSize || (info.maxEntries !== spec.maxEntries && spec.type !== MapType.SK_STORAGE)) {
                 throw new UserError(`pinned map ${pin} does not match its layout version: remove it with 'meshlane uninstall --bpffs ${bpffs}'`);
               }
             }
           }
-          if (fd !== undefined) obj.reuseMap(def.name, fd);
+          if (map !== undefined) obj.reuseMap(spec.name, map);
         }
         obj.load();
         for (const spec of obj.maps()) {
-          const def = (MAPS as Record<string, MapDef>)[spec.name];
-          if (!def || fds.has(def.name)) continue;
-          const fd = obj.mapFd(def.name);
-          const pin = join(mapsDir(bpffs), mapPinName(def));
+          if (!isMapName(spec.name) || handles.has(spec.name)) continue;
+          const map = obj.map(spec.name);
+          handles.set(spec.name, map);
+          const pin = join(mapsDir(bpffs), mapPinName(MAPS[spec.name]));
           if (!existsSync(pin)) {
-            native.pin(fd, pin);
-            this.created.push(def.name as MapName);
+            native.pin(map, pin);
+            this.created.push(spec.name);
           }
-          fds.set(def.name, fd);
         }
-        for (const p of o.programs) this.progFds.set(p.name, obj.programFd(p.name));
+        for (const p of o.programs) this.programs.set(p.name, obj.program(p.name));
       }
+      const view: Partial<MapsView> = {};
+      for (const name of MAP_NAMES) {
+        const map = handles.get(name);
+        if (map === undefined) throw new Error(`map ${name} is in layouts.ts but in none of the objects`);
+        setView(view, name, map);
+      }
+      this.maps = view as MapsView;
     } catch (e) {
-      this.close();
+      for (const map of handles.values()) map.close();
+      this.closePrograms();
       // a failed load leaves nothing of its own behind: the pins it made, and the directories if empty
       for (const name of this.created.splice(0)) rmSync(join(mapsDir(bpffs), mapPinName(MAPS[name])), { force: true });
       for (const d of [mapsDir(bpffs), linksDir(bpffs), bpffs]) {
@@ -145,17 +159,7 @@ export class Dataplane {
         }
       }
       throw e;
-    } finally {
-      // the objects hold their own fds for reused maps
-      for (const fd of pinnedFds) native.close(fd);
     }
-    const view: Partial<MapsView> = {};
-    for (const name of MAP_NAMES) {
-      const fd = fds.get(name);
-      if (fd === undefined) throw new Error(`map ${name} is in layouts.ts but in none of the objects`);
-      view[name] = new TypedMap(MAPS[name], fd);
-    }
-    this.maps = view as MapsView;
   }
 
   /** Load the objects, reusing (or creating and pinning) the maps under `bpffs`. */
@@ -169,6 +173,12 @@ export class Dataplane {
     }
   }
 
+  private program(name: string): BpfProgram {
+    const p = this.programs.get(name);
+    if (!p) throw new Error(`program ${name} is in programs.ts but was not loaded`);
+    return p;
+  }
+
   /**
    * Attach every static program: cgroup programs to `cgroupRoot` through pinned links (a pinned link
    * for the same cgroup gets the new program atomically with bpf_link_update; otherwise a new link is
@@ -178,49 +188,30 @@ export class Dataplane {
     const dir = checkCgroupDir(cgroupRoot);
     const wantId = cgroupId(dir);
     const report: Array<{ program: string; action: 'attached' | 'updated' }> = [];
-    let cgFd = -1;
     try {
-      cgFd = native.openPath(dir);
+      using cgroup = native.openPath(dir);
       for (const p of staticPrograms()) {
-        const progFd = this.progFds.get(p.name)!;
+        const prog = this.program(p.name);
         if (p.attach.kind === 'sockmap') {
-          native.progAttach(progFd, this.maps[p.attach.map].fd, p.attach.type);
+          prog.attachTo(this.maps[p.attach.map].handle, p.attach.type);
           report.push({ program: p.name, action: 'attached' });
           continue;
         }
         const pin = join(linksDir(this.bpffs), p.name);
         if (existsSync(pin)) {
-          updatePinnedLink(pin, progFd, wantId, `the pinned link ${pin} is attached to another cgroup than ${dir}: run 'meshlane uninstall --bpffs ${this.bpffs}' first, or use the same --cgroup-root`);
+          updatePinnedLink(pin, prog, wantId, `the pinned link ${pin} is attached to another cgroup than ${dir}: run 'meshlane uninstall --bpffs ${this.bpffs}' first, or use the same --cgroup-root`);
           report.push({ program: p.name, action: 'updated' });
         } else {
-          const linkFd = native.attachCgroup(progFd, cgFd, p.attach.type);
-          try {
-            native.pin(linkFd, pin);
-          } finally {
-            native.close(linkFd);
-          }
+          using link = prog.attachCgroup(cgroup, p.attach.type);
+          link.pin(pin);
           report.push({ program: p.name, action: 'attached' });
         }
         this.log?.debug({ program: p.name, cgroup: dir }, 'program attached');
       }
     } catch (e) {
       throw explain(e, `attaching to cgroup ${dir}`);
-    } finally {
-      if (cgFd >= 0) native.close(cgFd);
     }
     return report;
-  }
-
-  /** Detach a sockmap program (the map stays). */
-  detachSockmapPrograms(): void {
-    for (const p of staticPrograms()) {
-      if (p.attach.kind !== 'sockmap') continue;
-      try {
-        native.progDetach(this.progFds.get(p.name)!, this.maps[p.attach.map].fd, p.attach.type);
-      } catch {
-        /* not attached */
-      }
-    }
   }
 
   /**
@@ -231,25 +222,17 @@ export class Dataplane {
     for (const p of netnsPrograms()) {
       const dir = join(linksDir(this.bpffs), 'netns', p.name);
       const pin = join(dir, cookie.toString());
-      const progFd = this.progFds.get(p.name)!;
+      const prog = this.program(p.name);
       if (existsSync(pin)) {
-        if (this.netnsDone.get(pin) === progFd) continue;
-        updatePinnedLink(pin, progFd, undefined, '');
+        if (this.netnsDone.get(pin) === prog) continue;
+        updatePinnedLink(pin, prog, undefined, '');
       } else {
         mkdirSync(dir, { recursive: true });
-        const nsFd = native.openPath(nsPath);
-        try {
-          const linkFd = native.attachNetns(progFd, nsFd, p.attach.type);
-          try {
-            native.pin(linkFd, pin);
-          } finally {
-            native.close(linkFd);
-          }
-        } finally {
-          native.close(nsFd);
-        }
+        using netns = native.openPath(nsPath);
+        using link = prog.attachNetns(netns, p.attach.type);
+        link.pin(pin);
       }
-      this.netnsDone.set(pin, progFd);
+      this.netnsDone.set(pin, prog);
     }
   }
 
@@ -289,9 +272,23 @@ export class Dataplane {
     return removed;
   }
 
-  close(): void {
-    for (const o of this.objects.splice(0)) o.close();
+  private closePrograms(): void {
+    for (const p of this.programs.values()) p.close();
+    this.programs.clear();
+    this.netnsDone.clear();
   }
+
+  /** Close every handle (the pins stay: capture goes on). */
+  close(): void {
+    this.closePrograms();
+    for (const m of Object.values(this.maps)) m.close();
+  }
+}
+
+/** view[name] = the typed view of map `name` over `handle` */
+function setView<N extends MapName>(view: Partial<MapsView>, name: N, handle: native.MapFd): void {
+  const one: Partial<MapsOf<N>> = view;
+  one[name] = typedMap(name, handle);
 }
 
 function safeReaddir(d: string): string[] {
@@ -303,35 +300,30 @@ function safeReaddir(d: string): string[] {
 }
 
 /** Swap the program behind a pinned link (bpf_link_update: no moment without a program). */
-function updatePinnedLink(pin: string, progFd: number, wantCgroupId: bigint | undefined, mismatch: string): void {
-  const linkFd = native.objGet(pin);
-  try {
-    const info = native.linkInfo(linkFd);
-    if (wantCgroupId !== undefined && info.cgroupId !== undefined && BigInt(info.cgroupId) !== wantCgroupId) throw new UserError(mismatch);
-    native.linkUpdate(linkFd, progFd);
-  } finally {
-    native.close(linkFd);
-  }
+function updatePinnedLink(pin: string, prog: BpfProgram, wantCgroupId: bigint | undefined, mismatch: string): void {
+  using link = BpfLink.open(pin);
+  const info = link.info();
+  if (wantCgroupId !== undefined && info.cgroupId !== undefined && BigInt(info.cgroupId) !== wantCgroupId) throw new UserError(mismatch);
+  link.update(prog);
 }
 
 function detachPinnedLink(pin: string): void {
-  const fd = native.objGet(pin);
-  try {
-    native.linkDetach(fd);
-  } catch (e) {
-    // a netns link whose namespace is gone is already defunct: only the pin is left
-    if (!isErrno(e, 'ENOLINK') && !isErrno(e, 'EINVAL')) throw e;
-  } finally {
-    native.close(fd);
+  {
+    using link = BpfLink.open(pin);
+    try {
+      link.detach();
+    } catch (e) {
+      // a netns link whose namespace is gone is already defunct: only the pin is left
+      if (!isErrno(e, 'ENOLINK') && !isErrno(e, 'EINVAL')) throw e;
+    }
   }
   unlinkSync(pin);
 }
 
 /** The pinned maps alone (no programs), for dump and status; works with no agent running. */
-export class PinnedMaps {
+export class PinnedMaps implements Disposable {
   readonly maps: Partial<MapsView> = {};
   readonly missing: MapName[] = [];
-  private readonly fds: number[] = [];
 
   constructor(readonly bpffs: string) {
     try {
@@ -341,9 +333,13 @@ export class PinnedMaps {
           this.missing.push(name);
           continue;
         }
-        const fd = native.objGet(pin);
-        this.fds.push(fd);
-        this.maps[name] = new TypedMap(MAPS[name], fd);
+        const map = native.openMap(pin);
+        try {
+          setView(this.maps, name, map);
+        } catch (e) {
+          map.close();
+          throw e;
+        }
       }
     } catch (e) {
       this.close();
@@ -352,7 +348,11 @@ export class PinnedMaps {
   }
 
   close(): void {
-    for (const fd of this.fds.splice(0)) native.close(fd);
+    for (const m of Object.values(this.maps)) m.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
   }
 }
 

@@ -14,7 +14,7 @@ export type Row = Record<string, unknown>;
 
 export function describeMaps(maps: Partial<MapsView>, only?: MapName): Partial<Record<MapName, Row[] | string>> {
   const podName = new Map<number, string>();
-  for (const [id, info] of maps.pod_info?.entries() ?? []) podName.set(id as number, `${info.namespace_}/${info.name}`);
+  for (const [id, info] of maps.pod_info?.entries() ?? []) podName.set(id, `${info.namespace_}/${info.name}`);
   const pod = (id: number): string => podName.get(id) ?? `#${id}`;
   const out: Partial<Record<MapName, Row[] | string>> = {};
   const want = (n: MapName): boolean => (!only || only === n) && maps[n] !== undefined;
@@ -69,7 +69,7 @@ export function describeMaps(maps: Partial<MapsView>, only?: MapName): Partial<R
       socket_cookie: sock,
     }));
   if (want('global')) {
-    const g = maps.global!.get(0) as { flags: number } | null;
+    const g = maps.global!.get(0);
     const flags = g?.flags ?? 0;
     out.global = [{ flags: Object.entries(GlobalFlags).filter(([, b]) => (flags & b) !== 0).map(([n]) => n), splice: (flags & GlobalFlags.SPLICE) !== 0 }];
   }

@@ -32,10 +32,10 @@ export function dataplaneFacts(bpffs: string, pinned: boolean): DataplaneFacts |
   let maps: PinnedMaps | undefined;
   try {
     maps = new PinnedMaps(bpffs);
-    const g = maps.maps.global?.get(0) as { flags: number } | null | undefined;
+    const g = maps.maps.global?.get(0);
     const counters: Record<string, bigint> = {};
     Stat.forEach((name, i) => {
-      const v = maps!.maps.stats?.get(i) as bigint | null | undefined;
+      const v = maps!.maps.stats?.get(i);
       if (v !== undefined && v !== null) counters[name] = v;
     });
     return { splice: ((g?.flags ?? 0) & GlobalFlags.SPLICE) !== 0, counters };

@@ -1,20 +1,18 @@
 // The native addon (native/src/*.cc, built by `npm run build:addon`), typed by native/index.d.ts.
-// Loaded once, at import: a missing build is a UserError that says how to fix it.
+// Loaded once, at import: a missing build is a UserError that says how to fix it. Right after loading
+// it gets the error classes of errors.ts, so every native failure is a BpfError (or LoadError).
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type * as Native from '../../native/index.js';
+import { BpfError, LoadError } from './errors.js';
 import { UserError } from '../util/errors.js';
 
 export type NativeAddon = typeof Native;
-export type {
-  NativeError,
-  MapSpec,
-  ProgramSpec,
-  MapInfo,
-  LinkInfo,
-} from '../../native/index.js';
+export type { MapSpec, ProgramSpec, MapInfo, LinkInfo, ProgInfo } from '../../native/index.js';
+export type Fd = Native.Fd;
+export type MapFd = Native.MapFd;
 export type BpfObject = Native.BpfObject;
 
 /** The package root: the nearest directory above this file holding package.json (works from src/ and dist/src/). */
@@ -36,34 +34,31 @@ function load(): NativeAddon {
       'the native addon is not built (native/build/Release/meshlane.node missing): run the setup command from the README',
     );
   }
-  return createRequire(import.meta.url)(addonPath) as NativeAddon;
+  const a = createRequire(import.meta.url)(addonPath) as NativeAddon;
+  a.setErrorClasses({ BpfError, LoadError });
+  return a;
 }
 
 const addon: NativeAddon = load();
 export default addon;
 
+export const Fd = addon.Fd;
+export const MapFd = addon.MapFd;
 export const BpfObject = addon.BpfObject;
 export const attachCgroup = addon.attachCgroup;
 export const attachNetns = addon.attachNetns;
 export const progAttach = addon.progAttach;
-export const progDetach = addon.progDetach;
 export const linkUpdate = addon.linkUpdate;
 export const linkDetach = addon.linkDetach;
 export const linkInfo = addon.linkInfo;
-export const mapInfo = addon.mapInfo;
 export const progInfo = addon.progInfo;
 export const pin = addon.pin;
 export const objGet = addon.objGet;
+export const openMap = addon.openMap;
 export const isBpffs = addon.isBpffs;
 export const mountBpffs = addon.mountBpffs;
 export const openPath = addon.openPath;
 export const pidfdGetfd = addon.pidfdGetfd;
-export const close = addon.close;
-export const mapLookup = addon.mapLookup;
-export const mapUpdate = addon.mapUpdate;
-export const mapDelete = addon.mapDelete;
-export const mapKeys = addon.mapKeys;
-export const mapEntries = addon.mapEntries;
 export const socketNetnsCookie = addon.socketNetnsCookie;
 export const netnsCookie = addon.netnsCookie;
 export const netnsInterfaces = addon.netnsInterfaces;

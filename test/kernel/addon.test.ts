@@ -1,17 +1,23 @@
-// Kernel test of the native addon (native/src/*.cc) against the fixtures in test/fixtures.
+// Kernel test of the native addon (native/src/*.cc) and its TypeScript handles (src/native/) against
+// the fixtures in test/fixtures: handles that own their fds, errors that are instances of the classes
+// of src/native/errors.ts, map ops checked against the shape cached in the handle.
 // Needs root and a BPF-capable kernel. Everything it makes (cgroup, bpffs directory, pins, links,
 // netns, child processes) is removed again in t.after, also when an assertion fails.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, readdirSync, readlinkSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as native from '../../src/native/addon.js';
-import type { NativeError } from '../../src/native/addon.js';
+import { BpfError, LoadError, VerifierError } from '../../src/native/errors.js';
+import { BpfLink, BpfObject } from '../../src/native/handles.js';
+import { explain } from '../../src/dataplane/dataplane.js';
+import { typedMap } from '../../src/dataplane/typed-map.js';
 import { cgroup2Mount } from '../../src/util/cgroup.js';
+import { UserError } from '../../src/util/errors.js';
 
 // uapi numbers used below
 const BPF_MAP_TYPE_HASH = 1;
@@ -70,32 +76,47 @@ function lpmKey(prefixlen: number, a: string): Buffer {
   return b;
 }
 
-function throwsNative(fn: () => unknown, check: Partial<NativeError> | ((e: NativeError) => void)): NativeError {
+/** `fn` throws a BpfError (of the class src/native/errors.ts defines) matching `check`. */
+function throwsBpf(fn: () => unknown, check: Partial<Record<keyof LoadError, unknown>> | ((e: BpfError) => void)): BpfError {
   let caught: unknown;
   try {
     fn();
   } catch (e) {
     caught = e;
   }
-  assert.ok(caught instanceof Error, 'expected a throw');
-  const e = caught as NativeError;
-  assert.equal(typeof e.errno, 'number');
-  assert.ok(e.errno > 0, 'errno is positive');
+  assert.ok(caught instanceof BpfError, `expected a BpfError, got ${String(caught)}`);
+  const e = caught;
+  assert.ok(Number.isInteger(e.errno) && e.errno > 0, 'errno is a positive integer');
   assert.equal(typeof e.code, 'string');
   assert.equal(typeof e.syscall, 'string');
-  assert.ok(e.message.startsWith(e.syscall) || e.program !== undefined, `message names the call: ${e.message}`);
+  assert.ok(e.message.startsWith(e.syscall) || e instanceof VerifierError, `message names the call: ${e.message}`);
   if (typeof check === 'function') check(e);
   else for (const [k, v] of Object.entries(check)) assert.equal((e as unknown as Record<string, unknown>)[k], v, k);
   return e;
 }
 
-function openLoaded(add: (s: () => void) => void, cfg: number, reuseCountsFd?: number): native.BpfObject {
+function openLoaded(add: (s: () => void) => void, cfg: number, reuseCounts?: native.MapFd): native.BpfObject {
   const obj = new native.BpfObject(FIXTURE);
   add(() => obj.close());
   obj.setRodata('cfg_value', u32(cfg));
-  if (reuseCountsFd !== undefined) obj.reuseMap('counts', reuseCountsFd);
+  if (reuseCounts !== undefined) obj.reuseMap('counts', reuseCounts);
   obj.load();
   return obj;
+}
+
+/** Handles closed by the cleanup (close is idempotent: a test may close them earlier). */
+function owned<H extends { close(): void }>(add: (s: () => void) => void, h: H): H {
+  add(() => h.close());
+  return h;
+}
+
+/** What fd `n` of this process is (readlink /proc/self/fd/N), or undefined when it is not open. */
+function fdTarget(n: number): string | undefined {
+  try {
+    return readlinkSync(`/proc/self/fd/${n}`);
+  } catch {
+    return undefined;
+  }
 }
 
 /** A fresh directory on bpffs (mounting bpffs at /sys/fs/bpf first when it is not mounted). */
@@ -170,11 +191,6 @@ async function connectFromCgroup(add: (s: () => void) => void, cgroup: string, p
   assert.equal(code, 0, 'the child connected');
 }
 
-/** bpf(2) info/reuse calls answer a closed fd with EBADFD (77), plain syscalls with EBADF. */
-function badFd(code: string): boolean {
-  return code === 'EBADF' || code === 'EBADFD';
-}
-
 function socketFd(s: net.Socket): number {
   const fd = (s as unknown as { _handle?: { fd?: number } })._handle?.fd;
   assert.ok(typeof fd === 'number' && fd >= 0, 'socket has an fd');
@@ -206,10 +222,10 @@ test('opens the fixture and lists its maps and programs', (t) => {
       attachType: BPF_CGROUP_INET4_CONNECT,
     },
   ]);
-  // fds exist only after load
-  throwsNative(() => obj.mapFd('counts'), { syscall: 'BpfObject.mapFd', code: 'ENOENT' });
+  // handles exist only after load
+  throwsBpf(() => obj.map('counts'), { syscall: 'BpfObject.map', code: 'ENOENT' });
   obj.close();
-  throwsNative(() => obj.maps(), { code: 'EBADF' });
+  throwsBpf(() => obj.maps(), { code: 'EBADF' });
   obj.close(); // idempotent
 });
 
@@ -217,103 +233,219 @@ test('setRodata checks name and size, and the loaded .rodata holds the value', (
   const add = cleanup(t);
   const obj = new native.BpfObject(FIXTURE);
   add(() => obj.close());
-  throwsNative(() => obj.setRodata('cfg_value', Buffer.alloc(2)), { code: 'EINVAL', syscall: 'setRodata' });
-  throwsNative(() => obj.setRodata('no_such_var', u32(1)), { code: 'ENOENT', syscall: 'setRodata' });
+  throwsBpf(() => obj.setRodata('cfg_value', Buffer.alloc(2)), { code: 'EINVAL', syscall: 'setRodata' });
+  throwsBpf(() => obj.setRodata('no_such_var', u32(1)), { code: 'ENOENT', syscall: 'setRodata' });
   obj.setRodata('cfg_value', u32(0xabcd));
   obj.load();
   const rodataName = obj.maps().find((m) => m.name.endsWith('.rodata'))!.name;
-  const fd = obj.mapFd(rodataName);
-  assert.deepEqual(native.mapLookup(fd, u32(0), 4), u32(0xabcd));
-  throwsNative(() => obj.setRodata('cfg_value', u32(1)), { code: 'EBUSY' });
-  throwsNative(() => obj.load(), { code: 'EBUSY' });
-  const info = native.progInfo(obj.programFd('fixture_connect4'));
+  const rodata = owned(add, obj.map(rodataName));
+  assert.deepEqual(rodata.lookup(u32(0)), u32(0xabcd));
+  throwsBpf(() => obj.setRodata('cfg_value', u32(1)), { code: 'EBUSY' });
+  throwsBpf(() => obj.load(), { code: 'EBUSY' });
+  const prog = owned(add, obj.program('fixture_connect4'));
+  const info = native.progInfo(prog);
   assert.equal(info.type, BPF_PROG_TYPE_CGROUP_SOCK_ADDR);
   assert.equal(info.name, 'fixture_connect4'.slice(0, 15));
   assert.match(info.tag, /^[0-9a-f]{16}$/);
-  throwsNative(() => obj.programFd('nope'), { code: 'ENOENT', program: 'nope' });
 });
 
-test('map update / lookup / delete / keys / entries round trip', (t) => {
+test('handles own their fds: close() closes it, a closed handle throws EBADF, only the addon makes them', (t) => {
+  const add = cleanup(t);
+  const dir = owned(add, native.openPath('/'));
+  assert.ok(dir instanceof native.Fd);
+  const n = dir.fd;
+  assert.equal(fdTarget(n), '/', 'the handle holds an open fd');
+  assert.equal(dir.closed, false);
+  dir.close();
+  assert.equal(fdTarget(n), undefined, 'close() closed the fd');
+  assert.equal(dir.closed, true);
+  throwsBpf(() => dir.fd, { code: 'EBADF', errno: 9, syscall: 'Fd.fd' });
+  dir.close(); // idempotent
+
+  // a closed handle passed to a function: EBADF naming the function, before any syscall
+  throwsBpf(() => native.pin(dir, '/sys/fs/bpf/never'), { code: 'EBADF', syscall: 'pin' });
+  // a number where a handle belongs, and a handle made in JS: TypeErrors
+  assert.throws(() => native.pin(n as unknown as native.Fd, '/sys/fs/bpf/never'), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
+  assert.throws(() => new (native.Fd as unknown as new () => native.Fd)(), TypeError);
+  assert.throws(() => native.pin(Object.create(native.Fd.prototype) as native.Fd, '/sys/fs/bpf/never'), TypeError);
+
+  // map and program handles outlive their object; `using` closes them
+  const obj = openLoaded(add, 3);
+  const map = owned(add, obj.map('counts'));
+  let progFd = -1;
+  {
+    using prog = obj.program('fixture_connect4');
+    progFd = prog.fd;
+    assert.match(fdTarget(progFd) ?? '', /^anon_inode:bpf-prog$/);
+    obj.close();
+    assert.equal(native.progInfo(prog).type, BPF_PROG_TYPE_CGROUP_SOCK_ADDR, 'the program handle works after the object closed');
+  }
+  assert.equal(fdTarget(progFd), undefined, '`using` closed the program fd');
+  assert.ok(map instanceof native.MapFd && map instanceof native.Fd, 'a MapFd is an Fd');
+  assert.match(fdTarget(map.fd) ?? '', /^anon_inode:bpf-map$/);
+  map.update(u32(1), u64(10n));
+  assert.deepEqual(map.lookup(u32(1)), u64(10n));
+});
+
+test('a handle collected while open closes its fd (the finalizer is the safety net)', () => {
+  // A child with --expose-gc: drop the only reference, collect, and look at the fd table. The fd
+  // number may be reused once closed (Node opens /dev/null...): look for the file, not the number.
+  const script = `
+    const a = require(${JSON.stringify(native.addonPath)});
+    const fs = require('node:fs');
+    const file = ${JSON.stringify(FIXTURE)};
+    const open = (n) => { try { return fs.readlinkSync('/proc/self/fd/' + n) === file; } catch { return false; } };
+    const n = (() => a.openPath(file).fd)();
+    const before = open(n);
+    (async () => {
+      for (let i = 0; i < 50 && open(n); i++) { globalThis.gc(); await new Promise((r) => setImmediate(r)); }
+      process.stdout.write(JSON.stringify({ before, after: open(n) }));
+    })();`;
+  const r = spawnSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8', timeout: 30_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), { before: true, after: false }, 'open before the collection, closed after');
+});
+
+test('errors are instances of the classes TypeScript passed in', (t) => {
+  const add = cleanup(t);
+  const missing = '/nonexistent/meshlane/x.bpf.o';
+  // a failed syscall: BpfError
+  const e = throwsBpf(() => native.objGet(missing), { code: 'ENOENT', errno: 2, syscall: 'bpf_obj_get', path: missing });
+  assert.ok(!(e instanceof LoadError));
+  assert.equal(e.name, 'BpfError');
+  // a failed open of an object: LoadError with libbpf's log, raw from the addon
+  const le = throwsBpf(() => new native.BpfObject(missing), { code: 'ENOENT', syscall: 'bpf_object__open_file', path: missing });
+  assert.ok(le instanceof LoadError && !(le instanceof VerifierError));
+  assert.match(le.log, /libbpf: elf: failed to open \/nonexistent\/meshlane\/x\.bpf\.o: No such file or directory/);
+  // the TS wrapper adds what libbpf said to the message
+  const we = throwsBpf(() => new BpfObject(missing), { code: 'ENOENT' });
+  assert.ok(we instanceof LoadError && !(we instanceof VerifierError));
+  assert.match(we.message, /: elf: failed to open \/nonexistent\/meshlane\/x\.bpf\.o: No such file or directory$/);
+  // not an ELF file: libbpf's own errno, named
+  const notElf = throwsBpf(() => new BpfObject(join(root, 'package.json')), { code: 'LIBBPF_ERRNO__FORMAT', errno: 4001 });
+  assert.match(notElf.message, /is not a proper ELF object$/);
+  // argument types stay TypeErrors
+  assert.throws(() => native.openPath(42 as unknown as string), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
+  // a missing program: a BpfError ENOENT, not a load failure (explain() leaves it alone)
+  const obj = openLoaded(add, 0);
+  const noProg = throwsBpf(() => obj.program('nope'), { code: 'ENOENT', syscall: 'BpfObject.program', program: 'nope' });
+  assert.ok(!(noProg instanceof LoadError));
+  assert.equal(explain(noProg, 'loading'), noProg, 'an ENOENT is not explained as a verifier refusal');
+});
+
+test('map ops: round trip, sizes checked against the shape cached in the handle', (t) => {
   const add = cleanup(t);
   const obj = openLoaded(add, 0);
-  const counts = obj.mapFd('counts');
-  const cidrs = obj.mapFd('cidrs');
+  const counts = owned(add, obj.map('counts'));
+  const cidrs = owned(add, obj.map('cidrs'));
 
-  assert.deepEqual(native.mapInfo(counts), {
-    id: native.mapInfo(counts).id,
-    name: 'counts',
-    type: BPF_MAP_TYPE_HASH,
-    keySize: 4,
-    valueSize: 8,
-    maxEntries: 64,
-    flags: 0,
-  });
-  assert.equal(native.mapLookup(counts, u32(1), 8), null);
-  for (let i = 1; i <= 40; i++) native.mapUpdate(counts, u32(i), u64(BigInt(i * 100)));
-  assert.deepEqual(native.mapLookup(counts, u32(7), 8), u64(700n));
-  throwsNative(() => native.mapUpdate(counts, u32(7), u64(1n), BPF_NOEXIST), { code: 'EEXIST' });
-  assert.equal(native.mapDelete(counts, u32(7)), true);
-  assert.equal(native.mapDelete(counts, u32(7)), false);
-  assert.equal(native.mapLookup(counts, u32(7), 8), null);
+  assert.deepEqual(counts.info, { id: counts.info.id, name: 'counts', type: BPF_MAP_TYPE_HASH, keySize: 4, valueSize: 8, maxEntries: 64, flags: 0 });
+  assert.equal(counts.valueBytes, 8);
+  assert.equal(counts.lookup(u32(1)), null);
+  for (let i = 1; i <= 40; i++) counts.update(u32(i), u64(BigInt(i * 100)));
+  assert.deepEqual(counts.lookup(u32(7)), u64(700n));
+  throwsBpf(() => counts.update(u32(7), u64(1n), BPF_NOEXIST), { code: 'EEXIST', syscall: 'bpf_map_update_elem', map: 'counts' });
+  assert.equal(counts.delete(u32(7)), true);
+  assert.equal(counts.delete(u32(7)), false);
+  assert.equal(counts.lookup(u32(7)), null);
 
-  const keys = native.mapKeys(counts, 4).map((k) => k.readUInt32LE(0)).sort((a, b) => a - b);
+  const keys = counts.keys().map((k) => k.readUInt32LE(0)).sort((a, b) => a - b);
   assert.deepEqual(keys, [...Array(40).keys()].map((i) => i + 1).filter((i) => i !== 7));
-  const entries = native.mapEntries(counts, 4, 8); // batch lookup on a hash map
+  const entries = counts.entries(); // batch lookup on a hash map
   assert.equal(entries.length, 39);
   for (const [k, v] of entries) assert.equal(v.readBigUInt64LE(0), BigInt(k.readUInt32LE(0) * 100));
 
-  // sizes are checked against the map, not trusted
-  throwsNative(() => native.mapLookup(counts, u32(1), 4), { code: 'EINVAL', map: 'counts' });
-  throwsNative(() => native.mapUpdate(counts, Buffer.alloc(3), u64(1n)), { code: 'EINVAL' });
-  throwsNative(() => native.mapKeys(counts, 8), { code: 'EINVAL' });
-
   // LPM trie: longest prefix wins; entries() falls back to a key walk (no batch ops on LPM)
-  native.mapUpdate(cidrs, lpmKey(8, '10.0.0.0'), u32(8));
-  native.mapUpdate(cidrs, lpmKey(24, '10.1.2.0'), u32(24));
-  assert.deepEqual(native.mapLookup(cidrs, lpmKey(32, '10.1.2.3'), 4), u32(24));
-  assert.deepEqual(native.mapLookup(cidrs, lpmKey(32, '10.9.9.9'), 4), u32(8));
-  assert.equal(native.mapLookup(cidrs, lpmKey(32, '192.168.0.1'), 4), null);
-  const lpm = native.mapEntries(cidrs, 8, 4).map(([k, v]) => [k.readUInt32LE(0), v.readUInt32LE(0)]);
+  cidrs.update(lpmKey(8, '10.0.0.0'), u32(8));
+  cidrs.update(lpmKey(24, '10.1.2.0'), u32(24));
+  assert.deepEqual(cidrs.lookup(lpmKey(32, '10.1.2.3')), u32(24));
+  assert.deepEqual(cidrs.lookup(lpmKey(32, '10.9.9.9')), u32(8));
+  assert.equal(cidrs.lookup(lpmKey(32, '192.168.0.1')), null);
+  const lpm = cidrs.entries().map(([k, v]) => [k.readUInt32LE(0), v.readUInt32LE(0)]);
   assert.deepEqual(lpm.sort((a, b) => a[0]! - b[0]!), [
     [8, 8],
     [24, 24],
   ]);
-  assert.equal(native.mapKeys(cidrs, 8).length, 2);
-  assert.equal(native.mapDelete(cidrs, lpmKey(24, '10.1.2.0')), true);
-  assert.deepEqual(native.mapLookup(cidrs, lpmKey(32, '10.1.2.3'), 4), u32(8));
+  assert.equal(cidrs.keys().length, 2);
+  assert.equal(cidrs.delete(lpmKey(24, '10.1.2.0')), true);
+  assert.deepEqual(cidrs.lookup(lpmKey(32, '10.1.2.3')), u32(8));
+});
+
+test('map ops of the wrong size throw before any syscall, and a right-sized op makes only its own', (t) => {
+  const add = cleanup(t);
+  const obj = openLoaded(add, 0);
+  const counts = obj.map('counts');
+  let closedUnder = false;
+  add(() => {
+    if (!closedUnder) counts.close();
+  });
+  // Take the fd away under the handle: from here every syscall on it fails with EBADF. A size check
+  // that answers EINVAL therefore made no syscall, and an op that fails with EBADF names its own
+  // syscall (no bpf_obj_get_info_by_fd before it). All synchronous: nothing can reuse the fd number.
+  closeSync(counts.fd);
+  closedUnder = true;
+  throwsBpf(() => counts.lookup(Buffer.alloc(3)), { code: 'EINVAL', syscall: 'bpf_map_lookup_elem', map: 'counts' });
+  throwsBpf(() => counts.update(u32(1), Buffer.alloc(4)), { code: 'EINVAL', syscall: 'bpf_map_update_elem' });
+  throwsBpf(() => counts.update(Buffer.alloc(8), u64(1n)), { code: 'EINVAL', syscall: 'bpf_map_update_elem' });
+  throwsBpf(() => counts.delete(Buffer.alloc(5)), { code: 'EINVAL', syscall: 'bpf_map_delete_elem' });
+  throwsBpf(() => counts.lookup(u32(1)), { code: 'EBADF', syscall: 'bpf_map_lookup_elem' });
+  throwsBpf(() => counts.update(u32(1), u64(1n)), { code: 'EBADF', syscall: 'bpf_map_update_elem' });
+  throwsBpf(() => counts.keys(), { code: 'EBADF', syscall: 'bpf_map_get_next_key' });
+  assert.equal(counts.info.keySize, 4, 'the shape is the cached one');
+  // the handle still owns the (now stale) fd number: its close() says so
+  throwsBpf(() => counts.close(), { code: 'EBADF', syscall: 'close' });
+  assert.equal(counts.closed, true);
+  throwsBpf(() => counts.lookup(u32(1)), { code: 'EBADF', syscall: 'bpf_map_lookup_elem' });
+
+  // a TypedMap checks the layout's sizes against the handle once, at creation
+  const other = owned(add, obj.map('counts'));
+  assert.throws(() => typedMap('pods', other), /map pods: key\/value 4\/8 bytes, layouts.ts says 8\//);
+  assert.equal(other.closed, false, 'a refused handle stays with the caller');
 });
 
 test('reuseMap makes a second object share the first one\'s map', (t) => {
   const add = cleanup(t);
   const a = openLoaded(add, 1);
-  const b = openLoaded(add, 2, a.mapFd('counts'));
-  assert.equal(native.mapInfo(b.mapFd('counts')).id, native.mapInfo(a.mapFd('counts')).id);
-  assert.notEqual(native.mapInfo(b.mapFd('cidrs')).id, native.mapInfo(a.mapFd('cidrs')).id);
-  native.mapUpdate(a.mapFd('counts'), u32(5), u64(55n));
-  assert.deepEqual(native.mapLookup(b.mapFd('counts'), u32(5), 8), u64(55n));
+  const aCounts = owned(add, a.map('counts'));
+  const b = openLoaded(add, 2, aCounts);
+  const bCounts = owned(add, b.map('counts'));
+  assert.equal(bCounts.info.id, aCounts.info.id);
+  assert.notEqual(owned(add, b.map('cidrs')).info.id, owned(add, a.map('cidrs')).info.id);
+  aCounts.update(u32(5), u64(55n));
+  assert.deepEqual(bCounts.lookup(u32(5)), u64(55n));
 
   const c = new native.BpfObject(FIXTURE);
   add(() => c.close());
-  throwsNative(() => c.reuseMap('no_such_map', a.mapFd('counts')), { code: 'ENOENT', map: 'no_such_map' });
-  throwsNative(() => c.reuseMap('counts', 987654), (e) => {
-    assert.equal(e.syscall, 'bpf_map__reuse_fd');
-    assert.ok(badFd(e.code), e.code);
-  });
+  throwsBpf(() => c.reuseMap('no_such_map', aCounts), { code: 'ENOENT', map: 'no_such_map' });
+  const closed = a.map('counts');
+  closed.close();
+  throwsBpf(() => c.reuseMap('counts', closed), { code: 'EBADF', syscall: 'BpfObject.reuseMap' });
 });
 
-test('pin and objGet under a fresh bpffs directory', (t) => {
+test('pin, objGet and openMap under a fresh bpffs directory', (t) => {
   const add = cleanup(t);
   const dir = bpffsDir(add);
   assert.equal(native.isBpffs(dir), true);
   assert.equal(native.isBpffs('/proc'), false);
   const obj = openLoaded(add, 0);
+  const counts = owned(add, obj.map('counts'));
   const pinPath = join(dir, 'counts');
-  native.pin(obj.mapFd('counts'), pinPath);
-  const fd = native.objGet(pinPath);
-  add(() => native.close(fd));
-  assert.equal(native.mapInfo(fd).id, native.mapInfo(obj.mapFd('counts')).id);
-  throwsNative(() => native.pin(obj.mapFd('counts'), pinPath), { code: 'EEXIST', path: pinPath });
-  throwsNative(() => native.objGet(join(dir, 'missing')), { code: 'ENOENT', syscall: 'bpf_obj_get' });
+  native.pin(counts, pinPath);
+  const pinned = owned(add, native.openMap(pinPath));
+  assert.deepEqual(pinned.info, counts.info);
+  throwsBpf(() => native.pin(counts, pinPath), { code: 'EEXIST', path: pinPath });
+  throwsBpf(() => native.objGet(join(dir, 'missing')), { code: 'ENOENT', syscall: 'bpf_obj_get' });
+  throwsBpf(() => native.openMap(join(dir, 'missing')), { code: 'ENOENT', syscall: 'bpf_obj_get' });
+  // a pin that is not a map is no MapFd
+  const progPin = join(dir, 'prog');
+  native.pin(owned(add, obj.program('fixture_connect4')), progPin);
+  throwsBpf(() => native.openMap(progPin), (e) => {
+    assert.equal(e.code, 'EINVAL');
+    assert.match(e.message, /is not a BPF map \(anon_inode:bpf-prog\)/);
+  });
+  const prog = owned(add, native.objGet(progPin));
+  assert.ok(!(prog instanceof native.MapFd));
+  assert.equal(native.progInfo(prog).name, 'fixture_connect');
 });
 
 test('attachCgroup / linkInfo / linkUpdate / pin / detach on a test cgroup', async (t) => {
@@ -323,61 +455,94 @@ test('attachCgroup / linkInfo / linkUpdate / pin / detach on a test cgroup', asy
   const cgroup = testCgroup(add);
   const pins = bpffsDir(add);
 
-  const a = openLoaded(add, 7);
-  const b = openLoaded(add, 9, a.mapFd('counts'));
-  const counts = a.mapFd('counts');
-  const cgFd = native.openPath(cgroup);
-  add(() => native.close(cgFd));
+  const a = new BpfObject(FIXTURE);
+  add(() => a.close());
+  a.setRodata('cfg_value', u32(7));
+  a.load();
+  const counts = owned(add, a.map('counts'));
+  const progA = owned(add, a.program('fixture_connect4'));
+  const b = new BpfObject(FIXTURE);
+  add(() => b.close());
+  b.setRodata('cfg_value', u32(9));
+  b.reuseMap('counts', counts);
+  b.load();
+  const progB = owned(add, b.program('fixture_connect4'));
+  a.close();
+  b.close(); // the handles are all the test needs from here
 
-  const linkFd = native.attachCgroup(a.programFd('fixture_connect4'), cgFd, BPF_CGROUP_INET4_CONNECT);
-  let linkOpen = true;
-  add(() => {
-    if (linkOpen) native.close(linkFd);
-  });
-  const info = native.linkInfo(linkFd);
+  const cg = owned(add, native.openPath(cgroup));
+  const link = owned(add, progA.attachCgroup(cg, BPF_CGROUP_INET4_CONNECT));
+  assert.ok(link instanceof BpfLink);
+  const info = link.info();
   assert.equal(info.type, BPF_LINK_TYPE_CGROUP);
   assert.equal(info.attachType, BPF_CGROUP_INET4_CONNECT);
   assert.equal(info.cgroupId, statSync(cgroup).ino);
-  assert.equal(info.progId, native.progInfo(a.programFd('fixture_connect4')).id);
+  assert.equal(info.progId, progA.info().id);
 
   await connectFromCgroup(add, cgroup, port);
-  assert.deepEqual(native.mapLookup(counts, u32(7), 8), u64(1n), 'program A ran (cfg_value 7)');
+  assert.deepEqual(counts.lookup(u32(7)), u64(1n), 'program A ran (cfg_value 7)');
 
-  native.linkUpdate(linkFd, b.programFd('fixture_connect4'));
-  assert.equal(native.linkInfo(linkFd).progId, native.progInfo(b.programFd('fixture_connect4')).id);
-  assert.equal(native.linkInfo(linkFd).id, info.id);
+  link.update(progB);
+  assert.equal(link.info().progId, progB.info().id);
+  assert.equal(link.info().id, info.id);
   await connectFromCgroup(add, cgroup, port);
-  assert.deepEqual(native.mapLookup(counts, u32(9), 8), u64(1n), 'program B ran after linkUpdate (cfg_value 9)');
-  assert.deepEqual(native.mapLookup(counts, u32(7), 8), u64(1n));
+  assert.deepEqual(counts.lookup(u32(9)), u64(1n), 'program B ran after linkUpdate (cfg_value 9)');
+  assert.deepEqual(counts.lookup(u32(7)), u64(1n));
 
   const linkPin = join(pins, 'link');
-  native.pin(linkFd, linkPin);
-  const pinnedFd = native.objGet(linkPin);
-  add(() => native.close(pinnedFd));
-  assert.equal(native.linkInfo(pinnedFd).id, info.id);
+  link.pin(linkPin);
+  {
+    using pinned = BpfLink.open(linkPin);
+    assert.equal(pinned.info().id, info.id);
+  }
   rmSync(linkPin);
 
-  native.linkDetach(linkFd);
+  link.detach();
   await connectFromCgroup(add, cgroup, port);
-  assert.deepEqual(native.mapLookup(counts, u32(9), 8), u64(1n), 'no program runs after detach');
-  native.close(linkFd);
-  linkOpen = false;
-  throwsNative(() => native.linkInfo(linkFd), (e) => assert.ok(badFd(e.code), e.code));
+  assert.deepEqual(counts.lookup(u32(9)), u64(1n), 'no program runs after detach');
+  link.close();
+  throwsBpf(() => link.info(), { code: 'EBADF', syscall: 'linkInfo' });
 });
 
-test('a verifier refusal names the program and carries the log', (t) => {
+test('a verifier refusal is a VerifierError naming the program, with the log', (t) => {
   const add = cleanup(t);
-  const bad = new native.BpfObject(BAD);
+  // the addon itself hands over the raw log
+  const raw = new native.BpfObject(BAD);
+  add(() => raw.close());
+  const le = throwsBpf(() => raw.load(), { syscall: 'bpf_object__load', code: 'EACCES', errno: 13, path: BAD });
+  assert.ok(le instanceof LoadError && !(le instanceof VerifierError));
+  assert.equal(le.program, undefined, 'no log parsing in the addon');
+  assert.match(le.log, /-- BEGIN PROG LOAD LOG --/);
+  throwsBpf(() => raw.load(), { code: 'EBADFD' });
+
+  // the TypeScript object reads it
+  const bad = new BpfObject(BAD);
   add(() => bad.close());
-  const e = throwsNative(() => bad.load(), {
-    syscall: 'bpf_object__load',
-    program: 'bad_connect4',
-    code: 'EACCES',
-    errno: 13,
-  });
+  const e = throwsBpf(() => bad.load(), { syscall: 'bpf_object__load', code: 'EACCES', errno: 13 });
+  assert.ok(e instanceof VerifierError);
+  assert.equal(e.name, 'VerifierError');
+  assert.equal(e.program, 'bad_connect4');
+  assert.equal(e.reason, 'invalid bpf_context access off=4096 size=4');
   assert.match(e.message, /^verifier refused program 'bad_connect4': invalid bpf_context access/);
-  assert.ok(e.log?.includes('invalid bpf_context access off=4096'), 'the verifier log is attached');
-  throwsNative(() => bad.load(), { code: 'EBADFD' });
+  assert.ok(e.log.includes('invalid bpf_context access off=4096'), 'the verifier log is attached');
+  const explained = explain(e, 'loading the BPF programs');
+  assert.ok(explained instanceof UserError);
+  assert.match(explained.message, /^loading the BPF programs: the verifier of kernel \S+ refused program 'bad_connect4'/);
+});
+
+test('a refusal with another errno is still a VerifierError: the class decides, not the errno', (t) => {
+  const add = cleanup(t);
+  // counts (u32 -> u64) replaced by cidrs (8-byte keys): the program's 4-byte key on the stack is refused
+  const a = openLoaded(add, 0);
+  const cidrs = owned(add, a.map('cidrs'));
+  const obj = new BpfObject(FIXTURE);
+  add(() => obj.close());
+  obj.reuseMap('counts', cidrs);
+  const e = throwsBpf(() => obj.load(), { code: 'EINVAL', syscall: 'bpf_object__load' });
+  assert.ok(e instanceof VerifierError);
+  assert.equal(e.program, 'fixture_connect4');
+  assert.match(e.reason, /^invalid read from stack/);
+  assert.ok(explain(e, 'loading') instanceof UserError);
 });
 
 test('netns cookies and SO_ORIGINAL_DST', async (t) => {
@@ -400,28 +565,25 @@ test('netns cookies and SO_ORIGINAL_DST', async (t) => {
   assert.equal(native.netnsCookie(`/run/netns/${ns}`), other, 'stable');
   assert.equal(native.netnsCookie('/proc/self/ns/net'), own, 'this thread never left its netns');
 
-  throwsNative(() => native.originalDst(fd, 4), (e) =>
-    assert.ok(e.code === 'ENOENT' || e.code === 'ENOPROTOOPT', `got ${e.code}`),
-  );
+  throwsBpf(() => native.originalDst(fd, 4), (e) => assert.ok(e.code === 'ENOENT' || e.code === 'ENOPROTOOPT', `got ${e.code}`));
   assert.throws(() => native.originalDst(fd, 5 as 4), TypeError);
-  throwsNative(() => native.socketNetnsCookie(987654), { code: 'EBADF' });
-  throwsNative(() => native.netnsCookie('/nonexistent/ns'), { code: 'ENOENT', syscall: 'open' });
+  throwsBpf(() => native.socketNetnsCookie(987654), { code: 'EBADF' });
+  throwsBpf(() => native.netnsCookie('/nonexistent/ns'), { code: 'ENOENT', syscall: 'open' });
 });
 
 test('bad paths fail with ENOENT and say which path', () => {
   const missing = '/nonexistent/meshlane/x.bpf.o';
-  const e = throwsNative(() => new native.BpfObject(missing), {
+  const e = throwsBpf(() => new native.BpfObject(missing), {
     code: 'ENOENT',
     errno: 2,
     syscall: 'bpf_object__open_file',
     path: missing,
   });
   assert.ok(e.message.includes(missing));
-  throwsNative(() => native.openPath(missing), { code: 'ENOENT', syscall: 'open', path: missing });
-  throwsNative(() => native.objGet(missing), { code: 'ENOENT', syscall: 'bpf_obj_get' });
-  throwsNative(() => native.isBpffs(missing), { code: 'ENOENT', syscall: 'statfs' });
-  throwsNative(() => native.close(987654), { code: 'EBADF', syscall: 'close' });
-  assert.throws(() => native.openPath(42 as unknown as string), TypeError);
+  throwsBpf(() => native.openPath(missing), { code: 'ENOENT', syscall: 'open', path: missing });
+  throwsBpf(() => native.objGet(missing), { code: 'ENOENT', syscall: 'bpf_obj_get' });
+  throwsBpf(() => native.isBpffs(missing), { code: 'ENOENT', syscall: 'statfs' });
+  throwsBpf(() => native.pidfdGetfd(process.pid, 987654), { code: 'EBADF', syscall: 'pidfd_getfd' });
 });
 
 test('kernel feature probes', () => {
