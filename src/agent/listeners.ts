@@ -6,9 +6,10 @@
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import * as native from '../native/addon.js';
 import type { TypedMap } from '../dataplane/typed-map.js';
+import { AF_INET, AF_INET6 } from '../util/ip.js';
 
-export const AF_INET = 2;
-export const AF_INET6 = 10;
+// re-exported: the agent imports them from here
+export { AF_INET, AF_INET6 };
 const TCP_LISTEN = '0A';
 
 interface Listening {

@@ -5,7 +5,8 @@
 // `invalid value '<v>' for annotation '<name>': <reason>`.
 
 import { parse as parseYaml } from 'yaml';
-import type { CaptureSettings, Cidr, Family, InboundPorts, InterceptionMode } from './types.js';
+import { parsePrefix } from '../util/ip.js';
+import type { CaptureSettings, Cidr, InboundPorts, InterceptionMode } from './types.js';
 
 export const ANNOTATIONS = {
   includeInboundPorts: 'traffic.sidecar.istio.io/includeInboundPorts',
@@ -86,109 +87,10 @@ export function parsePortList(text: string, what: string, wildcardAllowed = fals
   return ok(out);
 }
 
-function parseIpv4Bytes(s: string): number[] | undefined {
-  const parts = s.split('.');
-  if (parts.length !== 4) return undefined;
-  const out: number[] = [];
-  for (const p of parts) {
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return undefined;
-    const n = Number(p);
-    if (n > 255) return undefined;
-    out.push(n);
-  }
-  return out;
-}
-
-function parseV6Groups(side: string): number[] | undefined {
-  if (side === '') return [];
-  const out: number[] = [];
-  const parts = side.split(':');
-  for (let i = 0; i < parts.length; i++) {
-    const p = parts[i] as string;
-    if (i === parts.length - 1 && p.includes('.')) {
-      const v4 = parseIpv4Bytes(p);
-      if (!v4) return undefined;
-      out.push(((v4[0] as number) << 8) | (v4[1] as number), ((v4[2] as number) << 8) | (v4[3] as number));
-      continue;
-    }
-    if (!/^[0-9a-fA-F]{1,4}$/.test(p)) return undefined;
-    out.push(parseInt(p, 16));
-  }
-  return out;
-}
-
-function parseIpv6Bytes(s: string): number[] | undefined {
-  if (s.includes('%')) return undefined; // zones are not allowed in prefixes (nor pod IPs)
-  const halves = s.split('::');
-  if (halves.length > 2) return undefined;
-  const head = parseV6Groups(halves[0] as string);
-  const tail = halves.length === 2 ? parseV6Groups(halves[1] as string) : [];
-  if (!head || !tail) return undefined;
-  // an embedded IPv4 address may only end the address
-  if (halves.length === 2 && (halves[0] as string).includes('.')) return undefined;
-  let groups: number[];
-  if (halves.length === 2) {
-    const missing = 8 - head.length - tail.length;
-    if (missing < 1) return undefined;
-    groups = [...head, ...new Array<number>(missing).fill(0), ...tail];
-  } else {
-    if (head.length !== 8) return undefined;
-    groups = head;
-  }
-  return groups.flatMap((g) => [g >> 8, g & 0xff]);
-}
-
-/** Parse an IP address (no zone, no leading zeros in v4 octets) into its family and bytes. */
-export function parseIpBytes(s: string): { family: Family; bytes: number[] } | undefined {
-  if (s.includes(':')) {
-    const bytes = parseIpv6Bytes(s);
-    return bytes ? { family: 6, bytes } : undefined;
-  }
-  const bytes = parseIpv4Bytes(s);
-  return bytes ? { family: 4, bytes } : undefined;
-}
-
-/** Canonical text: dotted quad for v4; RFC 5952 for v6 (lower case, longest zero run compressed),
- *  which is also what Node's WHATWG URL parser prints (IPv4-mapped addresses stay in hex). */
-export function formatIpBytes(family: Family, bytes: readonly number[]): string {
-  if (family === 4) return bytes.join('.');
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i] as number) << 8) | (bytes[i + 1] as number));
-  let bestStart = -1;
-  let bestLen = 1; // a single zero group is never compressed
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) { i++; continue; }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) { bestStart = i; bestLen = j - i; }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
-}
-
-/** An IP address in canonical text, or undefined when it is not one. */
-export function canonicalIp(s: string): { family: Family; addr: string } | undefined {
-  const ip = parseIpBytes(s);
-  return ip ? { family: ip.family, addr: formatIpBytes(ip.family, ip.bytes) } : undefined;
-}
-
 /** A prefix `addr/bits` (as Go's netip.ParsePrefix: the `/bits` part is required), host bits cleared. */
 export function parseCidr(s: string): Result<Cidr> {
-  const bad = fail<Cidr>(`${q(s)} is not a valid CIDR`);
-  const slash = s.indexOf('/');
-  if (slash < 0) return bad;
-  const ip = parseIpBytes(s.slice(0, slash));
-  const bitsText = s.slice(slash + 1);
-  if (!ip || !/^(0|[1-9][0-9]{0,2})$/.test(bitsText)) return bad;
-  const prefix = Number(bitsText);
-  if (prefix > ip.bytes.length * 8) return bad;
-  const masked = ip.bytes.map((b, i) => {
-    const keep = Math.max(0, Math.min(8, prefix - i * 8));
-    return b & ((0xff << (8 - keep)) & 0xff);
-  });
-  return ok({ family: ip.family, addr: formatIpBytes(ip.family, masked), prefix });
+  const c = parsePrefix(s);
+  return c ? ok(c) : fail(`${q(s)} is not a valid CIDR`);
 }
 
 /** A comma-separated CIDR list: NOT trimmed (a space makes an item invalid); empty items dropped. */

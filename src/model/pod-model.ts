@@ -2,7 +2,8 @@
 // throws on a strange object (it is skipped with a reason instead).
 
 import { z } from 'zod';
-import { canonicalIp, parseCaptureSettings, PROXY_CONTAINER } from './annotations.js';
+import { canonicalIp } from '../util/ip.js';
+import { parseCaptureSettings, PROXY_CONTAINER } from './annotations.js';
 import type { DesiredPod, Family, ModelResult, PodRef, QosClass, SkippedPod } from './types.js';
 
 export const INJECT_LABEL = 'sidecar.istio.io/inject';

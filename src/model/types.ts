@@ -2,15 +2,13 @@
 // Kubernetes API later) produces Kubernetes objects; the model turns them into these values; the
 // reconciler turns these into map entries. Nothing here touches the kernel.
 
-export type Family = 4 | 6;
+import type { IpPrefix } from '../util/ip.js';
+
+export type { Family } from '../util/ip.js';
 export type InterceptionMode = 'REDIRECT' | 'TPROXY' | 'NONE';
 
 /** A CIDR, normalised: `addr` is the network address (host bits cleared) in canonical text form. */
-export interface Cidr {
-  family: Family;
-  addr: string;
-  prefix: number;
-}
+export type Cidr = IpPrefix;
 
 export type InboundPorts =
   /** `*`: every TCP port except `exclude` (which already holds 15090, 15021, 15020 and the status port). */

@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { canonicalIp } from '../../src/util/ip.js';
 import {
   ANNOTATIONS as A,
-  canonicalIp,
   defaultCaptureSettings,
   parseCaptureSettings,
   parseCidr,
