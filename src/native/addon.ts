@@ -2,10 +2,10 @@
 // Loaded once, at import: a missing build is a UserError that says how to fix it.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import type * as Native from '../../native/index.js';
 import { UserError } from '../util/errors.js';
+import { packageRoot } from '../util/paths.js';
 
 export type NativeAddon = typeof Native;
 export type {
@@ -16,17 +16,6 @@ export type {
   LinkInfo,
 } from '../../native/index.js';
 export type BpfObject = Native.BpfObject;
-
-/** The package root: the nearest directory above this file holding package.json (works from src/ and dist/src/). */
-function packageRoot(): string {
-  const start = dirname(fileURLToPath(import.meta.url));
-  for (let dir = start; ; ) {
-    if (existsSync(join(dir, 'package.json'))) return dir;
-    const up = dirname(dir);
-    if (up === dir) throw new Error(`no package.json above ${start}`);
-    dir = up;
-  }
-}
 
 export const addonPath = join(packageRoot(), 'native', 'build', 'Release', 'meshlane.node');
 
