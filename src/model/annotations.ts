@@ -183,17 +183,40 @@ class Reader {
 }
 
 function proxyContainer(pod: PodLike): ContainerLike | undefined {
-  return (pod.spec?.containers ?? []).find((c) => c?.name === PROXY_CONTAINER);
+  const containers: unknown = pod.spec?.containers;
+  if (!Array.isArray(containers)) return undefined;
+  return (containers as ContainerLike[]).find((c) => isRecord(c) && c.name === PROXY_CONTAINER);
 }
 
-function positiveId(v: unknown): number | undefined {
-  return typeof v === 'number' && Number.isSafeInteger(v) && v > 0 && v <= 0xffffffff ? v : undefined;
+const PROXY_FIELD = `spec.containers[${PROXY_CONTAINER}]`;
+
+/** runAsUser / runAsGroup: a non-negative 32-bit integer; 0 ("root") means "not set" for Istio. */
+function proxyId(v: unknown, field: string, fallback: string, errors: string[]): number | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= 0xffffffff) return v === 0 ? undefined : v;
+  errors.push(`invalid value '${JSON.stringify(v) ?? String(v)}' for ${PROXY_FIELD}.securityContext.${field}: not a ${field === 'runAsUser' ? 'uid' : 'gid'} (a non-negative integer); ${fallback}`);
+  return undefined;
 }
 
-function proxyIds(pod: PodLike): { uids: number[]; gids: number[] } {
-  const sc = proxyContainer(pod)?.securityContext;
-  const uid = positiveId(sc?.runAsUser) ?? DEFAULT_PROXY_UID;
-  const gid = positiveId(sc?.runAsGroup);
+/**
+ * The proxy's uid and gid (capture-spec: runAsUser / runAsGroup of the proxy container if non-zero).
+ *
+ * A malformed value gives the default, 1337, never a number read out of the text. The proxy uid is
+ * exempt from capture, so the choice decides whose traffic bypasses the proxy: the default exempts
+ * exactly what every pod without a runAsUser exempts, while a uid taken from a malformed value (Istio
+ * would reject the pod) could be the app's own uid, whose traffic would then bypass. If the proxy
+ * really runs under the malformed value's uid, its own egress is captured and loops back to itself:
+ * connections fail, visibly, and nothing bypasses.
+ */
+function proxyIds(pod: PodLike, errors: string[]): { uids: number[]; gids: number[] } {
+  const uidDefault = `the proxy uid is ${DEFAULT_PROXY_UID}, the default`;
+  const sc: unknown = proxyContainer(pod)?.securityContext;
+  if (sc !== undefined && sc !== null && !isRecord(sc)) {
+    errors.push(`invalid value '${JSON.stringify(sc) ?? String(sc)}' for ${PROXY_FIELD}.securityContext: not an object; ${uidDefault}`);
+  }
+  const ctx = isRecord(sc) ? sc : {};
+  const uid = proxyId(ctx.runAsUser, 'runAsUser', uidDefault, errors) ?? DEFAULT_PROXY_UID;
+  const gid = proxyId(ctx.runAsGroup, 'runAsGroup', 'the proxy gid is the proxy uid, the default', errors);
   return { uids: [uid], gids: gid === undefined ? [uid] : [gid] };
 }
 
@@ -287,12 +310,22 @@ export function firstLine(e: unknown): string {
 
 /** The istio-proxy container's literal ISTIO_META_DNS_CAPTURE env (what istio-cni reads), if any. */
 function dnsFromEnv(pod: PodLike, errors: string[]): boolean | undefined {
-  const env = proxyContainer(pod)?.env ?? [];
-  const e = env.find((x) => x?.name === DNS_CAPTURE_ENV);
-  if (!e || typeof e.value !== 'string') return undefined;
+  const env: unknown = proxyContainer(pod)?.env;
+  if (env === undefined || env === null) return undefined;
+  if (!Array.isArray(env)) {
+    errors.push(`invalid value '${JSON.stringify(env) ?? String(env)}' for ${PROXY_FIELD}.env: not a list; DNS capture is off, the default`);
+    return undefined;
+  }
+  const e = (env as unknown[]).find((x): x is Record<string, unknown> => isRecord(x) && x.name === DNS_CAPTURE_ENV);
+  if (!e || e.value === undefined || e.value === null) return undefined;
+  const where = `env ${DNS_CAPTURE_ENV} of container '${PROXY_CONTAINER}'`;
+  if (typeof e.value !== 'string') {
+    errors.push(`invalid value '${JSON.stringify(e.value) ?? String(e.value)}' for ${where}: not a string; DNS capture is off, the default`);
+    return undefined;
+  }
   const b = parseGoBool(e.value);
   if (b.ok) return b.value;
-  errors.push(`invalid value '${e.value}' for env ${DNS_CAPTURE_ENV} of container '${PROXY_CONTAINER}': ${b.reason}`);
+  errors.push(`invalid value '${e.value}' for ${where}: ${b.reason}`);
   return undefined;
 }
 
@@ -313,7 +346,7 @@ export function parseCaptureSettings(pod: PodLike): ParsedCaptureSettings {
   const r = new Reader(isRecord(annotations) ? annotations : {});
   const A = ANNOTATIONS;
   const s = defaultCaptureSettings();
-  const ids = proxyIds(pod);
+  const ids = proxyIds(pod, r.errors);
   s.proxyUids = ids.uids;
   s.proxyGids = ids.gids;
   s.inboundPorts = inboundPorts(r);

@@ -4,6 +4,8 @@
 //   page, random text that parses as YAML, only other kinds, a truncation that is still valid YAML)
 //   never releases a pod: the last good state stays (maps and real traffic through the proxy), status
 //   and the log name the cause, a later good file applies, an explicit empty List releases.
+// - A wrongly typed value in a pod or its namespace (a number as a label value, runAsUser as a string,
+//   an invalid status.podIP) drops only that setting: the pod stays captured, the error is on the pod.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { renameSync, writeFileSync } from 'node:fs';
@@ -130,4 +132,38 @@ test('an explicit empty List releases every pod; the next good file captures aga
   replaceFile(clusterList([demoNs(), podObject()]));
   await waitFor(() => podState()?.state === 'captured', 10_000, 'the pod captured again');
   assert.match(await vip(), captured);
+});
+
+test('a wrongly typed value drops only that setting: the pod stays captured, the error is on it', async () => {
+  const pod = podObject({ labels: { app: 'client' } }) as {
+    metadata: { labels: Record<string, unknown>; annotations: Record<string, unknown> };
+    spec: { containers: Array<{ name: string; securityContext?: Record<string, unknown> }> };
+    status: Record<string, unknown>;
+  };
+  pod.metadata.labels.version = 2; // a number as a label value
+  pod.metadata.annotations['traffic.sidecar.istio.io/excludeOutboundPorts'] = 80; // a number as an annotation value
+  pod.spec.containers[1]!.securityContext = { runAsUser: '1337', runAsGroup: 1337 }; // runAsUser as a string
+  pod.status.podIP = 'not-an-ip'; // podIPs still good
+  const ns = demoNs({ 'istio-injection': 'enabled', team: 7 }); // a number in a namespace label
+  replaceFile(clusterList([ns, pod]));
+  await waitFor(() => (podState()?.errors.length ?? 0) >= 4, 10_000, 'the errors on the pod');
+  const p = podState()!;
+  assert.equal(p.state, 'captured');
+  assert.deepEqual(p.ips, ['10.244.0.10', 'fd00:244::10']);
+  assert.deepEqual(p.settings, defaultCaptureSettings(), 'every malformed setting has its capturing default');
+  const errs = p.errors.join('\n');
+  assert.match(errs, /label 'version'/);
+  assert.match(errs, /annotation 'traffic\.sidecar\.istio\.io\/excludeOutboundPorts'/);
+  assert.match(errs, /runAsUser/);
+  assert.match(errs, /not-an-ip/);
+  assert.match(errs, /namespace 'demo'.*label 'team'/);
+  await assertStillCaptured('a pod with wrongly typed fields');
+
+  // the namespace's istio-injection label as a number: the capturing reading (the pod stays captured)
+  replaceFile(clusterList([demoNs({ 'istio-injection': 1 }), podObject()]));
+  await waitFor(() => (podState()?.errors ?? []).some((e) => /istio-injection/.test(e)), 10_000, 'the namespace label error on the pod');
+  await assertStillCaptured('istio-injection: 1');
+
+  replaceFile(clusterList([demoNs(), podObject()]));
+  await waitFor(() => podState()?.state === 'captured' && podState()!.errors.length === 0, 10_000, 'the errors cleared');
 });
