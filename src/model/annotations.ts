@@ -6,6 +6,7 @@
 
 import { parse as parseYaml } from 'yaml';
 import { parsePrefix } from '../util/ip.js';
+import { goTrimSpace } from './go-strings.js';
 import type { CaptureSettings, Cidr, InboundPorts, InterceptionMode } from './types.js';
 
 export const ANNOTATIONS = {
@@ -64,21 +65,27 @@ function wildcardMisuse(what: string, allowed: boolean): string {
   return allowed ? `"*" must be the whole value of ${what}` : `"*" is not allowed in ${what}`;
 }
 
-/** One port: spaces trimmed, decimal digits only, 0..65535. */
+/** One port as Istio's parsePort reads it (pkg/kube/inject/validate.go):
+ *  strconv.ParseUint(strings.TrimSpace(s), 10, 16): ASCII digits only (no sign, no prefix, no `_`),
+ *  leading zeros allowed, at most 65535. Trimmed as Go trims, not as JavaScript does. */
 export function parsePort(text: string): Result<number> {
-  const s = text.trim();
+  const s = goTrimSpace(text);
   if (!/^[0-9]+$/.test(s)) return fail(`${q(s)} is not a valid port`);
-  const n = Number(s);
+  const n = Number(s); // exact up to 2^53; anything longer is far above 65535 anyway
   if (n > 65535) return fail(`${q(s)} is not a valid port (must be 0-65535)`);
   return ok(n);
 }
 
-/** A comma-separated port list; empty items dropped; duplicates dropped (first one kept). */
+/** A comma-separated port list as Istio's parsePorts reads it: the whole value trimmed; empty means no
+ *  ports; otherwise every item, trimmed, must be a port: an empty item (`80,,90`, a trailing comma) is
+ *  an error, as it is for Istio. Duplicates are dropped (the first one kept). */
 export function parsePortList(text: string, what: string, wildcardAllowed = false): Result<number[]> {
+  const whole = goTrimSpace(text);
   const out: number[] = [];
-  for (const raw of text.split(',')) {
-    const item = raw.trim();
-    if (item === '') continue;
+  if (whole === '') return ok(out);
+  for (const raw of whole.split(',')) {
+    const item = goTrimSpace(raw);
+    if (item === '') return fail(EMPTY_ITEM('port'));
     if (item === '*') return fail(wildcardMisuse(what, wildcardAllowed));
     const p = parsePort(item);
     if (!p.ok) return p;
@@ -87,17 +94,22 @@ export function parsePortList(text: string, what: string, wildcardAllowed = fals
   return ok(out);
 }
 
+const EMPTY_ITEM = (what: string): string => `an empty item (two commas in a row, or a comma at either end) is not a valid ${what}`;
+
 /** A prefix `addr/bits` (as Go's netip.ParsePrefix: the `/bits` part is required), host bits cleared. */
 export function parseCidr(s: string): Result<Cidr> {
   const c = parsePrefix(s);
   return c ? ok(c) : fail(`${q(s)} is not a valid CIDR`);
 }
 
-/** A comma-separated CIDR list: NOT trimmed (a space makes an item invalid); empty items dropped. */
+/** A comma-separated CIDR list as Istio's validateCIDRList reads it: NOT trimmed (a space makes an
+ *  item invalid); empty means no CIDRs; otherwise every item must be a prefix (netip.ParsePrefix): an
+ *  empty item is an error. Duplicates are dropped. */
 export function parseCidrList(text: string, what: string, wildcardAllowed = false): Result<Cidr[]> {
   const out: Cidr[] = [];
+  if (text === '') return ok(out);
   for (const item of text.split(',')) {
-    if (item === '') continue;
+    if (item === '') return fail(EMPTY_ITEM('CIDR'));
     if (item === '*') return fail(wildcardMisuse(what, wildcardAllowed));
     const c = parseCidr(item);
     if (!c.ok) return c;
@@ -110,7 +122,9 @@ export function parseCidrList(text: string, what: string, wildcardAllowed = fals
 
 const IFACE_RE = /^[a-zA-Z][a-zA-Z0-9_.-]*$/;
 
-/** A comma-separated interface-name list; empty items dropped; names as Linux allows (max 15 chars). */
+/** A comma-separated interface-name list; empty items dropped; names as Linux allows (max 15 chars).
+ *  Istio has no validator for the interface annotations: istio-iptables drops empty items (its
+ *  split()) and hands each name to iptables as is, so nothing is trimmed here either. */
 export function parseInterfaceList(text: string): Result<string[]> {
   const out: string[] = [];
   for (const item of text.split(',')) {
@@ -165,6 +179,11 @@ class Reader {
 
   has(name: string): boolean {
     return Object.prototype.hasOwnProperty.call(this.annotations, name) && this.annotations[name] != null;
+  }
+
+  /** Records a problem with annotation `name` whose value is otherwise used. */
+  report(name: string, reason: string): void {
+    this.errors.push(annotationError(name, String(this.annotations[name]), reason));
   }
 
   /** The parsed value of annotation `name`, or undefined when absent or invalid (error recorded). */
@@ -267,6 +286,9 @@ function notEnforced(name: string, list: string[]): string {
 interface ProxyConfigBits {
   interceptionMode?: InterceptionMode;
   dnsCapture?: boolean;
+  /** ISTIO_META_DNS_CAPTURE given but not a boolean: Istio's validator lets it through (proxyMetadata
+   *  is a map of strings) and reads it later as false, so the rest of the annotation still applies */
+  dnsProblem?: string;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -296,8 +318,8 @@ export function parseProxyConfig(text: string): Result<ProxyConfigBits> {
     if (dns !== undefined) {
       if (typeof dns !== 'string') return fail(`proxyMetadata.${DNS_CAPTURE_ENV} must be a string`);
       const b = parseGoBool(dns);
-      if (!b.ok) return fail(`proxyMetadata.${DNS_CAPTURE_ENV}: ${b.reason}`);
-      out.dnsCapture = b.value;
+      if (b.ok) out.dnsCapture = b.value;
+      else out.dnsProblem = `proxyMetadata.${DNS_CAPTURE_ENV}: ${b.reason}`;
     }
   }
   return ok(out);
@@ -331,6 +353,7 @@ function dnsFromEnv(pod: PodLike, errors: string[]): boolean | undefined {
 
 function modeAndDns(r: Reader, pod: PodLike, s: CaptureSettings): void {
   const pc = r.get(ANNOTATIONS.proxyConfig, parseProxyConfig) ?? {};
+  if (pc.dnsProblem) r.report(ANNOTATIONS.proxyConfig, pc.dnsProblem);
   const mode = r.get(ANNOTATIONS.interceptionMode, parseInterceptionMode) ?? pc.interceptionMode ?? 'REDIRECT';
   s.interceptionMode = mode;
   if (mode === 'TPROXY') {
