@@ -47,7 +47,8 @@ export type QosClass = 'Guaranteed' | 'Burstable' | 'BestEffort';
 /** One pod that should be captured, with its settings. */
 export interface DesiredPod {
   ref: PodRef;
-  /** status.podIPs (at most one per family), canonical text */
+  /** status.podIPs / podIP (at most one per family), canonical text. Empty when the pod gave IPs but
+   *  none was valid: it is captured by its network namespace, with no inbound steering (keyed by IP). */
   ips: string[];
   qosClass: QosClass;
   settings: CaptureSettings;

@@ -48,13 +48,13 @@ function replaceFile(text: string): void {
 }
 
 /** The pod is captured: in status, in the pods map under its netns cookie, and its traffic goes to the proxy. */
-async function assertStillCaptured(what: string): Promise<void> {
+async function assertStillCaptured(what: string, outcome = captured): Promise<void> {
   const p = podState();
   assert.equal(p?.state, 'captured', `${what}: the pod is no longer captured in status`);
   const cookie = p.netnsCookie!;
   const pods = dumpJson(agent!.bpffs).maps.pods as Array<{ netns_cookie: string | number; pod: string }>;
   assert.ok(pods.some((e) => String(e.netns_cookie) === cookie && e.pod === 'demo/client'), `${what}: the pods entry is gone: ${JSON.stringify(pods)}`);
-  assert.match(await vip(), captured, `${what}: traffic no longer goes through the proxy`);
+  assert.match(await vip(), outcome, `${what}: traffic no longer goes through the proxy`);
 }
 
 /** Wait until status shows a source error matching `cause`; it is in the log too. */
@@ -158,6 +158,16 @@ test('a wrongly typed value drops only that setting: the pod stays captured, the
   assert.match(errs, /not-an-ip/);
   assert.match(errs, /namespace 'demo'.*label 'team'/);
   await assertStillCaptured('a pod with wrongly typed fields');
+
+  // no valid pod IP at all: still captured by its network namespace (outbound needs no address)
+  const noIp = podObject() as { status: Record<string, unknown> };
+  noIp.status.podIP = '10.244.0.999';
+  noIp.status.podIPs = [{ ip: 'fd00::zz' }];
+  replaceFile(clusterList([demoNs(), noIp]));
+  await waitFor(() => podState()?.ips.length === 0, 10_000, 'the pod with no valid IP');
+  assert.ok(podState()!.errors.some((e) => /no valid pod IP/.test(e)), JSON.stringify(podState()!.errors));
+  // (with no pod IP known, the source is not bound to it: the proxy sees the kernel's choice)
+  await assertStillCaptured('no valid pod IP', /^proxy-outbound:15001 peer=\S+ orig=10\.96\.0\.10:80 app-sees=10\.96\.0\.10:80$/);
 
   // the namespace's istio-injection label as a number: the capturing reading (the pod stays captured)
   replaceFile(clusterList([demoNs({ 'istio-injection': 1 }), podObject()]));
