@@ -1,7 +1,6 @@
 // Pure: a DesiredPod (the model's output) becomes the map entries that describe it to the programs.
-import { isIPv4, isIPv6 } from 'node:net';
 import type { Cidr, DesiredPod } from '../model/types.js';
-import { bytesToIp6, ipToBytes } from '../dataplane/struct.js';
+import { ip6Text, ipFamily } from '../util/ip.js';
 import { CidrKind, IfaceKind, MAX_PROXY_IDS, PodFlags, PortKind, type PodConfigValue } from '../dataplane/layouts.js';
 
 export interface PodEntries {
@@ -36,8 +35,8 @@ const NO_RUNTIME: PodRuntime = { dnsServers: [], ifindex: () => undefined };
 export function compilePod(pod: DesiredPod, rt: PodRuntime = NO_RUNTIME): PodEntries {
   const s = pod.settings;
   const errors: string[] = [];
-  const ip4 = pod.ips.find((ip) => isIPv4(ip));
-  const ip6 = pod.ips.find((ip) => isIPv6(ip));
+  const ip4 = pod.ips.find((ip) => ipFamily(ip) === 4);
+  const ip6 = pod.ips.find((ip) => ipFamily(ip) === 6);
   let flags = 0;
   if (s.outboundInclude.all) flags |= PodFlags.OUT_INCLUDE_ALL;
   if (s.outboundInclude.cidrs.some(isLoopbackNet)) flags |= PodFlags.OUT_INCLUDE_LOOPBACK;
@@ -73,7 +72,7 @@ export function compilePod(pod: DesiredPod, rt: PodRuntime = NO_RUNTIME): PodEnt
   if (!s.outboundInclude.all) addCidrs(s.outboundInclude.cidrs, CidrKind.OUT_INCLUDE);
 
   // in the form the pod_dns key reads back as (IPv4 v4-mapped), or the planner sees a change every pass
-  const dns = s.dns.enabled && !s.dns.captureAll ? [...new Set(rt.dnsServers.map((a) => bytesToIp6(ipToBytes(a, 6))))] : [];
+  const dns = s.dns.enabled && !s.dns.captureAll ? [...new Set(rt.dnsServers.flatMap((a) => ip6Text(a) ?? []))] : [];
   const ifaces: PodEntries['ifaces'] = [];
   const addIfaces = (names: string[], kind: number): void => {
     for (const n of names) {

@@ -7,9 +7,8 @@ import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import * as native from '../native/addon.js';
 import type { MapsView } from '../dataplane/dataplane.js';
 import type { KeyOf } from '../dataplane/typed-map.js';
+import { AF_INET, AF_INET6 } from '../util/ip.js';
 
-export const AF_INET = 2;
-export const AF_INET6 = 10;
 const TCP_LISTEN = '0A';
 
 interface Listening {

@@ -1,9 +1,8 @@
 // Decodes every pinned map into plain rows (addresses, ports, pod names where known), for
 // `meshlane dump` and the demo. Reads only; works from the pins with no agent running.
 import { CaptureKind, CidrKind, CIDR_KEY_FIXED_BITS, MAPS, PodFlags, PortKind, Stat, type MapName } from './layouts.js';
-import { ip4, ipToBytes } from './struct.js';
-
-const AF_INET = 2;
+import { ip4 } from './struct.js';
+import { AF_INET, ipToBytes, plainIp } from '../util/ip.js';
 import type { MapsView } from './dataplane.js';
 import { GlobalFlags, IfaceKind } from './layouts.js';
 
@@ -57,10 +56,10 @@ export function describeMaps(maps: Partial<MapsView>, only?: MapName): Partial<R
   if (want('pod_by_ip4')) out.pod_by_ip4 = maps.pod_by_ip4!.entries().map(([ip, cookie]) => ({ ip, netns_cookie: cookie }));
   if (want('pod_by_ip6')) out.pod_by_ip6 = maps.pod_by_ip6!.entries().map(([k, cookie]) => ({ ip: k.addr, netns_cookie: cookie }));
   if (want('listeners'))
-    out.listeners = maps.listeners!.entries().map(([k, sock]) => ({ netns_cookie: k.netns_cookie, port: k.port, family: k.family === 2 ? 'ipv4' : 'ipv6', socket_cookie: sock }));
+    out.listeners = maps.listeners!.entries().map(([k, sock]) => ({ netns_cookie: k.netns_cookie, port: k.port, family: k.family === AF_INET ? 'ipv4' : 'ipv6', socket_cookie: sock }));
   if (want('pod_ifaces'))
     out.pod_ifaces = maps.pod_ifaces!.entries().map(([k]) => ({ pod: pod(k.pod_id), kind: names(IfaceKind, k.kind), ifindex: k.ifindex }));
-  if (want('pod_dns')) out.pod_dns = maps.pod_dns!.entries().map(([k]) => ({ pod: pod(k.pod_id), nameserver: plainAddr(k.addr) }));
+  if (want('pod_dns')) out.pod_dns = maps.pod_dns!.entries().map(([k]) => ({ pod: pod(k.pod_id), nameserver: plainIp(k.addr) }));
   if (want('sock_pairs'))
     out.sock_pairs = maps.sock_pairs!.entries().map(([k, sock]) => ({
       netns_cookie: k.netns_cookie,
@@ -78,16 +77,8 @@ export function describeMaps(maps: Partial<MapsView>, only?: MapName): Partial<R
   return out;
 }
 
-/** v4-mapped '::ffff:af4:a' -> '10.244.0.10' (keys keep IPv4 v4-mapped); other addresses unchanged */
-function plainAddr(a: string): string {
-  const m = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(a);
-  if (!m) return a;
-  const hi = parseInt(m[1]!, 16);
-  const lo = parseInt(m[2]!, 16);
-  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
-}
 const hostPort = (a: string, port: number): string => {
-  const p = plainAddr(a);
+  const p = plainIp(a);
   return p.includes(':') ? `[${p}]:${port}` : `${p}:${port}`;
 };
 

@@ -2,7 +2,7 @@
 // itself; offsets follow the C ABI (natural alignment), and the layout test checks every offset and
 // size against the BTF of the compiled objects. Layout descriptions live in layouts.ts only.
 import { createHash } from 'node:crypto';
-import { isIPv4, isIPv6 } from 'node:net';
+import { bytesToIp6, ipToBytes } from '../util/ip.js';
 
 export interface Field<V> {
   readonly kind: string;
@@ -160,51 +160,4 @@ export function fingerprint(...layouts: Array<StructLayout<unknown>>): string {
     .map((l) => `${l.kind}/${l.size}{${l.fields.map((f) => `${f.name}@${f.offset}:${f.field.kind}`).join(',')}}`)
     .join('|');
   return createHash('sha256').update(text).digest('hex').slice(0, 12);
-}
-
-export function ipToBytes(text: string, family: 4 | 6): Buffer {
-  if (family === 4) {
-    if (!isIPv4(text)) throw new TypeError(`not an IPv4 address: ${text}`);
-    return Buffer.from(text.split('.').map(Number));
-  }
-  if (isIPv4(text)) return Buffer.concat([Buffer.alloc(10), Buffer.from([0xff, 0xff]), ipToBytes(text, 4)]);
-  if (!isIPv6(text)) throw new TypeError(`not an IPv6 address: ${text}`);
-  let t = text;
-  const v4tail = /(\d+\.\d+\.\d+\.\d+)$/.exec(t);
-  let tail: Buffer = Buffer.alloc(0);
-  if (v4tail?.[1]) {
-    tail = ipToBytes(v4tail[1], 4);
-    t = t.slice(0, -v4tail[1].length) + '0:0';
-  }
-  const [head = '', rest] = t.split('::');
-  const h = head ? head.split(':') : [];
-  const r = rest !== undefined && rest !== '' ? rest.split(':') : [];
-  const groups = rest === undefined ? h : [...h, ...Array(8 - h.length - r.length).fill('0'), ...r];
-  const out = Buffer.alloc(16);
-  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), 2 * i));
-  if (tail.length) tail.copy(out, 12);
-  return out;
-}
-
-export function bytesToIp6(b: Buffer): string {
-  const g = Array.from({ length: 8 }, (_, i) => b.readUInt16BE(2 * i));
-  // longest run of zeros (length >= 2) becomes '::'
-  let best = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = g.map((x) => x.toString(16));
-  if (best < 0) return hex.join(':');
-  return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`;
 }

@@ -5,7 +5,9 @@
 // `invalid value '<v>' for annotation '<name>': <reason>`.
 
 import { parse as parseYaml } from 'yaml';
-import type { CaptureSettings, Cidr, Family, InboundPorts, InterceptionMode } from './types.js';
+import { parsePrefix } from '../util/ip.js';
+import { goTrimSpace } from './go-strings.js';
+import type { CaptureSettings, Cidr, InboundPorts, InterceptionMode } from './types.js';
 
 export const ANNOTATIONS = {
   includeInboundPorts: 'traffic.sidecar.istio.io/includeInboundPorts',
@@ -63,21 +65,27 @@ function wildcardMisuse(what: string, allowed: boolean): string {
   return allowed ? `"*" must be the whole value of ${what}` : `"*" is not allowed in ${what}`;
 }
 
-/** One port: spaces trimmed, decimal digits only, 0..65535. */
+/** One port as Istio's parsePort reads it (pkg/kube/inject/validate.go):
+ *  strconv.ParseUint(strings.TrimSpace(s), 10, 16): ASCII digits only (no sign, no prefix, no `_`),
+ *  leading zeros allowed, at most 65535. Trimmed as Go trims, not as JavaScript does. */
 export function parsePort(text: string): Result<number> {
-  const s = text.trim();
+  const s = goTrimSpace(text);
   if (!/^[0-9]+$/.test(s)) return fail(`${q(s)} is not a valid port`);
-  const n = Number(s);
+  const n = Number(s); // exact up to 2^53; anything longer is far above 65535 anyway
   if (n > 65535) return fail(`${q(s)} is not a valid port (must be 0-65535)`);
   return ok(n);
 }
 
-/** A comma-separated port list; empty items dropped; duplicates dropped (first one kept). */
+/** A comma-separated port list as Istio's parsePorts reads it: the whole value trimmed; empty means no
+ *  ports; otherwise every item, trimmed, must be a port: an empty item (`80,,90`, a trailing comma) is
+ *  an error, as it is for Istio. Duplicates are dropped (the first one kept). */
 export function parsePortList(text: string, what: string, wildcardAllowed = false): Result<number[]> {
+  const whole = goTrimSpace(text);
   const out: number[] = [];
-  for (const raw of text.split(',')) {
-    const item = raw.trim();
-    if (item === '') continue;
+  if (whole === '') return ok(out);
+  for (const raw of whole.split(',')) {
+    const item = goTrimSpace(raw);
+    if (item === '') return fail(EMPTY_ITEM('port'));
     if (item === '*') return fail(wildcardMisuse(what, wildcardAllowed));
     const p = parsePort(item);
     if (!p.ok) return p;
@@ -86,116 +94,22 @@ export function parsePortList(text: string, what: string, wildcardAllowed = fals
   return ok(out);
 }
 
-function parseIpv4Bytes(s: string): number[] | undefined {
-  const parts = s.split('.');
-  if (parts.length !== 4) return undefined;
-  const out: number[] = [];
-  for (const p of parts) {
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return undefined;
-    const n = Number(p);
-    if (n > 255) return undefined;
-    out.push(n);
-  }
-  return out;
-}
-
-function parseV6Groups(side: string): number[] | undefined {
-  if (side === '') return [];
-  const out: number[] = [];
-  const parts = side.split(':');
-  for (let i = 0; i < parts.length; i++) {
-    const p = parts[i] as string;
-    if (i === parts.length - 1 && p.includes('.')) {
-      const v4 = parseIpv4Bytes(p);
-      if (!v4) return undefined;
-      out.push(((v4[0] as number) << 8) | (v4[1] as number), ((v4[2] as number) << 8) | (v4[3] as number));
-      continue;
-    }
-    if (!/^[0-9a-fA-F]{1,4}$/.test(p)) return undefined;
-    out.push(parseInt(p, 16));
-  }
-  return out;
-}
-
-function parseIpv6Bytes(s: string): number[] | undefined {
-  if (s.includes('%')) return undefined; // zones are not allowed in prefixes (nor pod IPs)
-  const halves = s.split('::');
-  if (halves.length > 2) return undefined;
-  const head = parseV6Groups(halves[0] as string);
-  const tail = halves.length === 2 ? parseV6Groups(halves[1] as string) : [];
-  if (!head || !tail) return undefined;
-  // an embedded IPv4 address may only end the address
-  if (halves.length === 2 && (halves[0] as string).includes('.')) return undefined;
-  let groups: number[];
-  if (halves.length === 2) {
-    const missing = 8 - head.length - tail.length;
-    if (missing < 1) return undefined;
-    groups = [...head, ...new Array<number>(missing).fill(0), ...tail];
-  } else {
-    if (head.length !== 8) return undefined;
-    groups = head;
-  }
-  return groups.flatMap((g) => [g >> 8, g & 0xff]);
-}
-
-/** Parse an IP address (no zone, no leading zeros in v4 octets) into its family and bytes. */
-export function parseIpBytes(s: string): { family: Family; bytes: number[] } | undefined {
-  if (s.includes(':')) {
-    const bytes = parseIpv6Bytes(s);
-    return bytes ? { family: 6, bytes } : undefined;
-  }
-  const bytes = parseIpv4Bytes(s);
-  return bytes ? { family: 4, bytes } : undefined;
-}
-
-/** Canonical text: dotted quad for v4; RFC 5952 for v6 (lower case, longest zero run compressed),
- *  which is also what Node's WHATWG URL parser prints (IPv4-mapped addresses stay in hex). */
-export function formatIpBytes(family: Family, bytes: readonly number[]): string {
-  if (family === 4) return bytes.join('.');
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i] as number) << 8) | (bytes[i + 1] as number));
-  let bestStart = -1;
-  let bestLen = 1; // a single zero group is never compressed
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) { i++; continue; }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) { bestStart = i; bestLen = j - i; }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
-}
-
-/** An IP address in canonical text, or undefined when it is not one. */
-export function canonicalIp(s: string): { family: Family; addr: string } | undefined {
-  const ip = parseIpBytes(s);
-  return ip ? { family: ip.family, addr: formatIpBytes(ip.family, ip.bytes) } : undefined;
-}
+const EMPTY_ITEM = (what: string): string => `an empty item (two commas in a row, or a comma at either end) is not a valid ${what}`;
 
 /** A prefix `addr/bits` (as Go's netip.ParsePrefix: the `/bits` part is required), host bits cleared. */
 export function parseCidr(s: string): Result<Cidr> {
-  const bad = fail<Cidr>(`${q(s)} is not a valid CIDR`);
-  const slash = s.indexOf('/');
-  if (slash < 0) return bad;
-  const ip = parseIpBytes(s.slice(0, slash));
-  const bitsText = s.slice(slash + 1);
-  if (!ip || !/^(0|[1-9][0-9]{0,2})$/.test(bitsText)) return bad;
-  const prefix = Number(bitsText);
-  if (prefix > ip.bytes.length * 8) return bad;
-  const masked = ip.bytes.map((b, i) => {
-    const keep = Math.max(0, Math.min(8, prefix - i * 8));
-    return b & ((0xff << (8 - keep)) & 0xff);
-  });
-  return ok({ family: ip.family, addr: formatIpBytes(ip.family, masked), prefix });
+  const c = parsePrefix(s);
+  return c ? ok(c) : fail(`${q(s)} is not a valid CIDR`);
 }
 
-/** A comma-separated CIDR list: NOT trimmed (a space makes an item invalid); empty items dropped. */
+/** A comma-separated CIDR list as Istio's validateCIDRList reads it: NOT trimmed (a space makes an
+ *  item invalid); empty means no CIDRs; otherwise every item must be a prefix (netip.ParsePrefix): an
+ *  empty item is an error. Duplicates are dropped. */
 export function parseCidrList(text: string, what: string, wildcardAllowed = false): Result<Cidr[]> {
   const out: Cidr[] = [];
+  if (text === '') return ok(out);
   for (const item of text.split(',')) {
-    if (item === '') continue;
+    if (item === '') return fail(EMPTY_ITEM('CIDR'));
     if (item === '*') return fail(wildcardMisuse(what, wildcardAllowed));
     const c = parseCidr(item);
     if (!c.ok) return c;
@@ -208,7 +122,9 @@ export function parseCidrList(text: string, what: string, wildcardAllowed = fals
 
 const IFACE_RE = /^[a-zA-Z][a-zA-Z0-9_.-]*$/;
 
-/** A comma-separated interface-name list; empty items dropped; names as Linux allows (max 15 chars). */
+/** A comma-separated interface-name list; empty items dropped; names as Linux allows (max 15 chars).
+ *  Istio has no validator for the interface annotations: istio-iptables drops empty items (its
+ *  split()) and hands each name to iptables as is, so nothing is trimmed here either. */
 export function parseInterfaceList(text: string): Result<string[]> {
   const out: string[] = [];
   for (const item of text.split(',')) {
@@ -265,6 +181,11 @@ class Reader {
     return Object.prototype.hasOwnProperty.call(this.annotations, name) && this.annotations[name] != null;
   }
 
+  /** Records a problem with annotation `name` whose value is otherwise used. */
+  report(name: string, reason: string): void {
+    this.errors.push(annotationError(name, String(this.annotations[name]), reason));
+  }
+
   /** The parsed value of annotation `name`, or undefined when absent or invalid (error recorded). */
   get<T>(name: string, parser: (v: string) => Result<T>): T | undefined {
     if (!this.has(name)) return undefined;
@@ -281,17 +202,40 @@ class Reader {
 }
 
 function proxyContainer(pod: PodLike): ContainerLike | undefined {
-  return (pod.spec?.containers ?? []).find((c) => c?.name === PROXY_CONTAINER);
+  const containers: unknown = pod.spec?.containers;
+  if (!Array.isArray(containers)) return undefined;
+  return (containers as ContainerLike[]).find((c) => isRecord(c) && c.name === PROXY_CONTAINER);
 }
 
-function positiveId(v: unknown): number | undefined {
-  return typeof v === 'number' && Number.isSafeInteger(v) && v > 0 && v <= 0xffffffff ? v : undefined;
+const PROXY_FIELD = `spec.containers[${PROXY_CONTAINER}]`;
+
+/** runAsUser / runAsGroup: a non-negative 32-bit integer; 0 ("root") means "not set" for Istio. */
+function proxyId(v: unknown, field: string, fallback: string, errors: string[]): number | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= 0xffffffff) return v === 0 ? undefined : v;
+  errors.push(`invalid value '${JSON.stringify(v) ?? String(v)}' for ${PROXY_FIELD}.securityContext.${field}: not a ${field === 'runAsUser' ? 'uid' : 'gid'} (a non-negative integer); ${fallback}`);
+  return undefined;
 }
 
-function proxyIds(pod: PodLike): { uids: number[]; gids: number[] } {
-  const sc = proxyContainer(pod)?.securityContext;
-  const uid = positiveId(sc?.runAsUser) ?? DEFAULT_PROXY_UID;
-  const gid = positiveId(sc?.runAsGroup);
+/**
+ * The proxy's uid and gid (capture-spec: runAsUser / runAsGroup of the proxy container if non-zero).
+ *
+ * A malformed value gives the default, 1337, never a number read out of the text. The proxy uid is
+ * exempt from capture, so the choice decides whose traffic bypasses the proxy: the default exempts
+ * exactly what every pod without a runAsUser exempts, while a uid taken from a malformed value (Istio
+ * would reject the pod) could be the app's own uid, whose traffic would then bypass. If the proxy
+ * really runs under the malformed value's uid, its own egress is captured and loops back to itself:
+ * connections fail, visibly, and nothing bypasses.
+ */
+function proxyIds(pod: PodLike, errors: string[]): { uids: number[]; gids: number[] } {
+  const uidDefault = `the proxy uid is ${DEFAULT_PROXY_UID}, the default`;
+  const sc: unknown = proxyContainer(pod)?.securityContext;
+  if (sc !== undefined && sc !== null && !isRecord(sc)) {
+    errors.push(`invalid value '${JSON.stringify(sc) ?? String(sc)}' for ${PROXY_FIELD}.securityContext: not an object; ${uidDefault}`);
+  }
+  const ctx = isRecord(sc) ? sc : {};
+  const uid = proxyId(ctx.runAsUser, 'runAsUser', uidDefault, errors) ?? DEFAULT_PROXY_UID;
+  const gid = proxyId(ctx.runAsGroup, 'runAsGroup', 'the proxy gid is the proxy uid, the default', errors);
   return { uids: [uid], gids: gid === undefined ? [uid] : [gid] };
 }
 
@@ -342,6 +286,9 @@ function notEnforced(name: string, list: string[]): string {
 interface ProxyConfigBits {
   interceptionMode?: InterceptionMode;
   dnsCapture?: boolean;
+  /** ISTIO_META_DNS_CAPTURE given but not a boolean: Istio's validator lets it through (proxyMetadata
+   *  is a map of strings) and reads it later as false, so the rest of the annotation still applies */
+  dnsProblem?: string;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -371,8 +318,8 @@ export function parseProxyConfig(text: string): Result<ProxyConfigBits> {
     if (dns !== undefined) {
       if (typeof dns !== 'string') return fail(`proxyMetadata.${DNS_CAPTURE_ENV} must be a string`);
       const b = parseGoBool(dns);
-      if (!b.ok) return fail(`proxyMetadata.${DNS_CAPTURE_ENV}: ${b.reason}`);
-      out.dnsCapture = b.value;
+      if (b.ok) out.dnsCapture = b.value;
+      else out.dnsProblem = `proxyMetadata.${DNS_CAPTURE_ENV}: ${b.reason}`;
     }
   }
   return ok(out);
@@ -385,17 +332,28 @@ export function firstLine(e: unknown): string {
 
 /** The istio-proxy container's literal ISTIO_META_DNS_CAPTURE env (what istio-cni reads), if any. */
 function dnsFromEnv(pod: PodLike, errors: string[]): boolean | undefined {
-  const env = proxyContainer(pod)?.env ?? [];
-  const e = env.find((x) => x?.name === DNS_CAPTURE_ENV);
-  if (!e || typeof e.value !== 'string') return undefined;
+  const env: unknown = proxyContainer(pod)?.env;
+  if (env === undefined || env === null) return undefined;
+  if (!Array.isArray(env)) {
+    errors.push(`invalid value '${JSON.stringify(env) ?? String(env)}' for ${PROXY_FIELD}.env: not a list; DNS capture is off, the default`);
+    return undefined;
+  }
+  const e = (env as unknown[]).find((x): x is Record<string, unknown> => isRecord(x) && x.name === DNS_CAPTURE_ENV);
+  if (!e || e.value === undefined || e.value === null) return undefined;
+  const where = `env ${DNS_CAPTURE_ENV} of container '${PROXY_CONTAINER}'`;
+  if (typeof e.value !== 'string') {
+    errors.push(`invalid value '${JSON.stringify(e.value) ?? String(e.value)}' for ${where}: not a string; DNS capture is off, the default`);
+    return undefined;
+  }
   const b = parseGoBool(e.value);
   if (b.ok) return b.value;
-  errors.push(`invalid value '${e.value}' for env ${DNS_CAPTURE_ENV} of container '${PROXY_CONTAINER}': ${b.reason}`);
+  errors.push(`invalid value '${e.value}' for ${where}: ${b.reason}`);
   return undefined;
 }
 
 function modeAndDns(r: Reader, pod: PodLike, s: CaptureSettings): void {
   const pc = r.get(ANNOTATIONS.proxyConfig, parseProxyConfig) ?? {};
+  if (pc.dnsProblem) r.report(ANNOTATIONS.proxyConfig, pc.dnsProblem);
   const mode = r.get(ANNOTATIONS.interceptionMode, parseInterceptionMode) ?? pc.interceptionMode ?? 'REDIRECT';
   s.interceptionMode = mode;
   if (mode === 'TPROXY') {
@@ -411,7 +369,7 @@ export function parseCaptureSettings(pod: PodLike): ParsedCaptureSettings {
   const r = new Reader(isRecord(annotations) ? annotations : {});
   const A = ANNOTATIONS;
   const s = defaultCaptureSettings();
-  const ids = proxyIds(pod);
+  const ids = proxyIds(pod, r.errors);
   s.proxyUids = ids.uids;
   s.proxyGids = ids.gids;
   s.inboundPorts = inboundPorts(r);

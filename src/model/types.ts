@@ -2,15 +2,13 @@
 // Kubernetes API later) produces Kubernetes objects; the model turns them into these values; the
 // reconciler turns these into map entries. Nothing here touches the kernel.
 
-export type Family = 4 | 6;
+import type { IpPrefix } from '../util/ip.js';
+
+export type { Family } from '../util/ip.js';
 export type InterceptionMode = 'REDIRECT' | 'TPROXY' | 'NONE';
 
 /** A CIDR, normalised: `addr` is the network address (host bits cleared) in canonical text form. */
-export interface Cidr {
-  family: Family;
-  addr: string;
-  prefix: number;
-}
+export type Cidr = IpPrefix;
 
 export type InboundPorts =
   /** `*`: every TCP port except `exclude` (which already holds 15090, 15021, 15020 and the status port). */
@@ -49,7 +47,8 @@ export type QosClass = 'Guaranteed' | 'Burstable' | 'BestEffort';
 /** One pod that should be captured, with its settings. */
 export interface DesiredPod {
   ref: PodRef;
-  /** status.podIPs (at most one per family), canonical text */
+  /** status.podIPs / podIP (at most one per family), canonical text. Empty when the pod gave IPs but
+   *  none was valid: it is captured by its network namespace, with no inbound steering (keyed by IP). */
   ips: string[];
   qosClass: QosClass;
   settings: CaptureSettings;

@@ -3,28 +3,17 @@
 // it gets the error classes of errors.ts, so every native failure is a BpfError (or LoadError).
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import type * as Native from '../../native/index.js';
 import { BpfError, LoadError } from './errors.js';
 import { UserError } from '../util/errors.js';
+import { packageRoot } from '../util/paths.js';
 
 export type NativeAddon = typeof Native;
 export type { MapSpec, ProgramSpec, MapInfo, LinkInfo, ProgInfo } from '../../native/index.js';
 export type Fd = Native.Fd;
 export type MapFd = Native.MapFd;
 export type BpfObject = Native.BpfObject;
-
-/** The package root: the nearest directory above this file holding package.json (works from src/ and dist/src/). */
-function packageRoot(): string {
-  const start = dirname(fileURLToPath(import.meta.url));
-  for (let dir = start; ; ) {
-    if (existsSync(join(dir, 'package.json'))) return dir;
-    const up = dirname(dir);
-    if (up === dir) throw new Error(`no package.json above ${start}`);
-    dir = up;
-  }
-}
 
 export const addonPath = join(packageRoot(), 'native', 'build', 'Release', 'meshlane.node');
 

@@ -1,8 +1,9 @@
 // The cluster file source: namespaces and pods from a YAML/JSON file (a `kubectl get -o yaml` List, a
-// NamespaceList/PodList, or a multi-document stream), re-read whenever the file changes.
+// NamespaceList/PodList, or a multi-document stream), re-read whenever the file changes. Only a
+// well-formed file replaces the state (see below); anything else is an error that names the cause.
 //
 // Watching: fs.watch on the directory (so an editor's write-to-temp-then-rename is seen) plus a poll of
-// the file's mtime/size/inode as a fallback; events are debounced. A file that does not parse never
+// the file's mtime/size/inode as a fallback; events are debounced. A file that is not well formed never
 // replaces the last good snapshot: an 'error' event carries the UserError and the source keeps watching.
 
 import { EventEmitter } from 'node:events';
@@ -26,19 +27,75 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** Sorts one object (or list of objects) into the snapshot; unknown kinds are ignored. */
-function collect(obj: unknown, out: ClusterSnapshot, itemKind?: 'Namespace' | 'Pod'): void {
-  if (Array.isArray(obj)) {
-    for (const o of obj) collect(o, out, itemKind);
+// What a cluster file must be (anything else is an error and the last good state stays, so that no
+// file releases capture by accident: an empty file, the gap of a shell `>` rewrite, an HTML error page,
+// text that happens to parse as a YAML scalar, a file cut short):
+// - one JSON document, or a YAML stream of documents (empty documents are skipped), at least one;
+// - every document a Kubernetes object: a mapping with a string `apiVersion` and `kind`;
+// - a `List`, `PodList` or `NamespaceList` has an `items` array; every item is an object with its own
+//   `apiVersion` and `kind` (in a PodList / NamespaceList the kind may be left out, as the API server
+//   does, and is then the list's item kind);
+// - a Pod has metadata.name, spec.containers (a list) and a status (the API server always writes one;
+//   a pod cut short loses it first); a Namespace has metadata.name;
+// - other kinds (a Service next to the pods, as `kubectl get all -o yaml` gives) are ignored, but a
+//   file with no Namespace or Pod at all is an error: an explicit empty List (`items: []`) is the one
+//   way to release every pod.
+// A truncation is caught when it removes something required: the List's own `kind` (kubectl prints
+// it after the items), the tail of the last object. A cut inside a value (a label cut short) is valid
+// YAML that no reader can tell from an intended value.
+
+const LIST_ITEM_KIND: Record<string, 'Pod' | 'Namespace' | undefined> = { List: undefined, PodList: 'Pod', NamespaceList: 'Namespace' };
+const FIX = 'write a List of Namespaces and Pods (kubectl get namespaces,pods -A -o yaml), whole (to a temporary file, then rename it over); an empty List releases every pod';
+
+class Shape extends Error {}
+
+function what(v: unknown): string {
+  if (v === null || v === undefined) return 'empty';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'string') return /^\s*</.test(v) ? 'text that looks like HTML: an error page saved in its place?' : 'a string';
+  return `a ${typeof v}`;
+}
+
+const isName = (v: unknown): v is string => typeof v === 'string' && v !== '';
+
+interface Walk {
+  out: ClusterSnapshot;
+  /** kinds other than Pod and Namespace, in the order seen */
+  others: Set<string>;
+  /** an explicit empty List / PodList / NamespaceList was seen */
+  emptyList: boolean;
+}
+
+/** Checks one object (and a list's items) and sorts it into the snapshot; throws Shape on a bad one. */
+function collect(obj: unknown, where: string, w: Walk, itemKind?: 'Pod' | 'Namespace'): void {
+  if (!isRecord(obj)) throw new Shape(`${where} is not a Kubernetes object (${what(obj)})`);
+  let kind: string;
+  if (isName(obj.kind)) kind = obj.kind;
+  else if (itemKind !== undefined && obj.kind === undefined) kind = itemKind;
+  else throw new Shape(`${where} has no kind (not a Kubernetes object, or cut short?)`);
+  if (itemKind !== undefined && kind !== itemKind) throw new Shape(`${where} is a ${kind} in a ${itemKind}List`);
+  if (itemKind === undefined && !isName(obj.apiVersion)) throw new Shape(`${where} (${kind}) has no apiVersion (a file cut short?)`);
+  if (kind in LIST_ITEM_KIND) {
+    const items = obj.items;
+    if (!Array.isArray(items)) throw new Shape(`${where} (${kind}) has no items list (a file cut short?)`);
+    if (items.length === 0) w.emptyList = true;
+    items.forEach((item, i) => collect(item, `item ${i + 1} of ${where === 'the file' ? `the ${kind}` : where}`, w, LIST_ITEM_KIND[kind]));
     return;
   }
-  if (!isRecord(obj)) return;
-  const kind = typeof obj.kind === 'string' ? obj.kind : itemKind;
-  if (kind === 'Namespace') out.namespaces.push(obj);
-  else if (kind === 'Pod') out.pods.push(obj);
-  else if (kind === 'NamespaceList') collect(obj.items, out, 'Namespace');
-  else if (kind === 'PodList') collect(obj.items, out, 'Pod');
-  else if (kind === 'List') collect(obj.items, out);
+  if (kind !== 'Pod' && kind !== 'Namespace') {
+    w.others.add(kind);
+    return;
+  }
+  const meta = obj.metadata;
+  if (!isRecord(meta) || !isName(meta.name)) throw new Shape(`${where}: a ${kind} with no metadata.name (a file cut short?)`);
+  if (kind === 'Namespace') {
+    w.out.namespaces.push(obj);
+    return;
+  }
+  const pod = `Pod ${isName(meta.namespace) ? meta.namespace : 'default'}/${meta.name}`;
+  if (!isRecord(obj.spec) || !Array.isArray(obj.spec.containers)) throw new Shape(`${where}: ${pod} has no spec.containers (a file cut short?)`);
+  if (!isRecord(obj.status)) throw new Shape(`${where}: ${pod} has no status (a file cut short?)`);
+  w.out.pods.push(obj);
 }
 
 function parseDocuments(text: string): unknown[] {
@@ -60,7 +117,7 @@ function parseDocuments(text: string): unknown[] {
   return docs;
 }
 
-/** Parses a cluster file's text. Throws UserError(`cannot read cluster file <file>: <reason>`). */
+/** Parses a cluster file's text. Throws UserError(`cannot read cluster file <file>: <cause>: <fix>`). */
 export function parseClusterFile(text: string, fileName: string): ClusterSnapshot {
   let docs: unknown[];
   try {
@@ -68,9 +125,19 @@ export function parseClusterFile(text: string, fileName: string): ClusterSnapsho
   } catch (e) {
     throw new UserError(`cannot read cluster file ${fileName}: ${firstLine(e)}`);
   }
-  const out: ClusterSnapshot = { namespaces: [], pods: [] };
-  for (const d of docs) collect(d, out);
-  return out;
+  const w: Walk = { out: { namespaces: [], pods: [] }, others: new Set(), emptyList: false };
+  const present = docs.flatMap((d, i) => (d === null || d === undefined ? [] : [{ d, n: i + 1 }]));
+  try {
+    if (present.length === 0) throw new Shape('the file is empty (no objects)');
+    for (const { d, n } of present) collect(d, docs.length === 1 ? 'the file' : `document ${n}`, w);
+    if (w.out.namespaces.length + w.out.pods.length === 0 && !w.emptyList) {
+      throw new Shape(`no Namespace or Pod in it (only ${[...w.others].join(', ')})`);
+    }
+  } catch (e) {
+    if (e instanceof Shape) throw new UserError(`cannot read cluster file ${fileName}: ${e.message}: ${FIX}`);
+    throw e;
+  }
+  return w.out;
 }
 
 export interface ClusterFileSourceOptions {

@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { canonicalIp } from '../../src/util/ip.js';
 import {
   ANNOTATIONS as A,
-  canonicalIp,
   defaultCaptureSettings,
   parseCaptureSettings,
   parseCidr,
@@ -42,12 +42,19 @@ test('no annotations: the reference istio-iptables invocation', () => {
   assert.deepEqual(parseCaptureSettings({}).settings, defaultCaptureSettings());
 });
 
-test('includeInboundPorts: *, list with spaces and empty items, empty = no inbound capture', () => {
+test('includeInboundPorts: *, list with spaces and duplicates, empty = no inbound capture', () => {
   assert.deepEqual(parse({ [A.includeInboundPorts]: '*' }).settings.inboundPorts.mode, 'all');
-  assert.deepEqual(parse({ [A.includeInboundPorts]: ' 8080 , ,9090,,8080' }).settings.inboundPorts, {
+  assert.deepEqual(parse({ [A.includeInboundPorts]: ' 8080 , 9090,8080 ' }).settings.inboundPorts, {
     mode: 'list',
     include: [8080, 9090],
   });
+  // an empty item is an error for Istio's parsePorts (it used to be dropped here): the default * applies
+  const empty = parse({ [A.includeInboundPorts]: ' 8080 , ,9090,,8080' });
+  assert.deepEqual(empty.settings.inboundPorts, { mode: 'all', exclude: [15090, 15021, 15020] });
+  assert.deepEqual(empty.errors, [
+    `invalid value ' 8080 , ,9090,,8080' for annotation '${A.includeInboundPorts}': an empty item (two commas in a row, or a comma at either end) is not a valid port`,
+  ]);
+  assert.deepEqual(parse({ [A.includeInboundPorts]: ' \t' }).settings.inboundPorts, { mode: 'list', include: [] });
   assert.deepEqual(parse({ [A.includeInboundPorts]: '' }).settings.inboundPorts, { mode: 'list', include: [] });
   assert.deepEqual(parse({ [A.includeInboundPorts]: '0,65535' }).settings.inboundPorts, {
     mode: 'list',
@@ -111,10 +118,13 @@ test('exclusions are still validated when includeInboundPorts is a list', () => 
 });
 
 test('include/excludeOutboundPorts: lists, trimming, errors', () => {
-  const r = parse({ [A.includeOutboundPorts]: '443, 8443', [A.excludeOutboundPorts]: '3306,,5432 ' });
+  const r = parse({ [A.includeOutboundPorts]: '443, 8443', [A.excludeOutboundPorts]: '3306, 5432 ' });
   assert.deepEqual(r.settings.includeOutboundPorts, [443, 8443]);
   assert.deepEqual(r.settings.excludeOutboundPorts, [3306, 5432]);
   assert.deepEqual(r.errors, []);
+  const empty = parse({ [A.excludeOutboundPorts]: '3306,,5432 ' });
+  assert.deepEqual(empty.settings.excludeOutboundPorts, [], 'an empty item makes the value invalid (Istio): no bypass');
+  assert.equal(empty.errors.length, 1);
   const bad = parse({ [A.includeOutboundPorts]: '*', [A.excludeOutboundPorts]: '65536' });
   assert.deepEqual(bad.settings.includeOutboundPorts, []);
   assert.deepEqual(bad.settings.excludeOutboundPorts, []);
@@ -127,7 +137,10 @@ test('include/excludeOutboundPorts: lists, trimming, errors', () => {
 test('includeOutboundIPRanges: *, v4/v6 lists normalised, empty = no outbound capture', () => {
   assert.deepEqual(parse({ [A.includeOutboundIPRanges]: '*' }).settings.outboundInclude, { all: true, cidrs: [] });
   assert.deepEqual(parse({ [A.includeOutboundIPRanges]: '' }).settings.outboundInclude, { all: false, cidrs: [] });
-  const r = parse({ [A.includeOutboundIPRanges]: '10.1.2.3/8,,FD00:0::1/8,2001:db8:0:0:1::/80,127.1.2.3/32' });
+  const empty = parse({ [A.includeOutboundIPRanges]: '10.1.2.3/8,,FD00:0::1/8' });
+  assert.deepEqual(empty.settings.outboundInclude, { all: true, cidrs: [] }, 'an empty item is an error (validateCIDRList)');
+  assert.equal(empty.errors.length, 1);
+  const r = parse({ [A.includeOutboundIPRanges]: '10.1.2.3/8,FD00:0::1/8,2001:db8:0:0:1::/80,127.1.2.3/32' });
   assert.deepEqual(r.errors, []);
   assert.deepEqual(r.settings.outboundInclude, {
     all: false,

@@ -2,7 +2,8 @@
 // the guards of the fixed-size fields.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { bytesToIp6, cstr, ipToBytes, struct, u32, u32Array, u8, u16, ip6 } from '../../src/dataplane/struct.js';
+import { cstr, struct, u32, u32Array, u8, u16, ip6 } from '../../src/dataplane/struct.js';
+import { bytesToIp6, ipToBytes } from '../../src/util/ip.js';
 import { MAX_PROXY_IDS, PodConfig, PodInfo, PortKey, Cidr4Key, Cidr6Key, NetnsCookie } from '../../src/dataplane/layouts.js';
 
 const hex = (b: Buffer): string => b.toString('hex');
