@@ -46,6 +46,8 @@ export interface ResourceType {
   fields(o: StoredObject): Record<string, string>;
   /** what a create through the API does to the object before it is stored */
   prepareForCreate?(o: StoredObject): void;
+  /** what every write (through the API or the store) enforces */
+  normalize?(o: StoredObject): void;
 }
 
 const ALL_VERBS = ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'];
@@ -79,7 +81,11 @@ export const NAMESPACES: ResourceType = {
   prepareForCreate: (o) => {
     o.status = { phase: 'Active' };
     o.spec = { finalizers: ['kubernetes'] };
+  },
+  // the real server keeps this label on every namespace (since 1.21), whatever the writer sends
+  normalize: (o) => {
     o.metadata.labels = { ...o.metadata.labels, 'kubernetes.io/metadata.name': o.metadata.name };
+    if (field(o, 'status', 'phase') === '') o.status = { ...(o.status as object | undefined), phase: 'Active' };
   },
 };
 

@@ -6,21 +6,33 @@
 // connections reset, 503s, delays, history compaction, the server stopped and started again on the
 // same port with the same certificate).
 //
+// Use:
+//   const api = await KubeApiServer.start();            // https://127.0.0.1:<free port>, fresh CA
+//   writeFileSync(path, api.kubeconfig());              // or api.writeKubeconfig(path); the agent reads it
+//   api.store.create('pods', pod({ name: 'p', node: 'n1' }));   // the cluster changes while watches run
+//   api.endWatches('abrupt'); api.fail({ count: 1, match: (r) => r.verb === 'watch' }); api.compact();
+//   await api.stop(); await api.start();                // down and up again: same port, CA, store
+//   api.requests                                        // verb/resource/namespace/... of every request
+//   await api.close();
+//
 // What is simplified (and where a client could tell):
 // - One store, always current: a list "not older than N" is served at the latest revision, and a
 //   watch or list from a future revision is answered at once (504 ResourceVersionTooLarge) where the
 //   real server first waits up to 3 s for the revision to arrive.
 // - DELETE through the API removes at once (no grace period, finalizers or propagation; a namespace takes
 //   its contents with it). Tests that need the two-phase pod deletion use store.delete(..., { graceful }).
-// - Strategic merge patch is a JSON merge patch (see patch.ts); no server-side apply, no dryRun, no
-//   streaming lists (sendInitialEvents), no protobuf, no table output: a request for those is a 4xx/5xx
-//   that says so, not silently something else.
+// - Strategic merge patch is a JSON merge patch (see patch.ts). Server-side apply (415), dryRun and
+//   streaming lists (sendInitialEvents) are refused with a message that says so, not served as something
+//   else. JSON only: Accept is not looked at (no protobuf, no tables).
+// - Authentication only: every known token may do everything. Authorization is checked after the fact,
+//   from the request log, with rbac.ts (what a ClusterRole would have allowed).
+// - No admission or schema validation beyond names, namespaces and resourceVersions.
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { randomBytes } from 'node:crypto';
-import { kubeconfigYaml, writeKubeconfig } from './kubeconfig.js';
+import { kubeconfigYaml, writeKubeconfig, type KubeconfigOptions } from './kubeconfig.js';
 import { isPatchType, PATCH_TYPES } from './patch.js';
 import { isTrue, requestInfo, type RequestInfo } from './requestinfo.js';
 import type { KubeObject, ResourceType } from './resources.js';
@@ -41,6 +53,12 @@ export interface KubeApiServerOptions {
   bookmarkIntervalMs?: number;
   /** end watches that give no timeoutSeconds after this long (the real server picks 30-60 min); default never */
   watchTimeoutSeconds?: number;
+}
+
+export interface KubeconfigFor {
+  token?: string;
+  insecureSkipTlsVerify?: boolean;
+  namespace?: string;
 }
 
 export interface RequestRecord extends RequestInfo {
@@ -127,6 +145,7 @@ export class KubeApiServer {
   private readonly sessions = new Set<WatchSession>();
   private readonly faults: Fault[] = [];
   private readonly log: RequestRecord[] = [];
+  private readonly recordOf = new WeakMap<ServerResponse, RequestRecord>();
   private readonly waiters = new Set<() => void>();
   private seq = 0;
 
@@ -165,14 +184,21 @@ export class KubeApiServer {
     this.tokens.set(token, user);
   }
 
-  kubeconfig(opts: { token?: string; insecureSkipTlsVerify?: boolean; namespace?: string } = {}): string {
-    const o = { server: this.url, token: opts.token ?? this.token, caPem: this.certs.caPem, ...(opts.insecureSkipTlsVerify ? { insecureSkipTlsVerify: true } : {}) };
-    return kubeconfigYaml(opts.namespace ? { ...o, namespace: opts.namespace } : o);
+  /** a kubeconfig (YAML) for this server: its URL and CA, this server's token or `opts.token` */
+  kubeconfig(opts: KubeconfigFor = {}): string {
+    return kubeconfigYaml(this.kubeconfigOptions(opts));
   }
 
-  writeKubeconfig(path: string, opts: { token?: string; insecureSkipTlsVerify?: boolean; namespace?: string } = {}): string {
-    const o = { server: this.url, token: opts.token ?? this.token, caPem: this.certs.caPem, ...(opts.insecureSkipTlsVerify ? { insecureSkipTlsVerify: true } : {}) };
-    return writeKubeconfig(path, opts.namespace ? { ...o, namespace: opts.namespace } : o);
+  /** the same, written to `path` (mode 0600); returns the path */
+  writeKubeconfig(path: string, opts: KubeconfigFor = {}): string {
+    return writeKubeconfig(path, this.kubeconfigOptions(opts));
+  }
+
+  private kubeconfigOptions(opts: KubeconfigFor): KubeconfigOptions {
+    const o: KubeconfigOptions = { server: this.url, token: opts.token ?? this.token, caPem: this.certs.caPem };
+    if (opts.insecureSkipTlsVerify) o.insecureSkipTlsVerify = true;
+    if (opts.namespace) o.namespace = opts.namespace;
+    return o;
   }
 
   // ---- lifecycle ----
@@ -188,6 +214,7 @@ export class KubeApiServer {
       const peer = `${raw.remoteAddress}:${raw.remotePort}`;
       this.sockets.add(raw);
       this.rawByPeer.set(peer, raw);
+      raw.on('error', () => undefined); // a client's reset is its business; the TLS socket reports it
       raw.on('close', () => {
         this.sockets.delete(raw);
         if (this.rawByPeer.get(peer) === raw) this.rawByPeer.delete(peer);
@@ -230,7 +257,6 @@ export class KubeApiServer {
   async close(): Promise<void> {
     this.clearFaults();
     await this.stop({ watches: 'abrupt' });
-    for (const w of this.waiters) w();
   }
 
   // ---- faults ----
@@ -418,10 +444,8 @@ export class KubeApiServer {
       remotePort: req.socket.remotePort ?? 0,
     };
     this.log.push(record);
-    res.on('finish', () => {
-      record.status ??= res.statusCode;
-      this.notify();
-    });
+    this.recordOf.set(res, record);
+    res.on('finish', () => this.notify());
     this.notify();
     try {
       const d = this.takeFault('delay', record);
@@ -466,13 +490,22 @@ export class KubeApiServer {
 
   private send(res: ServerResponse, code: number, body: unknown, headers: Record<string, string> = {}): void {
     const text = json(body);
+    this.answered(res, code);
     res.writeHead(code, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-cache, private', ...headers });
     res.end(text);
   }
 
   private sendText(res: ServerResponse, code: number, text: string): void {
+    this.answered(res, code);
     res.writeHead(code, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(text) });
     res.end(text);
+  }
+
+  /** the status goes into the log before the client can see it */
+  private answered(res: ServerResponse, code: number): void {
+    const r = this.recordOf.get(res);
+    if (r) r.status = code;
+    this.notify();
   }
 
   private async body(req: IncomingMessage): Promise<unknown> {
@@ -625,8 +658,8 @@ export class KubeApiServer {
     if (timeout !== undefined && !(Number.isFinite(timeout) && timeout >= 0)) throw StatusError.badRequest(`timeoutSeconds: Invalid value: "${timeoutText}"`);
 
     res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-cache, private', 'Transfer-Encoding': 'chunked' });
+    this.answered(res, 200);
     res.flushHeaders();
-    record.status = 200;
     const s: WatchSession = { record, res, socket: req.socket as TLSSocket, resource: r, bookmarks: isTrue(q.get('allowWatchBookmarks')), timers: [] };
     this.sessions.add(s);
     res.on('close', () => this.dropSession(s));

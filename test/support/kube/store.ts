@@ -254,6 +254,7 @@ export class Store {
     delete m.deletionTimestamp;
     delete m.deletionGracePeriodSeconds;
     if (opts.prepare) r.prepareForCreate?.(o);
+    r.normalize?.(o);
     return clone(this.commit(r, 'ADDED', key, o));
   }
 
@@ -472,6 +473,7 @@ export class Store {
         else o.status = clone(cur.status);
       }
     }
+    r.normalize?.(o);
     // a write that changes nothing is no write: no new revision, no event (as etcd3's GuaranteedUpdate)
     if (canonical(o) === canonical(cur)) return clone(cur);
     return clone(this.commit(r, 'MODIFIED', keyOf(cur.metadata.namespace, cur.metadata.name), o, cur));
