@@ -279,7 +279,8 @@ export class Store {
   patch(resource: string, namespace: string | undefined, name: string, type: PatchType, patch: unknown, opts: WriteOptions = {}): StoredObject {
     const r = this.resource(resource);
     const cur = this.current(r, r.namespaced ? namespace : undefined, name);
-    const next = applyPatch(type, cur as unknown as Json, patch as Json);
+    // on a copy: a merge keeps the untouched parts by reference, and `cur` stays in the history
+    const next = applyPatch(type, clone(cur) as unknown as Json, patch as Json);
     if (typeof next !== 'object' || next === null || Array.isArray(next)) throw StatusError.badRequest('the patch does not leave an object');
     const o = next as unknown as KubeObject;
     const rv = o.metadata?.resourceVersion;
