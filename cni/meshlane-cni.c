@@ -620,6 +620,11 @@ int main(void) {
       case FAIL_TRY_AGAIN: fail(CNI_ERR_TRY_AGAIN, why_msg, "%s", why);
     }
   }
+  if (code != 0) {
+    // the agent's error result, also for the runtime's log (trimmed of its newline)
+    size_t n = body_len && body[body_len - 1] == '\n' ? body_len - 1 : body_len;
+    dprintf(2, "%s: %s failed in the meshlane agent: %.*s\n", PLUGIN_NAME, cmd->name, (int)(n > 4096 ? 4096 : n), body);
+  }
   if (!write_all(1, body, body_len)) {
     dprintf(2, "%s: writing the result to stdout: %s\n", PLUGIN_NAME, strerror(errno));
     return 1;

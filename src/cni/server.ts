@@ -90,10 +90,11 @@ export class CniServer {
   /** Prepares the path (see the file comment), listens, and resolves once the socket is there (0600). */
   static async listen(opts: CniServerOptions): Promise<CniServer> {
     const o = {
-      handlerTimeoutMs: DEFAULT_HANDLER_TIMEOUT_MS,
-      readTimeoutMs: DEFAULT_READ_TIMEOUT_MS,
-      maxConnections: DEFAULT_MAX_CONNECTIONS,
-      ...opts,
+      socketPath: opts.socketPath,
+      handler: opts.handler,
+      handlerTimeoutMs: opts.handlerTimeoutMs ?? DEFAULT_HANDLER_TIMEOUT_MS,
+      readTimeoutMs: opts.readTimeoutMs ?? DEFAULT_READ_TIMEOUT_MS,
+      maxConnections: opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
       log: opts.log ?? pino({ level: 'silent' }),
     };
     await prepareSocketPath(o.socketPath);
@@ -162,7 +163,7 @@ export class CniServer {
     const finish = (response: string): void => {
       answered = true;
       clearTimeout(readTimer);
-      if (!sock.destroyed) sock.end(response);
+      if (sock.writable) sock.end(response);
     };
     const readTimer = setTimeout(() => {
       this.o.log.warn('cni: a connection sent no request in time; closing it');
