@@ -62,22 +62,28 @@ interface Run {
 }
 
 /** Runs the plugin as the runtime does: env, stdin, read stdout and the exit code. Never blocks the loop. */
-function plugin(env: Record<string, string>, stdin: string | Buffer, opts: { unprivileged?: boolean } = {}): Promise<Run> {
+function plugin(
+  env: Record<string, string>,
+  stdin: string | Buffer,
+  opts: { unprivileged?: boolean; closeStdout?: boolean; started?: (pid: number) => void } = {},
+): Promise<Run & { signal: NodeJS.Signals | null }> {
   const [cmd, ...args] = opts.unprivileged ? [...UNPRIVILEGED, builtPlugin()] : [builtPlugin()];
   return new Promise((resolve, reject) => {
     const p = spawn(cmd!, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     const kill = setTimeout(() => p.kill('SIGKILL'), PLUGIN_KILL_MS);
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    if (opts.closeStdout) p.stdout.destroy(); // a runtime that stopped reading
+    else p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     p.stdin.on('error', () => {}); // the plugin may stop reading (input too large) before we are done
     p.on('error', reject);
-    p.on('close', (code) => {
+    p.on('close', (code, signal) => {
       clearTimeout(kill);
-      resolve({ code, stdout, stderr });
+      resolve({ code, signal, stdout, stderr });
     });
     p.stdin.end(stdin);
+    if (p.pid) opts.started?.(p.pid);
   });
 }
 
@@ -369,6 +375,35 @@ test('the agent stopping with ADD in flight: ADD fails (try again), the socket i
   await server.close();
   cniError(await running, CniCode.TryAgainLater, /unreachable|stopping/);
   assert.ok(!existsSync(socket));
+});
+
+test('the plugin stopped and continued while it waits (EINTR) still gets the answer; a closed stdout is an error, not SIGPIPE', async () => {
+  const h = new FakeHandler();
+  let pid = 0;
+  let go: () => void = () => {};
+  const answer = new Promise<void>((r) => (go = r));
+  h.onAdd = () => answer;
+  const { socket } = await serve(h);
+  const running = plugin(runtimeEnv('ADD'), config(socket), { started: (p) => (pid = p) });
+  for (let i = 0; i < 200 && h.adds.length === 0; i++) await new Promise((r) => setTimeout(r, 25));
+  assert.equal(h.adds.length, 1, 'the request did not arrive');
+  // interrupt its poll(): stop and continue it a few times, then let the agent answer
+  for (let i = 0; i < 3; i++) {
+    process.kill(pid, 'SIGSTOP');
+    await new Promise((r) => setTimeout(r, 50));
+    process.kill(pid, 'SIGCONT');
+  }
+  go();
+  const r = await running;
+  assert.equal(r.code, 0, show(r));
+  assert.deepEqual(JSON.parse(r.stdout), prevResult());
+
+  // the runtime closed its end of stdout: the write fails with EPIPE, the plugin says so and exits 1
+  h.onAdd = async () => {};
+  const closed = await plugin(runtimeEnv('ADD'), config(socket), { closeStdout: true });
+  assert.equal(closed.signal, null, `killed by ${closed.signal}`);
+  assert.equal(closed.code, 1, show(closed));
+  assert.match(closed.stderr, /writing the result to stdout: Broken pipe/);
 });
 
 test('uid 1000 cannot use the socket: the plugin says permission denied', async () => {
