@@ -2,10 +2,17 @@
 // the checks a CNI plugin must make (as the CNI skel makes them), and the shapes of what we answer.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { packageRoot } from '../../src/util/paths.js';
 import {
   CniCode,
   CniError,
+  DEFAULT_CNI_SOCKET,
+  FALLBACK_CNI_VERSION,
+  PLUGIN_TYPE,
   SUPPORTED_CNI_VERSIONS,
+  WIRE_VERSION,
   checkVersion,
   decodeRequest,
   encodeResponse,
@@ -289,4 +296,18 @@ test('sandboxIps: only addresses on interfaces inside the pod, or not tied to on
     ['10.0.0.5', 'fd00::5', '10.9.9.9'],
   );
   assert.deepEqual(sandboxIps({}), []);
+});
+
+test('the plugin\'s C source and this module agree on the names, versions and defaults', () => {
+  const c = readFileSync(join(packageRoot(), 'cni', 'meshlane-cni.c'), 'utf8');
+  const define = (name: string): string => {
+    const m = new RegExp(`^#define ${name} (.+?)\\s*(//.*)?$`, 'm').exec(c);
+    assert.ok(m, `#define ${name} not found`);
+    return m[1]!;
+  };
+  assert.equal(define('PLUGIN_NAME'), JSON.stringify(PLUGIN_TYPE));
+  assert.equal(define('DEFAULT_SOCKET'), JSON.stringify(DEFAULT_CNI_SOCKET));
+  assert.equal(Number(define('WIRE_VERSION')), WIRE_VERSION);
+  assert.equal(define('FALLBACK_CNI_VERSION'), JSON.stringify(FALLBACK_CNI_VERSION));
+  assert.deepEqual(JSON.parse(JSON.parse(define('SUPPORTED_VERSIONS')) as string), [...SUPPORTED_CNI_VERSIONS]);
 });
