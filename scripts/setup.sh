@@ -10,15 +10,19 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 2
 fi
 
-# build: clang/llvm (BPF), libbpf-dev + libelf/zlib (the addon), bpftool (BTF checks in tests)
+# build: clang/llvm (BPF), libbpf-dev + libelf/zlib (the addon), gcc + libc6-dev (the static CNI plugin),
+# binutils (readelf: is it static), bpftool (BTF checks in tests)
 # run/test: iproute2 (netns, veth), iptables (the test oracle), util-linux (setpriv, unshare)
-bash scripts/apt-ensure.sh setup clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config make g++ python3 \
+bash scripts/apt-ensure.sh setup clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config make g++ gcc libc6-dev binutils python3 \
   bpftool iproute2 iptables util-linux procps
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: npm ci"
   npm ci --no-audit --no-fund --loglevel=error
 fi
+
+echo "setup: building the CNI plugin (static)"
+make -s -C cni all check
 
 echo "setup: building BPF objects"
 make -s -C bpf

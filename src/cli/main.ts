@@ -7,6 +7,7 @@ import { dumpCommand } from './commands/dump.js';
 import { statusCommand } from './commands/status.js';
 import { uninstallCommand } from './commands/uninstall.js';
 import { demoCommand } from './commands/demo.js';
+import { cniCommand } from './commands/cni.js';
 
 export function program(): Command {
   const p = new Command('meshlane')
@@ -15,7 +16,7 @@ export function program(): Command {
     .exitOverride()
     // commander's usage errors become one `meshlane: ...` line like every other user error
     .configureOutput({ outputError: (msg, write) => write(`meshlane: ${msg.replace(/^error: /, '').trim()} (see --help)\n`) });
-  for (const c of [agentCommand(), dumpCommand(), statusCommand(), demoCommand(), uninstallCommand()]) p.addCommand(c.copyInheritedSettings(p));
+  for (const c of [agentCommand(), dumpCommand(), statusCommand(), demoCommand(), uninstallCommand(), cniCommand()]) p.addCommand(c.copyInheritedSettings(p));
   return p;
 }
 
