@@ -323,6 +323,10 @@ function listenedOn(path: string): Promise<boolean> {
   });
 }
 
+/** A directory we create for the socket: 0755, not 0700. The socket itself is 0600 (only root connects), and
+ * the default directory is also the agent's state dir (/run/meshlane), whose status.json anyone may read. */
+const SOCKET_DIR_MODE = 0o755;
+
 /** Makes `path` safe to bind: see the file comment. Throws a UserError that says what to fix. */
 export async function prepareSocketPath(path: string): Promise<void> {
   if (!isAbsolute(path)) throw new UserError(`the CNI socket path ${path} is not absolute: pass an absolute --cni-socket`);
@@ -335,8 +339,8 @@ export async function prepareSocketPath(path: string): Promise<void> {
     if (!isErrno(e, 'ENOENT')) throw e;
   }
   if (!d) {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    chmodSync(dir, 0o700);
+    mkdirSync(dir, { recursive: true, mode: SOCKET_DIR_MODE });
+    chmodSync(dir, SOCKET_DIR_MODE);
   } else if (d.isSymbolicLink()) {
     throw new UserError(`${dir} (the CNI socket's directory) is a symlink; refusing to follow it: remove it or pass another --cni-socket`);
   } else if (!d.isDirectory()) {
