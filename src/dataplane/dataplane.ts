@@ -211,6 +211,28 @@ export class Dataplane {
     return report;
   }
 
+  /**
+   * Refuse a cgroup root other than the one the pinned cgroup links are attached to, before anything
+   * is written: attach() refuses it too, but only after the maps of that install were refilled.
+   */
+  checkPinnedLinks(cgroupRoot: string): void {
+    const dir = checkCgroupDir(cgroupRoot);
+    const wantId = cgroupId(dir);
+    for (const p of staticPrograms()) {
+      const pin = join(linksDir(this.bpffs), p.name);
+      if (p.attach.kind !== 'cgroup' || !existsSync(pin)) continue;
+      const fd = native.objGet(pin);
+      try {
+        const id = native.linkInfo(fd).cgroupId;
+        if (id !== undefined && BigInt(id) !== wantId) {
+          throw new UserError(`the pinned link ${pin} is attached to another cgroup than ${dir}: run 'meshlane uninstall --bpffs ${this.bpffs}' first, or use the same --cgroup-root`);
+        }
+      } finally {
+        native.close(fd);
+      }
+    }
+  }
+
   /** Detach a sockmap program (the map stays). */
   detachSockmapPrograms(): void {
     for (const p of staticPrograms()) {
