@@ -19,7 +19,8 @@ import { pidsUnder } from '../util/cgroup.js';
 import { PodFlags } from '../dataplane/layouts.js';
 import { reconcileMaps } from './reconcile.js';
 import type { Want } from './plan.js';
-import { prepareStateDir, StatusWriter, type AgentStatus, type PodStatus } from './status.js';
+import { DEFAULT_STATE_DIR, prepareStateDir, StatusWriter, type AgentStatus, type PodStatus } from './status.js';
+import { checkBpffsFlag, checkStateDirFlag, diagnoseBpffs, pathsUnder, removeNewPaths, runStep, type Step } from './startup.js';
 
 export interface AgentOptions {
   clusterFile: string;
@@ -33,7 +34,12 @@ export interface AgentOptions {
   /** splice same-node socket pairs with sk_msg (default false: no per-socket backpressure, see
    * README); written to global[0] at start */
   splice?: boolean;
+  /** where the BPF objects are (default: bpf/build of the package). Tests only: the CLI sets it from
+   * the hidden --test-bpf-objects, to make a start fail in the verifier */
+  objDir?: string;
 }
+
+const REPORT_HINT = 'MESHLANE_DEBUG=1 shows the cause; if this node is set up as the README says, please report it';
 
 const ADOPT_RETRY_MS = 1000;
 const FULL_RESYNC_MS = 10_000;
@@ -66,9 +72,11 @@ export class Agent {
 
   async start(): Promise<void> {
     const { log } = this.opts;
+    // The flags first, then the source: a bad flag or cluster file fails before anything is loaded.
     this.cgroupRoot = checkCgroupDir(this.opts.cgroupRoot);
+    checkBpffsFlag(this.opts.bpffs);
+    checkStateDirFlag(this.opts.stateDir, DEFAULT_STATE_DIR);
     this.statusWriter = new StatusWriter(prepareStateDir(this.opts.stateDir), log);
-    // The source first: a bad cluster file must fail before anything is loaded or pinned.
     try {
       this.snapshot = await this.firstSnapshot();
     } catch (e) {
@@ -76,26 +84,62 @@ export class Agent {
       throw e;
     }
     if (this.stopped) throw new UserError('the agent was stopped while starting');
-    this.dataplane = Dataplane.load({ bpffs: this.opts.bpffs, log });
-    this.locator = new PodLocator(this.cgroupRoot);
-    const dataplane = this.dataplane;
+    // From here a failure must leave nothing behind and let the process end: the source and the
+    // timer stop, the objects close, and every pin this start made goes (unpinning a link it made
+    // detaches it). What was pinned before (an earlier, working install) stays as it was.
+    const before = pathsUnder(this.opts.bpffs);
+    try {
+      this.startCapture();
+    } catch (e) {
+      await this.stop();
+      const removed = removeNewPaths(this.opts.bpffs, before);
+      log.debug({ removed }, 'start failed: removed what it had pinned');
+      throw e;
+    }
+  }
+
+  /** Load, fill the maps, attach: each step's failure is one line naming the cause and the fix. */
+  private startCapture(): void {
+    const { log, bpffs, stateDir } = this.opts;
+    const cgroupRoot = this.cgroupRoot;
+    const dataplane = runStep(
+      {
+        what: `loading the BPF programs into ${bpffs}`,
+        where: `--bpffs ${bpffs} must be a writable directory on a bpf filesystem`,
+        fallback: REPORT_HINT,
+        diagnose: () => diagnoseBpffs(bpffs),
+      },
+      () => Dataplane.load({ bpffs, log, objDir: this.opts.objDir }),
+    );
+    this.dataplane = dataplane;
+    this.locator = new PodLocator(cgroupRoot);
+    const attachStep: Step = {
+      what: `attaching the programs to cgroup ${cgroupRoot}`,
+      where: `check --cgroup-root ${cgroupRoot} and --bpffs ${bpffs}`,
+      e2big: `cgroup ${cgroupRoot} already has as many programs on one hook as the kernel allows: detach some (bpftool cgroup show ${cgroupRoot}) or use another --cgroup-root`,
+      fallback: REPORT_HINT,
+    };
+    // Pinned links of an install on another cgroup: refused before that install's maps are touched.
+    runStep(attachStep, () => dataplane.checkPinnedLinks(cgroupRoot));
     // Fill the maps before the programs go live (or are swapped): no window with empty maps.
-    this.reconcile();
-    this.writeGlobalFlags(dataplane);
-    const attached = dataplane.attach(this.cgroupRoot);
-    const stale = dataplane.removeStalePins();
-    log.info({ attached, removedPins: stale, cgroupRoot: this.cgroupRoot, bpffs: this.opts.bpffs }, 'capture active');
+    const splice = runStep({ what: `filling the maps and writing ${stateDir}/status.json`, where: `check --state-dir ${stateDir}`, fallback: REPORT_HINT }, () => {
+      this.reconcile();
+      return this.writeGlobalFlags(dataplane);
+    });
+    const attached = runStep(attachStep, () => dataplane.attach(cgroupRoot));
+    const stale = runStep({ what: `removing stale pins under ${bpffs}`, where: `check --bpffs ${bpffs}`, fallback: REPORT_HINT }, () => dataplane.removeStalePins());
+    log.info({ attached, removedPins: stale, cgroupRoot, bpffs, splice }, splice ? 'capture active; splicing same-node connections (sk_msg)' : 'capture active; splicing off (the default; --splice turns it on)');
     this.timer = setInterval(() => this.reconcile(), this.opts.resyncMs ?? 250);
     this.timer.unref?.();
   }
 
   /** Node-wide switches (global[0]), before the programs go live; other bits are kept. */
-  private writeGlobalFlags(dataplane: Dataplane): void {
+  private writeGlobalFlags(dataplane: Dataplane): boolean {
     const cur = dataplane.maps.global.get(0)?.flags ?? 0;
     const splice = this.opts.splice ?? false;
     const flags = splice ? cur | GlobalFlags.SPLICE : cur & ~GlobalFlags.SPLICE;
     dataplane.maps.global.set(0, { flags, pad: 0 });
-    this.opts.log.info({ splice }, splice ? 'splicing same-node connections (sk_msg)' : 'splicing off (the default; --splice turns it on)');
+    return splice;
   }
 
   private firstSnapshot(): Promise<Snapshot> {
@@ -254,11 +298,13 @@ export class Agent {
     this.lastStatus = this.statusWriter?.write(status) ? key : '';
   }
 
-  /** Stop following the source. Links and maps stay pinned: capture goes on without the agent. */
+  /** Stop following the source. Links and maps stay pinned: capture goes on without the agent. Also
+   * what a failed start calls: afterwards nothing of the agent keeps the process alive. */
   async stop(): Promise<void> {
     this.stopped = true;
     this.rejectStart?.(new UserError('the agent was stopped while starting'));
     if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
     this.source?.stop();
     this.dataplane?.close();
     this.dataplane = undefined;

@@ -2,22 +2,13 @@
 // without capture-all) and its interfaces (excludeInterfaces / rerouteVirtualInterfaces by ifindex).
 // Read through a process of the pod (/proc/<pid>/root, /proc/<pid>/ns/net), cached per process.
 import { readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
 import * as native from '../native/addon.js';
 import type { PodRuntime } from './desired.js';
+import { parseResolvConf } from './resolv-conf.js';
+
+export { parseResolvConf };
 
 const TTL_MS = 5_000;
-
-/** The `nameserver` lines of a resolv.conf, valid addresses only, in order (scope ids dropped). */
-export function parseResolvConf(text: string): string[] {
-  const out: string[] = [];
-  for (const line of text.split('\n')) {
-    const m = /^\s*nameserver\s+(\S+)/.exec(line);
-    const addr = m?.[1]?.replace(/%.*$/, '');
-    if (addr && isIP(addr) && !out.includes(addr)) out.push(addr);
-  }
-  return out;
-}
 
 interface Entry {
   at: number;

@@ -27,7 +27,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
     if (e instanceof UserError) {
-      process.stderr.write(`meshlane: ${e.message}\n`);
+      process.stderr.write(`meshlane: ${e.message.replace(/\s*\n\s*/g, ' ')}\n`);
       if (process.env.MESHLANE_DEBUG && e.cause) process.stderr.write(`cause: ${(e.cause as Error).stack ?? String(e.cause)}\n`);
       return 2;
     }
@@ -35,12 +35,17 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+// A failure exits at once with its status: whatever a failed command left scheduled (a watcher, a
+// timer) must not keep the process running (a DaemonSet pod would sit in Running with no capture).
+// Success ends when the event loop is empty, as commands that stream output expect. stderr and
+// stdout are synchronous for files and pipes on Linux, so nothing written is lost.
 main(process.argv).then(
   (code) => {
-    process.exitCode = code;
+    if (code !== 0) process.exit(code);
+    process.exitCode = 0;
   },
   (e: unknown) => {
     process.stderr.write(`meshlane: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
-    process.exitCode = 1;
+    process.exit(1);
   },
 );

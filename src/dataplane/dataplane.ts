@@ -215,6 +215,24 @@ export class Dataplane {
   }
 
   /**
+   * Refuse a cgroup root other than the one the pinned cgroup links are attached to, before anything
+   * is written: attach() refuses it too, but only after the maps of that install were refilled.
+   */
+  checkPinnedLinks(cgroupRoot: string): void {
+    const dir = checkCgroupDir(cgroupRoot);
+    const wantId = cgroupId(dir);
+    for (const p of staticPrograms()) {
+      const pin = join(linksDir(this.bpffs), p.name);
+      if (p.attach.kind !== 'cgroup' || !existsSync(pin)) continue;
+      using link = BpfLink.open(pin);
+      const id = link.info().cgroupId;
+      if (id !== undefined && BigInt(id) !== wantId) {
+        throw new UserError(`the pinned link ${pin} is attached to another cgroup than ${dir}: run 'meshlane uninstall --bpffs ${this.bpffs}' first, or use the same --cgroup-root`);
+      }
+    }
+  }
+
+  /**
    * Make sure every netns program is attached to the network namespace `nsPath` (a pod's), through a
    * link pinned under links/netns/<program>/<cookie>; an existing pin gets the current program.
    */

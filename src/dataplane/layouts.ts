@@ -1,9 +1,24 @@
-// Every map's key and value layout, mirroring bpf/meshlane.h, with the layout version that names its
-// pin. test/unit/layouts.test.ts checks each struct against the objects' BTF and each version against
-// its fingerprint: change a struct in C and here, and the test fails until the version is bumped.
+// Every map: its key and value layout (mirroring bpf/meshlane.h), its type, capacity and flags
+// (mirroring bpf/maps.h), and the layout version that names its pin. A pinned map outlives the agent
+// and can change none of these, so each (map, version) is locked to a fingerprint of all of them in
+// layouts.lock (append-only, see layout-lock.ts): change any and test/unit/layouts.test.ts fails until
+// the version is bumped and `npm run layouts:lock` has appended the new entry. test/kernel/layouts-btf
+// checks all of it against the compiled objects.
 import { struct, scalar, u8, u16, u32, u64, be16, ip4, ip6, u32Array, u8Array, cstr, type StructLayout } from './struct.js';
+import { MapFlags, MapType } from './uapi.js';
 
 export const MAX_PROXY_IDS = 8;
+
+/** Map capacities, as bpf/meshlane.h defines them (MESHLANE_MAX_*). */
+export const MapLimits = {
+  PODS: 4096,
+  PORT_ENTRIES: 65536,
+  CIDR_ENTRIES: 65536,
+  INFLIGHT: 65536,
+  LISTENERS: 16384,
+  PAIRS: 131072,
+  SET_ENTRIES: 16384,
+} as const;
 
 export const PodFlags = {
   OUT_INCLUDE_ALL: 1 << 0,
@@ -100,11 +115,15 @@ export interface MapDef {
   name: string;
   key: StructLayout<any>;
   value: StructLayout<any>;
-  /** the layout version, part of the pin name; bump it whenever key, value or capacity changes
-   * (a pinned map cannot change any of them) */
+  /** BPF_MAP_TYPE_* (uapi.ts MapType), as bpf/maps.h declares it */
+  type: number;
+  /** max_entries as bpf/maps.h declares it (0 for socket local storage, which has no capacity) */
+  maxEntries: number;
+  /** map_flags as bpf/maps.h declares them (uapi.ts MapFlags) */
+  flags: number;
+  /** the layout version, part of the pin name; bump it whenever key, value, type, capacity or flags
+   * change (a pinned map cannot change any of them); layouts.lock holds each version's fingerprint */
   version: number;
-  /** fingerprint of key+value at this version (see struct.fingerprint) */
-  fingerprint: string;
   /** per-CPU values: the kernel returns one value per possible CPU */
   percpu?: boolean;
   /** socket local storage: keyed by socket fds, not iterable as a map of values */
@@ -116,21 +135,21 @@ export interface MapDef {
 }
 
 export const MAPS = {
-  pods: { name: 'pods', key: NetnsCookie, value: PodConfig, version: 1, fingerprint: 'a6f70fbfa70a', what: 'netns cookie -> pod capture settings' },
-  pod_ports: { name: 'pod_ports', key: PortKey, value: Present, version: 1, fingerprint: 'a09cadb35c86', what: 'per-pod port sets' },
-  pod_cidrs4: { name: 'pod_cidrs4', key: Cidr4Key, value: Present, version: 1, fingerprint: '32d0a23e85c0', what: 'per-pod IPv4 CIDR sets (LPM)' },
-  pod_cidrs6: { name: 'pod_cidrs6', key: Cidr6Key, value: Present, version: 1, fingerprint: '9a5895706b95', what: 'per-pod IPv6 CIDR sets (LPM)' },
-  sock_state: { name: 'sock_state', key: scalar(u32), value: SockState, version: 1, fingerprint: '19c4d8655623', skStorage: true, what: 'per-socket original destination (socket local storage)' },
-  orig_by_tuple: { name: 'orig_by_tuple', key: TupleKey, value: OrigDst, version: 1, fingerprint: '53bc7e475a87', what: 'original destinations between connect and accept' },
-  pod_info: { name: 'pod_info', key: PodId, value: PodInfo, version: 1, fingerprint: '2966b0c26f8e', what: 'pod id -> namespace/name/uid (for dump and status)' },
-  pod_by_ip4: { name: 'pod_by_ip4', key: Ip4Key, value: NetnsCookie, version: 1, fingerprint: 'f60b2641f619', what: 'pod IPv4 address -> netns cookie (for sk_lookup)' },
-  pod_by_ip6: { name: 'pod_by_ip6', key: Ip6Key, value: NetnsCookie, version: 1, fingerprint: '2b457a27f0c5', what: 'pod IPv6 address -> netns cookie (for sk_lookup)' },
-  listeners: { name: 'listeners', key: ListenerKey, value: SocketCookie, version: 1, fingerprint: '5addc35b3ce7', sockets: true, what: 'proxy listening sockets (SOCKHASH)' },
-  pod_ifaces: { name: 'pod_ifaces', key: IfaceKey, value: Present, version: 1, fingerprint: '54663de95e8e', what: 'per-pod interface sets (excluded, rerouted)' },
-  pod_dns: { name: 'pod_dns', key: DnsKey, value: Present, version: 1, fingerprint: 'fdd4bd7e2474', what: 'per-pod DNS servers (resolv.conf)' },
-  sock_pairs: { name: 'sock_pairs', key: PairKey, value: SocketCookie, version: 1, fingerprint: '551cf766c9eb', sockets: true, what: 'spliced local socket pairs (SOCKHASH)' },
-  global: { name: 'global', key: StatIndex, value: GlobalConfig, version: 1, fingerprint: '58a9208b2c13', what: 'node-wide switches' },
-  stats: { name: 'stats', key: StatIndex, value: Counter, version: 2, fingerprint: '3a92133fbee2', percpu: true, what: 'per-CPU counters' },
+  pods: { name: 'pods', key: NetnsCookie, value: PodConfig, type: MapType.HASH, maxEntries: MapLimits.PODS, flags: 0, version: 1, what: 'netns cookie -> pod capture settings' },
+  pod_ports: { name: 'pod_ports', key: PortKey, value: Present, type: MapType.HASH, maxEntries: MapLimits.PORT_ENTRIES, flags: 0, version: 1, what: 'per-pod port sets' },
+  pod_cidrs4: { name: 'pod_cidrs4', key: Cidr4Key, value: Present, type: MapType.LPM_TRIE, maxEntries: MapLimits.CIDR_ENTRIES, flags: MapFlags.NO_PREALLOC, version: 1, what: 'per-pod IPv4 CIDR sets (LPM)' },
+  pod_cidrs6: { name: 'pod_cidrs6', key: Cidr6Key, value: Present, type: MapType.LPM_TRIE, maxEntries: MapLimits.CIDR_ENTRIES, flags: MapFlags.NO_PREALLOC, version: 1, what: 'per-pod IPv6 CIDR sets (LPM)' },
+  sock_state: { name: 'sock_state', key: scalar(u32), value: SockState, type: MapType.SK_STORAGE, maxEntries: 0, flags: MapFlags.NO_PREALLOC, version: 1, skStorage: true, what: 'per-socket original destination (socket local storage)' },
+  orig_by_tuple: { name: 'orig_by_tuple', key: TupleKey, value: OrigDst, type: MapType.HASH, maxEntries: MapLimits.INFLIGHT, flags: 0, version: 1, what: 'original destinations between connect and accept' },
+  pod_info: { name: 'pod_info', key: PodId, value: PodInfo, type: MapType.HASH, maxEntries: MapLimits.PODS, flags: 0, version: 1, what: 'pod id -> namespace/name/uid (for dump and status)' },
+  pod_by_ip4: { name: 'pod_by_ip4', key: Ip4Key, value: NetnsCookie, type: MapType.HASH, maxEntries: MapLimits.PODS, flags: 0, version: 1, what: 'pod IPv4 address -> netns cookie (for sk_lookup)' },
+  pod_by_ip6: { name: 'pod_by_ip6', key: Ip6Key, value: NetnsCookie, type: MapType.HASH, maxEntries: MapLimits.PODS, flags: 0, version: 1, what: 'pod IPv6 address -> netns cookie (for sk_lookup)' },
+  listeners: { name: 'listeners', key: ListenerKey, value: SocketCookie, type: MapType.SOCKHASH, maxEntries: MapLimits.LISTENERS, flags: 0, version: 1, sockets: true, what: 'proxy listening sockets (SOCKHASH)' },
+  pod_ifaces: { name: 'pod_ifaces', key: IfaceKey, value: Present, type: MapType.HASH, maxEntries: MapLimits.SET_ENTRIES, flags: 0, version: 1, what: 'per-pod interface sets (excluded, rerouted)' },
+  pod_dns: { name: 'pod_dns', key: DnsKey, value: Present, type: MapType.HASH, maxEntries: MapLimits.SET_ENTRIES, flags: 0, version: 1, what: 'per-pod DNS servers (resolv.conf)' },
+  sock_pairs: { name: 'sock_pairs', key: PairKey, value: SocketCookie, type: MapType.SOCKHASH, maxEntries: MapLimits.PAIRS, flags: 0, version: 1, sockets: true, what: 'spliced local socket pairs (SOCKHASH)' },
+  global: { name: 'global', key: StatIndex, value: GlobalConfig, type: MapType.ARRAY, maxEntries: 1, flags: 0, version: 1, what: 'node-wide switches' },
+  stats: { name: 'stats', key: StatIndex, value: Counter, type: MapType.PERCPU_ARRAY, maxEntries: Stat.length, flags: 0, version: 2, percpu: true, what: 'per-CPU counters' },
 } satisfies Record<string, MapDef>;
 
 export type MapName = keyof typeof MAPS;

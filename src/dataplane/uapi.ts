@@ -24,11 +24,14 @@ export const ProgType = {
 
 export const MapType = {
   HASH: 1,
+  ARRAY: 2,
   PERCPU_ARRAY: 6,
   LPM_TRIE: 11,
   SOCKHASH: 18,
   SK_STORAGE: 24,
 } as const;
 
+/** map_flags (BPF_F_*) */
+export const MapFlags = { NO_PREALLOC: 1 << 0 } as const;
 
 export const MapUpdate = { ANY: 0, NOEXIST: 1, EXIST: 2 } as const;

@@ -168,6 +168,9 @@ test('SIGKILL leaves capture in place; a restart adopts the pins and drops what 
   agent!.write([demoNs(), legacyNs, podObject(), otherPod]);
   agent = await startAgent(topo.sb, [], 'lifecycle', agent);
   await waitFor(() => podState(LATE_UID) === undefined && podState(POD_UID)?.state === 'captured', 10_000, 'the restarted agent reconciled');
+  // status.json comes from the pass that fills the maps, before the programs are swapped: wait for
+  // the end of the start (its log goes through a pipe and a file, a little later still)
+  await waitFor(() => /capture active/.test(agent!.log()), 10_000, 'the restarted agent to finish starting');
   assert.match(agent.log(), /"action":"updated"/, 'the restarted agent swapped programs behind the pinned links');
 
   const d = dumpJson(agent.bpffs);

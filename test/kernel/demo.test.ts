@@ -10,11 +10,11 @@ import { Sandbox } from '../../src/sandbox/sandbox.js';
 import { cgroup2Mount } from '../../src/util/cgroup.js';
 import { uninstall } from '../../src/dataplane/dataplane.js';
 import { packageRoot } from '../../src/util/paths.js';
+import { skipUnless } from '../support/features.js';
 
 const PREFIX = 'mldemo';
 const BPFFS = '/sys/fs/bpf/meshlane-demo';
 const CLI = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
-const isRoot = process.getuid?.() === 0;
 
 interface Run {
   child: ChildProcess;
@@ -82,7 +82,7 @@ after(async () => {
   await sb.destroy();
 });
 
-test('meshlane demo shows the capture, the flip, and cleans up', { skip: !isRoot && 'needs root', timeout: 150_000 }, async () => {
+test('meshlane demo shows the capture, the flip, and cleans up', { skip: skipUnless('root'), timeout: 150_000 }, async () => {
   assert.deepEqual(leftovers(), [], 'leftovers before the demo ran');
   const r = startDemo();
   const res = await exitWithin(r, 120_000);
@@ -111,7 +111,7 @@ test('meshlane demo shows the capture, the flip, and cleans up', { skip: !isRoot
   assert.deepEqual(leftovers(), [], 'leftovers after the demo');
 });
 
-test('meshlane demo interrupted with SIGINT after its first capture cleans up', { skip: !isRoot && 'needs root', timeout: 150_000 }, async () => {
+test('meshlane demo interrupted with SIGINT after its first capture cleans up', { skip: skipUnless('root'), timeout: 150_000 }, async () => {
   assert.deepEqual(leftovers(), [], 'leftovers before the demo ran');
   const r = startDemo();
   const seen = await new Promise<boolean>((resolve) => {

@@ -10,6 +10,7 @@ import type { CaptureSettings, Cidr } from '../../src/model/types.js';
 import { applyIstioRules, flushIstioRules, saveTable } from '../oracle/apply.js';
 import { defaultSettings } from '../oracle/defaults.js';
 import { istioIptablesRules, restoreLines, type IstioRulesOptions } from '../oracle/istio-iptables.js';
+import { skipUnless } from '../support/features.js';
 
 const execFileP = promisify(execFile);
 
@@ -19,7 +20,7 @@ function cidr(text: string): Cidr {
   return { family: addr.includes(':') ? 6 : 4, addr, prefix: Number(prefix) };
 }
 
-const skip = process.getuid?.() !== 0 ? 'needs root (ip netns, iptables)' : false;
+const skip = skipUnless('root'); // ip netns, iptables
 
 const cases: { name: string; settings: CaptureSettings; opts?: IstioRulesOptions }[] = [
   { name: 'default', settings: defaultSettings() },

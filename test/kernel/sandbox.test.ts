@@ -10,12 +10,11 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 import { Sandbox, type SandboxMember } from '../../src/sandbox/sandbox.js';
+import { skipUnless, whyMissing } from '../support/features.js';
 
 const execFile = promisify(execFileCb);
 const ENDPOINT = fileURLToPath(new URL('../../src/sandbox/endpoint.js', import.meta.url));
-const ADDON_BUILT =
-  existsSync(fileURLToPath(new URL('../../src/native/addon.js', import.meta.url))) &&
-  existsSync(fileURLToPath(new URL('../../../native/build/Release/meshlane.node', import.meta.url)));
+const ADDON_BUILT = whyMissing('addon') === undefined;
 
 /** Spawn `endpoint.js serve|proxy ...` and wait for its "ready" line. */
 async function startEndpoint(m: SandboxMember, args: string[], opts: { uid?: number; container?: string } = {}): Promise<ChildProcess> {
@@ -216,7 +215,7 @@ for (const driver of ['systemd', 'cgroupfs'] as const) {
       assert.equal(failing.code, 3);
     });
 
-    await t.test('proxy --forward behind iptables REDIRECT rules (what istio-iptables would do)', { skip: !ADDON_BUILT && 'native addon not built' }, async () => {
+    await t.test('proxy --forward behind iptables REDIRECT rules (what istio-iptables would do)', { skip: skipUnless('addon') }, async () => {
       const podC = await sb.addPod({
         namespace: 'default', name: 'meshed', uid: 'c0ffee00-0000-4000-8000-000000000001', qos: 'Burstable',
         ipv4: '10.244.0.13', ipv6: 'fd00:244::13',

@@ -15,7 +15,10 @@ export function agentCommand(): Command {
     .option('--splice', 'splice same-node connections of captured pods socket to socket (sk_msg); off by default: see README, Same-node splicing')
     .option('--no-splice', 'do not splice (the default): same-node connections go through TCP/IP')
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
-    .action(async (o: { clusterFile: string; cgroupRoot?: string; bpffs: string; stateDir: string; nodeName?: string; logLevel: string; splice?: boolean }) => {
+    // TEST ONLY, hidden from --help: load the BPF objects from another directory, so a kernel test can
+    // make a start fail in the verifier after other objects loaded (test/kernel/cli-errors.test.ts)
+    .addOption(new Option('--test-bpf-objects <dir>', 'test only: load the BPF objects from <dir>').hideHelp())
+    .action(async (o: { clusterFile: string; cgroupRoot?: string; bpffs: string; stateDir: string; nodeName?: string; logLevel: string; splice?: boolean; testBpfObjects?: string }) => {
       requireRoot('meshlane agent');
       const log = makeLogger(o.logLevel);
       const agent = new Agent({
@@ -25,8 +28,11 @@ export function agentCommand(): Command {
         stateDir: o.stateDir,
         nodeName: o.nodeName,
         splice: o.splice,
+        objDir: o.testBpfObjects,
         log,
       });
+      // a start that fails has stopped its source and timers and removed what it pinned; the error
+      // goes up to main(), which prints its one line and exits 2
       await agent.start();
       await new Promise<void>((resolve) => {
         const stop = (sig: string): void => {
