@@ -13,10 +13,7 @@
  *  - cgroup/recvmsg4, recvmsg6: a datagram arriving on such a socket from the
  *    proxy's 127.0.0.1 / ::1 :dns_port is reported as coming from the server the
  *    app asked (conntrack's reverse NAT under iptables).
- *  - cgroup/getpeername4, getpeername6: a socket redirected to the proxy (TCP
- *    outbound, the hairpin to 15006, DNS over UDP or TCP) reports the address
- *    the app dialled as its peer, not the proxy (conntrack does this under
- *    iptables).
+ * A connected socket's peer (getpeername) is peername.bpf.c's.
  *
  * v4-mapped destinations on v6 sockets follow the IPv4 rules. One original per
  * socket: a socket that queries several servers at once sees every reply as
@@ -106,20 +103,6 @@ SEC("cgroup/recvmsg6")
 int meshlane_recvmsg6(struct bpf_sock_addr *ctx)
 {
 	restore6(ctx, 1);
-	return ML_ALLOW;
-}
-
-SEC("cgroup/getpeername4")
-int meshlane_getpeername4(struct bpf_sock_addr *ctx)
-{
-	restore4(ctx, 0);
-	return ML_ALLOW;
-}
-
-SEC("cgroup/getpeername6")
-int meshlane_getpeername6(struct bpf_sock_addr *ctx)
-{
-	restore6(ctx, 0);
 	return ML_ALLOW;
 }
 
