@@ -18,79 +18,48 @@
 #include <bpf/bpf_endian.h>
 #include "meshlane.h"
 #include "maps.h"
+#include "addr.h"
+#include "pod.h"
 #include "outbound.h"
+#include "redirect.h"
 
-#define ALLOW 1
-
-static __always_inline int cidr4_has(const struct pod_config *pod, __u32 kind, __be32 addr)
+/* The address facts of the IPv4 rules (connect4, and a v4-mapped destination
+ * on a v6 socket: it travels as IPv4). */
+static __always_inline void facts4(struct conn *c, const struct pod_config *pod, __be32 dst, __be32 src)
 {
-	struct cidr4_key key = {
-		.prefixlen = CIDR_KEY_FIXED_BITS + 32,
-		.pod_id = pod->pod_id,
-		.kind = kind,
-		.addr = addr,
-	};
-
-	return bpf_map_lookup_elem(&pod_cidrs4, &key) != NULL;
+	c->dst_loopback1 = ip4_is_loopback1(dst);
+	c->local = ip4_is_local(pod, dst);
+	c->src_passthrough = ip4_is_passthrough(src);
+	c->excluded = pod_cidr4_has(pod, CIDR_OUT_EXCLUDE, dst);
+	c->included = !(pod->flags & POD_OUT_INCLUDE_ALL) && pod_cidr4_has(pod, CIDR_OUT_INCLUDE, dst);
 }
 
-static __always_inline int cidr6_has(const struct pod_config *pod, __u32 kind, const __u32 *addr)
+static __always_inline void facts6(struct conn *c, const struct pod_config *pod, const __u32 *dst,
+				   const __u32 *src)
 {
-	struct cidr6_key key = {
-		.prefixlen = CIDR_KEY_FIXED_BITS + 128,
-		.pod_id = pod->pod_id,
-		.kind = kind,
-	};
-
-	__builtin_memcpy(key.addr, addr, 16);
-	return bpf_map_lookup_elem(&pod_cidrs6, &key) != NULL;
+	c->dst_loopback1 = ip6_is_loopback1(dst);
+	c->local = ip6_is_local(pod, dst);
+	/* iptables sees the source routing chose before nat OUTPUT: an unbound
+	 * socket dialling ::6 (an address of lo) gets ::6 itself. */
+	c->src_passthrough = ip6_is_passthrough(src) || (ip6_is_any(src) && ip6_is_passthrough(dst));
+	c->excluded = pod_cidr6_has(pod, CIDR_OUT_EXCLUDE, dst);
+	c->included = !(pod->flags & POD_OUT_INCLUDE_ALL) && pod_cidr6_has(pod, CIDR_OUT_INCLUDE, dst);
 }
 
-static __always_inline int ip6_eq(const __u32 *a, const __u8 *b)
+/* What a redirect to `port` captures: its kind (kept with the original) and
+ * its counter. */
+static __always_inline void capture_of(const struct pod_config *pod, __u16 port, __u32 *kind, __u32 *stat)
 {
-	const __u32 *w = (const __u32 *)b;
-
-	return a[0] == w[0] && a[1] == w[1] && a[2] == w[2] && a[3] == w[3];
-}
-
-/* The IPv4 decision, shared by connect4 and v4-mapped connects on a v6 socket. */
-static __always_inline __u16 decide4(const struct pod_config *pod, __be32 dst, __u16 dport,
-				     __be32 src, int udp)
-{
-	__u32 h = bpf_ntohl(dst);
-	struct conn c = { .dport = dport };
-	__u32 mapped[4] = { 0, 0, bpf_htonl(0x0000ffff), dst };
-
-	c.dns_server = is_dns_server(pod, dport, mapped);
-	fill_owner(&c);
-	if (udp)
-		return decide_dns_udp(pod, &c);
-
-	c.dst_loopback1 = h == IP4_LOOPBACK1;
-	c.local = is_loopback4(dst) ||
-		  ((pod->flags & POD_HAS_IP4) && dst == pod->ip4);
-	c.src_passthrough = bpf_ntohl(src) == IP4_PASSTHROUGH;
-	c.excluded = cidr4_has(pod, CIDR_OUT_EXCLUDE, dst);
-	c.included = !(pod->flags & POD_OUT_INCLUDE_ALL) && cidr4_has(pod, CIDR_OUT_INCLUDE, dst);
-	return decide_outbound_tcp(pod, &c);
-}
-
-static __always_inline __u32 kind_of(const struct pod_config *pod, __u16 port)
-{
-	if (port == pod->outbound_port)
-		return CAPTURE_OUTBOUND;
-	if (port == pod->dns_port)
-		return CAPTURE_DNS;
-	return CAPTURE_INBOUND;
-}
-
-static __always_inline __u32 stat_of(const struct pod_config *pod, __u16 port)
-{
-	if (port == pod->outbound_port)
-		return STAT_CAPTURED_OUTBOUND;
-	if (port == pod->dns_port)
-		return STAT_DNS_CAPTURED;
-	return STAT_CAPTURED_INBOUND;
+	if (port == pod->outbound_port) {
+		*kind = CAPTURE_OUTBOUND;
+		*stat = STAT_CAPTURED_OUTBOUND;
+	} else if (port == pod->dns_port) {
+		*kind = CAPTURE_DNS;
+		*stat = STAT_DNS_CAPTURED;
+	} else {
+		*kind = CAPTURE_INBOUND;
+		*stat = STAT_CAPTURED_INBOUND;
+	}
 }
 
 enum sock_kind {
@@ -108,150 +77,120 @@ static __always_inline enum sock_kind sock_kind(const struct bpf_sock_addr *ctx)
 	return SOCK_OTHER;
 }
 
+/* The pod of a connecting socket meshlane decides for (TCP, or UDP for DNS),
+ * or NULL: left alone. */
+static __always_inline struct pod_config *connect_pod(struct bpf_sock_addr *ctx, enum sock_kind *kind,
+						      struct bpf_sock **sk)
+{
+	struct pod_config *pod = pod_of(ctx);
+
+	if (!pod)
+		return NULL;
+	*kind = sock_kind(ctx);
+	*sk = ctx->sk;
+	if (*kind == SOCK_OTHER || !*sk)
+		return NULL;
+	stat_inc(STAT_CONNECT_SEEN);
+	return pod;
+}
+
+/* Decide for a destination and a bound source as 16 bytes (IPv4 v4-mapped: a
+ * v4-mapped destination on a v6 socket travels as IPv4, so the IPv4 rules
+ * decide it). Returns the proxy port, with the original destination
+ * remembered and the capture counted, or 0. */
+static __always_inline __u16 connect_decide(struct bpf_sock_addr *ctx, const struct pod_config *pod,
+					    enum sock_kind kind, const __u32 *dst, const __u32 *src)
+{
+	struct conn c = {};
+	__u32 capture, stat;
+	__u16 port;
+
+	conn_init(&c, pod, user_port(ctx->user_port), dst);
+	if (kind == SOCK_UDP) {
+		port = decide_udp(pod, &c);
+	} else {
+		if (addr_is_v4mapped(dst))
+			facts4(&c, pod, addr_v4(dst), addr_is_v4mapped(src) ? addr_v4(src) : 0);
+		else
+			facts6(&c, pod, dst, src);
+		port = decide_outbound_tcp(pod, &c);
+	}
+	if (!port) {
+		stat_inc(STAT_BYPASSED);
+		return 0;
+	}
+	capture_of(pod, port, &capture, &stat);
+	remember(ctx, dst, (__be16)ctx->user_port, capture);
+	stat_inc(stat);
+	return port;
+}
+
+/* After the decision: bind an unbound socket to the source routing would have
+ * chosen for the original destination, then send it to the proxy. */
+static __always_inline void connect_to_proxy4(struct bpf_sock_addr *ctx, const struct pod_config *pod,
+					      const __u32 *dst, const __u32 *src, __u16 port)
+{
+	if (addr_v4(src) == 0) {
+		struct sockaddr_in sa = { .sin_family = ML_AF_INET };
+
+		/* Fails harmlessly (the kernel then picks 127.0.0.1) if the socket is bound. */
+		if (redirect_source4(pod, addr_v4(dst), &sa.sin_addr.s_addr))
+			bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
+	}
+	redirect_to4(ctx, port);
+}
+
+static __always_inline void connect_to_proxy6(struct bpf_sock_addr *ctx, const struct pod_config *pod,
+					      const __u32 *dst, const __u32 *src, __u16 port)
+{
+	if (ip6_is_any(src)) {
+		struct sockaddr_in6 sa = { .sin6_family = ML_AF_INET6 };
+
+		if (redirect_source16(pod, dst, &sa.sin6_addr))
+			bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
+	}
+	redirect_to6(ctx, addr_is_v4mapped(dst), port);
+}
+
+/* connect4 and connect6; family is a constant, so each program keeps only its
+ * own family's context accesses. */
+static __always_inline int connect_hook(struct bpf_sock_addr *ctx, __u32 family)
+{
+	enum sock_kind kind;
+	struct bpf_sock *sk;
+	struct pod_config *pod = connect_pod(ctx, &kind, &sk);
+	__u32 dst[4], src[4];
+	__u16 port;
+
+	if (!pod)
+		return ML_ALLOW;
+	if (family == ML_AF_INET) {
+		addr_set_v4mapped(dst, ctx->user_ip4);
+		addr_set_v4mapped(src, sk->src_ip4);
+	} else {
+		CTX_IP6_LOAD(dst, ctx->user_ip6);
+		CTX_IP6_LOAD(src, sk->src_ip6);
+	}
+	port = connect_decide(ctx, pod, kind, dst, src);
+	if (!port)
+		return ML_ALLOW;
+	if (family == ML_AF_INET)
+		connect_to_proxy4(ctx, pod, dst, src, port);
+	else
+		connect_to_proxy6(ctx, pod, dst, src, port);
+	return ML_ALLOW;
+}
+
 SEC("cgroup/connect4")
 int meshlane_connect4(struct bpf_sock_addr *ctx)
 {
-	__u64 cookie = bpf_get_netns_cookie(ctx);
-	struct pod_config *pod;
-	struct bpf_sock *sk;
-	__be32 dst, src;
-	__u16 port;
-	enum sock_kind kind;
-
-	pod = bpf_map_lookup_elem(&pods, &cookie);
-	if (!pod)
-		return ALLOW;
-	kind = sock_kind(ctx);
-	if (kind == SOCK_OTHER)
-		return ALLOW;
-	sk = ctx->sk;
-	if (!sk)
-		return ALLOW;
-	stat_inc(STAT_CONNECT_SEEN);
-	dst = ctx->user_ip4;
-	src = sk->src_ip4;
-	port = decide4(pod, dst, bpf_ntohs((__u16)ctx->user_port), src, kind == SOCK_UDP);
-	if (!port) {
-		stat_inc(STAT_BYPASSED);
-		return ALLOW;
-	}
-	remember(ctx, ML_AF_INET, &dst, 4, (__be16)ctx->user_port, kind_of(pod, port));
-	/* Under REDIRECT the source is what routing chose for the original
-	 * destination: 127.0.0.1 for 127/8 (which the kernel picks again for
-	 * the rewritten 127.0.0.1), the pod IP for everything else. */
-	if (src == 0 && !is_loopback4(dst) && (pod->flags & POD_HAS_IP4)) {
-		struct sockaddr_in sa = { .sin_family = ML_AF_INET, .sin_addr.s_addr = pod->ip4 };
-
-		/* Fails harmlessly (the kernel then picks 127.0.0.1) if the socket is bound. */
-		bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
-	}
-	ctx->user_ip4 = bpf_htonl(IP4_LOOPBACK1);
-	ctx->user_port = bpf_htons(port);
-	stat_inc(stat_of(pod, port));
-	return ALLOW;
-}
-
-static __always_inline __u16 decide6(const struct pod_config *pod, const __u32 *dst, __u16 dport,
-				     const __u32 *src, int udp)
-{
-	struct conn c = { .dport = dport };
-
-	c.dns_server = is_dns_server(pod, dport, dst);
-	fill_owner(&c);
-	if (udp)
-		return decide_dns_udp(pod, &c);
-
-	c.dst_loopback1 = ip6_is_low(dst, IP6_LOOPBACK_LOW);
-	c.local = c.dst_loopback1 || ip6_is_low(dst, IP6_PASSTHROUGH_LOW) ||
-		  ((pod->flags & POD_HAS_IP6) && ip6_eq(dst, pod->ip6));
-	/* iptables sees the source routing chose before nat OUTPUT: an unbound
-	 * socket dialling ::6 (an address of lo) gets ::6 itself. */
-	c.src_passthrough = ip6_is_low(src, IP6_PASSTHROUGH_LOW) ||
-			    (!(src[0] | src[1] | src[2] | src[3]) && ip6_is_low(dst, IP6_PASSTHROUGH_LOW));
-	c.excluded = cidr6_has(pod, CIDR_OUT_EXCLUDE, dst);
-	c.included = !(pod->flags & POD_OUT_INCLUDE_ALL) && cidr6_has(pod, CIDR_OUT_INCLUDE, dst);
-	return decide_outbound_tcp(pod, &c);
+	return connect_hook(ctx, ML_AF_INET);
 }
 
 SEC("cgroup/connect6")
 int meshlane_connect6(struct bpf_sock_addr *ctx)
 {
-	__u64 cookie = bpf_get_netns_cookie(ctx);
-	struct pod_config *pod;
-	struct bpf_sock *sk;
-	__u32 dst[4], src[4];
-	__u16 port, dport;
-	enum sock_kind kind;
-	int mapped;
-
-	pod = bpf_map_lookup_elem(&pods, &cookie);
-	if (!pod)
-		return ALLOW;
-	kind = sock_kind(ctx);
-	if (kind == SOCK_OTHER)
-		return ALLOW;
-	sk = ctx->sk;
-	if (!sk)
-		return ALLOW;
-	stat_inc(STAT_CONNECT_SEEN);
-	dst[0] = ctx->user_ip6[0];
-	dst[1] = ctx->user_ip6[1];
-	dst[2] = ctx->user_ip6[2];
-	dst[3] = ctx->user_ip6[3];
-	src[0] = sk->src_ip6[0];
-	src[1] = sk->src_ip6[1];
-	src[2] = sk->src_ip6[2];
-	src[3] = sk->src_ip6[3];
-	dport = bpf_ntohs((__u16)ctx->user_port);
-	/* A v4-mapped destination travels as IPv4: the IPv4 rules decide it. */
-	mapped = ip6_is_v4mapped(dst);
-	if (mapped)
-		port = decide4(pod, dst[3], dport, ip6_is_v4mapped(src) ? src[3] : 0, kind == SOCK_UDP);
-	else
-		port = decide6(pod, dst, dport, src, kind == SOCK_UDP);
-	if (!port) {
-		stat_inc(STAT_BYPASSED);
-		return ALLOW;
-	}
-	if (mapped)
-		remember(ctx, ML_AF_INET, &dst[3], 4, (__be16)ctx->user_port, kind_of(pod, port));
-	else
-		remember(ctx, ML_AF_INET6, dst, 16, (__be16)ctx->user_port, kind_of(pod, port));
-
-	/* The source routing would have chosen for the original destination
-	 * (see connect4): ::6 for ::6 (it is on lo), nothing for ::1 and
-	 * 127/8 (the kernel picks ::1 / 127.0.0.1 again), else the pod IP. */
-	if (!(src[0] | src[1] | src[2] | src[3])) {
-		struct sockaddr_in6 sa = { .sin6_family = ML_AF_INET6 };
-
-		if (mapped) {
-			if (!is_loopback4(dst[3]) && (pod->flags & POD_HAS_IP4)) {
-				sa.sin6_addr.in6_u.u6_addr32[2] = bpf_htonl(0x0000ffff);
-				sa.sin6_addr.in6_u.u6_addr32[3] = pod->ip4;
-				bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
-			}
-		} else if (ip6_is_low(dst, IP6_PASSTHROUGH_LOW)) {
-			sa.sin6_addr.in6_u.u6_addr32[3] = bpf_htonl(IP6_PASSTHROUGH_LOW);
-			bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
-		} else if (!ip6_is_low(dst, IP6_LOOPBACK_LOW) && (pod->flags & POD_HAS_IP6)) {
-			__builtin_memcpy(&sa.sin6_addr, pod->ip6, 16);
-			bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
-		}
-	}
-	if (mapped) {
-		ctx->user_ip6[0] = 0;
-		ctx->user_ip6[1] = 0;
-		ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
-		ctx->user_ip6[3] = bpf_htonl(IP4_LOOPBACK1);
-	} else {
-		ctx->user_ip6[0] = 0;
-		ctx->user_ip6[1] = 0;
-		ctx->user_ip6[2] = 0;
-		ctx->user_ip6[3] = bpf_htonl(IP6_LOOPBACK_LOW);
-	}
-	ctx->user_port = bpf_htons(port);
-	stat_inc(stat_of(pod, port));
-	return ALLOW;
+	return connect_hook(ctx, ML_AF_INET6);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

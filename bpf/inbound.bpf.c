@@ -13,11 +13,11 @@
  * to the app.
  */
 #include <linux/bpf.h>
-#include <linux/in.h>
 #include <bpf/bpf_helpers.h>
-#include <bpf/bpf_endian.h>
 #include "meshlane.h"
 #include "maps.h"
+#include "addr.h"
+#include "pod.h"
 #include "inbound.h"
 
 static __always_inline __u64 *pod_cookie(const struct bpf_sk_lookup *ctx)
@@ -57,21 +57,14 @@ static __always_inline int assign(struct bpf_sk_lookup *ctx, __u64 cookie, __u16
  * iptables decides those in OUTPUT (at connect time here), never in PREROUTING.
  * Traffic to the pod's own IP does not arrive with lo's ifindex, so the source
  * is the test. */
-static __always_inline int from_inside(const struct bpf_sk_lookup *ctx, const struct pod_config *pod)
+static __always_inline bool from_inside(const struct bpf_sk_lookup *ctx, const struct pod_config *pod)
 {
-	if (ctx->family == ML_AF_INET) {
-		__be32 r = ctx->remote_ip4;
+	__u32 r[4];
 
-		return (bpf_ntohl(r) >> 24) == 127 || ((pod->flags & POD_HAS_IP4) && r == pod->ip4);
-	}
-	__u32 r0 = ctx->remote_ip6[0], r1 = ctx->remote_ip6[1], r2 = ctx->remote_ip6[2], r3 = ctx->remote_ip6[3];
-	const __u32 *p6 = (const __u32 *)pod->ip6;
-
-	if (r0 == 0 && r1 == 0 && r2 == 0 && (r3 == bpf_htonl(1) || r3 == bpf_htonl(6)))
-		return 1;
-	if (r0 == 0 && r1 == 0 && r2 == bpf_htonl(0x0000ffff))
-		return (bpf_ntohl(r3) >> 24) == 127 || ((pod->flags & POD_HAS_IP4) && r3 == pod->ip4);
-	return (pod->flags & POD_HAS_IP6) && r0 == p6[0] && r1 == p6[1] && r2 == p6[2] && r3 == p6[3];
+	if (ctx->family == ML_AF_INET)
+		return ip4_is_local(pod, ctx->remote_ip4);
+	CTX_IP6_LOAD(r, ctx->remote_ip6);
+	return addr_is_local(pod, r);
 }
 
 SEC("sk_lookup")
@@ -81,12 +74,12 @@ int meshlane_sk_lookup(struct bpf_sk_lookup *ctx)
 	__u64 *cookie;
 	__u16 port;
 
-	if (ctx->protocol != IPPROTO_TCP || ctx->ingress_ifindex == LOOPBACK_IFINDEX)
+	if (ctx->protocol != ML_IPPROTO_TCP || ctx->ingress_ifindex == LOOPBACK_IFINDEX)
 		return SK_PASS;
 	cookie = pod_cookie(ctx);
 	if (!cookie)
 		return SK_PASS;
-	pod = bpf_map_lookup_elem(&pods, cookie);
+	pod = pod_of_netns(*cookie);
 	if (!pod || from_inside(ctx, pod))
 		return SK_PASS;
 	port = decide_inbound(pod, (__u16)ctx->local_port, ctx->ingress_ifindex);

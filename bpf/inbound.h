@@ -15,24 +15,11 @@
 #ifndef MESHLANE_INBOUND_H
 #define MESHLANE_INBOUND_H
 
-#include "maps.h"
+#include "meshlane.h"
+#include "pod.h"
 
 #define LOOPBACK_IFINDEX 1 /* lo is ifindex 1 in every network namespace */
 #define IFINDEX_UNKNOWN 0
-
-static __always_inline int pod_iface_is(const struct pod_config *pod, __u32 ifindex, __u8 kind)
-{
-	struct iface_key key = { .pod_id = pod->pod_id, .ifindex = ifindex, .kind = kind };
-
-	return bpf_map_lookup_elem(&pod_ifaces, &key) != NULL;
-}
-
-static __always_inline int pod_port_is(const struct pod_config *pod, __u16 port, __u8 kind)
-{
-	struct port_key key = { .pod_id = pod->pod_id, .port = port, .kind = kind };
-
-	return bpf_map_lookup_elem(&pod_ports, &key) != NULL;
-}
 
 /* ifindex: the interface the connection arrived on, or IFINDEX_UNKNOWN. */
 static __always_inline __u16 decide_inbound(const struct pod_config *pod, __u16 port, __u32 ifindex)
@@ -44,8 +31,8 @@ static __always_inline __u16 decide_inbound(const struct pod_config *pod, __u16 
 	if (port == pod->tunnel_port)
 		return 0;
 	if (pod->flags & POD_IN_INCLUDE_ALL)
-		return pod_port_is(pod, port, PORT_IN_EXCLUDE) ? 0 : pod->inbound_port;
-	return pod_port_is(pod, port, PORT_IN_INCLUDE) ? pod->inbound_port : 0;
+		return pod_has_port(pod, port, PORT_IN_EXCLUDE) ? 0 : pod->inbound_port;
+	return pod_has_port(pod, port, PORT_IN_INCLUDE) ? pod->inbound_port : 0;
 }
 
 #endif /* MESHLANE_INBOUND_H */

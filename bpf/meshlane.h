@@ -35,6 +35,19 @@
 #define ML_SO_ORIGINAL_DST 80 /* also IP6T_SO_ORIGINAL_DST */
 #define ML_TCP_CLOSE 7
 #define ML_SOCK_STREAM 1
+#define ML_SOCK_DGRAM 2
+#define ML_IPPROTO_TCP 6
+#define ML_IPPROTO_UDP 17
+#define ML_ALLOW 1 /* a cgroup sock_addr program's verdict: let the call go on */
+
+/* Ports */
+#define ML_DNS_PORT 53
+/* Istio's default proxy ports: a listener on one of them is registered even
+ * before its pod is captured (the agent may learn of the pod after the proxy
+ * started). A captured pod's own ports are in pod_config. */
+#define ML_DEFAULT_OUTBOUND_PORT 15001
+#define ML_DEFAULT_INBOUND_PORT 15006
+#define ML_DEFAULT_DNS_PORT 15053
 
 /* pod_config.flags */
 enum pod_flags {

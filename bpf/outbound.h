@@ -23,21 +23,21 @@
  *  9. includeOutboundIPRanges '*' or destination in it: outbound port.
  * 10. otherwise not captured.
  *
- * UDP (decide_dns_udp) has Istio's nat OUTPUT rules, not ISTIO_OUTPUT: with DNS
+ * UDP (decide_udp) has Istio's nat OUTPUT rules, not ISTIO_OUTPUT: with DNS
  * on, port 53, the proxy uids then gids return, then a resolv.conf server (or
  * any, capture-all) goes to the DNS port. excludeOutboundPorts, 127.0.0.6, the
  * loopback rules and the exclude CIDRs do not apply (Istio 1.22). Other UDP is
  * never captured.
+ *
+ * Both take the destination's port in host order and its address as 16 bytes
+ * (IPv6 or v4-mapped) for the pod_dns lookup; the TCP caller fills in the
+ * address facts of struct conn (addr.h, pod.h).
  */
 #ifndef MESHLANE_OUTBOUND_H
 #define MESHLANE_OUTBOUND_H
 
-#include <bpf/bpf_endian.h>
-#include "maps.h"
-
-#define DNS_PORT 53
-#define ML_SOCK_DGRAM 2
-#define ML_IPPROTO_UDP 17
+#include "meshlane.h"
+#include "pod.h"
 
 struct conn {
 	__u16 dport;          /* host order */
@@ -51,64 +51,33 @@ struct conn {
 	__u32 gid;
 };
 
-/* ---- shared by connect.bpf.c and dns.bpf.c ---- */
-
-#define IP4_LOOPBACK1 0x7f000001     /* 127.0.0.1 */
-#define IP4_PASSTHROUGH 0x7f000006   /* 127.0.0.6 */
-#define IP4_LOOPBACK_NET 0x7f000000  /* 127.0.0.0/8 */
-#define IP4_LOOPBACK_MASK 0xff000000
-#define IP6_LOOPBACK_LOW 1           /* ::1 */
-#define IP6_PASSTHROUGH_LOW 6        /* ::6 */
-
-static __always_inline int is_loopback4(__be32 a)
+/* DNS capture is on and this is the DNS port. */
+static __always_inline bool dns_captured(const struct pod_config *pod, __u16 dport)
 {
-	return (bpf_ntohl(a) & IP4_LOOPBACK_MASK) == IP4_LOOPBACK_NET;
+	return (pod->flags & POD_DNS_CAPTURE) && dport == ML_DNS_PORT;
 }
 
-static __always_inline int ip6_is_v4mapped(const __u32 *a)
+/* pod_dns lookup. Only needed for DNS on, port 53, without capture-all:
+ * otherwise no lookup. */
+static __always_inline bool is_dns_server(const struct pod_config *pod, __u16 dport, const void *dst16)
 {
-	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
+	if (!dns_captured(pod, dport) || (pod->flags & POD_DNS_CAPTURE_ALL))
+		return false;
+	return pod_has_dns_server(pod, dst16);
 }
 
-/* ::N with N small (::1, ::6) */
-static __always_inline int ip6_is_low(const __u32 *a, __u32 n)
+/* What every decision needs: the port, the server test and the owner (the task
+ * that calls connect() / sendmsg()). */
+static __always_inline void conn_init(struct conn *c, const struct pod_config *pod, __u16 dport,
+				      const void *dst16)
 {
-	return a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == bpf_htonl(n);
-}
+	__u64 ug;
 
-static __always_inline void fill_owner(struct conn *c)
-{
-	__u64 ug = bpf_get_current_uid_gid();
-
+	c->dport = dport;
+	c->dns_server = is_dns_server(pod, dport, dst16);
+	ug = bpf_get_current_uid_gid();
 	c->uid = (__u32)ug;
 	c->gid = (__u32)(ug >> 32);
-}
-
-/* Remember the original destination in the socket's local storage (role app). */
-static __always_inline void remember(struct bpf_sock_addr *ctx, __u16 family, const void *addr,
-				     __u32 addr_len, __be16 port, __u32 kind)
-{
-	struct sock_state *st;
-
-	st = bpf_sk_storage_get(&sock_state, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!st)
-		return;
-	st->role = ROLE_APP;
-	st->orig.family = family;
-	st->orig.port = port;
-	st->orig.kind = kind;
-	__builtin_memset(st->orig.addr, 0, sizeof(st->orig.addr));
-	if (addr_len == 4)
-		__builtin_memcpy(st->orig.addr, addr, 4);
-	else
-		__builtin_memcpy(st->orig.addr, addr, 16);
-}
-
-static __always_inline int pod_has_port(const struct pod_config *pod, __u16 port, __u8 kind)
-{
-	struct port_key key = { .pod_id = pod->pod_id, .port = port, .kind = kind };
-
-	return bpf_map_lookup_elem(&pod_ports, &key) != NULL;
 }
 
 enum owner_verdict {
@@ -122,8 +91,7 @@ enum owner_verdict {
 static __always_inline int owner_rule(const struct pod_config *pod, const struct conn *c,
 				      __u32 owner, __u32 id, int is_uid)
 {
-	int dns = pod->flags & POD_DNS_CAPTURE;
-	int dns_port = dns && c->dport == DNS_PORT;
+	int dns_port = dns_captured(pod, c->dport);
 
 	if (c->local && !c->dst_loopback1 && c->dport != pod->tunnel_port &&
 	    !(is_uid && dns_port) && owner == id)
@@ -135,73 +103,56 @@ static __always_inline int owner_rule(const struct pod_config *pod, const struct
 	return OWNER_CONTINUE;
 }
 
-static __always_inline int owner_rules(const struct pod_config *pod, const struct conn *c)
+/* The loop over one id list (-u or -g), in order. n is read where the loop
+ * reads it (a pointer into the pod's entry): one less register to keep. */
+static __always_inline int owner_list(const struct pod_config *pod, const struct conn *c, __u32 owner,
+				      const __u32 *ids, const __u32 *n, int is_uid)
 {
 	int v;
 
 #pragma unroll
 	for (int i = 0; i < MESHLANE_MAX_PROXY_IDS; i++) {
-		if (i >= pod->n_uids)
+		if (i >= *n)
 			break;
-		v = owner_rule(pod, c, c->uid, pod->uids[i], 1);
-		if (v != OWNER_CONTINUE)
-			return v;
-	}
-#pragma unroll
-	for (int i = 0; i < MESHLANE_MAX_PROXY_IDS; i++) {
-		if (i >= pod->n_gids)
-			break;
-		v = owner_rule(pod, c, c->gid, pod->gids[i], 0);
+		v = owner_rule(pod, c, owner, ids[i], is_uid);
 		if (v != OWNER_CONTINUE)
 			return v;
 	}
 	return OWNER_CONTINUE;
 }
 
-/* Step 5: DNS to a resolv.conf server, or to any address with capture-all. */
-static __always_inline int dns_redirected(const struct pod_config *pod, const struct conn *c)
+/* Step 4: the uid loop, then the gid loop. For a conn without the local facts
+ * (UDP: Istio's nat OUTPUT rules know no local destination), rules (a) and (b)
+ * never match, so a proxy id returns, as those rules say. */
+static __always_inline int owner_rules(const struct pod_config *pod, const struct conn *c)
 {
-	if (!(pod->flags & POD_DNS_CAPTURE) || c->dport != DNS_PORT)
-		return 0;
+	int v = owner_list(pod, c, c->uid, pod->uids, &pod->n_uids, 1);
+
+	if (v != OWNER_CONTINUE)
+		return v;
+	return owner_list(pod, c, c->gid, pod->gids, &pod->n_gids, 0);
+}
+
+/* Step 5: DNS to a resolv.conf server, or to any address with capture-all. */
+static __always_inline bool dns_redirected(const struct pod_config *pod, const struct conn *c)
+{
+	if (!dns_captured(pod, c->dport))
+		return false;
 	return (pod->flags & POD_DNS_CAPTURE_ALL) || c->dns_server;
 }
 
-/* pod_dns lookup; addr is IPv6 or v4-mapped. Only needed for DNS on, port 53,
- * without capture-all: otherwise no lookup. */
-static __always_inline int is_dns_server(const struct pod_config *pod, __u16 dport, const void *addr16)
+/* UDP: Istio's nat OUTPUT DNS rules, for a conn from conn_init. Returns the DNS
+ * port or 0. */
+static __always_inline __u16 decide_udp(const struct pod_config *pod, const struct conn *c)
 {
-	struct dns_key key = { .pod_id = pod->pod_id };
-
-	if (!(pod->flags & POD_DNS_CAPTURE) || (pod->flags & POD_DNS_CAPTURE_ALL) || dport != DNS_PORT)
+	if (!dns_captured(pod, c->dport) || owner_rules(pod, c) != OWNER_CONTINUE)
 		return 0;
-	__builtin_memcpy(key.addr, addr16, 16);
-	return bpf_map_lookup_elem(&pod_dns, &key) != NULL;
-}
-
-/* UDP: Istio's nat OUTPUT DNS rules. Returns the DNS port or 0. */
-static __always_inline __u16 decide_dns_udp(const struct pod_config *pod, const struct conn *c)
-{
-	if (!(pod->flags & POD_DNS_CAPTURE) || c->dport != DNS_PORT)
-		return 0;
-#pragma unroll
-	for (int i = 0; i < MESHLANE_MAX_PROXY_IDS; i++) {
-		if (i >= pod->n_uids)
-			break;
-		if (c->uid == pod->uids[i])
-			return 0;
-	}
-#pragma unroll
-	for (int i = 0; i < MESHLANE_MAX_PROXY_IDS; i++) {
-		if (i >= pod->n_gids)
-			break;
-		if (c->gid == pod->gids[i])
-			return 0;
-	}
 	return dns_redirected(pod, c) ? pod->dns_port : 0;
 }
 
-/* Returns the port to redirect a TCP connect to (host order), or 0. The CIDR
- * flags in *c must be filled in by the caller (one LPM lookup each). */
+/* Returns the port to redirect a TCP connect to (host order), or 0. *c comes
+ * from conn_init, with the address facts (one LPM lookup per CIDR flag) filled
+ * in by the caller. */
 static __always_inline __u16 decide_outbound_tcp(const struct pod_config *pod, const struct conn *c)
 {
 	if (pod_has_port(pod, c->dport, PORT_OUT_EXCLUDE))

@@ -20,50 +20,27 @@
 #include <bpf/bpf_endian.h>
 #include "meshlane.h"
 #include "maps.h"
+#include "addr.h"
+#include "pod.h"
+#include "redirect.h"
 #include "splice.h"
 #include "inbound.h"
 
 #define OK 1
-#define PORT_MAX 0xffff
-
-/* bpf_sock_ops.remote_port is in network order; older kernels put it in the
- * upper 16 bits of the field, newer ones in the lower. */
-static __always_inline __u16 remote_port(const struct bpf_sock_ops *skops)
-{
-	__u32 rp = skops->remote_port;
-
-	return rp > PORT_MAX ? (__u16)bpf_ntohl(rp) : bpf_ntohs((__u16)rp);
-}
 
 /* The key as the connecting side sees it: src = local, dst = remote. */
 static __always_inline void key_active(struct bpf_sock_ops *skops, struct tuple_key *k)
 {
-	__u32 l6[4] = { skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2],
-			skops->local_ip6[3] };
-	__u32 r6[4] = { skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2],
-			skops->remote_ip6[3] };
-
 	k->netns_cookie = bpf_get_netns_cookie(skops);
-	addr16(k->src, skops->family, skops->local_ip4, l6);
-	addr16(k->dst, skops->family, skops->remote_ip4, r6);
-	k->src_port = (__u16)skops->local_port;
-	k->dst_port = remote_port(skops);
+	CTX_SOCK_ENDS(skops, k->src, &k->src_port, k->dst, &k->dst_port);
 	k->pad = 0;
 }
 
 /* The same key from the accepting side: src = remote, dst = local. */
 static __always_inline void key_passive(struct bpf_sock_ops *skops, struct tuple_key *k)
 {
-	__u32 l6[4] = { skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2],
-			skops->local_ip6[3] };
-	__u32 r6[4] = { skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2],
-			skops->remote_ip6[3] };
-
 	k->netns_cookie = bpf_get_netns_cookie(skops);
-	addr16(k->src, skops->family, skops->remote_ip4, r6);
-	addr16(k->dst, skops->family, skops->local_ip4, l6);
-	k->src_port = remote_port(skops);
-	k->dst_port = (__u16)skops->local_port;
+	CTX_SOCK_ENDS(skops, k->dst, &k->dst_port, k->src, &k->src_port);
 	k->pad = 0;
 }
 
@@ -93,35 +70,12 @@ static __always_inline void on_connect(struct bpf_sock_ops *skops)
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
-static __always_inline int is_proxy_port(struct bpf_sock_ops *skops, __u64 netns)
+static __always_inline bool is_proxy_port(struct bpf_sock_ops *skops, __u64 netns)
 {
-	struct pod_config *pod = bpf_map_lookup_elem(&pods, &netns);
+	struct pod_config *pod = pod_of_netns(netns);
 	__u32 port = skops->local_port;
 
 	return pod && (port == pod->outbound_port || port == pod->inbound_port);
-}
-
-/* Is a v6 / v4-mapped address one of the pod's own (so the connection was local)? */
-static __always_inline int pod_local_addr(const struct pod_config *pod, const __u8 *a)
-{
-	const __u32 *w = (const __u32 *)a;
-	const __u32 *p6 = (const __u32 *)pod->ip6;
-
-	if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff))
-		return (bpf_ntohl(w[3]) >> 24) == 127 || ((pod->flags & POD_HAS_IP4) && w[3] == pod->ip4);
-	if (w[0] == 0 && w[1] == 0 && w[2] == 0 && (w[3] == bpf_htonl(1) || w[3] == bpf_htonl(6)))
-		return 1;
-	return (pod->flags & POD_HAS_IP6) && w[0] == p6[0] && w[1] == p6[1] && w[2] == p6[2] && w[3] == p6[3];
-}
-
-static __always_inline int pod_addr(const struct pod_config *pod, const __u8 *a)
-{
-	const __u32 *w = (const __u32 *)a;
-	const __u32 *p6 = (const __u32 *)pod->ip6;
-
-	if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff))
-		return (pod->flags & POD_HAS_IP4) && w[3] == pod->ip4;
-	return (pod->flags & POD_HAS_IP6) && w[0] == p6[0] && w[1] == p6[1] && w[2] == p6[2] && w[3] == p6[3];
 }
 
 /*
@@ -132,12 +86,12 @@ static __always_inline int pod_addr(const struct pod_config *pod, const __u8 *a)
  */
 static __always_inline void on_accept_inbound(struct bpf_sock_ops *skops, const struct tuple_key *k)
 {
-	struct pod_config *pod = bpf_map_lookup_elem(&pods, &k->netns_cookie);
-	const __u32 *dst = (const __u32 *)k->dst;
+	struct pod_config *pod = pod_of_netns(k->netns_cookie);
 	struct bpf_sock *sk = skops->sk;
 	struct sock_state *st;
 
-	if (!pod || !sk || pod_local_addr(pod, k->src) || !pod_addr(pod, k->dst))
+	/* from inside the pod (decided at connect), or not to the pod's own IP */
+	if (!pod || !sk || addr_is_local(pod, k->src) || !addr_is_pod_ip(pod, k->dst))
 		return;
 	if (!decide_inbound(pod, k->dst_port, IFINDEX_UNKNOWN))
 		return;
@@ -145,16 +99,7 @@ static __always_inline void on_accept_inbound(struct bpf_sock_ops *skops, const 
 	if (!st)
 		return;
 	st->role = ROLE_PROXY;
-	st->orig.kind = CAPTURE_INBOUND;
-	st->orig.port = bpf_htons(k->dst_port);
-	__builtin_memset(st->orig.addr, 0, sizeof(st->orig.addr));
-	if (dst[0] == 0 && dst[1] == 0 && dst[2] == bpf_htonl(0x0000ffff)) {
-		st->orig.family = ML_AF_INET;
-		__builtin_memcpy(st->orig.addr, &dst[3], 4);
-	} else {
-		st->orig.family = ML_AF_INET6;
-		__builtin_memcpy(st->orig.addr, k->dst, 16);
-	}
+	orig_set(&st->orig, k->dst, bpf_htons(k->dst_port), CAPTURE_INBOUND);
 }
 
 static __always_inline void on_accept(struct bpf_sock_ops *skops)
@@ -192,17 +137,14 @@ static __always_inline void on_close(struct bpf_sock_ops *skops)
 	bpf_map_delete_elem(&orig_by_tuple, &k);
 }
 
-/* Default proxy ports: a listener on one of them is registered even before its
- * pod is captured (the agent may learn of the pod after the proxy started). */
-#define DEFAULT_OUTBOUND_PORT 15001
-#define DEFAULT_INBOUND_PORT 15006
-#define DEFAULT_DNS_PORT 15053
-
-static __always_inline int listener_port(const struct pod_config *pod, __u16 port)
+/* A proxy port of the pod, or before its pod is captured one of Istio's
+ * defaults (the agent may learn of the pod after the proxy started). */
+static __always_inline bool listener_port(const struct pod_config *pod, __u16 port)
 {
 	if (pod)
 		return port == pod->inbound_port || port == pod->outbound_port || port == pod->dns_port;
-	return port == DEFAULT_INBOUND_PORT || port == DEFAULT_OUTBOUND_PORT || port == DEFAULT_DNS_PORT;
+	return port == ML_DEFAULT_INBOUND_PORT || port == ML_DEFAULT_OUTBOUND_PORT ||
+	       port == ML_DEFAULT_DNS_PORT;
 }
 
 static __always_inline void on_listen(struct bpf_sock_ops *skops)
@@ -212,7 +154,7 @@ static __always_inline void on_listen(struct bpf_sock_ops *skops)
 		.port = (__u16)skops->local_port,
 		.family = (__u16)skops->family,
 	};
-	struct pod_config *pod = bpf_map_lookup_elem(&pods, &k.netns_cookie);
+	struct pod_config *pod = pod_of_netns(k.netns_cookie);
 
 	if (!listener_port(pod, k.port))
 		return;
@@ -226,16 +168,15 @@ static __always_inline void on_listen(struct bpf_sock_ops *skops)
  * peer. Other sockets pay the `global` lookup and the `pods` lookup, no more.
  * BPF_NOEXIST: never evict a live socket (eviction would drop the data queued
  * on it). The entry leaves the map by itself when the socket closes. */
-static __always_inline int splice_peer_local(const struct pair_key *k)
+static __always_inline bool splice_peer_local(const struct pair_key *k)
 {
-	const __u32 *r = (const __u32 *)k->remote;
 	struct ip6_key k6;
 	__be32 k4;
 
-	if (splice_netns_local(k->remote))
-		return 1;
-	if (splice_is_v4(k->remote)) {
-		k4 = r[3];
+	if (addr_is_netns_local(k->remote))
+		return true;
+	if (addr_is_v4mapped(k->remote)) {
+		k4 = addr_v4(k->remote);
 		return bpf_map_lookup_elem(&pod_by_ip4, &k4) != NULL;
 	}
 	__builtin_memcpy(k6.addr, k->remote, 16);
@@ -252,23 +193,13 @@ static __always_inline void on_established_splice(struct bpf_sock_ops *skops)
 	if (!g || !(g->flags & GLOBAL_SPLICE))
 		return;
 	netns = bpf_get_netns_cookie(skops);
-	if (!bpf_map_lookup_elem(&pods, &netns))
+	if (!pod_of_netns(netns))
 		return;
-	{
-		__u32 l6[4] = { CTX(skops->local_ip6[0]), CTX(skops->local_ip6[1]), CTX(skops->local_ip6[2]),
-				CTX(skops->local_ip6[3]) };
-		__u32 r6[4] = { CTX(skops->remote_ip6[0]), CTX(skops->remote_ip6[1]), CTX(skops->remote_ip6[2]),
-				CTX(skops->remote_ip6[3]) };
-		__u32 family = CTX(skops->family);
-
-		addr16(k.local, family, CTX(skops->local_ip4), l6);
-		addr16(k.remote, family, CTX(skops->remote_ip4), r6);
-	}
+	CTX_SOCK_ADDRS(skops, k.local, k.remote);
 	if (!splice_peer_local(&k))
 		return;
 	k.netns_cookie = splice_cookie(&k, netns);
-	k.local_port = (__u16)skops->local_port;
-	k.remote_port = remote_port(skops);
+	CTX_SOCK_PORTS(skops, &k.local_port, &k.remote_port);
 	if (bpf_sock_hash_update(skops, &sock_pairs, &k, BPF_NOEXIST) == 0)
 		stat_inc(STAT_SPLICED);
 }

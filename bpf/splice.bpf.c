@@ -19,6 +19,7 @@
 #include <bpf/bpf_helpers.h>
 #include "meshlane.h"
 #include "maps.h"
+#include "addr.h"
 #include "splice.h"
 
 enum splice_state {
@@ -43,26 +44,10 @@ struct {
 	__type(value, struct splice_sk);
 } splice_sk SEC(".maps");
 
-static __always_inline __u16 msg_remote_port(struct sk_msg_md *msg)
-{
-	__u32 rp = CTX(msg->remote_port); /* network order, upper or lower 16 bits by kernel */
-
-	return rp > 0xffff ? (__u16)bpf_ntohl(rp) : bpf_ntohs((__u16)rp);
-}
-
 /* The peer's key: this socket's key with the ends swapped, the same cookie rule. */
 static __always_inline void peer_key(struct sk_msg_md *msg, struct pair_key *p)
 {
-	/* volatile: one 4-byte load per field (clang would merge neighbours into an
-	 * 8-byte context load, which the verifier refuses) */
-	__u32 l6[4] = { CTX(msg->local_ip6[0]), CTX(msg->local_ip6[1]), CTX(msg->local_ip6[2]), CTX(msg->local_ip6[3]) };
-	__u32 r6[4] = { CTX(msg->remote_ip6[0]), CTX(msg->remote_ip6[1]), CTX(msg->remote_ip6[2]), CTX(msg->remote_ip6[3]) };
-	__u32 family = CTX(msg->family);
-
-	addr16(p->local, family, CTX(msg->remote_ip4), r6);
-	addr16(p->remote, family, CTX(msg->local_ip4), l6);
-	p->local_port = msg_remote_port(msg);
-	p->remote_port = (__u16)CTX(msg->local_port);
+	CTX_SOCK_ENDS(msg, p->remote, &p->remote_port, p->local, &p->local_port);
 	p->pad = 0;
 	p->netns_cookie = splice_cookie(p, bpf_get_netns_cookie(msg));
 }

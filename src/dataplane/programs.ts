@@ -54,8 +54,15 @@ export const OBJECTS: ObjectDef[] = [
       { name: 'meshlane_sendmsg6', attach: cgroup(AttachType.CGROUP_UDP6_SENDMSG), what: 'UDP DNS redirect to the proxy (IPv6)' },
       { name: 'meshlane_recvmsg4', attach: cgroup(AttachType.CGROUP_UDP4_RECVMSG), what: 'DNS replies appear to come from the server (IPv4)' },
       { name: 'meshlane_recvmsg6', attach: cgroup(AttachType.CGROUP_UDP6_RECVMSG), what: 'DNS replies appear to come from the server (IPv6)' },
-      { name: 'meshlane_getpeername4', attach: cgroup(AttachType.CGROUP_INET4_GETPEERNAME), what: 'a connected DNS socket reports the server as its peer (IPv4)' },
-      { name: 'meshlane_getpeername6', attach: cgroup(AttachType.CGROUP_INET6_GETPEERNAME), what: 'a connected DNS socket reports the server as its peer (IPv6)' },
+    ],
+  },
+  {
+    // Serves every redirect (connect and sendmsg). The link pins are named after the programs, so an
+    // install that still had them in dns.bpf.o gets them swapped in place.
+    file: 'peername.bpf.o',
+    programs: [
+      { name: 'meshlane_getpeername4', attach: cgroup(AttachType.CGROUP_INET4_GETPEERNAME), what: 'a redirected socket reports the address it dialled as its peer (IPv4)' },
+      { name: 'meshlane_getpeername6', attach: cgroup(AttachType.CGROUP_INET6_GETPEERNAME), what: 'a redirected socket reports the address it dialled as its peer (IPv6)' },
     ],
   },
   {
