@@ -191,11 +191,19 @@ function scenarios(mode: 'on' | 'off'): void {
   test(`splice ${mode}: slow readers with odd partial reads; sock_pairs holds the open pairs only when on`, async (t) => {
     const slowDown = client(toB, ['--mode', 'source', '--bytes', String(4 * MiB), '--read-size', '4093', '--slow-ms', '1', '--seed', '21', '--id', `${mode}-slowdown`]);
     const slowUp = client(toB, ['--mode', 'sink', '--bytes', String(16 * MiB), '--chunk', '1000', '--server-slow-ms', '2', '--seed', '22', '--id', `${mode}-slowup`]);
-    await new Promise((r) => setTimeout(r, 400));
-    const rows = pairs();
-    t.diagnostic(`sock_pairs while 2 connections are open: ${rows.length} entries`);
+    // Snapshots of sock_pairs while both transfers run (the second connection may be set up a moment after
+    // the first): keep the fullest one. No fixed delay: the transfers last seconds, we look every 50 ms.
+    let done = false;
+    const both = Promise.all([slowDown, slowUp]).finally(() => (done = true));
+    let rows = pairs();
+    while (!done) {
+      const now = pairs();
+      if (now.length > rows.length) rows = now;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    t.diagnostic(`sock_pairs while 2 connections are open: at most ${rows.length} entries`);
     if (process.env.SPLICE_DEBUG) t.diagnostic(JSON.stringify(rows));
-    const [d, u] = await Promise.all([slowDown, slowUp]);
+    const [d, u] = await both;
     assertAllOk(d, 'slow reader (client)');
     assertAllOk(u, 'slow reader (server)');
     if (!on) {
