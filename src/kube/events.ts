@@ -22,6 +22,7 @@ import type { Logger } from '../util/log.js';
 import type { PodEventSink } from '../sources/source.js';
 import { KubeRequestError, type KubeClient } from './client.js';
 import { Lru } from './lru.js';
+import { sleep } from './reflector.js';
 
 export const COMPONENT = 'meshlane';
 const MAX_MESSAGE = 1024;
@@ -223,7 +224,7 @@ export class EventRecorder implements PodEventSink {
           const s = err.info.status;
           const transient = s === undefined || s >= 500 || s === 429;
           if (!transient || err.info.aborted || attempt >= this.o.maxTries) throw err;
-          await new Promise((r) => setTimeout(r, this.o.retryDelayMs * attempt));
+          await sleep(this.o.retryDelayMs * attempt, this.stopCtl.signal);
           if (this.stopCtl.signal.aborted) throw err;
         }
       }

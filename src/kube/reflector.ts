@@ -81,7 +81,8 @@ export function backoffDelay(failures: number, t: Pick<Tuning, 'backoffInitialMs
   return cap / 2 + (random() * cap) / 2;
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
+/** setTimeout as a promise that an abort ends early */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal.aborted) return resolve();
     const done = (): void => {
