@@ -233,6 +233,7 @@ test('an ERROR event other than 410 (504 from a server that lost its state) make
   const { s, src, c } = x;
   await synced(x);
   const staleRv = String(s.store.resourceVersion);
+  const healthMark = c.healths.length;
   await s.close();
   const fresh = new KubeApiServer({ port: s.port, certs: s.certs, token: s.token });
   t.after(() => fresh.close());
@@ -241,6 +242,7 @@ test('an ERROR event other than 410 (504 from a server that lost its state) make
   await fresh.start();
   await c.converged(fresh);
   await c.waitFor('connected', () => src.health().connected);
+  assert.ok(c.healths.slice(healthMark).some((h) => !h.connected));
   for (const resource of ['pods', 'namespaces']) {
     const reqs = fresh.requests.filter((r) => r.resource === resource);
     const stale = reqs.filter((r) => r.verb === 'watch' && r.query.resourceVersion === staleRv);
