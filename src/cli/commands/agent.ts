@@ -26,7 +26,7 @@ export function agentCommand(): Command {
     .addHelpText(
       'after',
       '\nSource of pods: exactly one of --cluster-file FILE or --kubeconfig FILE, or neither in a pod: then the\n' +
-        'in-cluster service account is used (KUBERNETES_SERVICE_HOST set). The Kubernetes API needs --node-name.',
+        'in-cluster service account is used (KUBERNETES_SERVICE_HOST set). The Kubernetes API needs --node-name or NODE_NAME.',
     )
     .option('--cgroup-root <dir>', 'cgroup v2 directory to attach to (default: the cgroup2 mount)')
     .addOption(bpffsOption())
