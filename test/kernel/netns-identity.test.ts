@@ -17,7 +17,6 @@ import * as native from '../../src/native/addon.js';
 import { parseCaptureSettings, type PodLike } from '../../src/model/annotations.js';
 import { PinnedMaps } from '../../src/dataplane/dataplane.js';
 import { SANDBOX_CONTAINER, type SandboxPod } from '../../src/sandbox/sandbox.js';
-import { parseStartTime } from '../../src/agent/pod-locator.js';
 import {
   APP, POD_UID, POD_V4, SVC_V4, ENDPOINT,
   makeTopology, destroyTopology, namespaceObject, podObject, runCase, startAgent, stopAgent, cleanupAgent, waitFor, waitForPodSettings,
@@ -61,7 +60,11 @@ const procIno = (pid: number): bigint | undefined => {
 };
 const procUid = (pid: number): string | undefined => /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
 const procComm = (pid: number): string => readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-const procStart = (pid: number): bigint => parseStartTime(readFileSync(`/proc/${pid}/stat`, 'utf8'))!;
+/** starttime, field 22 of /proc/<pid>/stat (fields counted after the command name's closing parenthesis) */
+const procStart = (pid: number): bigint => {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return BigInt(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]!);
+};
 const HOST_INO = inoOf('/proc/self/ns/net');
 
 /** The pod's netns as the sandbox made it: inode and cookie. */
