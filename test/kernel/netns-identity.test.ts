@@ -36,17 +36,23 @@ const inboundCaptured = /^proxy-inbound:15006 peer=10\.244\.0\.11 orig=10\.244\.
 let topo: Topology;
 let peer: SandboxPod;
 let agent: AgentRun | undefined;
-const extra: ChildProcess[] = [];
 
 before(async () => {
   topo = await makeTopology({ prefix: 'mlni' });
   peer = await topo.sb.addPod({ namespace: 'legacy', name: 'peer', uid: PEER_UID, ipv4: PEER_V4 });
 });
 after(async () => {
-  for (const p of extra) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
   await cleanupAgent(agent);
   await destroyTopology(topo);
 });
+
+/** A process a case started, gone when the case ends (pass or fail), so the next case starts clean. */
+async function kill(p: ChildProcess): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return;
+  const exited = new Promise((r) => p.once('exit', r));
+  p.kill('SIGKILL');
+  await exited;
+}
 
 // ---- facts from the kernel, independent of the agent -------------------------------------------------------
 
@@ -114,12 +120,12 @@ async function assertPodOwnsItsNetns(what: string, how: 'sandbox' | 'pins', pod:
   const pods = (d.maps.pods as Array<{ netns_cookie: string; pod: string }>).map((p) => [p.pod, String(p.netns_cookie)]);
   assert.deepEqual(pods, [['demo/client', own.cookie]], `${what}: the pods map keys the pod by its own netns (cookie ${own.cookie})`);
   assert.deepEqual(d.links.filter((l) => l.startsWith('netns/')), [`netns/meshlane_sk_lookup/${own.cookie}`], `${what}: the inbound program is on the pod's own netns`);
+  assert.match(await runCase(pod, { name: 'out', uid: APP, gid: APP, to: `${SVC_V4}:80` }), outboundCaptured, `${what}: outbound reaches the proxy`);
+  assert.match(await runCase(pod, { name: 'in', uid: APP, gid: APP, to: `${POD_V4}:8080`, on: peer }), inboundCaptured, `${what}: inbound from another pod reaches the proxy`);
   const st = podState();
   assert.equal(st?.state, 'captured', what);
   assert.equal(st?.netnsCookie, own.cookie, `${what}: status cookie`);
   assert.deepEqual(st?.netns, { inode: own.ino, how, pid: pod.sandboxPid }, `${what}: status shows the netns inode and how it was found`);
-  assert.match(await runCase(pod, { name: 'out', uid: APP, gid: APP, to: `${SVC_V4}:80` }), outboundCaptured, `${what}: outbound reaches the proxy`);
-  assert.match(await runCase(pod, { name: 'in', uid: APP, gid: APP, to: `${POD_V4}:8080`, on: peer }), inboundCaptured, `${what}: inbound from another pod reaches the proxy`);
 }
 
 function statusText(): string {
@@ -136,7 +142,7 @@ async function restartAgent(): Promise<void> {
 
 // ---- the cases ----------------------------------------------------------------------------------------------
 
-test('an unprivileged process of the pod that unshares its netns moves nothing: running agent, restart, fooled pins', async () => {
+test('an unprivileged process of the pod that unshares its netns moves nothing: running agent, restart, fooled pins', async (t) => {
   // the sandbox models a real pod: its sandbox process is the pod's oldest, in its own container, in the netns
   const sandboxPid = topo.pod.sandboxPid;
   assert.equal(procIno(sandboxPid)?.toString(), podNetns(topo.pod).ino);
@@ -148,7 +154,7 @@ test('an unprivileged process of the pod that unshares its netns moves nothing: 
   // A uid-1000 process in the pod's netns, in a container of its own, there before the agent looks at the pod.
   const container = firstContainer(topo.pod);
   const attacker = topo.pod.spawn('sh', ['-c', 'read go; exec unshare -Urn sleep 600'], { uid: APP, gid: APP, container });
-  extra.push(attacker);
+  t.after(() => kill(attacker));
   await waitFor(() => procUid(attacker.pid!) === '1000' && procIno(attacker.pid!)?.toString() === podNetns(topo.pod).ino, 10_000, 'the process in the pod netns');
 
   agent = await startAgent(topo.sb, [NS, LEGACY, podObject(), peerObject], 'netns-identity');
@@ -187,19 +193,17 @@ test('an unprivileged process of the pod that unshares its netns moves nothing: 
   await restartAgent();
   await assertPodOwnsItsNetns('after a restart on pins that named the unshared netns', 'sandbox');
   assert.match(agent.log(), /the pinned netns of the pod is not the netns of its sandbox process/);
-
-  attacker.kill('SIGKILL');
 });
 
-test('younger processes of the pod in other netns (their own, another pod\'s) move nothing, also across a restart', async () => {
+test('younger processes of the pod in other netns (their own, another pod\'s) move nothing, also across a restart', async (t) => {
   const container = firstContainer(topo.pod);
   // root in the pod (a privileged container, a debugging tool) sitting in the peer pod's netns
   const inPeer = topo.pod.spawn('nsenter', [`--net=/proc/${peer.sandboxPid}/ns/net`, 'sleep', '600'], { container });
-  extra.push(inPeer);
+  t.after(() => kill(inPeer));
   await waitFor(() => procComm(inPeer.pid!) === 'sleep' && procIno(inPeer.pid!)?.toString() === podNetns(peer).ino, 10_000, 'the process in the peer netns');
   // uid 1000 started in a netns of its own
   const own = topo.pod.spawn('unshare', ['-Urn', 'sleep', '600'], { uid: APP, gid: APP, container });
-  extra.push(own);
+  t.after(() => kill(own));
   await waitElsewhere(topo.pod, own, 'sleep', '1000');
 
   await pass();
@@ -208,9 +212,6 @@ test('younger processes of the pod in other netns (their own, another pod\'s) mo
   await assertPodOwnsItsNetns('with younger processes in other netns, after a restart', 'pins');
   // the peer pod is not captured: its netns was never given the client's settings
   assert.match(await runCase(peer, { name: 'peer out', uid: APP, gid: APP, to: `${SVC_V4}:80` }), /^svc:80 peer=10\.244\.0\.11 app-sees=10\.96\.0\.10:80$/);
-
-  inPeer.kill('SIGKILL');
-  own.kill('SIGKILL');
 });
 
 test('the sandbox process exits: the pod\'s other processes hold the netns; the sandbox recreated in a new netns: the binding moves', async () => {
