@@ -89,7 +89,9 @@ interface Binding {
   nsPath?: string;
 }
 
-/** What the CNI plugin hands over: the netns path the runtime made, or the netns itself. */
+/** What the CNI plugin hands over: the netns path the runtime made (CNI_NETNS; it proves the netns alive
+ * before the sandbox process runs), or the netns itself (then it holds only while a process of the pod is in
+ * it, like a binding found through the sandbox process). */
 export type CniNetns = { nsPath: string; how: 'cni' } | { inode: bigint; cookie: bigint; how: 'cni' };
 
 /**
