@@ -11,7 +11,7 @@ import { UserError } from '../util/errors.js';
 import { checkCgroupDir } from '../util/cgroup.js';
 import type { Logger } from '../util/log.js';
 import { compilePod } from './desired.js';
-import { PodLocator } from './pod-locator.js';
+import { PodLocator, pinnedNetns } from './pod-locator.js';
 import { PodRuntimeReader } from './pod-runtime.js';
 import { adoptListeners } from './listeners.js';
 import { AF_INET } from '../util/ip.js';
@@ -112,7 +112,9 @@ export class Agent {
       () => Dataplane.load({ bpffs, log, objDir: this.opts.objDir }),
     );
     this.dataplane = dataplane;
-    this.locator = new PodLocator(cgroupRoot);
+    this.locator = new PodLocator(cgroupRoot, log);
+    // a restarted agent starts from the netns its pins hold for each pod (the sandbox process confirms them)
+    this.locator.restore(pinnedNetns(dataplane.maps.pods.entries(), dataplane.maps.pod_info.entries()));
     const attachStep: Step = {
       what: `attaching the programs to cgroup ${cgroupRoot}`,
       where: `check --cgroup-root ${cgroupRoot} and --bpffs ${bpffs}`,
@@ -195,12 +197,12 @@ export class Agent {
     const adoptable: Array<{ cookie: bigint; cgroup: string; port: number; pod: string }> = [];
     const nsPaths = new Map<bigint, string>();
     for (const pod of model.captured) {
-      const loc = this.locator.locate(pod.ref.uid, pod.qosClass);
+      const loc = this.locator.locate(pod.ref.uid, pod.qosClass, `${pod.ref.namespace}/${pod.ref.name}`);
       const s = pod.settings;
-      const runtime = loc.found
+      const runtime = loc.found && loc.pid !== undefined
         ? this.runtime.read(loc.pid, { dns: s.dns.enabled && !s.dns.captureAll, ifaces: s.excludeInterfaces.length + s.rerouteInterfaces.length > 0 })
         : undefined;
-      if (loc.found) pids.add(loc.pid);
+      if (loc.found && loc.pid !== undefined) pids.add(loc.pid);
       const entries = compilePod(pod, runtime);
       const status: PodStatus = {
         ref: pod.ref,
@@ -210,12 +212,13 @@ export class Agent {
         errors: [...pod.errors, ...entries.errors],
         unsupported: pod.unsupported,
       };
+      if (loc.found) status.netns = { inode: loc.netnsInode.toString(), how: loc.how, pid: loc.foundPid, heldBy: loc.pid !== loc.foundPid ? loc.pid : undefined };
       if (!loc.found) status.reason = loc.reason;
       else if (seen.has(loc.netnsCookie)) status.reason = 'another pod already claims the same network namespace';
       else {
         seen.add(loc.netnsCookie);
         want.push({ cookie: loc.netnsCookie, entries });
-        nsPaths.set(loc.netnsCookie, `/proc/${loc.pid}/ns/net`);
+        nsPaths.set(loc.netnsCookie, loc.nsPath);
         if (entries.config.flags & PodFlags.IN_ENABLED) adoptable.push({ cookie: loc.netnsCookie, cgroup: loc.cgroup, port: s.inboundPort, pod: `${pod.ref.namespace}/${pod.ref.name}` });
         status.netnsCookie = loc.netnsCookie.toString();
         status.state = 'captured';
@@ -223,6 +226,7 @@ export class Agent {
       pods.push(status);
     }
     this.runtime.retain(pids);
+    this.locator.retain(new Set([...model.captured.map((p) => p.ref.uid), ...model.skipped.map((p) => p.ref.uid)]));
     let writes = 0;
     try {
       // The maps (and netns links) are read and diffed only when the desired state changed, and every

@@ -181,11 +181,19 @@ export async function startAgent(sb: Sandbox, items: object[], name: string, pri
     status: () => readStatus(stateDir),
     log: () => readFileSync(logFile, 'utf8'),
   };
-  await waitFor(() => {
-    if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${run.log()}`);
-    const st = run.status();
-    return st !== undefined && st.pid === proc.pid;
-  }, 15_000, 'the agent to publish its status');
+  try {
+    await waitFor(() => {
+      if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${run.log()}`);
+      const st = run.status();
+      return st !== undefined && st.pid === proc.pid;
+    }, 15_000, 'the agent to publish its status');
+  } catch (e) {
+    // the caller never gets the run to clean up: no agent, pins or temp dir may outlive the test
+    const exited = proc.exitCode !== null; // then the message has the log already
+    const log = run.log();
+    await cleanupAgent(run);
+    throw exited ? e : new Error(`${(e as Error).message}; agent log:\n${log}`);
+  }
   return run;
 }
 
