@@ -68,6 +68,8 @@ export class Agent {
     const { log } = this.opts;
     this.cgroupRoot = checkCgroupDir(this.opts.cgroupRoot);
     this.statusWriter = new StatusWriter(prepareStateDir(this.opts.stateDir), log);
+    // capabilities, kernel features, the --bpffs tree: refused before the source runs or anything is pinned
+    Dataplane.preflight(this.opts.bpffs);
     // The source first: a bad cluster file must fail before anything is loaded or pinned.
     try {
       this.snapshot = await this.firstSnapshot();
