@@ -174,7 +174,7 @@ function pinsUnder(dir: string): string[] {
   return out;
 }
 
-/** Start the agent, wait until it published status, stop it with SIGTERM (its pins stay). */
+/** Start the agent, wait until it attached everything, stop it with SIGTERM (its pins stay). */
 async function installWith(bpffs: string, cgroup: string, umask = '022'): Promise<void> {
   const stateDir = join(tmp, `state-${bpffs.split('/').pop()}`);
   rmSync(stateDir, { recursive: true, force: true });
@@ -184,8 +184,9 @@ async function installWith(bpffs: string, cgroup: string, umask = '022'): Promis
   try {
     await waitFor(() => {
       if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${readFileSync(logFile, 'utf8')}`);
-      return existsSync(join(stateDir, 'status.json'));
-    }, TIMEOUT_MS, `the agent on ${bpffs} to publish its status`);
+      // status.json is first written before the programs are attached: wait for the whole start
+      return existsSync(join(stateDir, 'status.json')) && readFileSync(logFile, 'utf8').includes('"capture active"');
+    }, TIMEOUT_MS, `the agent on ${bpffs} to attach and publish its status`);
   } finally {
     if (proc.exitCode === null) proc.kill('SIGTERM');
     await exited;
