@@ -77,6 +77,8 @@ export class Agent {
     checkBpffsFlag(this.opts.bpffs);
     checkStateDirFlag(this.opts.stateDir, DEFAULT_STATE_DIR);
     this.statusWriter = new StatusWriter(prepareStateDir(this.opts.stateDir), log);
+    // capabilities, kernel features, the --bpffs tree: refused before the source runs or anything is pinned
+    Dataplane.preflight(this.opts.bpffs);
     try {
       this.snapshot = await this.firstSnapshot();
     } catch (e) {
