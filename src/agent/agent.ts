@@ -108,7 +108,7 @@ export class Agent {
     try {
       await this.source.start({
         event: (e) => {
-          if (e.type === 'replace') log.info({ pods: e.pods.length, namespaces: e.namespaces.length }, 'source: complete state');
+          if (e.type === 'replace') log.debug({ pods: e.pods.length, namespaces: e.namespaces.length }, 'source: complete state');
           pipeline.onEvent(e);
         },
         error: (err) => {

@@ -320,7 +320,12 @@ export class Pipeline implements Enroller {
       this.schedule(); // picked up right after the current one
       return this.flushing;
     }
+    if (this.dirty.size === 0) {
+      this.finishFlush();
+      return Promise.resolve();
+    }
     this.flushing = (async () => {
+      await Promise.resolve(); // so that this.flushing is set before the loop can end
       try {
         while (this.dirty.size > 0 && this.running) {
           const keys = [...this.dirty].filter((k) => !this.inflight.has(k));
@@ -358,7 +363,7 @@ export class Pipeline implements Enroller {
   private finishFlush(): void {
     if (this.synced && this.inflight.size === 0 && this.dirty.size === 0 && !this.firstSyncDone) {
       this.firstSyncDone = true;
-      this.o.log.info({ pods: this.pods.size, captured: [...this.pods.values()].filter((p) => p.status?.state === 'captured').length }, 'first complete state applied');
+      this.o.log.debug({ pods: this.pods.size, captured: [...this.pods.values()].filter((p) => p.status?.state === 'captured').length }, 'first complete state applied');
     }
     this.wake();
     this.onChange?.();

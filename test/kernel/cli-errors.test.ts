@@ -290,7 +290,7 @@ test('a verifier refusal after an object loaded and pinned its maps: one line, e
  * programs before it. Returns the program id used and a function that detaches them all.
  */
 function fillGetpeername4(): { progId: number; release: () => void } {
-  const obj = new BpfObject(join(packageRoot(), 'bpf', 'build', 'dns.bpf.o'));
+  const obj = new BpfObject(join(packageRoot(), 'bpf', 'build', 'peername.bpf.o'));
   const links: BpfLink[] = [];
   let cg: native.Fd | undefined;
   let prog: BpfProgram | undefined;
