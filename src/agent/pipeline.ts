@@ -87,6 +87,8 @@ export interface PipelineOptions {
   /** the tick for pending pods (default 250 ms) */
   tickMs?: number;
   now?: () => number;
+  /** each map's capacity (default its max_entries; unit tests give smaller ones) */
+  capacity?: (map: string) => number;
 }
 
 const TICK_MS = 250;
@@ -156,8 +158,11 @@ export class Pipeline implements Enroller {
   /** called after every flush that changed a pod's status (the agent publishes status.json) */
   onChange: (() => void) | undefined;
 
+  private readonly writeOpts: { capacity?: (map: string) => number };
+
   constructor(private readonly o: PipelineOptions) {
     if (o.events) this.warnings = new PodWarnings(o.events);
+    this.writeOpts = o.capacity ? { capacity: o.capacity } : {};
   }
 
   private now(): number {
@@ -443,7 +448,7 @@ export class Pipeline implements Enroller {
     if (s.enrolled && s.enrolled.cookie !== loc.netnsCookie) await this.release(s);
     const held = this.mirror.pods.get(loc.netnsCookie);
     const plan = planPod(loc.netnsCookie, entries, held, this.mirror.ids);
-    const r = await writePod(this.o.io.writer, this.mirror, plan);
+    const r = await writePod(this.o.io.writer, this.mirror, plan, this.writeOpts);
     this.writes += r.writes;
     if (!r.ok) {
       const msg = r.error instanceof MapFullError ? `not enrolled with these settings: ${r.error.message}; the pod keeps ${held ? 'its last good entries' : 'no entries (not captured)'}` : `writing the maps failed: ${r.error?.message}`;
@@ -513,7 +518,7 @@ export class Pipeline implements Enroller {
     this.writeIndexFor(this.index.release(s.key));
     if (!e) return;
     const held = this.mirror.pods.get(e.cookie);
-    const r = await writePod(this.o.io.writer, this.mirror, planPod(e.cookie, undefined, held, this.mirror.ids));
+    const r = await writePod(this.o.io.writer, this.mirror, planPod(e.cookie, undefined, held, this.mirror.ids), this.writeOpts);
     this.writes += r.writes;
     try {
       this.o.io.detachNetns(e.cookie);
@@ -647,7 +652,7 @@ export class Pipeline implements Enroller {
     let removed = 0;
     for (const [cookie, held] of [...this.mirror.pods]) {
       if (owned.has(cookie)) continue;
-      const r = await writePod(this.o.io.writer, this.mirror, planPod(cookie, undefined, held, this.mirror.ids));
+      const r = await writePod(this.o.io.writer, this.mirror, planPod(cookie, undefined, held, this.mirror.ids), this.writeOpts);
       removed += r.writes;
     }
     removed += collectGarbage(this.o.io.writer, this.mirror);

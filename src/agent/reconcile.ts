@@ -78,7 +78,8 @@ export class MapFullError extends Error {
   }
 }
 
-const capacityOf = (map: string): number => (MAPS as Record<string, { maxEntries: number }>)[map]?.maxEntries ?? 0;
+/** A map's max_entries, as layouts.ts (and bpf/maps.h) declare it. */
+export const mapCapacity = (map: string): number => (MAPS as Record<string, { maxEntries: number }>)[map]?.maxEntries ?? 0;
 
 function isFull(e: unknown): boolean {
   const code = (e as { code?: unknown })?.code;
@@ -93,6 +94,13 @@ const yieldNow = (): Promise<void> => new Promise((r) => setImmediate(r));
 type Countable = keyof Mirror['counts'];
 const countable = (m: string): m is Countable => m in { pods: 1, pod_info: 1, pod_ports: 1, pod_cidrs4: 1, pod_cidrs6: 1, pod_dns: 1, pod_ifaces: 1 };
 
+export interface WriteOptions {
+  /** ops per slice (default SLICE_OPS) */
+  slice?: number;
+  /** each map's capacity (default its max_entries; unit tests give smaller ones) */
+  capacity?: (map: string) => number;
+}
+
 export interface WriteResult {
   ok: boolean;
   writes: number;
@@ -103,8 +111,9 @@ export interface WriteResult {
  * Apply one pod's plan: new generation, flip, old generation; the mirror follows. On a failure before the
  * flip the new generation is removed again (the pod keeps what it had). Never throws.
  */
-export async function writePod(w: MapWriter, mirror: Mirror, plan: PodPlan, opts: { slice?: number } = {}): Promise<WriteResult> {
+export async function writePod(w: MapWriter, mirror: Mirror, plan: PodPlan, opts: WriteOptions = {}): Promise<WriteResult> {
   const slice = opts.slice ?? SLICE_OPS;
+  const capacityOf = opts.capacity ?? mapCapacity;
   let writes = 0;
   const held = mirror.pods.get(plan.cookie);
   // capacity first, by count: the new generation sits beside the old until the flip
@@ -187,7 +196,7 @@ export function writeIndex(w: MapWriter, mirror: Mirror, ops: Op[]): number {
     try {
       w.apply(op);
     } catch (e) {
-      if (isFull(e)) throw new MapFullError(op.map, capacityOf(op.map), `the kernel refused the write (${(e as { code?: string }).code})`);
+      if (isFull(e)) throw new MapFullError(op.map, mapCapacity(op.map), `the kernel refused the write (${(e as { code?: string }).code})`);
       throw e;
     }
     n++;
