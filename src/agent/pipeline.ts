@@ -423,12 +423,17 @@ export class Pipeline implements Enroller {
     const wants = { dns: st.dns.enabled && !st.dns.captureAll, ifaces: st.excludeInterfaces.length + st.rerouteInterfaces.length > 0 };
     s.runtime = wants.dns || wants.ifaces;
     const status: PodStatus = { ref: pod.ref, state: 'pending', ips: pod.ips, settings: pod.settings, errors: [...pod.errors], unsupported: pod.unsupported };
-    s.status = status;
+    // the pod keeps its previous status while it is being written (a big pod's write takes a while)
+    if (!s.status || s.status.state !== 'captured') s.status = status;
+    const done = (): void => {
+      s.status = status;
+      this.reportErrors(s, status.errors);
+    };
     if (!loc.found) {
       s.located = false;
       status.reason = loc.reason;
       if (s.enrolled) await this.release(s);
-      this.reportErrors(s, status.errors);
+      done();
       return;
     }
     s.located = true;
@@ -437,7 +442,7 @@ export class Pipeline implements Enroller {
     if (owner !== undefined && owner !== s.key && this.pods.get(owner)?.enrolled?.cookie === loc.netnsCookie) {
       status.reason = 'another pod already claims the same network namespace';
       if (s.enrolled) await this.release(s);
-      this.reportErrors(s, status.errors);
+      done();
       return;
     }
     s.pid = loc.pid;
@@ -462,7 +467,7 @@ export class Pipeline implements Enroller {
         this.cookieOwner.set(loc.netnsCookie, s.key);
       } else status.reason = msg;
       this.o.log.error({ pod: name, err: r.error?.message }, 'a pod could not be written to the maps; it keeps what it had, other pods go on');
-      this.reportErrors(s, status.errors);
+      done();
       return;
     }
     s.writeError = undefined;
@@ -474,6 +479,7 @@ export class Pipeline implements Enroller {
     // the address index, after the pods entry it points to
     const a = podAddresses(entries);
     const touched = this.index.claim(s.key, loc.netnsCookie, [...(a.v4 ? [ipKey(4, a.v4)] : []), ...(a.v6 ? [ipKey(6, a.v6)] : [])]);
+    s.status = status; // written: conflicts are noted on the new status
     this.writeIndexFor(touched);
     this.addConflicts(s);
     const first = !s.enrolled || s.enrolled.nsPath !== loc.nsPath;
@@ -490,7 +496,7 @@ export class Pipeline implements Enroller {
     if (adopt) this.adopt(s, loc.cgroup, st.inboundPort);
     if (r.writes > 0) this.o.log.info({ pod: name, writes: r.writes, podId: plan.id }, 'maps updated');
     if (first) this.o.hooks?.enrolled?.({ ref: pod.ref, cookie: loc.netnsCookie, podId: plan.id!, nsPath: loc.nsPath });
-    this.reportErrors(s, status.errors);
+    done();
   }
 
   private adopt(s: PodState, cgroup: string, port: number): void {
