@@ -292,6 +292,13 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
       log(`uninstall: ${(e as Error).message}`);
     }
     await api?.close();
+    if (process.env.BENCH_KEEP_LOG) {
+      try {
+        writeFileSync(`${process.env.BENCH_KEEP_LOG}.${source}`, readFileSync(join(dir, 'agent.log')));
+      } catch {
+        /* no log */
+      }
+    }
     rmSync(dir, { recursive: true, force: true });
   }
 }

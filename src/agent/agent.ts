@@ -100,6 +100,7 @@ export class Agent {
       log,
       ...(this.opts.nodeName !== undefined ? { nodeName: this.opts.nodeName } : {}),
       events: this.source.events,
+      resourceVersions: this.source.resourceVersions ?? false,
       ...(this.opts.hooks ? { hooks: this.opts.hooks } : {}),
       ...(this.opts.resyncMs !== undefined ? { tickMs: this.opts.resyncMs } : {}),
     });

@@ -89,6 +89,8 @@ export interface PipelineOptions {
   now?: () => number;
   /** each map's capacity (default its max_entries; unit tests give smaller ones) */
   capacity?: (map: string) => number;
+  /** the source's resourceVersions are the API server's (Source.resourceVersions) */
+  resourceVersions?: boolean;
 }
 
 const TICK_MS = 250;
@@ -130,7 +132,7 @@ export interface PipelineHealth {
 type Waiter = { uid: string; resolve: (s: PodStatus | undefined) => void; done: (s: PodState | undefined) => boolean };
 
 export class Pipeline implements Enroller {
-  readonly store = new ObjectStore();
+  readonly store: ObjectStore;
   private mirror: Mirror = new Mirror();
   private readonly index = new IpIndex();
   private readonly pods = new Map<string, PodState>();
@@ -142,6 +144,7 @@ export class Pipeline implements Enroller {
   private readonly warnings: PodWarnings | undefined;
   private readonly loggedErrors = new Map<string, string>();
   private readonly waiters = new Set<Waiter>();
+  private readonly adoptQueue = new Map<string, { cgroup: string; port: number }>();
   private flushing: Promise<void> | undefined;
   private scheduled = false;
   private timer: NodeJS.Timeout | undefined;
@@ -163,6 +166,7 @@ export class Pipeline implements Enroller {
   constructor(private readonly o: PipelineOptions) {
     if (o.events) this.warnings = new PodWarnings(o.events);
     this.writeOpts = o.capacity ? { capacity: o.capacity } : {};
+    this.store = new ObjectStore(o.resourceVersions ?? false);
   }
 
   private now(): number {
@@ -418,7 +422,9 @@ export class Pipeline implements Enroller {
   /** A pod that is to be captured: locate, compile, write. */
   private async place(s: PodState, pod: DesiredPod): Promise<void> {
     const name = `${pod.ref.namespace}/${pod.ref.name}`;
+    const t0 = performance.now();
     const loc = this.o.locator.locate(pod.ref.uid, pod.qosClass, name);
+    const tLocate = performance.now() - t0;
     const st = pod.settings;
     const wants = { dns: st.dns.enabled && !st.dns.captureAll, ifaces: st.excludeInterfaces.length + st.rerouteInterfaces.length > 0 };
     s.runtime = wants.dns || wants.ifaces;
@@ -485,6 +491,7 @@ export class Pipeline implements Enroller {
     const first = !s.enrolled || s.enrolled.nsPath !== loc.nsPath;
     const inEnabled = (entries.config.flags & PodFlags.IN_ENABLED) !== 0;
     const adopt = inEnabled && (!s.enrolled || !s.enrolled.inEnabled || s.enrolled.inboundPort !== st.inboundPort);
+    const tWrite = performance.now() - t0 - tLocate;
     if (first) {
       try {
         this.o.io.attachNetns(loc.nsPath, loc.netnsCookie);
@@ -493,13 +500,36 @@ export class Pipeline implements Enroller {
       }
     }
     s.enrolled = { cookie: loc.netnsCookie, nsPath: loc.nsPath, inboundPort: st.inboundPort, inEnabled };
+    const tLinks = performance.now() - t0 - tLocate - tWrite;
     if (adopt) this.adopt(s, loc.cgroup, st.inboundPort);
     if (r.writes > 0) this.o.log.info({ pod: name, writes: r.writes, podId: plan.id }, 'maps updated');
+    this.o.log.debug({ pod: name, ms: { locate: round(tLocate), compileAndWrite: round(tWrite), netnsLinks: round(tLinks), adopt: round(performance.now() - t0 - tLocate - tWrite - tLinks) } }, 'pod handled');
     if (first) this.o.hooks?.enrolled?.({ ref: pod.ref, cookie: loc.netnsCookie, podId: plan.id!, nsPath: loc.nsPath });
     done();
   }
 
+  /**
+   * Adoption reads the pod's /proc/<pid>/net/tcp{,6}, which walks the node's whole TCP hash table (about 10 ms
+   * on a busy node): queued and done one pod per turn of the event loop, after the pod's entries are in the
+   * maps (a listener that starts after the read passes sockops' TCP_LISTEN_CB), so that it never holds up
+   * the maps of the other pods.
+   */
   private adopt(s: PodState, cgroup: string, port: number): void {
+    this.adoptQueue.set(s.key, { cgroup, port });
+    if (this.adoptQueue.size === 1) setImmediate(() => this.adoptNext());
+  }
+
+  private adoptNext(): void {
+    const next = this.adoptQueue.entries().next();
+    if (next.done || !this.running) return;
+    const [key, a] = next.value;
+    this.adoptQueue.delete(key);
+    const s = this.pods.get(key);
+    if (s?.enrolled?.inEnabled) this.adoptNow(s, a.cgroup, a.port);
+    if (this.adoptQueue.size > 0) setImmediate(() => this.adoptNext());
+  }
+
+  private adoptNow(s: PodState, cgroup: string, port: number): void {
     if (!s.enrolled) return;
     try {
       const n = this.o.io.adoptListeners(s.enrolled.cookie, cgroup, port);
@@ -739,6 +769,8 @@ export class Pipeline implements Enroller {
   }
 }
 
+
+const round = (ms: number): number => Math.round(ms * 100) / 100;
 
 function nsOfRef(raw: unknown): string {
   const m = (raw as { metadata?: { namespace?: unknown } } | null)?.metadata;

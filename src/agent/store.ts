@@ -7,7 +7,7 @@
 //                            matter to the model; a namespace that comes or goes changes them);
 //   replace                  the pods that came, went or changed, and the pods of the namespaces that did,
 //                            each compared with what the store held: by resourceVersion when both have one
-//                            (the API server's word), else field by field.
+//                            and the source's are the API server's, else field by field.
 // Pods are keyed as the pod model names them (metadata.uid, or `<namespace>/<name>` without one).
 import { isDeepStrictEqual } from 'node:util';
 import { podKey, podNamespace } from '../model/pod-model.js';
@@ -27,12 +27,14 @@ function resourceVersion(o: unknown): string | undefined {
   return typeof rv === 'string' && rv !== '' ? rv : undefined;
 }
 
-/** The same object for the pipeline: same resourceVersion when both have one, else equal field by field. */
-export function sameObject(a: unknown, b: unknown): boolean {
+/** The same object for the pipeline: with `byVersion` (the source's resourceVersions are the API server's),
+ * the same resourceVersion when both have one; else equal field by field (a file edited by hand keeps the
+ * resourceVersions it was exported with). */
+export function sameObject(a: unknown, b: unknown, byVersion = false): boolean {
   if (a === b) return true;
   const ra = resourceVersion(a);
   const rb = resourceVersion(b);
-  if (ra !== undefined && rb !== undefined) return ra === rb;
+  if (byVersion && ra !== undefined && rb !== undefined) return ra === rb;
   return isDeepStrictEqual(a, b);
 }
 
@@ -48,6 +50,9 @@ export class ObjectStore {
   private readonly nsOf = new Map<string, string>();
   /** a complete state ('replace') has been applied */
   synced = false;
+
+  /** @param byVersion the source's resourceVersions are the API server's (see sameObject) */
+  constructor(private readonly byVersion = false) {}
 
   /** Apply one event; returns the keys of the pods whose inputs changed (gone ones included). */
   apply(e: SourceEvent): Set<string> {
@@ -115,7 +120,7 @@ export class ObjectStore {
   private putPod(o: unknown, dirty: Set<string>): void {
     const key = podKey(o);
     const old = this.pods.get(key);
-    if (old !== undefined && sameObject(old, o)) {
+    if (old !== undefined && sameObject(old, o, this.byVersion)) {
       this.pods.set(key, o); // the newer copy (equal): nothing to do downstream
       return;
     }

@@ -69,8 +69,11 @@ test('store: a pod change dirties that pod; a label change of its namespace dirt
   assert.equal(s.pods.size, 1);
 });
 
-test('store: with resourceVersions on both sides, they decide (the API server\'s word)', () => {
-  const s = new ObjectStore();
+test('store: with resourceVersions on both sides, they decide when they are the API server\'s; a file\'s are not trusted', () => {
+  const file = new ObjectStore();
+  file.apply({ type: 'replace', namespaces: [ns('shop')], pods: [podObj('a', { rv: '5' })] });
+  assert.deepEqual([...file.apply({ type: 'replace', namespaces: [ns('shop')], pods: [podObj('a', { rv: '5', annotations: { edited: 'by hand' } })] })], ['uid-a']);
+  const s = new ObjectStore(true);
   s.apply({ type: 'replace', namespaces: [ns('shop')], pods: [podObj('a', { rv: '5' })] });
   assert.deepEqual([...s.apply({ type: 'upsert', kind: 'Pod', object: podObj('a', { rv: '5', annotations: { ignored: 'same rv' } }) })], []);
   assert.deepEqual([...s.apply({ type: 'upsert', kind: 'Pod', object: podObj('a', { rv: '6' }) })], ['uid-a']);
@@ -273,8 +276,9 @@ function setup(): { p: Pipeline; maps: FakeMaps; loc: FakeLocator; io: ReturnTyp
   return { p, maps, loc, io, warned };
 }
 
+// listener adoption runs one pod per turn of the event loop: enough turns for every pod of a test
 const settle = async (p: Pipeline): Promise<void> => {
-  for (let i = 0; i < 50; i++) {
+  for (let i = 0; i < 300; i++) {
     await p.flush();
     await new Promise((r) => setImmediate(r));
   }
