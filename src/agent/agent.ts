@@ -3,7 +3,8 @@
 // dataplane writes them. It re-runs on every source change and on a short tick (pods whose cgroup
 // or processes appear later are picked up when they do).
 import { Dataplane } from '../dataplane/dataplane.js';
-import { GlobalFlags } from '../dataplane/layouts.js';
+import { wantOf, writeSpliceConfig, type SpliceDecision } from '../dataplane/splice.js';
+import { spliceAtStart } from '../dataplane/splice-probe.js';
 import { buildModel } from '../model/pod-model.js';
 import type { ModelResult } from '../model/types.js';
 import { ClusterFileSource } from '../sources/cluster-file.js';
@@ -31,9 +32,12 @@ export interface AgentOptions {
   log: Logger;
   /** how often to re-check pods whose netns is not known yet, and the maps (ms) */
   resyncMs?: number;
-  /** splice same-node socket pairs with sk_msg (default false: no per-socket backpressure, see
-   * README); written to global[0] at start */
+  /** splice same-node socket pairs with sk_msg: true (--splice: an error where the kernel cannot bound
+   * the backlog), false (--no-splice), undefined (the default: on where the kernel can bound it, see
+   * README, Same-node splicing); written to global[0] at start */
   splice?: boolean;
+  /** bytes a spliced direction may leave unread before it falls back to TCP (default 4 MiB) */
+  spliceBudget?: number;
   /** where the BPF objects are (default: bpf/build of the package). Tests only: the CLI sets it from
    * the hidden --test-bpf-objects, to make a start fail in the verifier */
   objDir?: string;
@@ -67,6 +71,7 @@ export class Agent {
   private rejectStart?: (e: Error) => void;
   private cgroupRoot = '';
   private statusWriter?: StatusWriter;
+  private splice?: SpliceDecision;
 
   constructor(private readonly opts: AgentOptions) {}
 
@@ -77,6 +82,9 @@ export class Agent {
     checkBpffsFlag(this.opts.bpffs);
     checkStateDirFlag(this.opts.stateDir, DEFAULT_STATE_DIR);
     this.statusWriter = new StatusWriter(prepareStateDir(this.opts.stateDir), log);
+    // Whether this kernel can bound the splice backlog: a probe on private objects (nothing pinned, nothing
+    // attached to a cgroup); --splice where it cannot fails here, before the source starts.
+    this.splice = await spliceAtStart({ want: wantOf(this.opts.splice), budget: this.opts.spliceBudget, objDir: this.opts.objDir });
     try {
       this.snapshot = await this.firstSnapshot();
     } catch (e) {
@@ -109,7 +117,7 @@ export class Agent {
         fallback: REPORT_HINT,
         diagnose: () => diagnoseBpffs(bpffs),
       },
-      () => Dataplane.load({ bpffs, log, objDir: this.opts.objDir }),
+      () => Dataplane.load({ bpffs, log, objDir: this.opts.objDir, splice: this.splice?.load }),
     );
     this.dataplane = dataplane;
     this.locator = new PodLocator(cgroupRoot);
@@ -122,24 +130,17 @@ export class Agent {
     // Pinned links of an install on another cgroup: refused before that install's maps are touched.
     runStep(attachStep, () => dataplane.checkPinnedLinks(cgroupRoot));
     // Fill the maps before the programs go live (or are swapped): no window with empty maps.
-    const splice = runStep({ what: `filling the maps and writing ${stateDir}/status.json`, where: `check --state-dir ${stateDir}`, fallback: REPORT_HINT }, () => {
+    runStep({ what: `filling the maps and writing ${stateDir}/status.json`, where: `check --state-dir ${stateDir}`, fallback: REPORT_HINT }, () => {
+      if (this.splice) writeSpliceConfig(dataplane.maps.global, this.splice);
       this.reconcile();
-      return this.writeGlobalFlags(dataplane);
     });
     const attached = runStep(attachStep, () => dataplane.attach(cgroupRoot));
     const stale = runStep({ what: `removing stale pins under ${bpffs}`, where: `check --bpffs ${bpffs}`, fallback: REPORT_HINT }, () => dataplane.removeStalePins());
-    log.info({ attached, removedPins: stale, cgroupRoot, bpffs, splice }, splice ? 'capture active; splicing same-node connections (sk_msg)' : 'capture active; splicing off (the default; --splice turns it on)');
+    // a kernel that cannot bound the splice backlog is worth a warning: splicing is the default
+    const level = this.splice && !this.splice.load ? 'warn' : 'info';
+    log[level]({ attached, removedPins: stale, cgroupRoot, bpffs, splice: this.splice?.on ?? false, spliceBudget: this.splice?.budget }, `capture active; splicing ${this.splice?.reason ?? 'off'}`);
     this.timer = setInterval(() => this.reconcile(), this.opts.resyncMs ?? 250);
     this.timer.unref?.();
-  }
-
-  /** Node-wide switches (global[0]), before the programs go live; other bits are kept. */
-  private writeGlobalFlags(dataplane: Dataplane): boolean {
-    const cur = dataplane.maps.global.get(0)?.flags ?? 0;
-    const splice = this.opts.splice ?? false;
-    const flags = splice ? cur | GlobalFlags.SPLICE : cur & ~GlobalFlags.SPLICE;
-    dataplane.maps.global.set(0, { flags, pad: 0 });
-    return splice;
   }
 
   private firstSnapshot(): Promise<Snapshot> {
@@ -288,6 +289,7 @@ export class Agent {
       cgroupRoot: this.cgroupRoot,
       source: `cluster file ${this.opts.clusterFile}`,
       sourceError: this.sourceError,
+      splice: this.splice && { on: this.splice.on, budget: this.splice.budget, reason: this.splice.reason },
       pods,
       skipped: model.skipped,
     };

@@ -37,6 +37,8 @@ export interface AgentStatus {
   cgroupRoot: string;
   source: string;
   sourceError?: string;
+  /** same-node splicing as decided at start: on or off, the budget, and why (src/dataplane/splice.ts) */
+  splice?: { on: boolean; budget: number; reason: string };
   pods: PodStatus[];
   skipped: Array<{ ref: PodRef; reason: string }>;
 }

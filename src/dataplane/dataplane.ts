@@ -15,7 +15,7 @@ import * as native from '../native/addon.js';
 import { BpfError, VerifierError } from '../native/errors.js';
 import { BpfLink, BpfObject, type BpfProgram } from '../native/handles.js';
 import { MAPS, MAP_NAMES, type MapDef, type MapName } from './layouts.js';
-import { OBJECTS, netnsPrograms, staticPrograms } from './programs.js';
+import { objectsFor, netnsPrograms, staticPrograms, type ObjectDef } from './programs.js';
 import { typedMap, type KeyOf, type TypedMap, type ValueOf } from './typed-map.js';
 import { requireFeatures } from './features.js';
 import { MapType } from './uapi.js';
@@ -83,6 +83,9 @@ export interface LoadOptions {
   bpffs: string;
   objDir?: string;
   log?: Logger;
+  /** load splice.bpf.o (and attach its programs): only when this kernel can bound the splice backlog
+   * (src/dataplane/splice.ts); default false */
+  splice?: boolean;
 }
 
 export class Dataplane {
@@ -93,16 +96,21 @@ export class Dataplane {
   /** maps this load created (not found pinned): they start empty */
   readonly created: MapName[] = [];
 
+  /** the objects this load took (the splice object only when asked for) */
+  private readonly objects: ObjectDef[];
+
   private constructor(
     readonly bpffs: string,
     private readonly log?: Logger,
     objDir = join(packageRoot(), 'bpf', 'build'),
+    splice = false,
   ) {
+    this.objects = objectsFor(splice);
     // The loader keeps handles only: one per map (the pinned map, or the first object's), one per
     // program; every object is closed once its handles are taken.
     const handles = new Map<MapName, native.MapFd>();
     try {
-      for (const o of OBJECTS) {
+      for (const o of this.objects) {
         const path = join(objDir, o.file);
         if (!existsSync(path)) throw new UserError(`BPF object ${path} is missing: run the setup command from the README (npm run build)`);
         using obj = new BpfObject(path);
@@ -167,7 +175,7 @@ export class Dataplane {
     try {
       requireFeatures();
       ensureBpffs(opts.bpffs);
-      return new Dataplane(opts.bpffs, opts.log, opts.objDir);
+      return new Dataplane(opts.bpffs, opts.log, opts.objDir, opts.splice ?? false);
     } catch (e) {
       throw explain(e, 'loading the BPF programs');
     }
@@ -190,7 +198,7 @@ export class Dataplane {
     const report: Array<{ program: string; action: 'attached' | 'updated' }> = [];
     try {
       using cgroup = native.openPath(dir);
-      for (const p of staticPrograms()) {
+      for (const p of staticPrograms(this.objects)) {
         const prog = this.program(p.name);
         if (p.attach.kind === 'sockmap') {
           prog.attachTo(this.maps[p.attach.map].handle, p.attach.type);
@@ -221,7 +229,7 @@ export class Dataplane {
   checkPinnedLinks(cgroupRoot: string): void {
     const dir = checkCgroupDir(cgroupRoot);
     const wantId = cgroupId(dir);
-    for (const p of staticPrograms()) {
+    for (const p of staticPrograms(this.objects)) {
       const pin = join(linksDir(this.bpffs), p.name);
       if (p.attach.kind !== 'cgroup' || !existsSync(pin)) continue;
       using link = BpfLink.open(pin);
@@ -237,7 +245,7 @@ export class Dataplane {
    * link pinned under links/netns/<program>/<cookie>; an existing pin gets the current program.
    */
   attachNetns(nsPath: string, cookie: bigint): void {
-    for (const p of netnsPrograms()) {
+    for (const p of netnsPrograms(this.objects)) {
       const dir = join(linksDir(this.bpffs), 'netns', p.name);
       const pin = join(dir, cookie.toString());
       const prog = this.program(p.name);
@@ -280,7 +288,7 @@ export class Dataplane {
         removed.push(`maps/${f}`);
       }
     }
-    const wantLinks = new Set([...staticPrograms().map((p) => p.name), 'netns']);
+    const wantLinks = new Set([...staticPrograms(this.objects).map((p) => p.name), 'netns']);
     for (const f of safeReaddir(linksDir(this.bpffs))) {
       if (!wantLinks.has(f)) {
         detachPinnedLink(join(linksDir(this.bpffs), f));

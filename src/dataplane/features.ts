@@ -1,5 +1,7 @@
 // What meshlane needs from the kernel, checked before anything is loaded, so a node that lacks a
-// feature gets one line naming it (instead of a verifier log).
+// feature gets one line naming it (instead of a verifier log). Splicing is optional and checked on its
+// own (splice.ts, what it needs; splice-probe.ts, the check): a kernel without it runs meshlane with
+// splicing off.
 import { existsSync } from 'node:fs';
 import { release } from 'node:os';
 import * as native from '../native/addon.js';
@@ -47,3 +49,4 @@ export function requireFeatures(): void {
     throw new UserError(`kernel ${r.kernel} lacks what meshlane needs: ${r.missing.join(', ')}; run it on Linux 5.15 or newer with BTF and CONFIG_CGROUP_BPF`);
   }
 }
+
