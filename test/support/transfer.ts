@@ -13,13 +13,17 @@
 //         {"id","mode","received","receivedSha","sent","end":"eof"|"error","error"?}
 //   node transfer.js client --to HOST:PORT|[V6]:PORT --mode sink|source|echo --bytes N
 //       [--chunk 65536] [--seed 1] [--concurrency 1] [--read-size BYTES] [--slow-ms MS] [--half-close]
-//       [--reset-after BYTES] [--server-slow-ms MS] [--timeout 30000] [--id PREFIX]
+//       [--reset-after BYTES] [--server-slow-ms MS] [--stall-ms MS] [--pause-after BYTES --pause-ms MS]
+//       [--timeout 30000] [--id PREFIX]
 //       Prints ONE JSON line: {"ok":bool,"results":[{id,ok,mode,sent,sentSha,received,receivedSha,
 //       expectedSha,reply,error,reset,ms}]}. Exit code 0 either way (2 on bad usage).
 //       --read-size: read through a fixed buffer of this size (partial reads of an odd size);
 //       --slow-ms: pause that long after every read (a slow reader); --half-close (source): shut the
 //       write side down right after the header and keep reading; --reset-after: after that many bytes
-//       sent (sink, echo) or received (source), destroy the socket with RST.
+//       sent (sink, echo) or received (source), destroy the socket with RST; --stall-ms (source, echo):
+//       read nothing for that long after the header (the writer runs ahead); --pause-after/--pause-ms:
+//       once that many bytes are in, read nothing for that long, then go on (a reader that stalls and
+//       resumes).
 import { createHash, type Hash } from 'node:crypto';
 import { createServer, connect as netConnect, type NetConnectOpts, type Socket } from 'node:net';
 import { parseArgs } from 'node:util';
@@ -239,6 +243,9 @@ interface ClientOpts {
   halfClose: boolean;
   resetAfter?: number;
   serverSlowMs: number;
+  stallMs: number;
+  pauseAfter?: number;
+  pauseMs: number;
   id: string;
 }
 
@@ -268,6 +275,17 @@ function oneClient(o: ClientOpts): Promise<ClientResult> {
       resolve(r);
     };
     const paused = { v: false };
+    /** read nothing for `ms` (a pause of the reader, not of the writer) */
+    let held = false;
+    const hold = (ms: number): void => {
+      held = true;
+      s.pause();
+      setTimeout(() => {
+        held = false;
+        if (!paused.v) s.resume();
+      }, ms);
+    };
+    let pausedOnce = false;
     const onData = (d: Buffer): void => {
       if (o.mode === 'sink') {
         replyBuf += d.toString('utf8');
@@ -284,12 +302,16 @@ function oneClient(o: ClientOpts): Promise<ClientResult> {
         finish({});
         return;
       }
+      if (o.pauseAfter !== undefined && !pausedOnce && r.received >= o.pauseAfter) {
+        pausedOnce = true;
+        hold(o.pauseMs);
+      }
       if (o.slowMs > 0 && !paused.v) {
         paused.v = true;
         s.pause();
         setTimeout(() => {
           paused.v = false;
-          s.resume();
+          if (!held) s.resume();
         }, o.slowMs);
       }
     };
@@ -319,6 +341,7 @@ function oneClient(o: ClientOpts): Promise<ClientResult> {
       if (o.mode === 'source') Object.assign(header, { bytes: o.bytes, seed: o.seed, chunk: o.chunk });
       if (o.mode === 'sink' && o.serverSlowMs > 0) header.slowMs = o.serverSlowMs;
       s.write(`${JSON.stringify(header)}\n`);
+      if (o.stallMs > 0 && o.mode !== 'sink') hold(o.stallMs);
       if (o.mode === 'source') {
         if (o.halfClose) s.end();
         return;
@@ -368,6 +391,9 @@ async function runClient(values: Record<string, string | boolean | undefined>): 
     halfClose: values['half-close'] === true,
     resetAfter: values['reset-after'] !== undefined ? num('reset-after', 0) : undefined,
     serverSlowMs: num('server-slow-ms', 0),
+    stallMs: num('stall-ms', 0),
+    pauseAfter: values['pause-after'] !== undefined ? num('pause-after', 0) : undefined,
+    pauseMs: num('pause-ms', 0),
   };
   const seed = num('seed', 1);
   const prefix = (values.id as string | undefined) ?? `c${process.pid}`;
@@ -398,6 +424,9 @@ async function main(): Promise<void> {
       'half-close': { type: 'boolean' },
       'reset-after': { type: 'string' },
       'server-slow-ms': { type: 'string' },
+      'stall-ms': { type: 'string' },
+      'pause-after': { type: 'string' },
+      'pause-ms': { type: 'string' },
       timeout: { type: 'string' },
       id: { type: 'string' },
     },
