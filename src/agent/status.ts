@@ -11,6 +11,8 @@ import { chmodSync, closeSync, fchmodSync, fsyncSync, lstatSync, mkdirSync, open
 import { randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import type { CaptureSettings, PodRef } from '../model/types.js';
+import type { NetnsHow } from './pod-locator.js';
+import type { AgentHealth } from './health.js';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 
@@ -22,11 +24,25 @@ export interface PodStatus {
   state: 'captured' | 'pending';
   reason?: string;
   netnsCookie?: string;
+  /** the pod's network namespace and how the agent knows it is the pod's (see pod-locator.ts) */
+  netns?: PodNetnsStatus;
   podId?: number;
   ips: string[];
   settings: CaptureSettings;
   errors: string[];
   unsupported: string[];
+}
+
+export interface PodNetnsStatus {
+  /** inode number of the netns (what `ls -iL /proc/<pid>/ns/net` and `lsns -t net` show) */
+  inode: string;
+  /** cni: handed over by the CNI plugin; sandbox: the netns of the pod's sandbox (oldest) process; pins: what
+   * the pins held before a restart, confirmed by the sandbox process */
+  how: NetnsHow;
+  /** the process it was found through (the sandbox process) */
+  pid?: number;
+  /** when that process is gone: the process of the pod that is in the netns now */
+  heldBy?: number;
 }
 
 export interface AgentStatus {
@@ -39,6 +55,8 @@ export interface AgentStatus {
   sourceError?: string;
   /** same-node splicing as decided at start: on or off, the budget, and why (src/dataplane/splice.ts) */
   splice?: { on: boolean; budget: number; reason: string };
+  /** readiness (health.ts); absent in the status of an agent older than it */
+  health?: AgentHealth;
   pods: PodStatus[];
   skipped: Array<{ ref: PodRef; reason: string }>;
 }

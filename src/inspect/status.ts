@@ -3,7 +3,7 @@
 import { PinnedMaps } from '../dataplane/dataplane.js';
 import { GlobalFlags, Stat } from '../dataplane/layouts.js';
 import { formatSize } from '../dataplane/splice.js';
-import { statusPath, type AgentStatus } from '../agent/status.js';
+import { statusPath, type AgentStatus, type PodNetnsStatus } from '../agent/status.js';
 import type { CaptureSettings } from '../model/types.js';
 
 export function settingsLine(s: CaptureSettings): string {
@@ -49,11 +49,20 @@ export function dataplaneFacts(bpffs: string, pinned: boolean): DataplaneFacts |
   }
 }
 
+/** `netns=<inode> via sandbox process <pid>` and the like: which netns is the pod's, and how that is known. */
+export function netnsLine(n: PodNetnsStatus): string {
+  const proc = n.pid !== undefined ? `sandbox process ${n.pid}` : 'no process';
+  const how = n.how === 'cni' ? 'via cni' : n.how === 'pins' ? `restored from pins, confirmed by ${proc}` : `via ${proc}`;
+  const held = n.heldBy !== undefined ? ` (${n.pid !== undefined ? 'gone; ' : ''}held by process ${n.heldBy})` : '';
+  return `netns=${n.inode} ${how}${held}`;
+}
+
 /** The per-pod part of `meshlane status`: captured pods with settings and errors, then the others. */
 export function podStatusLines(st: AgentStatus): string[] {
   const out = [`pods (${st.pods.length}):`];
   for (const p of st.pods) {
     out.push(`  ${p.ref.namespace}/${p.ref.name} ${p.state}${p.reason ? ` (${p.reason})` : ''} ips=${p.ips.join(',')}${p.podId ? ` id=${p.podId}` : ''}`);
+    if (p.netns) out.push(`    ${netnsLine(p.netns)}`);
     out.push(`    ${settingsLine(p.settings)}`);
     for (const e of p.errors) out.push(`    error: ${e}`);
     for (const u of p.unsupported) out.push(`    unsupported: ${u}`);

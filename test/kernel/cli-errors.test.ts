@@ -108,9 +108,10 @@ function assertOneLine(r: Run, mentions?: RegExp): string {
 function assertErrorLine(status: number | null, stderr: string, ctx: string, mentions?: RegExp): string {
   assert.doesNotMatch(stderr, /^\s+at /m, `stack trace on stderr:\n${ctx}`);
   assert.equal(status, 2, `exit code:\n${ctx}`);
-  const lines = stderr.split('\n');
+  // the agent's structured log (JSON lines, e.g. "mounted bpffs") may come first; the error itself is one line
+  const lines = stderr.split('\n').filter((l) => !l.startsWith('{"level":'));
   assert.equal(lines.pop(), '', `stderr does not end in a newline:\n${ctx}`);
-  assert.equal(lines.length, 1, `stderr is not one line:\n${ctx}`);
+  assert.equal(lines.length, 1, `stderr is not one human line:\n${ctx}`);
   const line = lines[0]!;
   assert.match(line, /^meshlane: \S/, `not a 'meshlane: ' line:\n${ctx}`);
   assert.ok(line.length < 400, `the line is ${line.length} characters long:\n${ctx}`);
