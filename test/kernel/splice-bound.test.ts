@@ -8,6 +8,9 @@
 // some falling back, the agent SIGKILLed and restarted mid-transfer (the new programs take over the old
 // sockets' state), the switch turned off live, and a kernel that cannot bound the backlog (a program
 // that behaves like one): splicing stays off, status says why, --splice refuses to start.
+// No outcome depends on how fast anything runs: a stalled reader holds until a gate file exists
+// (transfer.ts --hold-until), and the test opens the gate once the kernel shows the state it waits for
+// (the counters: fallbacks, sockets that left; the node's TCP memory), or once the agent has restarted.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -16,8 +19,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { uninstall } from '../../src/dataplane/dataplane.js';
 import { packageRoot } from '../../src/util/paths.js';
-import { CLI, cleanupAgent, cli, dumpJson, stopAgent } from '../support/harness.js';
-import { B_V4, MiB, SpliceWorld, assertAllOk, delta, peakTcpMem } from '../support/splice.js';
+import { CLI, cleanupAgent, cli, dumpJson, stopAgent, waitFor } from '../support/harness.js';
+import { B_V4, MiB, SpliceWorld, assertAllOk, delta, peakTcpMem, tcpMemBytes } from '../support/splice.js';
 
 const PORT = 9000;
 const BPFFS = '/sys/fs/bpf/meshlane-test-splice-bound';
@@ -58,16 +61,30 @@ test('the default agent: the kernel check passes, splicing is on and bounded (st
   assert.ok(dumpJson(BPFFS).links.includes('meshlane_splice_sockops'), 'the splice sockops program is linked');
 });
 
-/** The slow reader of the issue: 512 MiB from B, the reader stalls 3 s first. */
-async function slowReader(id: string): Promise<{ peak: number; d: Record<string, number> }> {
+/**
+ * The slow reader of the issue: 512 MiB from B, the reader reads nothing until `stalled` says the
+ * writer is as far ahead as it will get (then the gate opens and it reads everything).
+ */
+async function slowReader(id: string, stalled: (d: Record<string, number>, growth: number) => boolean, what: string): Promise<{ peak: number; d: Record<string, number> }> {
   const c0 = w.counters();
-  const { value: r, peakGrowth } = await peakTcpMem(() => w.client(toB, ['--mode', 'source', '--bytes', String(SLOW_BYTES), '--stall-ms', '3000', '--seed', '71', '--id', id], 120_000));
+  const gate = w.file(`${id}.gate`);
+  const { value: r, peakGrowth } = await peakTcpMem(async (base) => {
+    const run = w.client(toB, ['--mode', 'source', '--bytes', String(SLOW_BYTES), '--hold-until', gate, '--seed', '71', '--id', id], 120_000);
+    try {
+      await waitFor(() => stalled(delta(c0, w.counters()), tcpMemBytes() - base), 60_000, what);
+    } finally {
+      w.open(gate);
+    }
+    return run;
+  });
   assertAllOk(r, `slow reader ${id}`);
   return { peak: peakGrowth, d: delta(c0, w.counters()) };
 }
 
 test('a slow reader behind a fast writer through app, proxy, proxy, app: node TCP memory stays bounded, every byte exact', async (t) => {
-  const bounded = await slowReader('slow-bounded');
+  // bounded: the reader holds until every hop (proxy A -> app, proxy B -> proxy A, server -> proxy B)
+  // has fallen back, i.e. the writer is held back by TCP all along the path
+  const bounded = await slowReader('slow-bounded', (d) => d.splice_fallback! >= 3, 'the three hops behind the stalled reader to fall back');
   t.diagnostic(`bounded (4 MiB): peak node TCP memory +${mib(bounded.peak)}; fallbacks ${bounded.d.splice_fallback}, followed ${bounded.d.splice_fallback_peer}, left ${bounded.d.splice_left}`);
   assert.ok(bounded.d.splice_fallback! >= 1, `the stalled reader made no direction fall back: ${JSON.stringify(bounded.d)}`);
   assert.equal(bounded.d.splice_retarget_fail, 0);
@@ -75,17 +92,27 @@ test('a slow reader behind a fast writer through app, proxy, proxy, app: node TC
   // the same with a budget nothing reaches: the writer piles up what it ran ahead (what the bound prevents)
   await stopAgent(w.agent, 'SIGTERM');
   await w.startAgent(['--splice-budget', '1GiB']);
-  const wide = await slowReader('slow-wide');
+  // a budget nothing reaches: the reader holds until the kernel holds more than the bound (what the
+  // bound prevents); if that never comes, this test could not tell bounded from unbounded
+  const wide = await slowReader('slow-wide', (_d, growth) => growth > SLOW_BOUND, `node TCP memory to grow past ${mib(SLOW_BOUND)} behind the stalled reader with a 1 GiB budget`);
   t.diagnostic(`budget 1 GiB: peak node TCP memory +${mib(wide.peak)}; fallbacks ${wide.d.splice_fallback}`);
-  assert.ok(wide.peak > SLOW_BOUND, `without a reachable budget the stall should pile up more than ${mib(SLOW_BOUND)}, it grew by ${mib(wide.peak)}: this test cannot tell bounded from unbounded`);
+  assert.equal(wide.d.splice_fallback, 0, 'a 1 GiB budget is never reached by a 512 MiB transfer');
   await stopAgent(w.agent, 'SIGTERM');
   await w.startAgent([]);
 });
 
 test('a reader that stalls and resumes: its direction falls back, the sockets leave sock_pairs, every byte exact', async (t) => {
   const c0 = w.counters();
-  const r = await w.client(toB, ['--mode', 'source', '--bytes', String(128 * MiB), '--pause-after', String(16 * MiB), '--pause-ms', '2000', '--seed', '72', '--id', 'pause'], 60_000);
-  assertAllOk(r, 'stall and resume');
+  const gate = w.file('pause.gate');
+  // the reader stops after 16 MiB and holds until its direction fell back and the sender (proxy A) left
+  // sock_pairs; its own socket can leave only once it has read what was redirected to it, after the gate
+  const run = w.client(toB, ['--mode', 'source', '--bytes', String(128 * MiB), '--pause-after', String(16 * MiB), '--hold-until', gate, '--seed', '72', '--id', 'pause'], 60_000);
+  try {
+    await w.untilCounters(c0, (d) => d.splice_fallback! >= 1 && d.splice_left! >= 1, 'the stalled direction to fall back and its sender to leave sock_pairs');
+  } finally {
+    w.open(gate);
+  }
+  assertAllOk(await run, 'stall and resume');
   const d = delta(c0, w.counters());
   t.diagnostic(`fallbacks ${d.splice_fallback}, followed ${d.splice_fallback_peer}, left ${d.splice_left}`);
   assert.ok(d.splice_fallback! >= 1, JSON.stringify(d));
@@ -95,42 +122,60 @@ test('a reader that stalls and resumes: its direction falls back, the sockets le
 
 test('writes larger than the budget: the fallback falls inside one write (the rest of it goes through TCP), every byte exact', async (t) => {
   const c0 = w.counters();
-  // the server writes 6 MiB + 4093 bytes at a time; the stalled reader backs every hop up, so the
-  // server's own hop crosses the 4 MiB budget in the middle of a write
+  // the server writes 6 MiB + 4093 bytes at a time, more than the budget, so its hop crosses the budget
+  // inside a write (redirect, then the rest of the write through TCP); the reader holds until every hop
+  // has backed up behind it and fallen back. 48 writes (288 MiB) is more than the path's buffers hold.
   const chunk = 6 * MiB + 4093;
-  const r = await w.client(toB, ['--mode', 'source', '--bytes', String(16 * chunk), '--chunk', String(chunk), '--stall-ms', '1500', '--seed', '73', '--id', 'midmsg'], 60_000);
-  assertAllOk(r, 'writes larger than the budget');
+  const gate = w.file('midmsg.gate');
+  const run = w.client(toB, ['--mode', 'source', '--bytes', String(48 * chunk), '--chunk', String(chunk), '--hold-until', gate, '--seed', '73', '--id', 'midmsg'], 90_000);
+  try {
+    await w.untilCounters(c0, (d) => d.splice_fallback! >= 3, 'every hop behind the stalled reader to fall back (the server\'s inside a write)');
+  } finally {
+    w.open(gate);
+  }
+  assertAllOk(await run, 'writes larger than the budget');
   const d = delta(c0, w.counters());
   t.diagnostic(`fallbacks ${d.splice_fallback}, followed ${d.splice_fallback_peer}, left ${d.splice_left}`);
-  assert.ok(d.splice_fallback! >= 3, `every hop backs up behind the stalled reader and falls back (the server's inside a write): ${JSON.stringify(d)}`);
   assert.equal(d.splice_retarget_fail, 0);
 });
 
 test('many connections, some falling back: 20 stalled and 20 fast readers, every byte exact; sock_pairs empties as they close', async (t) => {
   const c0 = w.counters();
-  const [slow, fast] = await Promise.all([
-    w.client(toB, ['--mode', 'source', '--bytes', String(16 * MiB), '--concurrency', '20', '--stall-ms', '1500', '--seed', '300', '--id', 'many-slow'], 60_000),
-    w.client(toB, ['--mode', 'source', '--bytes', String(16 * MiB), '--concurrency', '20', '--seed', '400', '--id', 'many-fast'], 60_000),
-  ]);
-  assertAllOk(slow, '20 stalled readers');
-  assertAllOk(fast, '20 fast readers');
+  const gate = w.file('many.gate');
+  // the 20 stalled readers hold until their 20 connections have fallen back (16 MiB each, 4 times the
+  // budget: each one must); the fast ones run meanwhile (some of them may fall back too)
+  const slow = w.client(toB, ['--mode', 'source', '--bytes', String(16 * MiB), '--concurrency', '20', '--hold-until', gate, '--seed', '300', '--id', 'many-slow'], 90_000);
+  const fast = w.client(toB, ['--mode', 'source', '--bytes', String(16 * MiB), '--concurrency', '20', '--seed', '400', '--id', 'many-fast'], 90_000);
+  assertAllOk(await fast, '20 fast readers');
+  try {
+    await w.untilCounters(c0, (d) => d.splice_fallback! >= 20, 'the stalled readers\' connections to fall back');
+  } finally {
+    w.open(gate);
+  }
+  assertAllOk(await slow, '20 stalled readers');
   const d = delta(c0, w.counters());
   t.diagnostic(`fallbacks ${d.splice_fallback}, followed ${d.splice_fallback_peer}, left ${d.splice_left}, spliced ${d.spliced}`);
-  assert.ok(d.splice_fallback! >= 20, `each stalled reader's connection falls back: ${JSON.stringify(d)}`);
-  await new Promise((r) => setTimeout(r, 200));
-  const left = w.pairs();
-  assert.equal(left.length, 0, `closed connections are out of sock_pairs: ${JSON.stringify(left.slice(0, 4))}`);
+  // 40 connections, 6 sockets each, all same-node pairs
+  assert.equal(d.spliced, 240, `every socket of the 40 connections went into sock_pairs: ${JSON.stringify(d)}`);
+  // the proxies close their sockets once they have seen both ends close: then sock_pairs is empty
+  await waitFor(() => w.pairs().length === 0, 15_000, `sock_pairs to empty once the connections closed (${JSON.stringify(w.pairs().slice(0, 4))})`);
 });
 
 test('the agent SIGKILLed and restarted mid-transfer: the new programs take over the old sockets, every byte exact', async (t) => {
   const c0 = w.counters();
-  // stalled readers: their directions fall back at once, and their own sockets can leave only once they
-  // read again, after the restart, in the new sockops program (the splice state is pinned)
-  const running = w.client(toB, ['--mode', 'source', '--bytes', String(48 * MiB), '--concurrency', '4', '--stall-ms', '5000', '--seed', '500', '--id', 'restart'], 60_000);
-  await new Promise((r) => setTimeout(r, 300));
-  await stopAgent(w.agent, 'SIGKILL');
-  await w.startAgent([]);
-  const c1 = w.counters();
+  // stalled readers: their directions fall back (48 MiB each), and their own sockets can leave only once
+  // they read again, after the restart, in the new sockops program (the splice state is pinned)
+  const gate = w.file('restart.gate');
+  const running = w.client(toB, ['--mode', 'source', '--bytes', String(48 * MiB), '--concurrency', '4', '--hold-until', gate, '--seed', '500', '--id', 'restart'], 90_000);
+  let c1: Record<string, number>;
+  try {
+    await w.untilCounters(c0, (d) => d.splice_fallback! >= 4, 'the 4 stalled directions to fall back');
+    await stopAgent(w.agent, 'SIGKILL');
+    await w.startAgent([]);
+    c1 = w.counters();
+  } finally {
+    w.open(gate);
+  }
   assertAllOk(await running, 'transfers across the restart');
   const c2 = w.counters();
   const before = delta(c0, c1);
@@ -145,10 +190,17 @@ test('the switch turned off live: live directions go to the stack and leave sock
   await stopAgent(w.agent, 'SIGTERM');
   await w.startAgent(['--splice-budget', '1GiB']);
   const c0 = w.counters();
-  const running = w.client(toB, ['--mode', 'echo', '--bytes', String(64 * MiB), '--chunk', '65536', '--concurrency', '8', '--seed', '600', '--id', 'switch'], 60_000);
-  await new Promise((r) => setTimeout(r, 300));
-  await stopAgent(w.agent, 'SIGTERM');
-  await w.startAgent(['--no-splice']);
+  // 8 echo connections write and read 4 MiB, then hold (neither side sends) until the switch is off; the
+  // 28 MiB each sends after it go through TCP
+  const gate = w.file('switch.gate');
+  const running = w.client(toB, ['--mode', 'echo', '--bytes', String(32 * MiB), '--chunk', '65536', '--concurrency', '8', '--pause-after', String(4 * MiB), '--hold-until', gate, '--seed', '600', '--id', 'switch'], 90_000);
+  try {
+    await w.untilCounters(c0, (d) => d.spliced! >= 48, 'the 8 connections (6 sockets each) in sock_pairs');
+    await stopAgent(w.agent, 'SIGTERM');
+    await w.startAgent(['--no-splice']);
+  } finally {
+    w.open(gate);
+  }
   assertAllOk(await running, 'transfers across the switch');
   const d = delta(c0, w.counters());
   t.diagnostic(`switched off ${d.splice_switched_off}, followed ${d.splice_fallback_peer}, fallbacks ${d.splice_fallback}, left ${d.splice_left}`);

@@ -6,7 +6,7 @@
 // TCP memory).
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, createWriteStream, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { SandboxMember, SandboxPod } from '../../src/sandbox/sandbox.js';
@@ -41,25 +41,63 @@ export interface Run {
 export class SpliceWorld {
   private readonly servers = new Map<string, { proc: ChildProcess; lines: Array<Record<string, unknown>> }>();
   agent: AgentRun | undefined;
+  /** gate and mark files of the transfer clients (--hold-until, --mark-file): the app user writes here */
+  private readonly files: string;
 
   private constructor(
     readonly topo: Topology,
     readonly podB: SandboxPod,
     readonly bpffs: string,
-  ) {}
+  ) {
+    this.files = mkdtempSync(join(tmpdir(), 'meshlane-splice-gates-'));
+    chmodSync(this.files, 0o777);
+  }
+
+  /** The path of a gate or mark file (`name` unique per use); it does not exist yet. */
+  file(name: string): string {
+    const f = join(this.files, name);
+    rmSync(f, { force: true });
+    return f;
+  }
+
+  /** Open a gate: the clients holding on it (--hold-until) read and write on. */
+  open(file: string): void {
+    writeFileSync(file, 'open\n');
+  }
+
+  /** Wait for a mark file a client writes (--mark-file). */
+  async marked(file: string, what: string, timeoutMs = 30_000): Promise<void> {
+    await waitFor(() => existsSync(file), timeoutMs, what);
+  }
+
+  /**
+   * Wait until the counters' growth since `from` satisfies `pred`: the kernel reached the state a test
+   * holds its readers for. The timeout only ends a test whose state never comes; nothing depends on it.
+   */
+  async untilCounters(from: Record<string, number>, pred: (d: Record<string, number>) => boolean, what: string, timeoutMs = 30_000): Promise<Record<string, number>> {
+    let d: Record<string, number> = {};
+    await waitFor(() => pred((d = delta(from, this.counters()))), timeoutMs, `${what} (counters grew by ${JSON.stringify(d)})`);
+    return d;
+  }
 
   /** The node, both proxies, and transfer servers: `servers` maps a name to [member 'b' | 'svc', ports]. */
   static async create(prefix: string, bpffs: string, servers: Record<string, ['b' | 'svc', number[]]>): Promise<SpliceWorld> {
     const topo = await makeTopology({ prefix, forward: true });
+    let w: SpliceWorld | undefined;
     try {
       const podB = await topo.sb.addPod({ namespace: 'demo', name: 'server', uid: B_UID, ipv4: B_V4, ipv6: B_V6 });
-      const w = new SpliceWorld(topo, podB, bpffs);
+      w = new SpliceWorld(topo, podB, bpffs);
       const proxyB = startProxy(podB, true);
       topo.procs.push(proxyB);
-      await Promise.all([waitReady(proxyB, 'proxy B'), ...Object.entries(servers).map(([name, [on, ports]]) => w.startServer(on === 'b' ? podB : topo.svc, name, ports))]);
+      const world = w;
+      // SPLICE_DEBUG=<file>: the proxies' lines (one per connection they forward) appended there
+      const debug = process.env.SPLICE_DEBUG;
+      if (debug && debug.startsWith('/')) for (const [i, p] of [...topo.procs, proxyB].entries()) p.stdout?.on('data', (d: Buffer) => appendFileSync(debug, d.toString().replace(/^/gm, `[${i}] `)));
+      await Promise.all([waitReady(proxyB, 'proxy B'), ...Object.entries(servers).map(([name, [on, ports]]) => world.startServer(on === 'b' ? podB : topo.svc, name, ports))]);
       return w;
     } catch (e) {
-      await destroyTopology(topo);
+      if (w) await w.destroy();
+      else await destroyTopology(topo);
       throw e;
     }
   }
@@ -109,6 +147,11 @@ export class SpliceWorld {
     this.servers.set(name, entry);
     this.topo.procs.push(proc);
     return waitReady(proc, `transfer server ${name}`);
+  }
+
+  /** What a transfer server has logged so far (one line per closed connection). */
+  serverLines(name: string): Array<Record<string, unknown>> {
+    return this.servers.get(name)?.lines ?? [];
   }
 
   killServer(name: string): void {
@@ -165,6 +208,7 @@ export class SpliceWorld {
 
   async destroy(): Promise<void> {
     await destroyTopology(this.topo);
+    rmSync(this.files, { recursive: true, force: true });
   }
 }
 
@@ -187,8 +231,8 @@ export function tcpMemBytes(): number {
   return i < 0 ? 0 : Number(f[i + 1]) * PAGE;
 }
 
-/** Samples tcpMemBytes() every few ms while `fn` runs: its peak above the value at the start. */
-export async function peakTcpMem<T>(fn: () => Promise<T>): Promise<{ value: T; peakGrowth: number; base: number }> {
+/** Samples tcpMemBytes() every few ms while `fn` runs: its peak above the value at the start (`fn` gets that value). */
+export async function peakTcpMem<T>(fn: (base: number) => Promise<T>): Promise<{ value: T; peakGrowth: number; base: number }> {
   const base = tcpMemBytes();
   let peak = base;
   const t = setInterval(() => {
@@ -196,7 +240,7 @@ export async function peakTcpMem<T>(fn: () => Promise<T>): Promise<{ value: T; p
     if (m > peak) peak = m;
   }, 5);
   try {
-    const value = await fn();
+    const value = await fn(base);
     return { value, peakGrowth: peak - base, base };
   } finally {
     clearInterval(t);
