@@ -202,8 +202,9 @@ export class Agent {
       });
     }
     runStep(fillStep, () => {
-      this.publish(true);
+      // the switch and budget first: a status that shows the pods captured has them in place
       if (this.splice) writeSpliceConfig(dataplane.maps.global, this.splice);
+      this.publish(true);
     });
     const attached = runStep(attachStep, () => dataplane.attach(cgroupRoot));
     this.attached = true;

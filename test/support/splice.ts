@@ -125,9 +125,10 @@ export class SpliceWorld {
     this.agent = run;
     await waitFor(() => {
       if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${run.log()}`);
+      // both pods captured, and the whole start done (programs attached: its last log line at start)
       const st = run.status();
-      return st !== undefined && st.pid === proc.pid && st.pods.filter((p) => p.state === 'captured').length === 2;
-    }, 15_000, 'the agent to capture both pods');
+      return st !== undefined && st.pid === proc.pid && st.pods.filter((p) => p.state === 'captured').length === 2 && /"msg":"capture active/.test(run.log());
+    }, 15_000, 'the agent to capture both pods and finish starting');
     return run;
   }
 
