@@ -15,10 +15,11 @@ import { CAPTURED_UIDS, clusterItems, type World } from './world.js';
 
 const BPFFS = '/sys/fs/bpf/meshlane-bench';
 
-/** How this build of the agent switches splicing (`off` for the meshlane modes, `on` for -splice). */
+/** How this build of the agent switches splicing: `off` for the -nosplice modes, `unbounded` for
+ * meshlane-unbounded; the meshlane modes run the agent as it is by default. */
 export interface SpliceFlags {
   off: string[];
-  on: string[];
+  unbounded: string[];
   note?: string;
 }
 
@@ -51,8 +52,15 @@ export class BenchAgent {
     const help = this.meshlane(['agent', '--help']).stdout;
     const hasOn = /(^|\s)--splice\b/m.test(help);
     const hasOff = help.includes('--no-splice');
-    if (hasOn || hasOff) return { off: hasOff ? ['--no-splice'] : [], on: hasOn ? ['--splice'] : [] };
-    return { off: [], on: [], note: '`meshlane agent` has no splice switch in this build: both meshlane modes ran the default agent' };
+    const hasBudget = help.includes('--splice-budget');
+    const notes: string[] = [];
+    if (!hasOff) notes.push('`meshlane agent` has no --no-splice in this build: the -nosplice modes ran the default agent');
+    if (!hasBudget) notes.push('`meshlane agent` has no --splice-budget in this build: meshlane-unbounded ran it with --splice (unbounded in such a build)');
+    return {
+      off: hasOff ? ['--no-splice'] : [],
+      unbounded: hasBudget ? ['--splice', '--splice-budget', '1GiB'] : hasOn ? ['--splice'] : [],
+      note: notes.length ? notes.join('; ') : undefined,
+    };
   }
 
   /** Start the agent with `extra` arguments and wait until it has captured pods A and B. */

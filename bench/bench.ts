@@ -2,8 +2,8 @@
 // SO_ORIGINAL_DST), the same HTTP server and load generator (wrk), measured side by side under
 //   none             A's app -> B's app directly (proxies idle, no rules): the physical limit
 //   iptables         the nat rules istio-iptables writes, in both pods (REDIRECT to 15001 / 15006)
-//   meshlane         the meshlane agent, splicing off
-//   meshlane-splice  the meshlane agent, splicing on
+//   meshlane           the meshlane agent as it runs by default (splicing on, bounded, where the kernel allows it)
+//   meshlane-nosplice  the meshlane agent with --no-splice
 // in interleaved rounds (round-robin, the start rotating each round) to spread the noise of a 2-core machine
 // evenly over the modes. Every measurement checks, from the proxies' own session counters, that its traffic
 // went through the proxies it should have (and, for `none`, through none of them).
@@ -25,6 +25,17 @@ import { HELP, UsageError, parseOptions, type Options } from './options.js';
 import { renderReport } from './report.js';
 import { newResults } from './results.js';
 import { buildWorld, removeSite, type Site } from './world.js';
+
+/** 6 sockets x (tcp_rmem max + tcp_wmem max): what TCP flow control lets the slow-reader path hold. */
+function tcpCap(): number | undefined {
+  try {
+    const max = (f: string): number => Number(readFileSync(`/proc/sys/net/ipv4/${f}`, 'utf8').trim().split(/\s+/)[2]);
+    const cap = 6 * (max('tcp_rmem') + max('tcp_wmem'));
+    return Number.isFinite(cap) ? cap : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 function fail(msg: string): never {
   console.error(`bench: ${msg}`);
@@ -95,7 +106,8 @@ async function main(): Promise<void> {
   const started = new Date();
   const loadAtStart = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
   const splice = made.agent.spliceFlags();
-  if (splice.note && o.modes.includes('meshlane-splice')) results.notes.push(splice.note);
+  if (splice.note && o.modes.some((m) => m.includes('nosplice') || m === 'meshlane-unbounded')) results.notes.push(splice.note);
+  results.tcpCap = tcpCap();
   log(`modes ${o.modes.join(', ')}; ${o.rounds} round(s) of ${o.duration}s per figure; keep-alive c=${o.conc.join(',')}; new connections c=${o.cpsConc}`);
   try {
     log('building the sandbox: pods A, B (bench), Ai, Bi (bench-ipt, iptables rules), C (plain), host srv');

@@ -140,6 +140,31 @@ async function wrk(from: SandboxMember, url: string, conns: number, secs: number
 /** The wrk fields of a sample. */
 const wrkFields = (w: WrkRun): Pick<Sample, 'value' | 'p50_us' | 'p99_us' | 'errors'> => ({ value: w.rps, p50_us: w.p50_us, p99_us: w.p99_us, errors: w.errors });
 
+/** The node's TCP memory (/proc/net/sockstat `TCP: ... mem N`, in pages: node-wide, every netns), in bytes. */
+function tcpMemBytes(): number {
+  const f = readFileSync('/proc/net/sockstat', 'utf8').split('\n').find((l) => l.startsWith('TCP:'))?.split(/\s+/) ?? [];
+  const i = f.indexOf('mem');
+  return i < 0 ? 0 : Number(f[i + 1]) * PAGE;
+}
+const PAGE = Number(spawnSync('getconf', ['PAGESIZE'], { encoding: 'utf8' }).stdout.trim()) || 4096;
+
+/** The slow reader of the issue: SLOW_BYTES from B's bulk server by a reader that reads nothing for the first
+ * SLOW_STALL_MS. Returns the peak growth of the node's TCP memory while it runs (sampled every 5 ms). */
+export const SLOW_BYTES = 512 * 1024 * 1024;
+export const SLOW_STALL_MS = 3000;
+async function slowReader(world: World, from: SandboxPod, to: string): Promise<number> {
+  const base = tcpMemBytes();
+  let peak = base;
+  const t = setInterval(() => (peak = Math.max(peak, tcpMemBytes())), 5);
+  try {
+    const r = await from.exec(world.bulk, ['stall', to, String(BULK_PORT), String(SLOW_BYTES), String(SLOW_STALL_MS)], { uid: APP_UID, gid: APP_UID, container: 'app', timeoutMs: 120_000 });
+    if (r.code !== 0) throw new Error(`bulk stall ${to} failed (${r.code}): ${r.stderr}`);
+  } finally {
+    clearInterval(t);
+  }
+  return peak - base;
+}
+
 async function bulk(world: World, from: SandboxPod, to: string, secs: number): Promise<number> {
   const r = await from.exec(world.bulk, ['recv', to, String(BULK_PORT), String(secs)], { uid: APP_UID, gid: APP_UID, container: 'app', timeoutMs: secs * 1000 + 20_000 });
   if (r.code !== 0) throw new Error(`bulk recv ${to} failed (${r.code}): ${r.stderr}`);
@@ -182,7 +207,7 @@ export async function measureMode(b: Bench, mode: Mode, round: number): Promise<
   const meshMode = mode.startsWith('meshlane');
   const pinnedMode = mode.endsWith('-pinned');
   if (meshMode) {
-    await agent.start(world, mode.startsWith('meshlane-splice') ? b.splice.on : b.splice.off, results);
+    await agent.start(world, mode.startsWith('meshlane-nosplice') ? b.splice.off : mode === 'meshlane-unbounded' ? b.splice.unbounded : [], results);
     if (pinnedMode) await agent.stopKeepingCapture();
   }
   try {
@@ -214,6 +239,13 @@ export async function measureMode(b: Bench, mode: Mode, round: number): Promise<
       add({ round, mode, figure: 'bulk', value: bb.value, out: bb.out, in: bb.in, conns: 1, ...cpuFields(bb) });
     } catch (e) {
       results.notes.push(`${mode}, round ${round}: the bulk transfer broke: ${(e as Error).message.split('\n')[0]}`);
+    }
+    // the slow reader behind the same bulk server: how much of the download the path piles up in the kernel
+    try {
+      const sr = await viaProxies(b, client, server, () => slowReader(world, from, target));
+      add({ round, mode, figure: 'slow-reader', value: sr.value, out: sr.out, in: sr.in, conns: 1, ...cpuFields(sr) });
+    } catch (e) {
+      results.notes.push(`${mode}, round ${round}: the slow-reader transfer broke: ${(e as Error).message.split('\n')[0]}`);
     }
     // the non-captured pod C: new connections to srv, no proxy anywhere; only whether meshlane is loaded differs
     const hookUrl = `http://${SRV_V4}:${HTTP_PORT}/`;

@@ -4,10 +4,13 @@ import { parseArgs } from 'node:util';
 
 import { packageRoot } from '../src/util/paths.js';
 
-export const MODES = ['none', 'iptables', 'meshlane', 'meshlane-splice'] as const;
+/** `meshlane` is the agent as it runs by default (splicing on, bounded, where the kernel allows it);
+ * `meshlane-nosplice` the same with --no-splice. */
+export const MODES = ['none', 'iptables', 'meshlane', 'meshlane-nosplice'] as const;
 /** Not in the default run: meshlane with the agent stopped once capture is set up (programs and maps stay
- * pinned), to tell the cost of the data path from the CPU the agent process takes. */
-export const EXTRA_MODES = ['meshlane-pinned', 'meshlane-splice-pinned'] as const;
+ * pinned), to tell the cost of the data path from the CPU the agent process takes; and the agent with a
+ * splice budget nothing reaches (--splice-budget 1GiB: splicing as it was before the bound). */
+export const EXTRA_MODES = ['meshlane-pinned', 'meshlane-nosplice-pinned', 'meshlane-unbounded'] as const;
 export type Mode = (typeof MODES)[number] | (typeof EXTRA_MODES)[number];
 const ALL_MODES: readonly string[] = [...MODES, ...EXTRA_MODES];
 
@@ -20,7 +23,8 @@ export const HELP = `usage: node dist/bench/bench.js [options]   (or: bash bench
   --quiet-wait S       before each mode's slot, wait up to S seconds for other load on the machine to
                        stop (default 30; 0 = do not wait)
   --modes LIST         which of ${ALL_MODES.join(',')}
-                       (default: ${MODES.join(',')}; the -pinned ones stop the agent once capture is set up)
+                       (default: ${MODES.join(',')}; meshlane is the default agent, the -pinned ones stop
+                       the agent once capture is set up, -unbounded has a splice budget nothing reaches)
   --meshlane DIR       benchmark the meshlane build in DIR (a built checkout; default: this tree)
   --json FILE          also write every raw measurement as JSON
   --markdown FILE      also write the result tables as Markdown

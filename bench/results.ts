@@ -32,6 +32,9 @@ export interface Results {
   notes: string[];
   /** the figures are not valid (traffic bypassed a proxy, or went through one it should not have) */
   problems: string[];
+  /** what TCP flow control lets the six sockets of the slow-reader path hold at most (bytes):
+   * 6 x (tcp_rmem max + tcp_wmem max), read from this machine's sysctls */
+  tcpCap?: number;
 }
 
 export function newResults(): Results {

@@ -110,6 +110,29 @@ struct {
 } global SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct splice_state);
+} splice_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MESHLANE_MAX_SPLICE_MARKS);
+	__type(key, struct pair_key);
+	__type(value, struct splice_mark);
+} splice_marks SEC(".maps");
+
+/* One counter, bumped with every mark: a spliced socket looks itself up in
+ * splice_marks only when it moved since its last look. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} splice_gen SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, STAT_MAX);
 	__type(key, __u32);

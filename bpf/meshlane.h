@@ -25,6 +25,7 @@
 #define MESHLANE_MAX_INFLIGHT 65536 /* connections between connect() and accept() */
 #define MESHLANE_MAX_LISTENERS 16384
 #define MESHLANE_MAX_PAIRS 131072   /* spliced sockets on the node */
+#define MESHLANE_MAX_SPLICE_MARKS 16384 /* connections between a fallback and leaving sock_pairs */
 #define MESHLANE_MAX_SET_ENTRIES 16384
 
 /* Constants from libc / the kernel that BPF programs cannot include. */
@@ -213,6 +214,48 @@ enum global_flags {
 struct global_config {
 	__u32 flags; /* enum global_flags */
 	__u32 pad;
+	/* Bytes a spliced direction may leave unread on its receiver (the
+	 * receiver's sk_rmem_alloc). A send that would go past it moves that
+	 * direction to the stack for good. Read on every send: a change is live. */
+	__u64 splice_budget;
+	/* After a fallback, how long a socket waits for its peer's sends in
+	 * progress (a second writer thread, or a reader blocked in recv, which
+	 * holds a reference too) before it leaves sock_pairs anyway (ns). */
+	__u64 splice_grace_ns;
+};
+
+/* splice_state: per spliced socket (socket local storage, shared by the sk_msg
+ * and the sockops program of splice.bpf.c, pinned so that a restarted agent's
+ * programs see the state of sockets spliced before). */
+enum splice_dir {
+	SPLICE_NEW = 0,   /* nothing sent yet */
+	SPLICE_REDIR = 1, /* this socket's sends go to its peer's receive queue */
+	SPLICE_STACK = 2, /* a send went through the stack: every later one does */
+};
+
+enum splice_sk_flags {
+	SPLICE_SK_KEYS = 1 << 0, /* self and peer are set */
+	SPLICE_SK_LEFT = 1 << 1, /* left sock_pairs after a fallback */
+};
+
+struct splice_state {
+	__u32 state; /* enum splice_dir */
+	__u32 flags; /* enum splice_sk_flags */
+	__u64 seen_gen;    /* splice_gen[0] when this socket last looked for a mark */
+	__u64 peer_sk;     /* the peer's struct sock (kernel address), known after a fallback */
+	__u64 peer_cookie; /* its socket cookie: another value there means the peer is gone */
+	struct pair_key self;
+	struct pair_key peer;
+};
+
+/* splice_marks: a socket whose peer fell back, keyed by the marked socket's own
+ * pair_key: it follows to the stack at its next send, and both can leave
+ * sock_pairs. An LRU: a mark lost to eviction only delays leaving. */
+struct splice_mark {
+	__u64 sk;            /* the socket that fell back (kernel address) */
+	__u64 cookie;        /* its socket cookie */
+	__u64 since_ns;      /* bpf_ktime_get_ns() at the fallback */
+	__u64 target_cookie; /* the marked socket's cookie: a later socket on the same key is not it */
 };
 
 /* pod_info: read by `meshlane dump` / `status` only; never by the programs. */
@@ -238,7 +281,13 @@ enum stat {
 	STAT_INBOUND_NO_LISTENER = 8, /* should be captured, no proxy listener: dropped */
 	STAT_DNS_CAPTURED = 9,      /* DNS redirected to the proxy's DNS port */
 	STAT_SPLICED = 10,          /* sockets added to sock_pairs */
-	STAT_MAX = 11,
+	STAT_SPLICE_FALLBACK = 11,  /* a spliced direction would have gone past the budget: to the stack */
+	STAT_SPLICE_FALLBACK_PEER = 12, /* a direction followed its peer to the stack */
+	STAT_SPLICE_NO_PEER = 13,   /* a first send found no peer in sock_pairs: the stack */
+	STAT_SPLICE_SWITCHED_OFF = 14, /* a spliced direction went to the stack: the switch is off */
+	STAT_SPLICE_LEFT = 15,      /* sockets that left sock_pairs after going to the stack */
+	STAT_SPLICE_RETARGET_FAIL = 16, /* a message for the stack stayed redirected (must stay 0) */
+	STAT_MAX = 17,
 };
 
 #endif /* MESHLANE_H */

@@ -11,8 +11,8 @@
  *    never reached the proxy (refused, reset).
  * And registers the proxies' listening sockets (TCP_LISTEN_CB) in `listeners`,
  * where the inbound sk_lookup program finds them.
- * With splicing on, it puts established same-node sockets of captured pods into
- * sock_pairs (ACTIVE/PASSIVE_ESTABLISHED), where splice.bpf.c finds the peer.
+ * Splicing has its own sockops program (splice.bpf.c): it needs kernel features
+ * this one must not depend on.
  * Nothing is left to LRU eviction: storage dies with its socket.
  */
 #include <linux/bpf.h>
@@ -23,7 +23,6 @@
 #include "addr.h"
 #include "pod.h"
 #include "redirect.h"
-#include "splice.h"
 #include "inbound.h"
 
 #define OK 1
@@ -162,48 +161,6 @@ static __always_inline void on_listen(struct bpf_sock_ops *skops)
 	bpf_sock_hash_update(skops, &listeners, &k, BPF_ANY);
 }
 
-/* Splicing: an established socket of a captured pod whose peer is on this node
- * (a netns-local address, or a captured pod's IP, the pod's own included) goes
- * into sock_pairs under its own key; splice.bpf.c redirects its sends to the
- * peer. Other sockets pay the `global` lookup and the `pods` lookup, no more.
- * BPF_NOEXIST: never evict a live socket (eviction would drop the data queued
- * on it). The entry leaves the map by itself when the socket closes. */
-static __always_inline bool splice_peer_local(const struct pair_key *k)
-{
-	struct ip6_key k6;
-	__be32 k4;
-
-	if (addr_is_netns_local(k->remote))
-		return true;
-	if (addr_is_v4mapped(k->remote)) {
-		k4 = addr_v4(k->remote);
-		return bpf_map_lookup_elem(&pod_by_ip4, &k4) != NULL;
-	}
-	__builtin_memcpy(k6.addr, k->remote, 16);
-	return bpf_map_lookup_elem(&pod_by_ip6, &k6) != NULL;
-}
-
-static __always_inline void on_established_splice(struct bpf_sock_ops *skops)
-{
-	__u32 zero = 0;
-	struct global_config *g = bpf_map_lookup_elem(&global, &zero);
-	struct pair_key k = {};
-	__u64 netns;
-
-	if (!g || !(g->flags & GLOBAL_SPLICE))
-		return;
-	netns = bpf_get_netns_cookie(skops);
-	if (!pod_of_netns(netns))
-		return;
-	CTX_SOCK_ADDRS(skops, k.local, k.remote);
-	if (!splice_peer_local(&k))
-		return;
-	k.netns_cookie = splice_cookie(&k, netns);
-	CTX_SOCK_PORTS(skops, &k.local_port, &k.remote_port);
-	if (bpf_sock_hash_update(skops, &sock_pairs, &k, BPF_NOEXIST) == 0)
-		stat_inc(STAT_SPLICED);
-}
-
 SEC("sockops")
 int meshlane_sockops(struct bpf_sock_ops *skops)
 {
@@ -213,10 +170,6 @@ int meshlane_sockops(struct bpf_sock_ops *skops)
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		on_accept(skops);
-		on_established_splice(skops);
-		break;
-	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-		on_established_splice(skops);
 		break;
 	case BPF_SOCK_OPS_TCP_LISTEN_CB:
 		on_listen(skops);

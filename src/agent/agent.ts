@@ -13,7 +13,8 @@
 //   hooks.enrolled    per pod, when its maps entries and netns links are in place (pipeline.ts)
 //   statusExtras()    fields added to status.json
 import { Dataplane } from '../dataplane/dataplane.js';
-import { GlobalFlags } from '../dataplane/layouts.js';
+import { wantOf, writeSpliceConfig, type SpliceDecision } from '../dataplane/splice.js';
+import { spliceAtStart } from '../dataplane/splice-probe.js';
 import type { Source, SourceHealth } from '../sources/source.js';
 import { UserError } from '../util/errors.js';
 import { checkCgroupDir, pidsUnder } from '../util/cgroup.js';
@@ -38,9 +39,12 @@ export interface AgentOptions {
   log: Logger;
   /** the pipeline's tick for pods whose netns is not known yet (ms, default 250) */
   resyncMs?: number;
-  /** splice same-node socket pairs with sk_msg (default false: no per-socket backpressure, see
-   * README); written to global[0] at start */
+  /** splice same-node socket pairs with sk_msg: true (--splice: an error where the kernel cannot bound
+   * the backlog), false (--no-splice), undefined (the default: on where the kernel can bound it, see
+   * README, Same-node splicing); written to global[0] at start */
   splice?: boolean;
+  /** bytes a spliced direction may leave unread before it falls back to TCP (default 4 MiB) */
+  spliceBudget?: number;
   /** where the BPF objects are (default: bpf/build of the package). Tests only: the CLI sets it from
    * the hidden --test-bpf-objects, to make a start fail in the verifier */
   objDir?: string;
@@ -60,6 +64,7 @@ export class Agent {
   private stopped = false;
   private cgroupRoot = '';
   private statusWriter?: StatusWriter;
+  private splice?: SpliceDecision;
   private statusTimer?: NodeJS.Timeout;
   private lastPublish = 0;
   private sourceStarted = false;
@@ -86,6 +91,9 @@ export class Agent {
     this.statusWriter = new StatusWriter(prepareStateDir(this.opts.stateDir), log);
     // capabilities, kernel features, the --bpffs tree: refused before the source runs or anything is pinned
     Dataplane.preflight(this.opts.bpffs);
+    // Whether this kernel can bound the splice backlog: a probe on private objects (nothing pinned, nothing
+    // attached to a cgroup); --splice where it cannot fails here, before the source starts.
+    this.splice = await spliceAtStart({ want: wantOf(this.opts.splice), budget: this.opts.spliceBudget, objDir: this.opts.objDir });
     // The pipeline exists before the source starts, so that no event is lost; it touches the maps only
     // once they are loaded (initialSync).
     const locatorRef: { locator?: PodLocator } = {};
@@ -167,7 +175,7 @@ export class Agent {
         fallback: REPORT_HINT,
         diagnose: () => diagnoseBpffs(bpffs),
       },
-      () => Dataplane.load({ bpffs, log, objDir: this.opts.objDir }),
+      () => Dataplane.load({ bpffs, log, objDir: this.opts.objDir, splice: this.splice?.load }),
     );
     this.dataplane = dataplane;
     this.pinsAdopted = true;
@@ -193,9 +201,10 @@ export class Agent {
         throw e;
       });
     }
-    const splice = runStep(fillStep, () => {
+    runStep(fillStep, () => {
+      // the switch and budget first: a status that shows the pods captured has them in place
+      if (this.splice) writeSpliceConfig(dataplane.maps.global, this.splice);
       this.publish(true);
-      return this.writeGlobalFlags(dataplane);
     });
     const attached = runStep(attachStep, () => dataplane.attach(cgroupRoot));
     this.attached = true;
@@ -206,7 +215,9 @@ export class Agent {
       const loc = pipeline.locate(s.ref.uid);
       return loc?.found ? loc.cgroup : undefined;
     });
-    log.info({ attached, removedPins: stale, cgroupRoot, bpffs, splice }, splice ? 'capture active; splicing same-node connections (sk_msg)' : 'capture active; splicing off (the default; --splice turns it on)');
+    // a kernel that cannot bound the splice backlog is worth a warning: splicing is the default
+    const level = this.splice && !this.splice.load ? 'warn' : 'info';
+    log[level]({ attached, removedPins: stale, cgroupRoot, bpffs, splice: this.splice?.on ?? false, spliceBudget: this.splice?.budget }, `capture active; splicing ${this.splice?.reason ?? 'off'}`);
     pipeline.startTimers();
     this.publish(true);
   }
@@ -218,16 +229,9 @@ export class Agent {
 
   /** Fields other parts add to status.json (per-pod counts, budgets). */
   private statusExtras(): Record<string, unknown> {
-    return {};
-  }
-
-  /** Node-wide switches (global[0]), before the programs go live; other bits are kept. */
-  private writeGlobalFlags(dataplane: Dataplane): boolean {
-    const cur = dataplane.maps.global.get(0)?.flags ?? 0;
-    const splice = this.opts.splice ?? false;
-    const flags = splice ? cur | GlobalFlags.SPLICE : cur & ~GlobalFlags.SPLICE;
-    dataplane.maps.global.set(0, { flags, pad: 0 });
-    return splice;
+    // splicing as decided at start (the live switch is global[0]: meshlane status reads both)
+    const d = this.splice;
+    return d ? { splice: { on: d.on, budget: d.budget, reason: d.reason } } : {};
   }
 
   /** The agent's readiness: programs attached, pins adopted, first sync done, source connected. */

@@ -53,6 +53,8 @@ export interface AgentStatus {
   cgroupRoot: string;
   source: string;
   sourceError?: string;
+  /** same-node splicing as decided at start: on or off, the budget, and why (src/dataplane/splice.ts) */
+  splice?: { on: boolean; budget: number; reason: string };
   /** readiness (health.ts); absent in the status of an agent older than it */
   health?: AgentHealth;
   pods: PodStatus[];

@@ -18,7 +18,7 @@ import * as native from '../native/addon.js';
 import { BpfError, VerifierError } from '../native/errors.js';
 import { BpfLink, BpfObject, type BpfProgram } from '../native/handles.js';
 import { MAPS, MAP_NAMES, type MapDef, type MapName } from './layouts.js';
-import { OBJECTS, netnsPrograms, staticPrograms } from './programs.js';
+import { objectsFor, netnsPrograms, staticPrograms, type ObjectDef } from './programs.js';
 import { typedMap, type KeyOf, type TypedMap, type ValueOf } from './typed-map.js';
 import { AGENT_CAPS, capsMessage, requireFeatures } from './features.js';
 import {
@@ -87,6 +87,9 @@ export interface LoadOptions {
   bpffs: string;
   objDir?: string;
   log?: Logger;
+  /** load splice.bpf.o (and attach its programs): only when this kernel can bound the splice backlog
+   * (src/dataplane/splice.ts); default false */
+  splice?: boolean;
 }
 
 export class Dataplane {
@@ -97,18 +100,23 @@ export class Dataplane {
   /** maps this load created (not found pinned): they start empty */
   readonly created: MapName[] = [];
 
+  /** the objects this load took (the splice object only when asked for) */
+  private readonly objects: ObjectDef[];
+
   private constructor(
     readonly bpffs: string,
     private readonly log?: Logger,
     objDir = join(packageRoot(), 'bpf', 'build'),
     /** directories this load made: a failed load takes them away again, and nothing else */
     madeDirs: string[] = [],
+    splice = false,
   ) {
+    this.objects = objectsFor(splice);
     // The loader keeps handles only: one per map (the pinned map, or the first object's), one per
     // program; every object is closed once its handles are taken.
     const handles = new Map<MapName, native.MapFd>();
     try {
-      for (const o of OBJECTS) {
+      for (const o of this.objects) {
         const path = join(objDir, o.file);
         if (!existsSync(path)) throw new UserError(`BPF object ${path} is missing: run the setup command from the README (npm run build)`);
         using obj = new BpfObject(path);
@@ -189,7 +197,7 @@ export class Dataplane {
       const foreign = foreignLine(prepared.tree);
       if (foreign.length) opts.log?.warn({ bpffs: opts.bpffs, entries: foreign }, 'entries meshlane did not make are in its pin directories; left alone');
       if (prepared.mounted) opts.log?.info({ at: prepared.mounted, options: MOUNT_DATA }, 'mounted bpffs');
-      return new Dataplane(opts.bpffs, opts.log, opts.objDir, prepared.made);
+      return new Dataplane(opts.bpffs, opts.log, opts.objDir, prepared.made, opts.splice ?? false);
     } catch (e) {
       throw explain(e, 'loading the BPF programs');
     }
@@ -212,7 +220,7 @@ export class Dataplane {
     const report: Array<{ program: string; action: 'attached' | 'updated' }> = [];
     try {
       using cgroup = native.openPath(dir);
-      for (const p of staticPrograms()) {
+      for (const p of staticPrograms(this.objects)) {
         const prog = this.program(p.name);
         if (p.attach.kind === 'sockmap') {
           prog.attachTo(this.maps[p.attach.map].handle, p.attach.type);
@@ -243,7 +251,7 @@ export class Dataplane {
   checkPinnedLinks(cgroupRoot: string): void {
     const dir = checkCgroupDir(cgroupRoot);
     const wantId = cgroupId(dir);
-    for (const p of staticPrograms()) {
+    for (const p of staticPrograms(this.objects)) {
       const pin = join(linksDir(this.bpffs), p.name);
       if (p.attach.kind !== 'cgroup' || !existsSync(pin)) continue;
       using link = BpfLink.open(pin);
@@ -259,7 +267,7 @@ export class Dataplane {
    * link pinned under links/netns/<program>/<cookie>; an existing pin gets the current program.
    */
   attachNetns(nsPath: string, cookie: bigint): void {
-    for (const p of netnsPrograms()) {
+    for (const p of netnsPrograms(this.objects)) {
       const dir = netnsProgramDir(this.bpffs, p.name);
       const pin = join(dir, cookie.toString());
       const prog = this.program(p.name);
@@ -280,13 +288,13 @@ export class Dataplane {
   /** Netns cookies that have pinned netns links. */
   netnsLinkCookies(): bigint[] {
     const out = new Set<bigint>();
-    for (const p of netnsPrograms()) for (const f of safeReaddir(netnsProgramDir(this.bpffs, p.name))) if (COOKIE_PIN.test(f)) out.add(BigInt(f));
+    for (const p of netnsPrograms(this.objects)) for (const f of safeReaddir(netnsProgramDir(this.bpffs, p.name))) if (COOKIE_PIN.test(f)) out.add(BigInt(f));
     return [...out];
   }
 
   /** Detach and unpin the netns links of a pod (gone or no longer captured). */
   detachNetns(cookie: bigint): void {
-    for (const p of netnsPrograms()) {
+    for (const p of netnsPrograms(this.objects)) {
       const pin = join(netnsProgramDir(this.bpffs, p.name), cookie.toString());
       if (present(pin)) detachPinnedLink(this.bpffs, pin);
       this.netnsDone.delete(pin);
@@ -300,8 +308,8 @@ export class Dataplane {
   removeStalePins(): string[] {
     const removed: string[] = [];
     const wantMaps = new Set(MAP_NAMES.map((n) => mapPinName(MAPS[n])));
-    const wantLinks = new Set(staticPrograms().map((p) => p.name));
-    const wantNetns = new Set(netnsPrograms().map((p) => p.name));
+    const wantLinks = new Set(staticPrograms(this.objects).map((p) => p.name));
+    const wantNetns = new Set(netnsPrograms(this.objects).map((p) => p.name));
     const tree = checkBpffs(this.bpffs);
     if (!tree) return removed;
     for (const pin of tree.pins) {

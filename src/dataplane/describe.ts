@@ -5,6 +5,7 @@ import { ip4 } from './struct.js';
 import { AF_INET, ipToBytes, plainIp } from '../util/ip.js';
 import type { MapsView } from './dataplane.js';
 import { GlobalFlags, IfaceKind } from './layouts.js';
+import { formatSize } from './splice.js';
 
 const names = (table: Record<string, number>, v: number): string => Object.entries(table).find(([, n]) => n === v)?.[0] ?? String(v);
 const flagNames = (v: number): string[] => Object.entries(PodFlags).filter(([, b]) => (v & b) !== 0).map(([n]) => n);
@@ -70,12 +71,35 @@ export function describeMaps(maps: Partial<MapsView>, only?: MapName): Partial<R
   if (want('global')) {
     const g = maps.global!.get(0);
     const flags = g?.flags ?? 0;
-    out.global = [{ flags: Object.entries(GlobalFlags).filter(([, b]) => (flags & b) !== 0).map(([n]) => n), splice: (flags & GlobalFlags.SPLICE) !== 0 }];
+    out.global = [
+      {
+        flags: Object.entries(GlobalFlags).filter(([, b]) => (flags & b) !== 0).map(([n]) => n),
+        splice: (flags & GlobalFlags.SPLICE) !== 0,
+        splice_budget: g ? formatSize(Number(g.splice_budget)) : undefined,
+        splice_grace_ms: g ? Number(g.splice_grace_ns / 1_000_000n) : undefined,
+      },
+    ];
   }
+  if (want('splice_state')) out.splice_state = 'socket local storage: one entry per spliced socket, freed with the socket (not listable); splice_* counters in stats';
+  if (want('splice_marks')) {
+    // the kernel addresses in the values are not shown; the cookies say which sockets
+    const now = monotonicNs();
+    out.splice_marks = maps.splice_marks!.entries().map(([k, m]) => ({
+      netns_cookie: k.netns_cookie,
+      marked: `${hostPort(k.local, k.local_port)} -> ${hostPort(k.remote, k.remote_port)}`,
+      marked_cookie: m.target_cookie,
+      by_cookie: m.cookie,
+      age_ms: now >= m.since_ns ? Number((now - m.since_ns) / 1_000_000n) : 0,
+    }));
+  }
+  if (want('splice_gen')) out.splice_gen = [{ marks_made: maps.splice_gen!.get(0) ?? 0n }];
   if (want('stats'))
     out.stats = Stat.map((name, i) => ({ counter: name, value: maps.stats!.get(i) ?? 0n }));
   return out;
 }
+
+/** CLOCK_MONOTONIC in ns: what bpf_ktime_get_ns() returns. */
+const monotonicNs = (): bigint => process.hrtime.bigint();
 
 const hostPort = (a: string, port: number): string => {
   const p = plainIp(a);

@@ -1,7 +1,8 @@
 // What meshlane needs from the kernel and from its own process, checked before anything is loaded, so
 // a node that lacks a feature, or a process that lacks a capability, gets one line naming it (instead
 // of a verifier log). The capabilities come first: without them every probe fails too, and the probes
-// alone would blame the kernel.
+// alone would blame the kernel. Splicing is optional and checked on its own (splice.ts, what it needs;
+// splice-probe.ts, the check): a kernel without it runs meshlane with splicing off.
 import { existsSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import * as native from '../native/addon.js';
@@ -105,3 +106,4 @@ export function requireFeatures(): void {
     throw new UserError(`kernel ${r.kernel} lacks what meshlane needs: ${r.missing.join(', ')}; run it on Linux 5.15 or newer with BTF and CONFIG_CGROUP_BPF`);
   }
 }
+

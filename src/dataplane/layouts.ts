@@ -17,6 +17,7 @@ export const MapLimits = {
   INFLIGHT: 65536,
   LISTENERS: 16384,
   PAIRS: 131072,
+  SPLICE_MARKS: 16384,
   SET_ENTRIES: 16384,
 } as const;
 
@@ -50,6 +51,12 @@ export const Stat = [
   'inbound_no_listener',
   'dns_captured',
   'spliced',
+  'splice_fallback',
+  'splice_fallback_peer',
+  'splice_no_peer',
+  'splice_switched_off',
+  'splice_left',
+  'splice_retarget_fail',
 ] as const;
 
 export const PodConfig = struct('pod_config', {
@@ -100,7 +107,20 @@ export const PairKey = struct('pair_key', {
   remote_port: u16,
   pad: u32,
 });
-export const GlobalConfig = struct('global_config', { flags: u32, pad: u32 });
+export const GlobalConfig = struct('global_config', { flags: u32, pad: u32, splice_budget: u64, splice_grace_ns: u64 });
+
+export const SpliceDir = { NEW: 0, REDIR: 1, STACK: 2 } as const;
+export const SpliceSkFlags = { KEYS: 1 << 0, LEFT: 1 << 1 } as const;
+export const SpliceState = struct('splice_state', {
+  state: u32,
+  flags: u32,
+  seen_gen: u64,
+  peer_sk: u64,
+  peer_cookie: u64,
+  self: PairKey,
+  peer: PairKey,
+});
+export const SpliceMark = struct('splice_mark', { sk: u64, cookie: u64, since_ns: u64, target_cookie: u64 });
 
 export const NetnsCookie = scalar(u64);
 export const Ip4Key = scalar(ip4);
@@ -148,8 +168,11 @@ export const MAPS = {
   pod_ifaces: { name: 'pod_ifaces', key: IfaceKey, value: Present, type: MapType.HASH, maxEntries: MapLimits.SET_ENTRIES, flags: 0, version: 1, what: 'per-pod interface sets (excluded, rerouted)' },
   pod_dns: { name: 'pod_dns', key: DnsKey, value: Present, type: MapType.HASH, maxEntries: MapLimits.SET_ENTRIES, flags: 0, version: 1, what: 'per-pod DNS servers (resolv.conf)' },
   sock_pairs: { name: 'sock_pairs', key: PairKey, value: SocketCookie, type: MapType.SOCKHASH, maxEntries: MapLimits.PAIRS, flags: 0, version: 1, sockets: true, what: 'spliced local socket pairs (SOCKHASH)' },
-  global: { name: 'global', key: StatIndex, value: GlobalConfig, type: MapType.ARRAY, maxEntries: 1, flags: 0, version: 1, what: 'node-wide switches' },
-  stats: { name: 'stats', key: StatIndex, value: Counter, type: MapType.PERCPU_ARRAY, maxEntries: Stat.length, flags: 0, version: 2, percpu: true, what: 'per-CPU counters' },
+  global: { name: 'global', key: StatIndex, value: GlobalConfig, type: MapType.ARRAY, maxEntries: 1, flags: 0, version: 2, what: 'node-wide switches (splicing, its budget)' },
+  splice_state: { name: 'splice_state', key: scalar(u32), value: SpliceState, type: MapType.SK_STORAGE, maxEntries: 0, flags: MapFlags.NO_PREALLOC, version: 1, skStorage: true, what: 'per spliced socket: direction state, keys, peer (socket local storage)' },
+  splice_marks: { name: 'splice_marks', key: PairKey, value: SpliceMark, type: MapType.LRU_HASH, maxEntries: MapLimits.SPLICE_MARKS, flags: 0, version: 1, what: 'spliced sockets whose peer fell back to the stack (they follow, then both leave sock_pairs)' },
+  splice_gen: { name: 'splice_gen', key: StatIndex, value: Counter, type: MapType.ARRAY, maxEntries: 1, flags: 0, version: 1, what: 'marks made so far (spliced sockets look for a mark when it moves)' },
+  stats: { name: 'stats', key: StatIndex, value: Counter, type: MapType.PERCPU_ARRAY, maxEntries: Stat.length, flags: 0, version: 3, percpu: true, what: 'per-CPU counters' },
 } satisfies Record<string, MapDef>;
 
 export type MapName = keyof typeof MAPS;

@@ -23,6 +23,9 @@ export interface ProgramDef {
 export interface ObjectDef {
   file: string;
   programs: ProgramDef[];
+  /** loaded only when the kernel can bound the splice backlog (src/dataplane/splice.ts decides): it needs
+   * kernel features the rest of meshlane must not depend on */
+  splice?: true;
 }
 
 const cgroup = (type: number): Attach => ({ kind: 'cgroup', type });
@@ -67,11 +70,17 @@ export const OBJECTS: ObjectDef[] = [
   },
   {
     file: 'splice.bpf.o',
-    programs: [{ name: 'meshlane_splice', attach: { kind: 'sockmap', type: AttachType.SK_MSG_VERDICT, map: 'sock_pairs' }, what: 'same-node socket splicing (sk_msg on sock_pairs)' }],
+    splice: true,
+    programs: [
+      { name: 'meshlane_splice', attach: { kind: 'sockmap', type: AttachType.SK_MSG_VERDICT, map: 'sock_pairs' }, what: 'same-node socket splicing with a bounded backlog (sk_msg on sock_pairs)' },
+      { name: 'meshlane_splice_sockops', attach: cgroup(AttachType.CGROUP_SOCK_OPS), what: 'puts same-node sockets into sock_pairs; takes them out after a fallback' },
+    ],
   },
 ];
 
+/** The objects a load takes: all, or all but the splice object. */
+export const objectsFor = (splice: boolean): ObjectDef[] => OBJECTS.filter((o) => splice || !o.splice);
 /** Programs attached once, on load (cgroup links and sockmap attachments). */
-export const staticPrograms = (): ProgramDef[] => OBJECTS.flatMap((o) => o.programs).filter((p) => p.attach.kind !== 'netns');
+export const staticPrograms = (objects: ObjectDef[] = OBJECTS): ProgramDef[] => objects.flatMap((o) => o.programs).filter((p) => p.attach.kind !== 'netns');
 /** Programs attached per pod network namespace by the agent. */
-export const netnsPrograms = (): ProgramDef[] => OBJECTS.flatMap((o) => o.programs).filter((p) => p.attach.kind === 'netns');
+export const netnsPrograms = (objects: ObjectDef[] = OBJECTS): ProgramDef[] => objects.flatMap((o) => o.programs).filter((p) => p.attach.kind === 'netns');

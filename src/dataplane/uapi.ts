@@ -26,6 +26,7 @@ export const MapType = {
   HASH: 1,
   ARRAY: 2,
   PERCPU_ARRAY: 6,
+  LRU_HASH: 9,
   LPM_TRIE: 11,
   SOCKHASH: 18,
   SK_STORAGE: 24,

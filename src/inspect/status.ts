@@ -2,6 +2,7 @@
 // the CLI and the demo.
 import { PinnedMaps } from '../dataplane/dataplane.js';
 import { GlobalFlags, Stat } from '../dataplane/layouts.js';
+import { formatSize } from '../dataplane/splice.js';
 import { statusPath, type AgentStatus, type PodNetnsStatus } from '../agent/status.js';
 import type { CaptureSettings } from '../model/types.js';
 
@@ -23,6 +24,8 @@ export function settingsLine(s: CaptureSettings): string {
 
 export interface DataplaneFacts {
   splice: boolean;
+  /** global[0].splice_budget (bytes) */
+  spliceBudget: number;
   counters: Record<string, bigint>;
 }
 
@@ -38,7 +41,7 @@ export function dataplaneFacts(bpffs: string, pinned: boolean): DataplaneFacts |
       const v = maps!.maps.stats?.get(i);
       if (v !== undefined && v !== null) counters[name] = v;
     });
-    return { splice: ((g?.flags ?? 0) & GlobalFlags.SPLICE) !== 0, counters };
+    return { splice: ((g?.flags ?? 0) & GlobalFlags.SPLICE) !== 0, spliceBudget: Number(g?.splice_budget ?? 0n), counters };
   } catch {
     return undefined; // not root: the agent's status.json is still shown
   } finally {
@@ -81,14 +84,24 @@ export interface StatusInput {
   agentRunning: boolean;
 }
 
+/**
+ * Splicing as the agent decided it at start (with the reason when off), checked against the switch in
+ * the pins: they differ when the pins were changed after the agent started (another agent, a restart).
+ */
+export function spliceLine(dp: DataplaneFacts | undefined, st: AgentStatus | undefined): string {
+  const pinned = dp ? (dp.splice ? `on, budget ${formatSize(dp.spliceBudget)} per direction` : 'off') : undefined;
+  if (!st?.splice) return pinned ?? 'unknown (no agent status, pins not readable)';
+  if (dp && dp.splice !== st.splice.on) return `${pinned} in the pins; the agent (pid ${st.pid}) decided: ${st.splice.reason}`;
+  return st.splice.reason;
+}
+
 /** The whole text of `meshlane status`. */
 export function renderStatus(i: StatusInput): string {
   const out: string[] = [];
   out.push(`capture: ${i.links.length ? `active (${i.links.length} programs linked under ${i.bpffs})` : `not installed (nothing linked under ${i.bpffs})`}`);
-  if (i.dataplane) {
-    out.push(`splicing: ${i.dataplane.splice ? 'on' : 'off'}; counters: ${Object.entries(i.dataplane.counters).map(([k, v]) => `${k}=${v}`).join(' ')}`);
-  }
   const st = i.status;
+  out.push(`splicing: ${spliceLine(i.dataplane, st)}`);
+  if (i.dataplane) out.push(`counters: ${Object.entries(i.dataplane.counters).map(([k, v]) => `${k}=${v}`).join(' ')}`);
   if (!st) {
     out.push(`agent: no status at ${statusPath(i.stateDir)} (the agent has not run with --state-dir ${i.stateDir})`);
   } else {

@@ -54,8 +54,8 @@ test('a pod of a captured namespace is captured', async () => {
   assert.match(await vip(), captured);
 });
 
-test('splicing is off unless asked for (--splice)', () => {
-  assert.deepEqual(dumpJson(agent!.bpffs).maps.global, [{ flags: [], splice: false }]);
+test('splicing is on by default where the kernel can bound it (it can on these machines), at 4 MiB per direction', () => {
+  assert.deepEqual(dumpJson(agent!.bpffs).maps.global, [{ flags: ['SPLICE'], splice: true, splice_budget: '4 MiB', splice_grace_ms: 1000 }]);
 });
 
 test('a pod in a namespace without istio-injection is untouched', async () => {
@@ -98,7 +98,8 @@ test('a bad annotation is reported and ignored; the capturing default applies', 
   const st = cli(['status', '--bpffs', agent!.bpffs, '--state-dir', agent!.stateDir]);
   assert.equal(st.code, 0);
   assert.ok(st.stdout.includes(`error: ${want}`), st.stdout);
-  assert.match(st.stdout, /^splicing: off; counters: connect_seen=\d+ captured_outbound=[1-9]\d* /m, 'status shows the switch and the capture counters');
+  assert.match(st.stdout, /^splicing: on \(bounded: at most 4 MiB unread per direction, then that connection goes through TCP\)$/m, 'status shows the switch');
+  assert.match(st.stdout, /^counters: connect_seen=\d+ captured_outbound=[1-9]\d* /m, 'status shows the capture counters');
   assert.ok(agent!.log().includes(want), 'the error is in the agent log too');
   await apply([demoNs(), legacyNs, podObject(), otherPod], POD_UID, 'captured');
   await waitFor(() => (podState(POD_UID)?.errors ?? []).length === 0, 10_000, 'the error cleared');

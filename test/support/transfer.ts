@@ -13,14 +13,25 @@
 //         {"id","mode","received","receivedSha","sent","end":"eof"|"error","error"?}
 //   node transfer.js client --to HOST:PORT|[V6]:PORT --mode sink|source|echo --bytes N
 //       [--chunk 65536] [--seed 1] [--concurrency 1] [--read-size BYTES] [--slow-ms MS] [--half-close]
-//       [--reset-after BYTES] [--server-slow-ms MS] [--timeout 30000] [--id PREFIX]
+//       [--reset-after BYTES] [--server-slow-ms MS] [--stall-ms MS] [--pause-after BYTES --pause-ms MS]
+//       [--hold-until FILE [--pause-after BYTES]] [--mark-after BYTES --mark-file FILE]
+//       [--timeout 30000] [--id PREFIX]
 //       Prints ONE JSON line: {"ok":bool,"results":[{id,ok,mode,sent,sentSha,received,receivedSha,
 //       expectedSha,reply,error,reset,ms}]}. Exit code 0 either way (2 on bad usage).
 //       --read-size: read through a fixed buffer of this size (partial reads of an odd size);
 //       --slow-ms: pause that long after every read (a slow reader); --half-close (source): shut the
 //       write side down right after the header and keep reading; --reset-after: after that many bytes
-//       sent (sink, echo) or received (source), destroy the socket with RST.
+//       sent (sink, echo) or received (source), destroy the socket with RST; --stall-ms (source, echo):
+//       read nothing for that long after the header (the writer runs ahead); --pause-after/--pause-ms:
+//       once that many bytes are in, read nothing for that long, then go on (a reader that stalls and
+//       resumes). --hold-until FILE: the same, but until FILE exists instead of for a time (from the
+//       header on, or from --pause-after bytes in); sink and echo also stop writing once --pause-after
+//       bytes are out, until FILE exists. A test creates FILE when the kernel shows the state it waits
+//       for (a fallback, a restarted agent), so that no outcome depends on how fast anything ran.
+//       --mark-after/--mark-file: create FILE once that many bytes are in (source, echo) or out (sink):
+//       the test knows the transfer is under way.
 import { createHash, type Hash } from 'node:crypto';
+import { existsSync, writeFileSync } from 'node:fs';
 import { createServer, connect as netConnect, type NetConnectOpts, type Socket } from 'node:net';
 import { parseArgs } from 'node:util';
 
@@ -81,17 +92,32 @@ function out(line: unknown): void {
 }
 
 /** Write `n` bytes of stream `seed` in `chunk`-sized writes, honouring backpressure. `stopAt` stops early. */
-function sendStream(s: Socket, seed: number, n: number, chunk: number, hash: Hash | undefined, onSent: (total: number) => boolean): Promise<void> {
+function sendStream(
+  s: Socket,
+  seed: number,
+  n: number,
+  chunk: number,
+  hash: Hash | undefined,
+  onSent: (total: number) => boolean,
+  gate?: { after: number; open: () => Promise<void> },
+): Promise<void> {
   return new Promise((resolve) => {
     const r = new StreamReader(seed);
     let sent = 0;
+    let gated = gate !== undefined;
     const pump = (): void => {
       while (sent < n) {
         if (s.destroyed) return resolve();
+        if (gated && sent >= gate!.after) {
+          gated = false;
+          void gate!.open().then(pump);
+          return;
+        }
         const parts: Buffer[] = [];
         let len = 0;
-        while (len < chunk && sent + len < n) {
-          const b = r.next(Math.min(chunk - len, n - sent - len));
+        const upTo = gated ? Math.min(n, gate!.after) : n;
+        while (len < chunk && sent + len < upTo) {
+          const b = r.next(Math.min(chunk - len, upTo - sent - len));
           parts.push(b);
           len += b.length;
         }
@@ -239,7 +265,24 @@ interface ClientOpts {
   halfClose: boolean;
   resetAfter?: number;
   serverSlowMs: number;
+  stallMs: number;
+  pauseAfter?: number;
+  pauseMs: number;
+  holdUntil?: string;
+  markAfter?: number;
+  markFile?: string;
   id: string;
+}
+
+/** Resolves once `file` exists (looked at every 10 ms). */
+function whenExists(file: string): Promise<void> {
+  return new Promise((resolve) => {
+    const look = (): void => {
+      if (existsSync(file)) resolve();
+      else setTimeout(look, 10);
+    };
+    look();
+  });
 }
 
 function oneClient(o: ClientOpts): Promise<ClientResult> {
@@ -268,6 +311,25 @@ function oneClient(o: ClientOpts): Promise<ClientResult> {
       resolve(r);
     };
     const paused = { v: false };
+    /** read nothing for `ms` (a pause of the reader, not of the writer) */
+    let held = false;
+    const hold = (ms: number | string): void => {
+      held = true;
+      s.pause();
+      const resume = (): void => {
+        held = false;
+        if (!paused.v) s.resume();
+      };
+      if (typeof ms === 'string') void whenExists(ms).then(resume);
+      else setTimeout(resume, ms);
+    };
+    let pausedOnce = false;
+    let marked = false;
+    const mark = (n: number): void => {
+      if (marked || o.markFile === undefined || n < (o.markAfter ?? 0)) return;
+      marked = true;
+      writeFileSync(o.markFile, `${n}\n`);
+    };
     const onData = (d: Buffer): void => {
       if (o.mode === 'sink') {
         replyBuf += d.toString('utf8');
@@ -275,6 +337,7 @@ function oneClient(o: ClientOpts): Promise<ClientResult> {
       }
       r.received += d.length;
       rh.update(d);
+      mark(r.received);
       if (o.mode === 'source' && o.resetAfter !== undefined && r.received >= o.resetAfter) {
         s.resetAndDestroy();
         finish({ reset: true });
@@ -284,12 +347,16 @@ function oneClient(o: ClientOpts): Promise<ClientResult> {
         finish({});
         return;
       }
+      if (o.pauseAfter !== undefined && !pausedOnce && r.received >= o.pauseAfter) {
+        pausedOnce = true;
+        hold(o.holdUntil ?? o.pauseMs);
+      }
       if (o.slowMs > 0 && !paused.v) {
         paused.v = true;
         s.pause();
         setTimeout(() => {
           paused.v = false;
-          s.resume();
+          if (!held) s.resume();
         }, o.slowMs);
       }
     };
@@ -319,12 +386,16 @@ function oneClient(o: ClientOpts): Promise<ClientResult> {
       if (o.mode === 'source') Object.assign(header, { bytes: o.bytes, seed: o.seed, chunk: o.chunk });
       if (o.mode === 'sink' && o.serverSlowMs > 0) header.slowMs = o.serverSlowMs;
       s.write(`${JSON.stringify(header)}\n`);
+      if (o.stallMs > 0 && o.mode !== 'sink') hold(o.stallMs);
+      else if (o.holdUntil !== undefined && o.pauseAfter === undefined && o.mode !== 'sink') hold(o.holdUntil);
       if (o.mode === 'source') {
         if (o.halfClose) s.end();
         return;
       }
+      const gate = o.holdUntil !== undefined && o.pauseAfter !== undefined ? { after: o.pauseAfter, open: () => whenExists(o.holdUntil!) } : undefined;
       void sendStream(s, o.seed, o.bytes, o.chunk, sh, (t) => {
         r.sent = t;
+        if (o.mode === 'sink') mark(t);
         if (o.resetAfter !== undefined && t >= o.resetAfter) {
           r.sentSha = sh.digest('hex');
           s.resetAndDestroy();
@@ -332,7 +403,7 @@ function oneClient(o: ClientOpts): Promise<ClientResult> {
           return false;
         }
         return true;
-      }).then(() => {
+      }, gate).then(() => {
         if (done || s.destroyed) return;
         r.sentSha = sh.digest('hex');
         // sink: EOF tells the server we are done; echo: half-close when asked, else read the echo back first
@@ -368,7 +439,14 @@ async function runClient(values: Record<string, string | boolean | undefined>): 
     halfClose: values['half-close'] === true,
     resetAfter: values['reset-after'] !== undefined ? num('reset-after', 0) : undefined,
     serverSlowMs: num('server-slow-ms', 0),
+    stallMs: num('stall-ms', 0),
+    pauseAfter: values['pause-after'] !== undefined ? num('pause-after', 0) : undefined,
+    pauseMs: num('pause-ms', 0),
+    holdUntil: values['hold-until'] as string | undefined,
+    markAfter: values['mark-after'] !== undefined ? num('mark-after', 0) : undefined,
+    markFile: values['mark-file'] as string | undefined,
   };
+  if (base.markAfter !== undefined && base.markFile === undefined) usage('--mark-after needs --mark-file');
   const seed = num('seed', 1);
   const prefix = (values.id as string | undefined) ?? `c${process.pid}`;
   const runs = Array.from({ length: concurrency }, (_, i) => oneClient({ ...base, seed: seed + i, id: `${prefix}-${i}` }));
@@ -398,6 +476,12 @@ async function main(): Promise<void> {
       'half-close': { type: 'boolean' },
       'reset-after': { type: 'string' },
       'server-slow-ms': { type: 'string' },
+      'stall-ms': { type: 'string' },
+      'pause-after': { type: 'string' },
+      'pause-ms': { type: 'string' },
+      'hold-until': { type: 'string' },
+      'mark-after': { type: 'string' },
+      'mark-file': { type: 'string' },
       timeout: { type: 'string' },
       id: { type: 'string' },
     },

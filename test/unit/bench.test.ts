@@ -22,7 +22,7 @@ test('bench options: the full run by default, --quick shortens every default but
     conc: [1, 16, 64],
     cpsConc: 16,
     quietWait: 30,
-    modes: ['none', 'iptables', 'meshlane', 'meshlane-splice'],
+    modes: ['none', 'iptables', 'meshlane', 'meshlane-nosplice'],
     json: undefined,
     markdown: undefined,
     cli: join(packageRoot(), 'dist', 'src', 'cli', 'main.js'),
@@ -39,7 +39,7 @@ test('bench options: a value out of range or an unknown mode is a UsageError nam
   usage(['--rounds', '0'], '--rounds must be an integer in 1..20');
   usage(['--conc', '1,x'], '--conc must be an integer in 1..1000');
   usage(['--quiet-wait', '1.5'], '--quiet-wait must be an integer in 0..600');
-  usage(['--modes', 'none,envoy'], "--modes: unknown mode 'envoy' (none, iptables, meshlane, meshlane-splice, meshlane-pinned, meshlane-splice-pinned)");
+  usage(['--modes', 'none,envoy'], "--modes: unknown mode 'envoy' (none, iptables, meshlane, meshlane-nosplice, meshlane-pinned, meshlane-nosplice-pinned, meshlane-unbounded)");
 });
 
 test('report: median of odd and even counts', () => {
@@ -56,10 +56,10 @@ test('report: the hook cost is paired within a round, against that round and mod
     s(2, 'meshlane', 'hook-cps', 50),
     s(2, 'meshlane', 'hook-cps-unloaded', 50),
     s(3, 'meshlane', 'hook-cps', 70), // no baseline in round 3: not paired
-    s(3, 'meshlane-splice', 'hook-cps-unloaded', 10),
+    s(3, 'meshlane-nosplice', 'hook-cps-unloaded', 10),
   ];
   assert.deepEqual(pairedRatios(samples, 'meshlane', 'hook-cps'), [0.9, 1]);
-  assert.deepEqual(pairedRatios(samples, 'meshlane-splice', 'hook-cps'), []);
+  assert.deepEqual(pairedRatios(samples, 'meshlane-nosplice', 'hook-cps'), []);
 });
 
 function run(modes: Mode[], samples: Sample[]): { o: Options; r: Results } {
@@ -67,22 +67,30 @@ function run(modes: Mode[], samples: Sample[]): { o: Options; r: Results } {
   return { o, r: { ...newResults(), samples } };
 }
 
-test('report: targets are ratios of medians to iptables, p99 lower is better, the hook cost paired', () => {
+test('report: targets are ratios of medians to iptables, p99 lower is better, the hook cost paired, the slow reader against TCP', () => {
   const { o, r } = run(['none', 'iptables', 'meshlane'], [
     s(1, 'iptables', 'ka-c16', 1000, { p99_us: 1000 }),
-    s(1, 'meshlane', 'ka-c16', 1300, { p99_us: 810 }),
+    s(1, 'meshlane', 'ka-c16', 1800, { p99_us: 710 }),
     s(1, 'iptables', 'cps', 100),
     s(1, 'meshlane', 'cps', 119),
+    s(1, 'iptables', 'bulk', 100),
+    s(1, 'meshlane', 'bulk', 130),
+    s(1, 'iptables', 'slow-reader', 50 * 1048576),
+    s(1, 'meshlane', 'slow-reader', 25 * 1048576),
     s(1, 'none', 'hook-cps', 1000),
     s(1, 'meshlane', 'hook-cps', 970),
     s(1, 'meshlane', 'hook-cps-pinned', 900),
     s(1, 'meshlane', 'hook-cps-unloaded', 1000),
   ]);
+  r.tcpCap = 216 * 1048576;
   assert.deepEqual(targets(o, r), [
-    'meshlane keep-alive c=16: 1.30x iptables req/s (target >= 1.30: met), p99 0.81x (target <= 0.80: NOT met)',
+    'meshlane keep-alive c=16: 1.80x iptables req/s (target >= 1.80: met), p99 0.71x (target <= 0.70: NOT met)',
     'meshlane new connections/s: 1.19x iptables (target >= 1.20: NOT met)',
+    'meshlane bulk, one connection: 1.30x iptables (target >= 1.30: met)',
+    'meshlane slow reader: peak node TCP memory +25 MiB, 0.50x iptables (target: bounded by what TCP flow control allows the 6 sockets, 216 MiB: met)',
     'meshlane non-captured pod (paired): 0.970x of no meshlane with the agent running, 0.900x with only the programs attached (target >= 0.970: met / NOT met)',
   ]);
+  assert.match(targets({ ...o, conc: [1] }, { ...r, samples: [s(1, 'iptables', 'ka-c1', 100, { p99_us: 1 }), s(1, 'meshlane', 'ka-c1', 139, { p99_us: 1 })] })[0]!, /1\.39x iptables req\/s \(target >= 1\.40: NOT met\)/);
   assert.deepEqual(targets({ ...o, modes: ['none', 'meshlane'] }, r), [], 'no targets without iptables to compare with');
 });
 

@@ -3,6 +3,7 @@ import { Agent } from '../../agent/agent.js';
 import { chooseSource, sourceFromOptions } from '../../sources/select.js';
 import { cgroup2Mount } from '../../util/cgroup.js';
 import { makeLogger } from '../../util/log.js';
+import { formatSize, parseSpliceBudget, SPLICE_BUDGET_DEFAULT } from '../../dataplane/splice.js';
 import { bpffsOption, requireRoot, stateDirOption } from '../options.js';
 
 interface AgentFlags {
@@ -14,6 +15,7 @@ interface AgentFlags {
   nodeName?: string;
   logLevel: string;
   splice?: boolean;
+  spliceBudget?: string;
   testBpfObjects?: string;
 }
 
@@ -31,8 +33,9 @@ export function agentCommand(): Command {
     .addOption(bpffsOption())
     .addOption(stateDirOption())
     .option('--node-name <name>', "this node: only pods with this spec.nodeName (default: $NODE_NAME; required with the Kubernetes API; a cluster file without it: all its pods)")
-    .option('--splice', 'splice same-node connections of captured pods socket to socket (sk_msg); off by default: see README, Same-node splicing')
-    .option('--no-splice', 'do not splice (the default): same-node connections go through TCP/IP')
+    .option('--splice', 'splice same-node connections of captured pods socket to socket (sk_msg), and fail where this kernel cannot bound the backlog (default: on where it can; see README, Same-node splicing)')
+    .option('--no-splice', 'do not splice: same-node connections go through TCP/IP')
+    .option('--splice-budget <size>', `bytes a spliced direction may leave unread on its receiver before that connection goes through TCP (1MiB to 1GiB; default ${formatSize(SPLICE_BUDGET_DEFAULT).replace(' ', '')})`)
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     // TEST ONLY, hidden from --help: load the BPF objects from another directory, so a kernel test can
     // make a start fail in the verifier after other objects loaded (test/kernel/cli-errors.test.ts)
@@ -40,6 +43,7 @@ export function agentCommand(): Command {
     .action(async (o: AgentFlags) => {
       // the source's flags and configuration first: a wrong one is a one-line error whoever runs it
       const choice = chooseSource(o, process.env);
+      const spliceBudget = o.spliceBudget === undefined ? undefined : parseSpliceBudget(o.spliceBudget);
       const log = makeLogger(o.logLevel);
       const source = sourceFromOptions(o, process.env, { log });
       requireRoot('meshlane agent');
@@ -50,6 +54,7 @@ export function agentCommand(): Command {
         stateDir: o.stateDir,
         nodeName: choice.nodeName,
         splice: o.splice,
+        spliceBudget,
         objDir: o.testBpfObjects,
         log,
       });
