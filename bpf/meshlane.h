@@ -39,6 +39,8 @@
 #define ML_IPPROTO_TCP 6
 #define ML_IPPROTO_UDP 17
 #define ML_ALLOW 1 /* a cgroup sock_addr program's verdict: let the call go on */
+#define ML_SOL_SOCKET 1
+#define ML_SO_MARK 36
 
 /* Ports */
 #define ML_DNS_PORT 53
@@ -48,6 +50,14 @@
 #define ML_DEFAULT_OUTBOUND_PORT 15001
 #define ML_DEFAULT_INBOUND_PORT 15006
 #define ML_DEFAULT_DNS_PORT 15053
+
+/* The socket mark that gives a redirected socket already bound to the wildcard address its pod IP
+ * as the source (connect.bpf.c): the agent installs, in each captured pod's network namespace, a
+ * rule for this mark, ahead of the local table, into a table whose only routes are 127.0.0.1 and ::1
+ * with the pod IPs as their preferred source (src/dataplane/pod-netns.ts; layouts.ts SourceRouting has the same numbers,
+ * test/unit/netlink.test.ts checks they agree). */
+#define MESHLANE_SOURCE_MARK 0x4d4c0000
+#define MESHLANE_SOURCE_TABLE 19788 /* 0x4d4c */
 
 /* pod_config.flags */
 enum pod_flags {

@@ -18,6 +18,7 @@ import { AF_INET } from '../util/ip.js';
 import { pidsUnder } from '../util/cgroup.js';
 import { PodFlags } from '../dataplane/layouts.js';
 import { reconcileMaps } from './reconcile.js';
+import { preparePodNetns } from '../dataplane/pod-netns.js';
 import type { Want } from './plan.js';
 import { DEFAULT_STATE_DIR, prepareStateDir, StatusWriter, type AgentStatus, type PodStatus } from './status.js';
 import { checkBpffsFlag, checkStateDirFlag, diagnoseBpffs, pathsUnder, removeNewPaths, runStep, type Step } from './startup.js';
@@ -261,7 +262,10 @@ export class Agent {
   /** Per-pod netns programs (sk_lookup): attached to every captured pod's netns, detached from the rest. */
   private reconcileNetnsLinks(nsPaths: Map<bigint, string>): void {
     const dp = this.dataplane!;
-    for (const [cookie, path] of nsPaths) dp.attachNetns(path, cookie);
+    for (const [cookie, path] of nsPaths) {
+      dp.attachNetns(path, cookie);
+      preparePodNetns(dp.maps.pods, cookie, path, this.opts.log); // ::6 on lo, source routing (once per pod)
+    }
     for (const cookie of dp.netnsLinkCookies()) if (!nsPaths.has(cookie)) dp.detachNetns(cookie);
   }
 

@@ -36,6 +36,9 @@ export const CidrKind = { OUT_EXCLUDE: 1, OUT_INCLUDE: 2 } as const;
 export const CaptureKind = { NONE: 0, OUTBOUND: 1, INBOUND: 2, DNS: 3 } as const;
 export const IfaceKind = { EXCLUDE: 1, REROUTE: 2 } as const;
 export const GlobalFlags = { SPLICE: 1 << 0 } as const;
+/** MESHLANE_SOURCE_MARK / MESHLANE_SOURCE_TABLE: the mark connect4/6 give a socket bound to the
+ * wildcard address before connect(), and the pod's routing table for it (pod-netns.ts) */
+export const SourceRouting = { MARK: 0x4d4c0000, TABLE: 19788 } as const;
 export const CIDR_KEY_FIXED_BITS = 64;
 
 export const Stat = [
