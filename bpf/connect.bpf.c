@@ -5,8 +5,9 @@
  * redirect the connect to the pod's proxy on 127.0.0.1 / ::1. The original
  * destination goes into the socket's local storage, for SO_ORIGINAL_DST.
  *
- * The socket is bound to the pod IP first (unless the app bound it already), so
- * the proxy sees podIP:ephemeral as its peer, as it does under iptables REDIRECT.
+ * The socket gets the pod IP as its source first (bound to it, or marked for the
+ * pod's source routing when the app bound it to the wildcard address already), so
+ * the proxy sees podIP:port as its peer, as it does under iptables REDIRECT.
  *
  * UDP sockets come here only for DNS (connect() to port 53 with DNS capture on,
  * Istio's nat OUTPUT UDP rules); unconnected UDP is dns.bpf.c's sendmsg hooks.
@@ -125,29 +126,56 @@ static __always_inline __u16 connect_decide(struct bpf_sock_addr *ctx, const str
 	return port;
 }
 
-/* After the decision: bind an unbound socket to the source routing would have
- * chosen for the original destination, then send it to the proxy. */
-static __always_inline void connect_to_proxy4(struct bpf_sock_addr *ctx, const struct pod_config *pod,
-					      const __u32 *dst, const __u32 *src, __u16 port)
+/*
+ * Give a redirected socket the source routing would have chosen for the original destination (the
+ * pod IP), as REDIRECT keeps it:
+ *  - unbound (no port yet): bind it to that address now (bpf_bind, no port is taken);
+ *  - already bound to the wildcard address with a port (bind() before connect(): dig over TCP,
+ *    `curl --local-port`, Python's bind(("0.0.0.0", 0)), node's dgram): it cannot be bound again, and
+ *    the kernel would pick 127.0.0.1 / ::1 for the proxy's address. It gets MESHLANE_SOURCE_MARK
+ *    instead: the pod's policy routing for that mark (the agent's, src/dataplane/pod-netns.ts) has the
+ *    pod IP as the preferred source of 127.0.0.1 and ::1. The proxy then sees the same peer and local
+ *    address as under REDIRECT, whatever address its listener is bound to (the DNS proxy listens on
+ *    loopback only). A socket with a mark of its own keeps it (and, as before, a loopback source).
+ * Only the pod IP is given by the mark: any other wanted source (::6) is bound or nothing.
+ * One context read decides; a helper call either way.
+ */
+static __always_inline void source_bind_or_mark(struct bpf_sock_addr *ctx, const struct bpf_sock *sk, void *sa,
+						int len, bool pod_ip)
+{
+	int mark = MESHLANE_SOURCE_MARK;
+
+	if (!sk->src_port) {
+		bpf_bind(ctx, sa, len);
+		return;
+	}
+	if (pod_ip && !sk->mark)
+		bpf_setsockopt(ctx, ML_SOL_SOCKET, ML_SO_MARK, &mark, sizeof(mark));
+}
+
+/* After the decision: give an unbound or wildcard-bound socket its source, then send it to the proxy. */
+static __always_inline void connect_to_proxy4(struct bpf_sock_addr *ctx, const struct bpf_sock *sk,
+					      const struct pod_config *pod, const __u32 *dst, const __u32 *src,
+					      __u16 port)
 {
 	if (addr_v4(src) == 0) {
 		struct sockaddr_in sa = { .sin_family = ML_AF_INET };
 
-		/* Fails harmlessly (the kernel then picks 127.0.0.1) if the socket is bound. */
 		if (redirect_source4(pod, addr_v4(dst), &sa.sin_addr.s_addr))
-			bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
+			source_bind_or_mark(ctx, sk, &sa, sizeof(sa), true);
 	}
 	redirect_to4(ctx, port);
 }
 
-static __always_inline void connect_to_proxy6(struct bpf_sock_addr *ctx, const struct pod_config *pod,
-					      const __u32 *dst, const __u32 *src, __u16 port)
+static __always_inline void connect_to_proxy6(struct bpf_sock_addr *ctx, const struct bpf_sock *sk,
+					      const struct pod_config *pod, const __u32 *dst, const __u32 *src,
+					      __u16 port)
 {
 	if (ip6_is_any(src)) {
 		struct sockaddr_in6 sa = { .sin6_family = ML_AF_INET6 };
 
 		if (redirect_source16(pod, dst, &sa.sin6_addr))
-			bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
+			source_bind_or_mark(ctx, sk, &sa, sizeof(sa), addr_is_pod_ip(pod, &sa.sin6_addr));
 	}
 	redirect_to6(ctx, addr_is_v4mapped(dst), port);
 }
@@ -175,9 +203,9 @@ static __always_inline int connect_hook(struct bpf_sock_addr *ctx, __u32 family)
 	if (!port)
 		return ML_ALLOW;
 	if (family == ML_AF_INET)
-		connect_to_proxy4(ctx, pod, dst, src, port);
+		connect_to_proxy4(ctx, sk, pod, dst, src, port);
 	else
-		connect_to_proxy6(ctx, pod, dst, src, port);
+		connect_to_proxy6(ctx, sk, pod, dst, src, port);
 	return ML_ALLOW;
 }
 
