@@ -31,8 +31,6 @@ static __always_inline void facts4(struct conn *c, const struct pod_config *pod,
 	c->dst_loopback1 = ip4_is_loopback1(dst);
 	c->local = ip4_is_local(pod, dst);
 	c->src_passthrough = ip4_is_passthrough(src);
-	c->excluded = pod_cidr4_has(pod, CIDR_OUT_EXCLUDE, dst);
-	c->included = !(pod->flags & POD_OUT_INCLUDE_ALL) && pod_cidr4_has(pod, CIDR_OUT_INCLUDE, dst);
 }
 
 static __always_inline void facts6(struct conn *c, const struct pod_config *pod, const __u32 *dst,
@@ -43,8 +41,6 @@ static __always_inline void facts6(struct conn *c, const struct pod_config *pod,
 	/* iptables sees the source routing chose before nat OUTPUT: an unbound
 	 * socket dialling ::6 (an address of lo) gets ::6 itself. */
 	c->src_passthrough = ip6_is_passthrough(src) || (ip6_is_any(src) && ip6_is_passthrough(dst));
-	c->excluded = pod_cidr6_has(pod, CIDR_OUT_EXCLUDE, dst);
-	c->included = !(pod->flags & POD_OUT_INCLUDE_ALL) && pod_cidr6_has(pod, CIDR_OUT_INCLUDE, dst);
 }
 
 /* What a redirect to `port` captures: its kind (kept with the original) and

@@ -69,6 +69,13 @@ enum pod_flags {
 	POD_HAS_IP6 = 1 << 5,              /* pod_config.ip6 is set */
 	POD_IN_ENABLED = 1 << 6,           /* inbound capture on (includeInboundPorts not empty) */
 	POD_IN_INCLUDE_ALL = 1 << 7,       /* includeInboundPorts is '*' */
+	/* A pod's sets that are empty, so the programs skip lookups that could only miss. Each says "none"
+	 * (an entry without them, from an older agent, decides the same with the lookups). */
+	POD_NO_OUT_EXCLUDE_PORTS = 1 << 8, /* no excludeOutboundPorts */
+	POD_NO_OUT_INCLUDE_PORTS = 1 << 9, /* no includeOutboundPorts */
+	POD_NO_OUT_EXCLUDE_CIDRS = 1 << 10, /* no excludeOutboundIPRanges (either family) */
+	POD_NO_OUT_INCLUDE_CIDRS = 1 << 11, /* no includeOutboundIPRanges CIDR (either family) */
+	POD_NO_EXCLUDE_IFACES = 1 << 12,   /* no excludeInterfaces */
 };
 
 /* pods: netns cookie of the pod's network namespace -> its capture settings. */

@@ -4,7 +4,8 @@
  * from the app's socket to the proxy's accepted socket:
  *  - TCP_CONNECT_CB (app side, source port now known): publish the original
  *    destination in orig_by_tuple under the connection's 4-tuple and netns.
- *  - PASSIVE_ESTABLISHED_CB (proxy side): move it into the accepted socket's
+ *  - PASSIVE_ESTABLISHED_CB (proxy side, a socket accepted on 127.0.0.1 / ::1
+ *    and a proxy port of a captured pod): move it into the accepted socket's
  *    local storage, where getsockopt(SO_ORIGINAL_DST) finds it, and delete the
  *    tuple entry.
  *  - STATE_CB, TCP_CLOSE (app side): delete the tuple entry if the connection
@@ -36,14 +37,6 @@ static __always_inline void key_active(struct bpf_sock_ops *skops, struct tuple_
 	k->pad = 0;
 }
 
-/* The same key from the accepting side: src = remote, dst = local. */
-static __always_inline void key_passive(struct bpf_sock_ops *skops, struct tuple_key *k)
-{
-	k->netns_cookie = bpf_get_netns_cookie(skops);
-	CTX_SOCK_ENDS(skops, k->dst, &k->dst_port, k->src, &k->src_port);
-	k->pad = 0;
-}
-
 static __always_inline struct sock_state *app_state(struct bpf_sock_ops *skops)
 {
 	struct bpf_sock *sk = skops->sk;
@@ -70,12 +63,15 @@ static __always_inline void on_connect(struct bpf_sock_ops *skops)
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
-static __always_inline bool is_proxy_port(struct bpf_sock_ops *skops, __u64 netns)
+/* Where connect4/6 send a redirected connection: 127.0.0.1 / ::1 (v4-mapped for a v4-mapped
+ * destination) on one of the pod's proxy ports. Only a connection accepted there can have a hand-over. */
+static __always_inline bool redirect_target(const struct pod_config *pod, const struct tuple_key *k)
 {
-	struct pod_config *pod = pod_of_netns(netns);
-	__u32 port = skops->local_port;
+	const void *local = k->dst;
 
-	return pod && (port == pod->outbound_port || port == pod->inbound_port);
+	if (k->dst_port != pod->outbound_port && k->dst_port != pod->inbound_port && k->dst_port != pod->dns_port)
+		return false;
+	return addr_is_v4mapped(local) ? ip4_is_loopback1(addr_v4(local)) : ip6_is_loopback1(local);
 }
 
 /*
@@ -84,14 +80,14 @@ static __always_inline bool is_proxy_port(struct bpf_sock_ops *skops, __u64 netn
  * (nothing else can accept it), and its original destination is its own local
  * address. Deciding again here keeps no per-SYN state that a SYN flood could fill.
  */
-static __always_inline void on_accept_inbound(struct bpf_sock_ops *skops, const struct tuple_key *k)
+static __always_inline void on_accept_inbound(struct bpf_sock_ops *skops, const struct pod_config *pod,
+					      const struct tuple_key *k)
 {
-	struct pod_config *pod = pod_of_netns(k->netns_cookie);
 	struct bpf_sock *sk = skops->sk;
 	struct sock_state *st;
 
 	/* from inside the pod (decided at connect), or not to the pod's own IP */
-	if (!pod || !sk || addr_is_local(pod, k->src) || !addr_is_pod_ip(pod, k->dst))
+	if (!sk || addr_is_local(pod, k->src) || !addr_is_pod_ip(pod, k->dst))
 		return;
 	if (!decide_inbound(pod, k->dst_port, IFINDEX_UNKNOWN))
 		return;
@@ -102,29 +98,43 @@ static __always_inline void on_accept_inbound(struct bpf_sock_ops *skops, const 
 	orig_set(&st->orig, k->dst, bpf_htons(k->dst_port), CAPTURE_INBOUND);
 }
 
+/*
+ * PASSIVE_ESTABLISHED: sockets of pods that are not captured are left at once
+ * (one `pods` lookup: nothing was redirected to them). The hand-over is looked
+ * up only for a socket accepted where connect4/6 redirect to; everything else
+ * is a connection from outside (or the proxy's forward to the app), decided by
+ * the inbound rules.
+ */
 static __always_inline void on_accept(struct bpf_sock_ops *skops)
 {
 	struct tuple_key k = {};
+	struct pod_config *pod;
 	struct orig_dst *orig;
 	struct sock_state *st;
 
-	key_passive(skops, &k);
-	orig = bpf_map_lookup_elem(&orig_by_tuple, &k);
-	if (!orig) {
-		if (is_proxy_port(skops, k.netns_cookie))
-			stat_inc(STAT_PROXY_PORT_UNCAPTURED);
-		else
-			on_accept_inbound(skops, &k);
+	k.netns_cookie = bpf_get_netns_cookie(skops);
+	pod = pod_of_netns(k.netns_cookie);
+	if (!pod)
 		return;
-	}
-	if (skops->sk) {
-		st = bpf_sk_storage_get(&sock_state, skops->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		if (st) {
-			st->role = ROLE_PROXY;
-			st->orig = *orig;
+	CTX_SOCK_ENDS(skops, k.dst, &k.dst_port, k.src, &k.src_port);
+	if (redirect_target(pod, &k)) {
+		orig = bpf_map_lookup_elem(&orig_by_tuple, &k);
+		if (orig) {
+			if (skops->sk) {
+				st = bpf_sk_storage_get(&sock_state, skops->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+				if (st) {
+					st->role = ROLE_PROXY;
+					st->orig = *orig;
+				}
+			}
+			bpf_map_delete_elem(&orig_by_tuple, &k);
+			return;
 		}
 	}
-	bpf_map_delete_elem(&orig_by_tuple, &k);
+	if (k.dst_port == pod->outbound_port || k.dst_port == pod->inbound_port)
+		stat_inc(STAT_PROXY_PORT_UNCAPTURED);
+	else
+		on_accept_inbound(skops, pod, &k);
 }
 
 static __always_inline void on_close(struct bpf_sock_ops *skops)

@@ -29,6 +29,12 @@ export const PodFlags = {
   HAS_IP6: 1 << 5,
   IN_ENABLED: 1 << 6,
   IN_INCLUDE_ALL: 1 << 7,
+  /** the pod's set is empty: the programs skip its lookup (bpf/meshlane.h POD_NO_*) */
+  NO_OUT_EXCLUDE_PORTS: 1 << 8,
+  NO_OUT_INCLUDE_PORTS: 1 << 9,
+  NO_OUT_EXCLUDE_CIDRS: 1 << 10,
+  NO_OUT_INCLUDE_CIDRS: 1 << 11,
+  NO_EXCLUDE_IFACES: 1 << 12,
 } as const;
 
 export const PortKind = { OUT_EXCLUDE: 1, OUT_INCLUDE: 2, IN_INCLUDE: 3, IN_EXCLUDE: 4 } as const;
