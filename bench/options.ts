@@ -95,6 +95,6 @@ export function parseOptions(argv: string[]): Options | 'help' {
     json: values.json,
     markdown: values.markdown,
     cli: cliOf(values.meshlane ?? packageRoot()),
-    baseCli: values.base === undefined ? undefined : cliOf(values.base),
+    ...(values.base === undefined ? {} : { baseCli: cliOf(values.base) }),
   };
 }
