@@ -9,6 +9,10 @@
  * pod's source routing when the app bound it to the wildcard address already), so
  * the proxy sees podIP:port as its peer, as it does under iptables REDIRECT.
  *
+ * A TCP redirect the pod has no room to hand over (handover.h: the pod holds its
+ * limit of connections between connect() and accept(), or the node is near the
+ * capacity of orig_by_tuple) is refused: connect() fails with EPERM.
+ *
  * UDP sockets come here only for DNS (connect() to port 53 with DNS capture on,
  * Istio's nat OUTPUT UDP rules); unconnected UDP is dns.bpf.c's sendmsg hooks.
  */
@@ -23,6 +27,7 @@
 #include "pod.h"
 #include "outbound.h"
 #include "redirect.h"
+#include "handover.h"
 
 /* The address facts of the IPv4 rules (connect4, and a v4-mapped destination
  * on a v6 socket: it travels as IPv4). */
@@ -76,10 +81,10 @@ static __always_inline enum sock_kind sock_kind(const struct bpf_sock_addr *ctx)
 
 /* The pod of a connecting socket meshlane decides for (TCP, or UDP for DNS),
  * or NULL: left alone. */
-static __always_inline struct pod_config *connect_pod(struct bpf_sock_addr *ctx, enum sock_kind *kind,
+static __always_inline struct pod_config *connect_pod(struct bpf_sock_addr *ctx, __u64 netns, enum sock_kind *kind,
 						      struct bpf_sock **sk)
 {
-	struct pod_config *pod = pod_of(ctx);
+	struct pod_config *pod = pod_of_netns(netns);
 
 	if (!pod)
 		return NULL;
@@ -94,8 +99,10 @@ static __always_inline struct pod_config *connect_pod(struct bpf_sock_addr *ctx,
 /* Decide for a destination and a bound source as 16 bytes (IPv4 v4-mapped: a
  * v4-mapped destination on a v6 socket travels as IPv4, so the IPv4 rules
  * decide it). Returns the proxy port, with the original destination
- * remembered and the capture counted, or 0. */
-static __always_inline __u16 connect_decide(struct bpf_sock_addr *ctx, const struct pod_config *pod,
+ * remembered and the capture counted; 0: not captured; REFUSED: captured, but
+ * a TCP connect whose hand-over the pod has no room for (handover.h). */
+#define REFUSED 0xffffffff
+static __always_inline __u32 connect_decide(struct bpf_sock_addr *ctx, const struct pod_config *pod, __u64 netns,
 					    enum sock_kind kind, const __u32 *dst, const __u32 *src)
 {
 	struct conn c = {};
@@ -116,6 +123,8 @@ static __always_inline __u16 connect_decide(struct bpf_sock_addr *ctx, const str
 		stat_inc(STAT_BYPASSED);
 		return 0;
 	}
+	if (kind == SOCK_TCP && !handover_room(netns))
+		return REFUSED;
 	capture_of(pod, port, &capture, &stat);
 	remember(ctx, dst, (__be16)ctx->user_port, capture);
 	stat_inc(stat);
@@ -180,11 +189,12 @@ static __always_inline void connect_to_proxy6(struct bpf_sock_addr *ctx, const s
  * own family's context accesses. */
 static __always_inline int connect_hook(struct bpf_sock_addr *ctx, __u32 family)
 {
+	__u64 netns = bpf_get_netns_cookie(ctx);
 	enum sock_kind kind;
 	struct bpf_sock *sk;
-	struct pod_config *pod = connect_pod(ctx, &kind, &sk);
+	struct pod_config *pod = connect_pod(ctx, netns, &kind, &sk);
 	__u32 dst[4], src[4];
-	__u16 port;
+	__u32 port;
 
 	if (!pod)
 		return ML_ALLOW;
@@ -195,9 +205,11 @@ static __always_inline int connect_hook(struct bpf_sock_addr *ctx, __u32 family)
 		CTX_IP6_LOAD(dst, ctx->user_ip6);
 		CTX_IP6_LOAD(src, sk->src_ip6);
 	}
-	port = connect_decide(ctx, pod, kind, dst, src);
+	port = connect_decide(ctx, pod, netns, kind, dst, src);
 	if (!port)
 		return ML_ALLOW;
+	if (port == REFUSED)
+		return ML_REFUSE; /* connect() fails with EPERM: never a bypass */
 	if (family == ML_AF_INET)
 		connect_to_proxy4(ctx, sk, pod, dst, src, port);
 	else

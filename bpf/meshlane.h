@@ -23,6 +23,15 @@
 #define MESHLANE_MAX_PORT_ENTRIES 65536
 #define MESHLANE_MAX_CIDR_ENTRIES 65536
 #define MESHLANE_MAX_INFLIGHT 65536 /* connections between connect() and accept() */
+/* handover: a counter per pod network namespace (and the node's); room for the pods' and for those of
+ * pods released while connections of theirs were still in flight (the agent removes them once drained) */
+#define MESHLANE_MAX_HANDOVER_NETNS (2 * MESHLANE_MAX_PODS + 1)
+/* in-flight connections one pod may hold in orig_by_tuple when the agent sets no other limit: a share of
+ * the capacity, so that one pod whose proxy stops accepting cannot exhaust it for the others */
+#define MESHLANE_HANDOVER_DEFAULT_PER_POD (MESHLANE_MAX_INFLIGHT / 16)
+/* the node refuses new redirected connects this far below the capacity: connects between the check
+ * (connect4/6) and the insert (TCP_CONNECT_CB) cannot overrun it */
+#define MESHLANE_HANDOVER_HEADROOM 1024
 #define MESHLANE_MAX_LISTENERS 16384
 #define MESHLANE_MAX_PAIRS 131072   /* spliced sockets on the node */
 #define MESHLANE_MAX_SET_ENTRIES 16384
@@ -39,6 +48,7 @@
 #define ML_IPPROTO_TCP 6
 #define ML_IPPROTO_UDP 17
 #define ML_ALLOW 1 /* a cgroup sock_addr program's verdict: let the call go on */
+#define ML_REFUSE 0 /* ... or fail it with EPERM */
 #define ML_SOL_SOCKET 1
 #define ML_SO_MARK 36
 
@@ -232,6 +242,22 @@ struct global_config {
 	__u32 pad;
 };
 
+/* handover: netns cookie of a pod (HANDOVER_NODE_KEY: the whole node) -> its entries in orig_by_tuple
+ * and its refused connects. Only the programs write it (atomic adds); the agent reads it for status and
+ * removes the entries of released pods once they hold nothing. */
+#define HANDOVER_NODE_KEY 0 /* no network namespace has cookie 0 */
+struct handover_count {
+	__s64 inflight;     /* entries in orig_by_tuple (signed: a count the agent removed may come back below 0) */
+	__u64 refused_pod;  /* TCP connects refused: the pod held its limit */
+	__u64 refused_node; /* TCP connects refused: the node's entries were near the capacity */
+};
+
+/* limits[0]: node-wide limits written by the agent. */
+struct limits_config {
+	__u32 handover_per_pod; /* in-flight connections per pod (0: MESHLANE_HANDOVER_DEFAULT_PER_POD) */
+	__u32 pad;
+};
+
 /* pod_info: read by `meshlane dump` / `status` only; never by the programs. */
 #define POD_INFO_NAMESPACE_LEN 64
 #define POD_INFO_NAME_LEN 256
@@ -255,7 +281,9 @@ enum stat {
 	STAT_INBOUND_NO_LISTENER = 8, /* should be captured, no proxy listener: dropped */
 	STAT_DNS_CAPTURED = 9,      /* DNS redirected to the proxy's DNS port */
 	STAT_SPLICED = 10,          /* sockets added to sock_pairs */
-	STAT_MAX = 11,
+	STAT_REFUSED_POD_LIMIT = 11, /* TCP connects refused (EPERM): the pod held its in-flight limit */
+	STAT_REFUSED_NODE_FULL = 12, /* TCP connects refused (EPERM): orig_by_tuple near its capacity */
+	STAT_MAX = 13,
 };
 
 #endif /* MESHLANE_H */

@@ -9,7 +9,9 @@
  *    local storage, where getsockopt(SO_ORIGINAL_DST) finds it, and delete the
  *    tuple entry.
  *  - STATE_CB, TCP_CLOSE (app side): delete the tuple entry if the connection
- *    never reached the proxy (refused, reset).
+ *    never reached the proxy (refused, reset, never accepted).
+ * Every entry added and every entry removed moves its pod's count (handover.h),
+ * which connect4/6 hold against the pod's limit.
  * And registers the proxies' listening sockets (TCP_LISTEN_CB) in `listeners`,
  * where the inbound sk_lookup program finds them.
  * With splicing on, it puts established same-node sockets of captured pods into
@@ -26,6 +28,7 @@
 #include "redirect.h"
 #include "splice.h"
 #include "inbound.h"
+#include "handover.h"
 
 #define OK 1
 
@@ -58,9 +61,20 @@ static __always_inline void on_connect(struct bpf_sock_ops *skops)
 	if (!st)
 		return;
 	key_active(skops, &k);
-	if (bpf_map_update_elem(&orig_by_tuple, &k, &st->orig, BPF_ANY))
+	/* A new entry is counted for its pod (handover.h); an entry already under this key (a tuple
+	 * left by a connection that went without its TCP_CLOSE) is replaced, and counted already. */
+	if (bpf_map_update_elem(&orig_by_tuple, &k, &st->orig, BPF_NOEXIST) == 0)
+		handover_count(k.netns_cookie, 1);
+	else if (bpf_map_update_elem(&orig_by_tuple, &k, &st->orig, BPF_EXIST))
 		stat_inc(STAT_HANDOVER_FULL);
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+/* Delete a hand-over entry; the pod's count follows when there was one. */
+static __always_inline void handover_delete(const struct tuple_key *k)
+{
+	if (bpf_map_delete_elem(&orig_by_tuple, k) == 0)
+		handover_count(k->netns_cookie, -1);
 }
 
 /* Where connect4/6 send a redirected connection: 127.0.0.1 / ::1 (v4-mapped for a v4-mapped
@@ -127,7 +141,7 @@ static __always_inline void on_accept(struct bpf_sock_ops *skops)
 					st->orig = *orig;
 				}
 			}
-			bpf_map_delete_elem(&orig_by_tuple, &k);
+			handover_delete(&k);
 			return;
 		}
 	}
@@ -144,7 +158,7 @@ static __always_inline void on_close(struct bpf_sock_ops *skops)
 	if (!app_state(skops))
 		return;
 	key_active(skops, &k);
-	bpf_map_delete_elem(&orig_by_tuple, &k);
+	handover_delete(&k);
 }
 
 /* A proxy port of the pod, or before its pod is captured one of Istio's

@@ -19,6 +19,7 @@ import { pidsUnder } from '../util/cgroup.js';
 import { PodFlags } from '../dataplane/layouts.js';
 import { reconcileMaps } from './reconcile.js';
 import { preparePodNetns } from '../dataplane/pod-netns.js';
+import { HandoverWatch, writeHandoverLimit } from '../dataplane/handover.js';
 import type { Want } from './plan.js';
 import { DEFAULT_STATE_DIR, prepareStateDir, StatusWriter, type AgentStatus, type PodStatus } from './status.js';
 import { checkBpffsFlag, checkStateDirFlag, diagnoseBpffs, pathsUnder, removeNewPaths, runStep, type Step } from './startup.js';
@@ -38,6 +39,8 @@ export interface AgentOptions {
   /** where the BPF objects are (default: bpf/build of the package). Tests only: the CLI sets it from
    * the hidden --test-bpf-objects, to make a start fail in the verifier */
   objDir?: string;
+  /** connections one pod may hold between connect() and its proxy's accept (default: a 16th of the node's hand-over map) */
+  maxInflightPerPod?: number;
 }
 
 const REPORT_HINT = 'MESHLANE_DEBUG=1 shows the cause; if this node is set up as the README says, please report it';
@@ -68,6 +71,7 @@ export class Agent {
   private rejectStart?: (e: Error) => void;
   private cgroupRoot = '';
   private statusWriter?: StatusWriter;
+  private handover?: HandoverWatch;
 
   constructor(private readonly opts: AgentOptions) {}
 
@@ -125,6 +129,7 @@ export class Agent {
     // Fill the maps before the programs go live (or are swapped): no window with empty maps.
     const splice = runStep({ what: `filling the maps and writing ${stateDir}/status.json`, where: `check --state-dir ${stateDir}`, fallback: REPORT_HINT }, () => {
       this.reconcile();
+      writeHandoverLimit(dataplane.maps, this.opts.maxInflightPerPod);
       return this.writeGlobalFlags(dataplane);
     });
     const attached = runStep(attachStep, () => dataplane.attach(cgroupRoot));
@@ -255,6 +260,7 @@ export class Agent {
     if (writes > 0) {
       log.info({ writes, captured: pods.filter((p) => p.state === 'captured').map((p) => `${p.ref.namespace}/${p.ref.name}`) }, 'maps updated');
     }
+    (this.handover ??= new HandoverWatch(log)).annotate(this.dataplane.maps, pods);
     this.logErrorChanges(pods);
     this.publish(pods, model);
   }

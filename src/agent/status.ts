@@ -13,6 +13,7 @@ import { dirname, join, resolve } from 'node:path';
 import type { CaptureSettings, PodRef } from '../model/types.js';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
+import type { PodHandover } from '../dataplane/handover.js';
 
 export const DEFAULT_STATE_DIR = '/run/meshlane';
 
@@ -27,6 +28,8 @@ export interface PodStatus {
   settings: CaptureSettings;
   errors: string[];
   unsupported: string[];
+  /** captured pods: its connections between connect() and accept(), its limit, and its connects refused for them */
+  handover?: PodHandover;
 }
 
 export interface AgentStatus {

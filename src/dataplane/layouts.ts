@@ -4,7 +4,7 @@
 // layouts.lock (append-only, see layout-lock.ts): change any and test/unit/layouts.test.ts fails until
 // the version is bumped and `npm run layouts:lock` has appended the new entry. test/kernel/layouts-btf
 // checks all of it against the compiled objects.
-import { struct, scalar, u8, u16, u32, u64, be16, ip4, ip6, u32Array, u8Array, cstr, type StructLayout } from './struct.js';
+import { struct, scalar, u8, u16, u32, u64, i64, be16, ip4, ip6, u32Array, u8Array, cstr, type StructLayout } from './struct.js';
 import { MapFlags, MapType } from './uapi.js';
 
 export const MAX_PROXY_IDS = 8;
@@ -18,6 +18,15 @@ export const MapLimits = {
   LISTENERS: 16384,
   PAIRS: 131072,
   SET_ENTRIES: 16384,
+  HANDOVER_NETNS: 2 * 4096 + 1,
+} as const;
+
+/** The hand-over limits of bpf/meshlane.h (handover.h): the default per pod, the node's headroom, and
+ * the key of the node's own count in `handover`. */
+export const Handover = {
+  DEFAULT_PER_POD: 65536 / 16,
+  HEADROOM: 1024,
+  NODE_KEY: 0n,
 } as const;
 
 export const PodFlags = {
@@ -59,6 +68,8 @@ export const Stat = [
   'inbound_no_listener',
   'dns_captured',
   'spliced',
+  'refused_pod_limit',
+  'refused_node_full',
 ] as const;
 
 export const PodConfig = struct('pod_config', {
@@ -110,6 +121,8 @@ export const PairKey = struct('pair_key', {
   pad: u32,
 });
 export const GlobalConfig = struct('global_config', { flags: u32, pad: u32 });
+export const HandoverCount = struct('handover_count', { inflight: i64, refused_pod: u64, refused_node: u64 });
+export const LimitsConfig = struct('limits_config', { handover_per_pod: u32, pad: u32 });
 
 export const NetnsCookie = scalar(u64);
 export const Ip4Key = scalar(ip4);
@@ -158,7 +171,9 @@ export const MAPS = {
   pod_dns: { name: 'pod_dns', key: DnsKey, value: Present, type: MapType.HASH, maxEntries: MapLimits.SET_ENTRIES, flags: 0, version: 1, what: 'per-pod DNS servers (resolv.conf)' },
   sock_pairs: { name: 'sock_pairs', key: PairKey, value: SocketCookie, type: MapType.SOCKHASH, maxEntries: MapLimits.PAIRS, flags: 0, version: 1, sockets: true, what: 'spliced local socket pairs (SOCKHASH)' },
   global: { name: 'global', key: StatIndex, value: GlobalConfig, type: MapType.ARRAY, maxEntries: 1, flags: 0, version: 1, what: 'node-wide switches' },
-  stats: { name: 'stats', key: StatIndex, value: Counter, type: MapType.PERCPU_ARRAY, maxEntries: Stat.length, flags: 0, version: 2, percpu: true, what: 'per-CPU counters' },
+  stats: { name: 'stats', key: StatIndex, value: Counter, type: MapType.PERCPU_ARRAY, maxEntries: Stat.length, flags: 0, version: 3, percpu: true, what: 'per-CPU counters' },
+  handover: { name: 'handover', key: NetnsCookie, value: HandoverCount, type: MapType.HASH, maxEntries: MapLimits.HANDOVER_NETNS, flags: 0, version: 1, what: 'per pod netns (0: the node): entries in orig_by_tuple, refused connects' },
+  limits: { name: 'limits', key: StatIndex, value: LimitsConfig, type: MapType.ARRAY, maxEntries: 1, flags: 0, version: 1, what: 'node-wide limits (in-flight connections per pod)' },
 } satisfies Record<string, MapDef>;
 
 export type MapName = keyof typeof MAPS;

@@ -52,6 +52,11 @@ export function podStatusLines(st: AgentStatus): string[] {
   for (const p of st.pods) {
     out.push(`  ${p.ref.namespace}/${p.ref.name} ${p.state}${p.reason ? ` (${p.reason})` : ''} ips=${p.ips.join(',')}${p.podId ? ` id=${p.podId}` : ''}`);
     out.push(`    ${settingsLine(p.settings)}`);
+    if (p.handover) {
+      const h = p.handover;
+      const refused = h.refusedAtLimit + h.refusedNodeFull > 0 ? `; refused: ${h.refusedAtLimit} at its limit, ${h.refusedNodeFull} with the node's map near full` : '';
+      out.push(`    connections between connect() and accept(): ${h.inflight} (limit ${h.limit})${refused}`);
+    }
     for (const e of p.errors) out.push(`    error: ${e}`);
     for (const u of p.unsupported) out.push(`    unsupported: ${u}`);
   }

@@ -6,6 +6,16 @@ import { cgroup2Mount } from '../../util/cgroup.js';
 import { UserError } from '../../util/errors.js';
 import { makeLogger } from '../../util/log.js';
 import { bpffsOption, requireRoot, stateDirOption } from '../options.js';
+import { DEFAULT_PER_POD, MAX_PER_POD } from '../../dataplane/handover.js';
+
+/** --max-inflight-per-pod: an integer in 1..MAX_PER_POD, else a one-line error. */
+function inflightLimit(v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > MAX_PER_POD) {
+    throw new UserError(`--max-inflight-per-pod '${v}' is not a whole number in 1..${MAX_PER_POD}: pass e.g. --max-inflight-per-pod ${DEFAULT_PER_POD}`);
+  }
+  return n;
+}
 
 interface AgentFlags {
   clusterFile?: string;
@@ -16,6 +26,7 @@ interface AgentFlags {
   nodeName?: string;
   logLevel: string;
   splice?: boolean;
+  maxInflightPerPod?: number;
   testBpfObjects?: string;
 }
 
@@ -35,6 +46,7 @@ export function agentCommand(): Command {
     .option('--node-name <name>', "this node: only pods with this spec.nodeName (default: $NODE_NAME; required with the Kubernetes API; a cluster file without it: all its pods)")
     .option('--splice', 'splice same-node connections of captured pods socket to socket (sk_msg); off by default: see README, Same-node splicing')
     .option('--no-splice', 'do not splice (the default): same-node connections go through TCP/IP')
+    .option('--max-inflight-per-pod <n>', `connections one pod may hold between connect() and its proxy's accept; more are refused (EPERM), so one pod whose proxy stops accepting cannot use up the node's hand-over map (1..${MAX_PER_POD}, default ${DEFAULT_PER_POD})`, inflightLimit)
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     // TEST ONLY, hidden from --help: load the BPF objects from another directory, so a kernel test can
     // make a start fail in the verifier after other objects loaded (test/kernel/cli-errors.test.ts)
@@ -52,6 +64,7 @@ export function agentCommand(): Command {
         stateDir: o.stateDir,
         nodeName: choice.nodeName,
         splice: o.splice,
+        maxInflightPerPod: o.maxInflightPerPod,
         objDir: o.testBpfObjects,
         log,
       });
