@@ -156,8 +156,8 @@ export declare function objGet(path: string): Fd;
 export declare function openMap(path: string): MapFd;
 /** Is `path` on a bpf filesystem? */
 export declare function isBpffs(path: string): boolean;
-/** mount -t bpf bpf PATH */
-export declare function mountBpffs(path: string): void;
+/** mount -t bpf bpf PATH, with mount(2) data (e.g. 'mode=0700') and MS_* flags (default none) */
+export declare function mountBpffs(path: string, data?: string, flags?: number): void;
 
 /** open(2); flags default O_RDONLY. O_CLOEXEC is always added. */
 export declare function openPath(path: string, flags?: number): Fd;

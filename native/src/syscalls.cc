@@ -149,10 +149,14 @@ Napi::Value IsBpffs(const Napi::CallbackInfo &info) {
   return Napi::Boolean::New(info.Env(), static_cast<unsigned long>(st.f_type) == BPF_FS_MAGIC);
 }
 
+// mount -t bpf -o DATA bpf PATH, with MS_* FLAGS (the caller decides both: see src/dataplane/bpffs.ts).
 Napi::Value MountBpffs(const Napi::CallbackInfo &info) {
   std::string path = ArgString(info, 0, "path");
-  if (mount("bpf", path.c_str(), "bpf", 0, nullptr) != 0)
-    ThrowErrno(info.Env(), errno, "mount", "bpffs on " + Quote(path), {{"path", path}});
+  std::string data = info.Length() > 1 && !info[1].IsUndefined() ? ArgString(info, 1, "data") : "";
+  uint32_t flags = ArgU32Opt(info, 2, "flags", 0);
+  if (mount("bpf", path.c_str(), "bpf", flags, data.empty() ? nullptr : data.c_str()) != 0)
+    ThrowErrno(info.Env(), errno, "mount", "bpffs on " + Quote(path) + (data.empty() ? "" : " -o " + data),
+               {{"path", path}});
   return info.Env().Undefined();
 }
 

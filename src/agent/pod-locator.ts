@@ -1,13 +1,40 @@
-// Finds a pod's network namespace from its cgroup, the way kubelet lays pods out:
+// Which network namespace is a pod's. The BPF programs key pods by netns cookie, so this answer decides
+// what is captured: a wrong one takes the pod's real netns out of `pods` (its traffic bypasses the proxy)
+// and gives the pod's settings to a netns it does not own. So the answer comes from an authority the
+// pod's own processes cannot influence, in this order:
+//   1. the CNI plugin, which the runtime hands the netns before any container of the pod runs: bind()
+//      (the plugin does not exist yet; this is the seam it will call);
+//   2. the pod's sandbox ("pause") process: the OLDEST process in the pod's cgroup subtree (start time,
+//      /proc/<pid>/stat field 22, ties by pid). The runtime starts it first and it holds the netns for the
+//      pod's whole life; no process of the pod can be older than it. Its netns must not be the node's.
+// Once bound, a pod keeps its netns (inode + cookie) until the pod leaves the source (retain()) or no process
+// of the pod is in that netns any more: then its sandbox died, kubelet makes a new one in a new netns, and
+// the authority is asked again. Any other process of the pod that enters another netns (unshare(CLONE_NEWUSER
+// | CLONE_NEWNET), as Chromium and bubblewrap do to sandbox themselves; setns) or starts in one changes
+// nothing, however it is placed in the cgroup tree.
+//
+// No fd to the netns is held (it would keep a dead pod's netns alive). The binding is checked through a
+// witness, a process of the pod inside the netns (the sandbox process while it lives), known by pid AND start
+// time, since pids are reused. A pass costs one stat of the witness's ns link and one read of its
+// /proc/<pid>/stat; the pod's processes are walked only when the witness is gone.
+//
+// Across an agent restart the pins tell which netns each pod had (restore(), from pinnedNetns()). They are
+// checked against the authority like any other answer, and the authority wins when they disagree: an agent
+// that predates this rule may have pinned a netns that a process of the pod made.
+//
+// Limitation: a runtime that runs no sandbox process (CRI-O with drop_infra_ctr) leaves the oldest container
+// process as the authority; a pod all of whose processes leave its netns can then move it. The CNI binding
+// closes that.
+//
+// Where pods are, the way kubelet lays them out:
 //   systemd driver:  kubepods.slice/kubepods-<qos>.slice/kubepods-<qos>-pod<uid with _>.slice
 //                    (Guaranteed: kubepods.slice/kubepods-pod<uid_>.slice)
 //   cgroupfs driver: kubepods/<qos>/pod<uid>   (Guaranteed: kubepods/pod<uid>)
-// Any process in the pod's cgroup subtree (the pause container at least) lives in the pod's netns;
-// its netns cookie is what the BPF programs key pods by.
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import * as native from '../native/addon.js';
 import { pidsUnder } from '../util/cgroup.js';
+import type { Logger } from '../util/log.js';
 import type { QosClass } from '../model/types.js';
 
 export function podCgroupCandidates(root: string, uid: string, qos: QosClass): string[] {
@@ -18,52 +45,240 @@ export function podCgroupCandidates(root: string, uid: string, qos: QosClass): s
     : [join(root, 'kubepods.slice', `kubepods-${q}.slice`, `kubepods-${q}-pod${u}.slice`), join(root, 'kubepods', q, `pod${uid}`)];
 }
 
+/** How the agent knows a netns is the pod's: handed over by the CNI plugin, the netns of the pod's sandbox
+ * process, or the one the pins held before a restart (confirmed by the sandbox process). */
+export type NetnsHow = 'cni' | 'sandbox' | 'pins';
+
 export type Location =
-  | { found: true; netnsCookie: bigint; pid: number; cgroup: string }
+  | {
+      found: true;
+      netnsCookie: bigint;
+      netnsInode: bigint;
+      how: NetnsHow;
+      /** the process the netns was found through (the sandbox process), when there was one */
+      foundPid: number | undefined;
+      /** a process of the pod in the netns now (the witness); undefined: none yet (a CNI netns before the
+       * sandbox runs) */
+      pid: number | undefined;
+      /** a path that opens the netns: /proc/<pid>/ns/net, or the CNI's netns path */
+      nsPath: string;
+      cgroup: string;
+    }
   | { found: false; reason: string };
 
-interface Cached {
+/** A process, known by pid and start time (a pid alone may have been reused). */
+export interface ProcId {
   pid: number;
-  nsIno: bigint;
+  /** /proc/<pid>/stat field 22: clock ticks after boot */
+  start: bigint;
+}
+
+interface Proc extends ProcId {
+  /** inode of its network namespace */
+  ino: bigint;
+}
+
+interface Binding {
+  ino: bigint;
   cookie: bigint;
-  cgroup: string;
+  how: NetnsHow;
+  cgroup?: string;
+  foundPid?: number;
+  witness?: ProcId;
+  /** cni: the runtime's path of the netns (a bind mount), which proves it alive while no process is in it */
+  nsPath?: string;
 }
 
-export class PodLocator {
-  private readonly cache = new Map<string, Cached>();
-  private readonly hostCookie: bigint;
+/** What the CNI plugin hands over: the netns path the runtime made (CNI_NETNS; it proves the netns alive
+ * before the sandbox process runs), or the netns itself (then it holds only while a process of the pod is in
+ * it, like a binding found through the sandbox process). */
+export type CniNetns = { nsPath: string; how: 'cni' } | { inode: bigint; cookie: bigint; how: 'cni' };
 
-  constructor(private readonly cgroupRoot: string) {
-    this.hostCookie = native.netnsCookie('/proc/self/ns/net');
-  }
-
-  locate(uid: string, qos: QosClass): Location {
-    const c = this.cache.get(uid);
-    if (c && nsIno(c.pid) === c.nsIno) return { found: true, netnsCookie: c.cookie, pid: c.pid, cgroup: c.cgroup };
-    this.cache.delete(uid);
-    const dir = podCgroupCandidates(this.cgroupRoot, uid, qos).find((d) => existsSync(d));
-    if (!dir) return { found: false, reason: `no pod cgroup yet under ${this.cgroupRoot}` };
-    for (const pid of pidsUnder(dir)) {
-      const ino = nsIno(pid);
-      if (ino === undefined) continue;
-      let cookie: bigint;
-      try {
-        cookie = native.netnsCookie(`/proc/${pid}/ns/net`);
-      } catch {
-        continue; // the process just exited
-      }
-      if (cookie === this.hostCookie) return { found: false, reason: 'the pod shares the node network namespace' };
-      this.cache.set(uid, { pid, nsIno: ino, cookie, cgroup: dir });
-      return { found: true, netnsCookie: cookie, pid, cgroup: dir };
-    }
-    return { found: false, reason: `no process in ${dir} yet` };
-  }
+/**
+ * Field 22 (starttime) of a /proc/<pid>/stat line. The command name (field 2) is in parentheses and may
+ * contain anything, spaces and ')' included, so fields are counted after the last ')'.
+ */
+export function parseStartTime(stat: string): bigint | undefined {
+  const close = stat.lastIndexOf(')');
+  if (close < 0) return undefined;
+  // after ')': field 3 (state) is index 0, so field 22 is index 19
+  const f = stat.slice(close + 2).split(' ')[19];
+  return f !== undefined && /^\d+$/.test(f) ? BigInt(f) : undefined;
 }
 
-function nsIno(pid: number): bigint | undefined {
+/** Oldest first: by start time, ties (same clock tick) by pid. */
+export function oldestFirst(a: ProcId, b: ProcId): number {
+  if (a.start !== b.start) return a.start < b.start ? -1 : 1;
+  return a.pid - b.pid;
+}
+
+/** uid -> netns cookie as the pins hold them (pods: cookie -> pod id; pod_info: pod id -> uid). A uid that
+ * two cookies claim is left out: the authority decides alone. */
+export function pinnedNetns(pods: ReadonlyArray<readonly [bigint, { pod_id: number }]>, info: ReadonlyArray<readonly [number, { uid: string }]>): Map<string, bigint> {
+  const uidOf = new Map(info.map(([id, i]) => [id, i.uid]));
+  const out = new Map<string, bigint>();
+  const twice = new Set<string>();
+  for (const [cookie, c] of pods) {
+    const uid = uidOf.get(c.pod_id);
+    if (uid === undefined || uid === '') continue;
+    if (out.has(uid)) twice.add(uid);
+    out.set(uid, cookie);
+  }
+  for (const u of twice) out.delete(u);
+  return out;
+}
+
+function procStart(pid: number): bigint | undefined {
   try {
-    return statSync(`/proc/${pid}/ns/net`, { bigint: true }).ino;
+    return parseStartTime(readFileSync(`/proc/${pid}/stat`, 'utf8'));
   } catch {
     return undefined;
   }
+}
+
+function nsIno(path: string): bigint | undefined {
+  try {
+    return statSync(path, { bigint: true }).ino;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A process with its netns; undefined when it is gone or a zombie (an exited task has no namespaces). */
+function readProc(pid: number): Proc | undefined {
+  const start = procStart(pid);
+  const ino = start === undefined ? undefined : nsIno(`/proc/${pid}/ns/net`);
+  return start === undefined || ino === undefined ? undefined : { pid, start, ino };
+}
+
+/** The cookie of p's netns, read through its ns link; undefined when p exited or moved meanwhile. */
+function cookieOf(p: Proc): bigint | undefined {
+  let cookie: bigint;
+  try {
+    cookie = native.netnsCookie(`/proc/${p.pid}/ns/net`);
+  } catch {
+    return undefined;
+  }
+  const again = readProc(p.pid);
+  return again !== undefined && again.start === p.start && again.ino === p.ino ? cookie : undefined;
+}
+
+/** Every process of a cgroup subtree with its netns, oldest first. */
+function scan(dir: string): Proc[] {
+  const out: Proc[] = [];
+  for (const pid of pidsUnder(dir, Number.POSITIVE_INFINITY)) {
+    const p = readProc(pid);
+    if (p) out.push(p);
+  }
+  return out.sort(oldestFirst);
+}
+
+export class PodLocator {
+  private readonly bindings = new Map<string, Binding>();
+  /** uid -> cookie from the pins of an earlier agent, until the authority has answered for the pod */
+  private readonly restored = new Map<string, bigint>();
+  private readonly hostIno: bigint;
+  private readonly hostCookie: bigint;
+
+  constructor(
+    private readonly cgroupRoot: string,
+    private readonly log?: Logger,
+  ) {
+    this.hostIno = statSync('/proc/self/ns/net', { bigint: true }).ino;
+    this.hostCookie = native.netnsCookie('/proc/self/ns/net');
+  }
+
+  /** Seed what the pins say (pinnedNetns()), before the first locate after a restart. */
+  restore(pinned: ReadonlyMap<string, bigint>): void {
+    for (const [uid, cookie] of pinned) this.restored.set(uid, cookie);
+  }
+
+  /**
+   * The CNI plugin's answer for a pod (the highest authority): replaces any binding. Throws when the path is
+   * not a netns that exists, or is the node's.
+   */
+  bind(uid: string, ns: CniNetns): void {
+    let ino: bigint;
+    let cookie: bigint;
+    let nsPath: string | undefined;
+    if ('nsPath' in ns) {
+      nsPath = ns.nsPath;
+      ino = statSync(nsPath, { bigint: true }).ino;
+      cookie = native.netnsCookie(nsPath);
+    } else {
+      ino = ns.inode;
+      cookie = ns.cookie;
+    }
+    if (ino === this.hostIno || cookie === this.hostCookie) throw new Error(`pod ${uid}: the CNI netns is the node's network namespace`);
+    this.bindings.set(uid, { ino, cookie, how: 'cni', nsPath });
+    this.restored.delete(uid);
+    this.log?.info({ pod: uid, netns: ino.toString(), how: 'cni' }, 'pod network namespace bound');
+  }
+
+  /** Forget pods that are gone from the source. */
+  retain(uids: ReadonlySet<string>): void {
+    for (const u of this.bindings.keys()) if (!uids.has(u)) this.bindings.delete(u);
+    for (const u of this.restored.keys()) if (!uids.has(u)) this.restored.delete(u);
+  }
+
+  /** The pod's netns; `pod` names it in the log. */
+  locate(uid: string, qos: QosClass, pod: string = uid): Location {
+    const b = this.bindings.get(uid);
+    // the common pass: the witness is the same process, still in the bound netns
+    if (b?.witness && b.cgroup && nsIno(`/proc/${b.witness.pid}/ns/net`) === b.ino && procStart(b.witness.pid) === b.witness.start) return located(b, b.cgroup);
+    const dir = b?.cgroup ?? podCgroupCandidates(this.cgroupRoot, uid, qos).find((d) => existsSync(d));
+    if (!dir) return { found: false, reason: `no pod cgroup yet under ${this.cgroupRoot}` };
+    const procs = scan(dir);
+    if (b) {
+      // The witness exited or left the netns: any other process of the pod still in it keeps the binding
+      // (the oldest: most likely the longest to stay). Inode numbers are reused, so the cookie must match too.
+      const w = procs.find((p) => p.ino === b.ino && cookieOf(p) === b.cookie);
+      if (w) {
+        if (b.witness) this.log?.info({ pod, netns: b.ino.toString(), was: b.witness.pid, now: w.pid }, 'the process holding the pod netns is gone or left it; another process of the pod holds it');
+        b.witness = { pid: w.pid, start: w.start };
+        b.cgroup = dir;
+        return located(b, dir);
+      }
+      if (b.nsPath !== undefined && nsIno(b.nsPath) === b.ino) {
+        b.witness = undefined; // a CNI netns whose sandbox does not run yet
+        b.cgroup = dir;
+        return located(b, dir);
+      }
+      this.bindings.delete(uid);
+      this.log?.info({ pod, netns: b.ino.toString(), how: b.how }, 'no process of the pod is in its netns any more (its sandbox is gone): asking the sandbox process again');
+    }
+    return this.fromSandbox(uid, pod, dir, procs);
+  }
+
+  private fromSandbox(uid: string, pod: string, dir: string, procs: Proc[]): Location {
+    const sandbox = procs[0];
+    if (!sandbox) return { found: false, reason: `no process in ${dir} yet` };
+    if (sandbox.ino === this.hostIno) return { found: false, reason: `the pod shares the node network namespace (its sandbox process ${sandbox.pid} is in it)` };
+    const cookie = cookieOf(sandbox);
+    if (cookie === undefined) return { found: false, reason: `the sandbox process ${sandbox.pid} of the pod exited while it was looked at` };
+    if (cookie === this.hostCookie) return { found: false, reason: `the pod shares the node network namespace (its sandbox process ${sandbox.pid} is in it)` };
+    const pinned = this.restored.get(uid);
+    this.restored.delete(uid);
+    if (pinned !== undefined && pinned !== cookie) {
+      this.log?.warn({ pod, pinnedCookie: pinned.toString(), sandboxPid: sandbox.pid, netns: sandbox.ino.toString(), cookie: cookie.toString() }, 'the pinned netns of the pod is not the netns of its sandbox process: following the sandbox process');
+    }
+    const b: Binding = { ino: sandbox.ino, cookie, how: pinned === cookie ? 'pins' : 'sandbox', cgroup: dir, foundPid: sandbox.pid, witness: { pid: sandbox.pid, start: sandbox.start } };
+    this.bindings.set(uid, b);
+    this.log?.info({ pod, netns: b.ino.toString(), cookie: cookie.toString(), how: b.how, sandboxPid: sandbox.pid }, 'pod network namespace bound');
+    return located(b, dir);
+  }
+}
+
+function located(b: Binding, cgroup: string): Location {
+  const pid = b.witness?.pid;
+  return {
+    found: true,
+    netnsCookie: b.cookie,
+    netnsInode: b.ino,
+    how: b.how,
+    foundPid: b.foundPid,
+    pid,
+    nsPath: pid !== undefined ? `/proc/${pid}/ns/net` : b.nsPath!,
+    cgroup,
+  };
 }

@@ -11,9 +11,11 @@ import { chmodSync, closeSync, fchmodSync, fsyncSync, lstatSync, mkdirSync, open
 import { randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import type { CaptureSettings, PodRef } from '../model/types.js';
+import type { NetnsHow } from './pod-locator.js';
+import type { AgentHealth } from './health.js';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import type { PodHandover } from '../dataplane/handover.js';
+import type { NodeHandover, PodHandover } from '../dataplane/handover.js';
 
 export const DEFAULT_STATE_DIR = '/run/meshlane';
 
@@ -23,6 +25,8 @@ export interface PodStatus {
   state: 'captured' | 'pending';
   reason?: string;
   netnsCookie?: string;
+  /** the pod's network namespace and how the agent knows it is the pod's (see pod-locator.ts) */
+  netns?: PodNetnsStatus;
   podId?: number;
   ips: string[];
   settings: CaptureSettings;
@@ -30,6 +34,18 @@ export interface PodStatus {
   unsupported: string[];
   /** captured pods: its connections between connect() and accept(), its limit, and its connects refused for them */
   handover?: PodHandover;
+}
+
+export interface PodNetnsStatus {
+  /** inode number of the netns (what `ls -iL /proc/<pid>/ns/net` and `lsns -t net` show) */
+  inode: string;
+  /** cni: handed over by the CNI plugin; sandbox: the netns of the pod's sandbox (oldest) process; pins: what
+   * the pins held before a restart, confirmed by the sandbox process */
+  how: NetnsHow;
+  /** the process it was found through (the sandbox process) */
+  pid?: number;
+  /** when that process is gone: the process of the pod that is in the netns now */
+  heldBy?: number;
 }
 
 export interface AgentStatus {
@@ -40,8 +56,12 @@ export interface AgentStatus {
   cgroupRoot: string;
   source: string;
   sourceError?: string;
+  /** readiness (health.ts); absent in the status of an agent older than it */
+  health?: AgentHealth;
   pods: PodStatus[];
   skipped: Array<{ ref: PodRef; reason: string }>;
+  /** the node's hand-over map (orig_by_tuple): its entries, the limits, the connects refused */
+  handover?: NodeHandover;
 }
 
 export const statusPath = (stateDir: string): string => join(stateDir, 'status.json');

@@ -2,22 +2,29 @@
 // keeps them attached through pinned bpf_links. Everything it makes is pinned under one bpffs
 // directory, so it outlives the agent:
 //
-//   <bpffs>/maps/<map>_v<layout version>   every map (see layouts.ts)
-//   <bpffs>/links/<program>                 one cgroup link per program
+//   <bpffs>/maps/<map>_v<layout version>          every map (see layouts.ts)
+//   <bpffs>/links/<program>                        one cgroup link per program
+//   <bpffs>/links/netns/<program>/<netns cookie>   one netns link per captured pod
+//
+// Only root can touch that tree, and no pin in it is followed or taken from someone else: see bpffs.ts.
 //
 // A (re)started agent reuses the pinned maps of the same layout version and swaps the programs behind
 // the pinned links with bpf_link_update: capture never stops. Maps of another layout version are new
 // maps; the agent fills them before it swaps the programs and removes the old pins after.
-import { existsSync, mkdirSync, readdirSync, rmSync, rmdirSync, unlinkSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, rmSync, rmdirSync, unlinkSync } from 'node:fs';
 import { release } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join, resolve } from 'node:path';
 import * as native from '../native/addon.js';
 import { BpfError, VerifierError } from '../native/errors.js';
 import { BpfLink, BpfObject, type BpfProgram } from '../native/handles.js';
 import { MAPS, MAP_NAMES, type MapDef, type MapName } from './layouts.js';
 import { OBJECTS, netnsPrograms, staticPrograms } from './programs.js';
 import { typedMap, type KeyOf, type TypedMap, type ValueOf } from './typed-map.js';
-import { requireFeatures } from './features.js';
+import { AGENT_CAPS, capsMessage, requireFeatures } from './features.js';
+import {
+  COOKIE_PIN, PROGRAM_PIN, MOUNT_DATA, MOUNT_FLAGS, checkBpffs, linksDir, makeDir, mapsDir, netnsLinksDir, netnsProgramDir, openPin, prepareBpffs,
+  present, refused, type Prepared, type Tree,
+} from './bpffs.js';
 import { MapType } from './uapi.js';
 import { UserError, isErrno } from '../util/errors.js';
 import { cgroupId, checkCgroupDir } from '../util/cgroup.js';
@@ -32,10 +39,11 @@ export type MapsView = MapsOf<MapName>;
 const isMapName = (name: string): name is MapName => Object.hasOwn(MAPS, name);
 
 export const mapPinName = (def: MapDef): string => `${def.name}_v${def.version}`;
-export const mapsDir = (bpffs: string): string => join(bpffs, 'maps');
-export const linksDir = (bpffs: string): string => join(bpffs, 'links');
+export { mapsDir, linksDir, onBpffs } from './bpffs.js';
 
 const PRIVILEGE_HINT = 'run meshlane as root (it needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)';
+/** what uninstall, dump and status need: bpf() on the pins (CAP_SYS_ADMIN covers CAP_BPF) */
+const PIN_CAPS = AGENT_CAPS.filter(([c]) => c === 'CAP_SYS_ADMIN');
 
 /** Turns errors a user can cause into one clear line, by class; anything else passes through. */
 export function explain(e: unknown, what: string): unknown {
@@ -48,36 +56,32 @@ export function explain(e: unknown, what: string): unknown {
     );
   }
   if (e instanceof BpfError && (e.code === 'EPERM' || e.code === 'EACCES')) {
-    return new UserError(`${what}: permission denied (${e.syscall}): ${PRIVILEGE_HINT}`, { cause: e });
+    // root without its capabilities gets told which ones, not to become root
+    const caps = capsMessage(PIN_CAPS);
+    return new UserError(`${what}: permission denied (${e.syscall}): ${caps ?? PRIVILEGE_HINT}`, { cause: e });
   }
   return e;
 }
 
-
-/** Is `dir` (or its nearest existing ancestor) on a bpf filesystem? */
-export function onBpffs(dir: string): boolean {
-  let probe = dir;
-  while (!existsSync(probe)) probe = dirname(probe);
-  return native.isBpffs(probe);
-}
-
-/** Make sure `dir` is on a bpf filesystem, mounting bpffs at /sys/fs/bpf (or at `dir`) if needed. */
-export function ensureBpffs(dir: string): void {
-  if (!onBpffs(dir)) {
-    const mountAt = dir.startsWith('/sys/fs/bpf/') || dir === '/sys/fs/bpf' ? '/sys/fs/bpf' : dir;
+/**
+ * Make sure the --bpffs tree is on bpffs and root's alone (bpffs.ts), mounting bpffs (mode 0700) at
+ * /sys/fs/bpf, or at `dir` outside it, if needed.
+ */
+export function ensureBpffs(dir: string): Prepared {
+  return prepareBpffs(dir, (mountAt) => {
     try {
-      mkdirSync(mountAt, { recursive: true });
-      native.mountBpffs(mountAt);
+      native.mountBpffs(mountAt, MOUNT_DATA, MOUNT_FLAGS);
     } catch (e) {
       if (isErrno(e, 'EPERM') || isErrno(e, 'EACCES')) {
-        throw new UserError(`bpffs is not mounted at ${mountAt} and meshlane may not mount it: ${PRIVILEGE_HINT}, or mount it with 'mount -t bpf bpf ${mountAt}'`);
+        throw new UserError(`bpffs is not mounted at ${mountAt} and meshlane may not mount it: ${PRIVILEGE_HINT}, or mount it with 'mount -t bpf -o ${MOUNT_DATA} bpf ${mountAt}'`);
       }
-      throw new UserError(`bpffs is not mounted at ${mountAt} and mounting it failed (${(e as Error).message}): mount it with 'mount -t bpf bpf ${mountAt}'`);
+      throw new UserError(`bpffs is not mounted at ${mountAt} and mounting it failed (${(e as Error).message}): mount it with 'mount -t bpf -o ${MOUNT_DATA} bpf ${mountAt}'`);
     }
-  }
-  mkdirSync(mapsDir(dir), { recursive: true });
-  mkdirSync(linksDir(dir), { recursive: true });
+  });
 }
+
+/** Entries of meshlane's directories that it did not make, for a log line (they are left alone). */
+const foreignLine = (t: Tree): string[] => t.foreign.map((f) => `${f.rel} ${f.why}`);
 
 export interface LoadOptions {
   bpffs: string;
@@ -97,6 +101,8 @@ export class Dataplane {
     readonly bpffs: string,
     private readonly log?: Logger,
     objDir = join(packageRoot(), 'bpf', 'build'),
+    /** directories this load made: a failed load takes them away again, and nothing else */
+    madeDirs: string[] = [],
   ) {
     // The loader keeps handles only: one per map (the pinned map, or the first object's), one per
     // program; every object is closed once its handles are taken.
@@ -115,8 +121,8 @@ export class Dataplane {
           let map = handles.get(spec.name);
           if (map === undefined) {
             const pin = join(mapsDir(bpffs), mapPinName(def));
-            if (existsSync(pin)) {
-              map = native.openMap(pin);
+            if (present(pin)) {
+              map = openPin(bpffs, pin, native.openMap);
               handles.set(spec.name, map);
               const info = map.info;
               if (info.type !== spec.type || info.keySize !== spec.keySize || info.valueSize !== spec.valueSize || (info.maxEntries !== spec.maxEntries && spec.type !== MapType.SK_STORAGE)) {
@@ -132,8 +138,8 @@ export class Dataplane {
           const map = obj.map(spec.name);
           handles.set(spec.name, map);
           const pin = join(mapsDir(bpffs), mapPinName(MAPS[spec.name]));
-          if (!existsSync(pin)) {
-            native.pin(map, pin);
+          if (!present(pin)) {
+            native.pin(map, pin); // bpf_obj_pin never follows or replaces an existing name
             this.created.push(spec.name);
           }
         }
@@ -149,16 +155,29 @@ export class Dataplane {
     } catch (e) {
       for (const map of handles.values()) map.close();
       this.closePrograms();
-      // a failed load leaves nothing of its own behind: the pins it made, and the directories if empty
+      // a failed load leaves nothing of its own behind: the pins and the directories it made
       for (const name of this.created.splice(0)) rmSync(join(mapsDir(bpffs), mapPinName(MAPS[name])), { force: true });
-      for (const d of [mapsDir(bpffs), linksDir(bpffs), bpffs]) {
+      for (const d of [...madeDirs].reverse()) {
         try {
           rmdirSync(d);
         } catch {
-          /* not empty: pins of an earlier, working install */
+          /* not empty, or the mount point of the bpffs it mounted */
         }
       }
       throw e;
+    }
+  }
+
+  /**
+   * Everything that can refuse a start without writing anything, for the agent to call before it
+   * reads its source: the capabilities, the kernel's features, the --bpffs tree (bpffs.ts).
+   */
+  static preflight(bpffs: string): void {
+    try {
+      requireFeatures();
+      checkBpffs(bpffs);
+    } catch (e) {
+      throw explain(e, `checking --bpffs ${bpffs}`);
     }
   }
 
@@ -166,8 +185,11 @@ export class Dataplane {
   static load(opts: LoadOptions): Dataplane {
     try {
       requireFeatures();
-      ensureBpffs(opts.bpffs);
-      return new Dataplane(opts.bpffs, opts.log, opts.objDir);
+      const prepared = ensureBpffs(opts.bpffs);
+      const foreign = foreignLine(prepared.tree);
+      if (foreign.length) opts.log?.warn({ bpffs: opts.bpffs, entries: foreign }, 'entries meshlane did not make are in its pin directories; left alone');
+      if (prepared.mounted) opts.log?.info({ at: prepared.mounted, options: MOUNT_DATA }, 'mounted bpffs');
+      return new Dataplane(opts.bpffs, opts.log, opts.objDir, prepared.made);
     } catch (e) {
       throw explain(e, 'loading the BPF programs');
     }
@@ -198,8 +220,8 @@ export class Dataplane {
           continue;
         }
         const pin = join(linksDir(this.bpffs), p.name);
-        if (existsSync(pin)) {
-          updatePinnedLink(pin, prog, wantId, `the pinned link ${pin} is attached to another cgroup than ${dir}: run 'meshlane uninstall --bpffs ${this.bpffs}' first, or use the same --cgroup-root`);
+        if (present(pin)) {
+          updatePinnedLink(this.bpffs, pin, prog, wantId, `the pinned link ${pin} is attached to another cgroup than ${dir}: run 'meshlane uninstall --bpffs ${this.bpffs}' first, or use the same --cgroup-root`);
           report.push({ program: p.name, action: 'updated' });
         } else {
           using link = prog.attachCgroup(cgroup, p.attach.type);
@@ -238,14 +260,15 @@ export class Dataplane {
    */
   attachNetns(nsPath: string, cookie: bigint): void {
     for (const p of netnsPrograms()) {
-      const dir = join(linksDir(this.bpffs), 'netns', p.name);
+      const dir = netnsProgramDir(this.bpffs, p.name);
       const pin = join(dir, cookie.toString());
       const prog = this.program(p.name);
-      if (existsSync(pin)) {
+      if (present(pin)) {
         if (this.netnsDone.get(pin) === prog) continue;
-        updatePinnedLink(pin, prog, undefined, '');
+        updatePinnedLink(this.bpffs, pin, prog, undefined, '');
       } else {
-        mkdirSync(dir, { recursive: true });
+        makeDir(this.bpffs, netnsLinksDir(this.bpffs));
+        makeDir(this.bpffs, dir);
         using netns = native.openPath(nsPath);
         using link = prog.attachNetns(netns, p.attach.type);
         link.pin(pin);
@@ -257,36 +280,38 @@ export class Dataplane {
   /** Netns cookies that have pinned netns links. */
   netnsLinkCookies(): bigint[] {
     const out = new Set<bigint>();
-    for (const p of netnsPrograms()) for (const f of safeReaddir(join(linksDir(this.bpffs), 'netns', p.name))) out.add(BigInt(f));
+    for (const p of netnsPrograms()) for (const f of safeReaddir(netnsProgramDir(this.bpffs, p.name))) if (COOKIE_PIN.test(f)) out.add(BigInt(f));
     return [...out];
   }
 
   /** Detach and unpin the netns links of a pod (gone or no longer captured). */
   detachNetns(cookie: bigint): void {
     for (const p of netnsPrograms()) {
-      const pin = join(linksDir(this.bpffs), 'netns', p.name, cookie.toString());
-      if (existsSync(pin)) detachPinnedLink(pin);
+      const pin = join(netnsProgramDir(this.bpffs, p.name), cookie.toString());
+      if (present(pin)) detachPinnedLink(this.bpffs, pin);
       this.netnsDone.delete(pin);
     }
   }
 
-  /** Remove pins that no longer belong: maps of other layout versions, links of programs that are gone. */
+  /**
+   * Remove pins that no longer belong: maps of other layout versions, links of programs that are gone.
+   * Only pins meshlane made (its names, its pins: bpffs.ts); anything else is left alone.
+   */
   removeStalePins(): string[] {
     const removed: string[] = [];
     const wantMaps = new Set(MAP_NAMES.map((n) => mapPinName(MAPS[n])));
-    for (const f of safeReaddir(mapsDir(this.bpffs))) {
-      if (!wantMaps.has(f)) {
-        unlinkSync(join(mapsDir(this.bpffs), f));
-        removed.push(`maps/${f}`);
-      }
+    const wantLinks = new Set(staticPrograms().map((p) => p.name));
+    const wantNetns = new Set(netnsPrograms().map((p) => p.name));
+    const tree = checkBpffs(this.bpffs);
+    if (!tree) return removed;
+    for (const pin of tree.pins) {
+      if (pin.kind === 'map' && !wantMaps.has(pin.name)) unlinkSync(pin.path);
+      else if (pin.kind === 'link' && !wantLinks.has(pin.name)) detachPinnedLink(this.bpffs, pin.path);
+      else if (pin.kind === 'netns-link' && !wantNetns.has(pin.name)) detachPinnedLink(this.bpffs, pin.path);
+      else continue;
+      removed.push(pin.rel);
     }
-    const wantLinks = new Set([...staticPrograms().map((p) => p.name), 'netns']);
-    for (const f of safeReaddir(linksDir(this.bpffs))) {
-      if (!wantLinks.has(f)) {
-        detachPinnedLink(join(linksDir(this.bpffs), f));
-        removed.push(`links/${f}`);
-      }
-    }
+    for (const d of safeReaddir(netnsLinksDir(this.bpffs))) if (PROGRAM_PIN.test(d) && !wantNetns.has(d)) rmdirIfEmpty(netnsProgramDir(this.bpffs, d));
     return removed;
   }
 
@@ -317,17 +342,20 @@ function safeReaddir(d: string): string[] {
   }
 }
 
+/** The link pinned at `pin`, opened without following anything (bpffs.ts). */
+const openLink = (bpffs: string, pin: string): BpfLink => new BpfLink(openPin(bpffs, pin, native.objGet));
+
 /** Swap the program behind a pinned link (bpf_link_update: no moment without a program). */
-function updatePinnedLink(pin: string, prog: BpfProgram, wantCgroupId: bigint | undefined, mismatch: string): void {
-  using link = BpfLink.open(pin);
+function updatePinnedLink(bpffs: string, pin: string, prog: BpfProgram, wantCgroupId: bigint | undefined, mismatch: string): void {
+  using link = openLink(bpffs, pin);
   const info = link.info();
   if (wantCgroupId !== undefined && info.cgroupId !== undefined && BigInt(info.cgroupId) !== wantCgroupId) throw new UserError(mismatch);
   link.update(prog);
 }
 
-function detachPinnedLink(pin: string): void {
+function detachPinnedLink(bpffs: string, pin: string): void {
   {
-    using link = BpfLink.open(pin);
+    using link = openLink(bpffs, pin);
     try {
       link.detach();
     } catch (e) {
@@ -347,11 +375,11 @@ export class PinnedMaps implements Disposable {
     try {
       for (const name of MAP_NAMES) {
         const pin = join(mapsDir(bpffs), mapPinName(MAPS[name]));
-        if (!existsSync(pin)) {
+        if (!present(pin)) {
           this.missing.push(name);
           continue;
         }
-        const map = native.openMap(pin);
+        const map = openPin(bpffs, pin, native.openMap);
         try {
           setView(this.maps, name, map);
         } catch (e) {
@@ -374,42 +402,90 @@ export class PinnedMaps implements Disposable {
   }
 }
 
-/** What is pinned under `bpffs`: link and map pin names. */
+/** What is pinned under `bpffs`: link and map pin names (only pins: no symbolic link, nothing followed). */
 export function listPins(bpffs: string): { links: string[]; maps: string[] } {
-  const links: string[] = [];
-  for (const f of safeReaddir(linksDir(bpffs))) {
-    if (f !== 'netns') links.push(f);
-    else for (const prog of safeReaddir(join(linksDir(bpffs), f))) for (const c of safeReaddir(join(linksDir(bpffs), f, prog))) links.push(`netns/${prog}/${c}`);
+  const pins = (d: string): string[] => safeReaddir(d).filter((f) => isPin(join(d, f)));
+  const links: string[] = pins(linksDir(bpffs));
+  if (isDir(netnsLinksDir(bpffs))) {
+    for (const prog of safeReaddir(netnsLinksDir(bpffs))) if (isDir(netnsProgramDir(bpffs, prog))) for (const c of pins(netnsProgramDir(bpffs, prog))) links.push(`netns/${prog}/${c}`);
   }
-  return { links, maps: safeReaddir(mapsDir(bpffs)) };
+  return { links, maps: isDir(mapsDir(bpffs)) ? pins(mapsDir(bpffs)) : [] };
 }
 
-/** Detach every pinned link and remove every pin and directory meshlane made under `bpffs`. */
-export function uninstall(bpffs: string): string[] {
-  const removed: string[] = [];
-  if (!existsSync(bpffs)) return removed;
+const lstatOf = (p: string): ReturnType<typeof lstatSync> | undefined => {
   try {
-    for (const f of safeReaddir(linksDir(bpffs))) {
-      if (f === 'netns') continue;
-      detachPinnedLink(join(linksDir(bpffs), f));
-      removed.push(`links/${f}`);
+    return lstatSync(p);
+  } catch {
+    return undefined;
+  }
+};
+const isPin = (p: string): boolean => lstatOf(p)?.isFile() ?? false;
+const isDir = (p: string): boolean => lstatOf(p)?.isDirectory() ?? false;
+
+function rmdirIfEmpty(d: string): boolean {
+  try {
+    rmdirSync(d);
+    return true;
+  } catch (e) {
+    // not empty (entries meshlane did not make), gone already, or the root of a bpffs mount
+    if (isErrno(e, 'ENOTEMPTY') || isErrno(e, 'EEXIST') || isErrno(e, 'ENOENT') || isErrno(e, 'EBUSY')) return false;
+    throw e;
+  }
+}
+
+export interface UninstallReport {
+  /** pins detached and removed, relative to --bpffs */
+  removed: string[];
+  /** entries left alone: not made by meshlane, or not pins it made (a symbolic link, a hard link...) */
+  kept: Array<{ rel: string; why: string }>;
+  /** the directory held meshlane's maps/ or links/ */
+  meshlane: boolean;
+  /** --bpffs did not exist */
+  absent: boolean;
+  /** the --bpffs directory itself was removed (it was meshlane's and is empty now) */
+  removedDir: boolean;
+}
+
+/**
+ * Detach every link and remove every pin and directory that meshlane made under `bpffs`, and nothing
+ * else: names outside meshlane's layout, symbolic links and hard links are left alone (and reported), and
+ * the --bpffs directory itself goes only if it held meshlane's maps/ or links/ and is empty then. A tree
+ * that is not root's alone is refused (someone could swap entries under uninstall), as at start.
+ */
+export function removePins(bpffs: string): UninstallReport {
+  const report: UninstallReport = { removed: [], kept: [], meshlane: false, absent: false, removedDir: false };
+  const dir = resolve(bpffs);
+  const st = lstatOf(dir);
+  if (st === undefined) return { ...report, absent: true };
+  const fix = 'pass the --bpffs the agent uses';
+  if (st.isSymbolicLink()) throw refused(bpffs, 'is a symbolic link (never followed)', fix);
+  if (!st.isDirectory()) throw refused(bpffs, 'is not a directory', fix);
+  if (!native.isBpffs(dir)) throw new UserError(`${bpffs} is not on a bpf filesystem: nothing of meshlane can be pinned there; ${fix}`);
+  try {
+    const tree = checkBpffs(bpffs, 'keep');
+    if (!tree) return { ...report, absent: true };
+    report.meshlane = tree.meshlane;
+    report.kept = [...tree.bad, ...tree.foreign].map(({ rel, why }) => ({ rel, why })).sort((a, b) => a.rel.localeCompare(b.rel));
+    if (tree.pins.length) {
+      const caps = capsMessage(PIN_CAPS);
+      if (caps) throw new UserError(`removing the pins under ${bpffs}: ${caps}`);
     }
-    const netns = join(linksDir(bpffs), 'netns');
-    for (const prog of safeReaddir(netns)) {
-      for (const c of safeReaddir(join(netns, prog))) {
-        detachPinnedLink(join(netns, prog, c));
-        removed.push(`links/netns/${prog}/${c}`);
-      }
-      rmdirSync(join(netns, prog));
+    // links first (capture stops), then the maps they used
+    for (const pin of [...tree.pins].sort((a, b) => (a.kind === 'map' ? 1 : 0) - (b.kind === 'map' ? 1 : 0))) {
+      if (pin.kind === 'map') unlinkSync(pin.path);
+      else detachPinnedLink(bpffs, pin.path);
+      report.removed.push(pin.rel);
     }
-    if (existsSync(netns)) rmdirSync(netns);
-    for (const f of safeReaddir(mapsDir(bpffs))) {
-      unlinkSync(join(mapsDir(bpffs), f));
-      removed.push(`maps/${f}`);
-    }
-    for (const d of [linksDir(bpffs), mapsDir(bpffs), bpffs]) if (existsSync(d)) rmdirSync(d);
+    for (const prog of safeReaddir(netnsLinksDir(dir))) if (PROGRAM_PIN.test(prog) && isDir(netnsProgramDir(dir, prog))) rmdirIfEmpty(netnsProgramDir(dir, prog));
+    for (const d of [netnsLinksDir(dir), linksDir(dir), mapsDir(dir)]) if (isDir(d)) rmdirIfEmpty(d);
+    if (tree.meshlane) report.removedDir = rmdirIfEmpty(dir);
   } catch (e) {
     throw explain(e, `removing ${bpffs}`);
   }
-  return removed;
+  return report;
+}
+
+/** removePins, for callers that only want what was removed. */
+export function uninstall(bpffs: string): string[] {
+  return removePins(bpffs).removed;
 }

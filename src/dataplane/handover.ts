@@ -13,7 +13,7 @@ import type { Logger } from '../util/log.js';
 export const DEFAULT_PER_POD = Handover.DEFAULT_PER_POD;
 /** the most a pod may be given: below the node's own refusal threshold */
 export const MAX_PER_POD = MapLimits.INFLIGHT - Handover.HEADROOM;
-/** how often the counts are read (at most; the agent's pass runs every 250 ms) */
+/** how often the agent reads the counts */
 export const READ_EVERY_MS = 1000;
 
 /** Node-wide limits, written before the programs go live. */
@@ -35,26 +35,45 @@ export interface PodHandover {
   refusedNodeFull: number;
 }
 
+/** The node's figures, as status shows them. */
+export interface NodeHandover {
+  /** entries in orig_by_tuple, all pods */
+  inflight: number;
+  /** orig_by_tuple's max_entries */
+  capacity: number;
+  /** new redirected connects are refused (every pod) from this many entries on */
+  refuseFrom: number;
+  /** the per-pod limit (limits[0]) */
+  perPodLimit: number;
+  /** connects refused: a pod at its limit / the node near capacity (stats, since the maps were made) */
+  refusedPodLimit: number;
+  refusedNodeFull: number;
+  /** hand-overs that found orig_by_tuple full (stats): should stay 0 with the limits in place */
+  handoverFull: number;
+}
+
 export interface HandoverReport {
   /** by netns cookie (decimal), for the captured pods that have a count */
   pods: Map<string, PodHandover>;
-  node: { inflight: number; capacity: number; handoverFull: number };
+  node: NodeHandover;
 }
 
-/** The pods whose status is to show the figures: captured ones, by netns cookie. */
+/** What the watch needs of a pod's status. */
 interface PodLike {
   ref: { namespace: string; name: string };
   netnsCookie?: string;
-  handover?: PodHandover;
 }
 
 const num = (v: bigint): number => Number(v);
 
+type HandoverMaps = Pick<MapsView, 'handover' | 'limits' | 'stats' | 'pods'>;
+
 /**
- * Read the counts (one batch read of `handover`, two counters of `stats`) and remove the counts of
- * network namespaces that are no longer captured once they hold nothing.
+ * Read the counts (one walk of `handover`, three counters of `stats`) and remove the counts of network
+ * namespaces that are no longer captured once they hold nothing (a released pod's connections drain
+ * first; a connect of it still in flight would make a new one, which the next read removes).
  */
-export function readHandover(maps: Pick<MapsView, 'handover' | 'limits' | 'stats' | 'pods'>, captured: Set<bigint>): HandoverReport {
+export function readHandover(maps: HandoverMaps, captured: Set<bigint>): HandoverReport {
   const limit = maps.limits.get(0)?.handover_per_pod || DEFAULT_PER_POD;
   const pods = new Map<string, PodHandover>();
   let node = 0;
@@ -64,71 +83,106 @@ export function readHandover(maps: Pick<MapsView, 'handover' | 'limits' | 'stats
       continue;
     }
     if (!captured.has(cookie)) {
-      // released (or never ours): gone once drained; a connect of it still in flight makes a new one
       if (c.inflight <= 0n && maps.pods.get(cookie) === null) maps.handover.delete(cookie);
       continue;
     }
     pods.set(cookie.toString(), { inflight: num(c.inflight), limit, refusedAtLimit: num(c.refused_pod), refusedNodeFull: num(c.refused_node) });
   }
-  const handoverFull = num(maps.stats.get(Stat.indexOf('handover_full')) ?? 0n);
-  return { pods, node: { inflight: node, capacity: MapLimits.INFLIGHT, handoverFull } };
+  const stat = (name: (typeof Stat)[number]): number => num(maps.stats.get(Stat.indexOf(name)) ?? 0n);
+  return {
+    pods,
+    node: {
+      inflight: node,
+      capacity: MapLimits.INFLIGHT,
+      refuseFrom: MapLimits.INFLIGHT - Handover.HEADROOM,
+      perPodLimit: limit,
+      refusedPodLimit: stat('refused_pod_limit'),
+      refusedNodeFull: stat('refused_node_full'),
+      handoverFull: stat('handover_full'),
+    },
+  };
+}
+
+/** a pod that goes on being refused is logged again at most this often (with the count since) */
+export const LOG_EVERY_MS = 30_000;
+
+interface Logged {
+  /** refusals counted in the last line logged */
+  atLimit: number;
+  nodeFull: number;
+  at: number;
 }
 
 /**
- * The agent's hook, once per pass: at most every READ_EVERY_MS, read the counts, put each captured
- * pod's into its status (the last read in between), and log what changed for the worse: a pod's new
- * refusals, and hand-overs the node could not store. Never throws (a failed read is logged once).
+ * The agent's watch, once a second (READ_EVERY_MS): read the counts, keep the last read for status, and
+ * log what changed for the worse, rate-limited per pod (never per connection): the first refusals of a
+ * pod at once, further ones at most every LOG_EVERY_MS with the number since; hand-overs the node could
+ * not store likewise. Never throws (a failed read is logged once per distinct error).
  */
 export class HandoverWatch {
-  private at = 0;
   private last: HandoverReport | undefined;
-  /** per netns cookie: the refusals already logged */
-  private readonly refused = new Map<string, { atLimit: number; nodeFull: number }>();
-  private full = 0;
+  private readonly logged = new Map<string, Logged>();
+  private full: Logged = { atLimit: 0, nodeFull: 0, at: 0 };
   private failed = '';
+  private shown = '';
 
   constructor(private readonly log: Logger) {}
 
-  annotate(maps: Pick<MapsView, 'handover' | 'limits' | 'stats' | 'pods'>, statuses: PodLike[], now = Date.now()): void {
-    if (now - this.at >= READ_EVERY_MS) {
-      this.at = now;
-      const captured = new Set(statuses.flatMap((p) => (p.netnsCookie ? [BigInt(p.netnsCookie)] : [])));
-      try {
-        this.last = readHandover(maps, captured);
-        this.failed = '';
-        this.logChanges(statuses, this.last);
-      } catch (e) {
-        const msg = (e as Error).message;
-        if (msg !== this.failed) this.log.warn({ err: msg }, 'reading the hand-over counts failed; retrying');
-        this.failed = msg;
-      }
+  /** Read and log; true when what status shows changed. */
+  poll(maps: HandoverMaps, statuses: PodLike[], now = Date.now()): boolean {
+    const captured = new Set(statuses.flatMap((p) => (p.netnsCookie ? [BigInt(p.netnsCookie)] : [])));
+    try {
+      this.last = readHandover(maps, captured);
+      this.failed = '';
+    } catch (e) {
+      const msg = (e as Error).message;
+      if (msg !== this.failed) this.log.warn({ err: msg }, 'reading the hand-over counts failed; retrying');
+      this.failed = msg;
+      return false;
     }
-    for (const p of statuses) {
-      const h = p.netnsCookie ? this.last?.pods.get(p.netnsCookie) : undefined;
-      if (h) p.handover = h;
-    }
+    this.logChanges(statuses, this.last, now);
+    const shown = JSON.stringify([[...this.last.pods], this.last.node]);
+    if (shown === this.shown) return false;
+    this.shown = shown;
+    return true;
   }
 
-  private logChanges(statuses: PodLike[], r: HandoverReport): void {
+  /** The pod's status with its figures of the last read (a copy; the pod's own when there are none). */
+  annotate<P extends PodLike>(p: P): P & { handover?: PodHandover } {
+    const h = p.netnsCookie ? this.last?.pods.get(p.netnsCookie) : undefined;
+    return h ? { ...p, handover: h } : p;
+  }
+
+  /** The node's figures of the last read. */
+  node(): NodeHandover | undefined {
+    return this.last?.node;
+  }
+
+  private logChanges(statuses: PodLike[], r: HandoverReport, now: number): void {
     const live = new Set<string>();
     for (const p of statuses) {
       const h = p.netnsCookie ? r.pods.get(p.netnsCookie) : undefined;
       if (!h) continue;
-      live.add(p.netnsCookie!);
-      const before = this.refused.get(p.netnsCookie!) ?? { atLimit: 0, nodeFull: 0 };
+      const key = p.netnsCookie!;
+      live.add(key);
+      // a pod seen for the first time (or after an agent restart): what it has so far, logged once
+      const b = this.logged.get(key) ?? { atLimit: 0, nodeFull: 0, at: -Infinity };
+      const newAtLimit = h.refusedAtLimit - b.atLimit;
+      const newNodeFull = h.refusedNodeFull - b.nodeFull;
+      if (newAtLimit + newNodeFull <= 0 || now - b.at < LOG_EVERY_MS) continue;
       const fields = { pod: `${p.ref.namespace}/${p.ref.name}`, inflight: h.inflight, limit: h.limit, nodeInflight: r.node.inflight };
-      if (h.refusedAtLimit > before.atLimit) {
-        this.log.warn({ ...fields, refused: h.refusedAtLimit - before.atLimit, refusedAtLimit: h.refusedAtLimit }, "new connections refused (EPERM): the pod holds its limit of connections between connect() and its proxy's accept (is its proxy accepting?)");
+      if (newAtLimit > 0) {
+        this.log.warn({ ...fields, refused: newAtLimit, refusedAtLimit: h.refusedAtLimit }, "new connections refused (EPERM): the pod holds its limit of connections between connect() and its proxy's accept (is its proxy accepting?); other pods are not affected");
       }
-      if (h.refusedNodeFull > before.nodeFull) {
-        this.log.warn({ ...fields, refused: h.refusedNodeFull - before.nodeFull, refusedNodeFull: h.refusedNodeFull, capacity: r.node.capacity }, "new connections refused (EPERM): the node's hand-over map is near its capacity");
+      if (newNodeFull > 0) {
+        this.log.warn({ ...fields, refused: newNodeFull, refusedNodeFull: h.refusedNodeFull, capacity: r.node.capacity }, "new connections refused (EPERM): the node's hand-over map is near its capacity");
       }
-      this.refused.set(p.netnsCookie!, { atLimit: h.refusedAtLimit, nodeFull: h.refusedNodeFull });
+      this.logged.set(key, { atLimit: h.refusedAtLimit, nodeFull: h.refusedNodeFull, at: now });
     }
-    for (const k of this.refused.keys()) if (!live.has(k)) this.refused.delete(k);
-    if (r.node.handoverFull > this.full) {
+    for (const k of this.logged.keys()) if (!live.has(k)) this.logged.delete(k);
+    if (r.node.handoverFull > this.full.atLimit && now - this.full.at >= LOG_EVERY_MS) {
       this.log.error({ handoverFull: r.node.handoverFull, nodeInflight: r.node.inflight, capacity: r.node.capacity }, 'hand-overs the node could not store (orig_by_tuple full): those connections reached their proxy without an original destination');
+      this.full = { atLimit: r.node.handoverFull, nodeFull: 0, at: now };
     }
-    this.full = r.node.handoverFull;
   }
 }

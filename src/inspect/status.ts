@@ -2,8 +2,9 @@
 // the CLI and the demo.
 import { PinnedMaps } from '../dataplane/dataplane.js';
 import { GlobalFlags, Stat } from '../dataplane/layouts.js';
-import { statusPath, type AgentStatus } from '../agent/status.js';
+import { statusPath, type AgentStatus, type PodNetnsStatus } from '../agent/status.js';
 import type { CaptureSettings } from '../model/types.js';
+import type { NodeHandover } from '../dataplane/handover.js';
 
 export function settingsLine(s: CaptureSettings): string {
   const cidrs = (l: { addr: string; prefix: number }[]): string => l.map((c) => `${c.addr}/${c.prefix}`).join(',');
@@ -46,11 +47,27 @@ export function dataplaneFacts(bpffs: string, pinned: boolean): DataplaneFacts |
   }
 }
 
+/** `netns=<inode> via sandbox process <pid>` and the like: which netns is the pod's, and how that is known. */
+export function netnsLine(n: PodNetnsStatus): string {
+  const proc = n.pid !== undefined ? `sandbox process ${n.pid}` : 'no process';
+  const how = n.how === 'cni' ? 'via cni' : n.how === 'pins' ? `restored from pins, confirmed by ${proc}` : `via ${proc}`;
+  const held = n.heldBy !== undefined ? ` (${n.pid !== undefined ? 'gone; ' : ''}held by process ${n.heldBy})` : '';
+  return `netns=${n.inode} ${how}${held}`;
+}
+
+/** The node's hand-over map (orig_by_tuple): how full, the limits, what was refused. */
+export function handoverLine(h: NodeHandover): string {
+  const refused = h.refusedPodLimit + h.refusedNodeFull > 0 ? `; refused: ${h.refusedPodLimit} at a pod's limit, ${h.refusedNodeFull} with the map near full` : '';
+  const full = h.handoverFull > 0 ? `; not stored (map full): ${h.handoverFull}` : '';
+  return `hand-over map: ${h.inflight} of ${h.capacity} connections between connect() and accept() (new ones refused from ${h.refuseFrom}); per pod at most ${h.perPodLimit}${refused}${full}`;
+}
+
 /** The per-pod part of `meshlane status`: captured pods with settings and errors, then the others. */
 export function podStatusLines(st: AgentStatus): string[] {
   const out = [`pods (${st.pods.length}):`];
   for (const p of st.pods) {
     out.push(`  ${p.ref.namespace}/${p.ref.name} ${p.state}${p.reason ? ` (${p.reason})` : ''} ips=${p.ips.join(',')}${p.podId ? ` id=${p.podId}` : ''}`);
+    if (p.netns) out.push(`    ${netnsLine(p.netns)}`);
     out.push(`    ${settingsLine(p.settings)}`);
     if (p.handover) {
       const h = p.handover;
@@ -90,6 +107,7 @@ export function renderStatus(i: StatusInput): string {
   } else {
     out.push(`agent: ${i.agentRunning ? `running (pid ${st.pid})` : `not running (last seen pid ${st.pid} at ${st.updatedAt})`}; source: ${st.source}; cgroup root: ${st.cgroupRoot}`);
     if (st.sourceError) out.push(`source error: ${st.sourceError}`);
+    if (st.handover) out.push(handoverLine(st.handover));
     out.push(...podStatusLines(st));
   }
   return out.join('\n') + '\n';

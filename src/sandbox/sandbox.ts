@@ -9,6 +9,10 @@
 //   netns  P-h<n>          a host meshlane does not manage (veth vh<n>), extra addresses on lo routed via it
 //   cgroup <cgroup2>/P/kubepods.slice/...   (systemd driver)  or  <cgroup2>/P/kubepods/... (cgroupfs driver)
 //   cgroup <cgroup2>/P/hosts/<name>, <cgroup2>/P/node      for processes of hosts and of the node itself
+//
+// Every pod has a sandbox process, as real pods have their pause container: started by addPod before anything
+// else of the pod, in its own container cgroup ('pause'), holding the pod's netns until the sandbox is destroyed
+// (or recreateSandbox() plays kubelet replacing a dead sandbox).
 
 import { execFile as execFileCb, execFileSync, spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -33,6 +37,12 @@ export const INBOUND_PASSTHROUGH_V4 = '127.0.0.6';
 export const INBOUND_PASSTHROUGH_V6 = '::6';
 /** Container name used by spawn()/exec() on a pod when none is given. */
 export const DEFAULT_CONTAINER = 'app';
+/** Container of a pod's sandbox ("pause") process, which addPod starts first and which holds the pod's netns. */
+export const SANDBOX_CONTAINER = 'pause';
+/** The user registry.k8s.io/pause runs as (USER 65535:65535). */
+const PAUSE_UID = 65535;
+/** how long a new sandbox process may take to be in its netns */
+const SANDBOX_START_MS = 5000;
 
 const PREFIX_RE = /^[a-z][a-z0-9-]{0,8}$/;
 /** Per-netns files that `ip netns exec` bind-mounts over /etc (resolv.conf of sandbox pods). */
@@ -288,6 +298,46 @@ export class SandboxPod extends SandboxMember {
     this.hostVeth = spec.hostVeth;
   }
 
+  private sandboxProc: ChildProcess | undefined;
+
+  /** pid of the pod's sandbox ("pause") process: its oldest process, in the pod's netns. */
+  get sandboxPid(): number {
+    const pid = this.sandboxProc?.pid;
+    if (pid === undefined) throw new Error(`pod ${this.namespace}/${this.name} has no sandbox process`);
+    return pid;
+  }
+
+  /** @internal Start the sandbox process (as the pause image does: uid 65535, sleeps forever); resolves once it
+   * is in the pod's netns. */
+  async startSandbox(): Promise<void> {
+    const want = statSync(`/run/netns/${this.netns}`).ino;
+    const p = this.spawn('sleep', ['infinity'], { container: SANDBOX_CONTAINER, uid: PAUSE_UID, stdio: 'ignore' });
+    this.sandboxProc = p;
+    const end = Date.now() + SANDBOX_START_MS;
+    // placement happens in the exec chain (cgroup, then netns, then uid, then sleep): done once it is sleep
+    for (;;) {
+      if (p.exitCode !== null || p.signalCode !== null) throw new Error(`pod ${this.netns}: the sandbox process exited (${p.exitCode ?? p.signalCode})`);
+      try {
+        if (p.pid !== undefined && readFileSync(`/proc/${p.pid}/comm`, 'utf8').trim() === 'sleep' && statSync(`/proc/${p.pid}/ns/net`).ino === want) return;
+      } catch {
+        /* not there yet */
+      }
+      if (Date.now() > end) throw new Error(`pod ${this.netns}: the sandbox process is not in the pod's netns after ${SANDBOX_START_MS} ms`);
+      await sleep(20);
+    }
+  }
+
+  /**
+   * What kubelet does when a pod's sandbox dies: every process of the pod is killed, the sandbox is made
+   * anew in a new network namespace (same name, interfaces and addresses here; the CNI plugin's work in a real
+   * node) and a new sandbox process starts in it. No container is restarted: the caller starts what it needs.
+   */
+  async recreateSandbox(): Promise<void> {
+    this.sandbox.killCgroupTree(this.cgroupDir);
+    await this.sandbox.replumbPod(this);
+    await this.startSandbox();
+  }
+
   /** A stable 64-hex container id for a container name (what containerd would have made up). */
   containerId(container: string): string {
     return createHash('sha256').update(`${this.uid}/${container}`).digest('hex');
@@ -433,7 +483,42 @@ export class Sandbox {
       writeFileSync(join(ETC_NETNS, pod.netns, 'resolv.conf'), spec.resolvConf);
     }
     await this.waitNotTentative(pod.netns);
+    await pod.startSandbox();
     return pod;
+  }
+
+  /** @internal A new netns for a pod whose processes are all gone (recreateSandbox). */
+  async replumbPod(pod: SandboxPod): Promise<void> {
+    this.checkAlive();
+    // The same MAC on the new eth0: the neighbour caches of the node and the other pods stay right, as a
+    // gratuitous ARP would make them (a stale entry would black-hole the first connections to the pod).
+    const [eth0] = JSON.parse(await ip('-j', '-n', pod.netns, 'link', 'show', 'dev', 'eth0')) as Array<{ address?: string }>;
+    // the veth first: a deleted netns is torn down asynchronously, and with it the old pair
+    await ip('-n', this.nodeNetns, 'link', 'del', pod.hostVeth);
+    await ip('netns', 'del', pod.netns);
+    await this.plumb(pod.netns, pod.hostVeth, pod.ipv4, pod.ipv6, eth0?.address);
+    if (pod.ipv6 !== undefined) await ip('-n', pod.netns, 'addr', 'add', `${INBOUND_PASSTHROUGH_V6}/128`, 'dev', 'lo', 'nodad');
+    await this.waitNotTentative(pod.netns);
+  }
+
+  /** @internal SIGKILL every process of a cgroup subtree of this sandbox and wait (bounded) until they are gone. */
+  killCgroupTree(dir: string): void {
+    this.checkAlive();
+    const alive = (): number[] => cgroupPids(cgroupTreeBottomUp(dir)).filter((p) => p !== process.pid && pidAlive(p));
+    // again on every round: a process may fork while its siblings die
+    waitSync(() => {
+      const pids = alive();
+      for (const pid of pids) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone already */
+        }
+      }
+      return pids.length === 0;
+    }, KILL_WAIT_MS);
+    const left = alive();
+    if (left.length > 0) throw new Error(`processes of ${dir} still running: ${left.join(' ')}`);
   }
 
   async addHost(name: string, addrs: HostAddrs): Promise<SandboxHost> {
@@ -480,7 +565,7 @@ export class Sandbox {
   }
 
   /** A netns on the bridge: lo up, veth (hostIf in the node netns on mlbr0, eth0 inside), addresses, routes. */
-  private async plumb(ns: string, hostIf: string, ipv4: string, ipv6: string | undefined): Promise<void> {
+  private async plumb(ns: string, hostIf: string, ipv4: string, ipv6: string | undefined, mac?: string): Promise<void> {
     await ip('netns', 'add', ns);
     await this.netnsDefaults(ns);
     await ip('-n', ns, 'link', 'set', 'lo', 'up');
@@ -492,6 +577,7 @@ export class Sandbox {
     if (!covered) await ip('-n', ns, 'addr', 'add', `${INBOUND_PASSTHROUGH_V4}/32`, 'dev', 'lo');
     await ip('-n', this.nodeNetns, 'link', 'add', hostIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
     await ip('-n', this.nodeNetns, 'link', 'set', hostIf, 'master', BRIDGE, 'up');
+    if (mac !== undefined) await ip('-n', ns, 'link', 'set', 'eth0', 'address', mac);
     await ip('-n', ns, 'addr', 'add', `${ipv4}/24`, 'dev', 'eth0');
     if (ipv6 !== undefined) await ip('-n', ns, 'addr', 'add', `${ipv6}/64`, 'dev', 'eth0', 'nodad');
     await ip('-n', ns, 'link', 'set', 'eth0', 'up');

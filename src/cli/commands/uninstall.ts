@@ -1,12 +1,23 @@
 import { Command } from 'commander';
-import { uninstall } from '../../dataplane/dataplane.js';
+import { removePins, type UninstallReport } from '../../dataplane/dataplane.js';
 import { bpffsOption, requireRoot } from '../options.js';
 import { cniBinDirOption, cniConfDirOption, uninstallLines } from './cni.js';
 import { DEFAULT_CNI_BIN_DIR, DEFAULT_CNI_CONF_DIR, cniUninstall } from '../../cni/install.js';
 
+/** What `meshlane uninstall` prints about the pins: what went, and what it left alone and why. */
+export function pinLines(r: UninstallReport, bpffs: string): string[] {
+  const out: string[] = [];
+  if (r.absent) return [`nothing pinned under ${bpffs}`];
+  if (!r.meshlane && r.removed.length === 0) out.push(`nothing of meshlane under ${bpffs} (no maps/ or links/ there): left it as it is`);
+  else if (r.removed.length === 0) out.push(`nothing pinned under ${bpffs}`);
+  else out.push(`removed ${r.removed.length} pins under ${bpffs}:`, ...r.removed.map((p) => `  ${p}`));
+  if (r.kept.length) out.push(`left alone under ${bpffs} (not pins meshlane made):`, ...r.kept.map((k) => `  ${k.rel} ${k.why}`));
+  return out;
+}
+
 export function uninstallCommand(): Command {
   return new Command('uninstall')
-    .description('detach every program and remove every pin meshlane made (capture stops); with a --cni-* flag also meshlane-cni')
+    .description('detach every program and remove every pin meshlane made (capture stops), nothing else; with a --cni-* flag also meshlane-cni')
     .addOption(bpffsOption())
     .addOption(cniBinDirOption(false))
     .addOption(cniConfDirOption(false))
@@ -18,7 +29,6 @@ export function uninstallCommand(): Command {
         const confDir = o.cniConfDir ?? DEFAULT_CNI_CONF_DIR;
         process.stdout.write(uninstallLines(cniUninstall({ binDir, confDir }), binDir, confDir).join('\n') + '\n');
       }
-      const removed = uninstall(o.bpffs);
-      process.stdout.write(removed.length ? `removed ${removed.length} pins under ${o.bpffs}:\n${removed.map((r) => `  ${r}\n`).join('')}` : `nothing pinned under ${o.bpffs}\n`);
+      process.stdout.write(pinLines(removePins(o.bpffs), o.bpffs).join('\n') + '\n');
     });
 }
