@@ -152,8 +152,9 @@ export interface AgentRun {
   log(): string;
 }
 
-/** Start `meshlane agent` as a real subprocess on a cluster file, with its own bpffs dir and state dir. */
-export async function startAgent(sb: Sandbox, items: object[], name: string, prior?: AgentRun): Promise<AgentRun> {
+/** Start `meshlane agent` as a real subprocess on a cluster file, with its own bpffs dir and state dir
+ * (`extraArgs`: more agent flags, e.g. --max-inflight-per-pod). */
+export async function startAgent(sb: Sandbox, items: object[], name: string, prior?: AgentRun, extraArgs: string[] = []): Promise<AgentRun> {
   const dir = prior?.dir ?? mkdtempSync(join(tmpdir(), `meshlane-${name}-`));
   const clusterFile = join(dir, 'cluster.json');
   const write = (its: object[]): void => {
@@ -163,7 +164,7 @@ export async function startAgent(sb: Sandbox, items: object[], name: string, pri
     renameSync(tmp, clusterFile);
   };
   if (!prior) write(items);
-  return spawnAgent(sb, name, dir, ['--cluster-file', clusterFile], { clusterFile, write });
+  return spawnAgent(sb, name, dir, ['--cluster-file', clusterFile, ...extraArgs], { clusterFile, write });
 }
 
 /** Start `meshlane agent --kubeconfig FILE --node-name NODE` (the Kubernetes API source) the same way. */
