@@ -122,7 +122,7 @@ interface Logged {
 export class HandoverWatch {
   private last: HandoverReport | undefined;
   private readonly logged = new Map<string, Logged>();
-  private full: Logged = { atLimit: 0, nodeFull: 0, at: 0 };
+  private full: Logged = { atLimit: 0, nodeFull: 0, at: -Infinity };
   private failed = '';
   private shown = '';
 
