@@ -42,15 +42,18 @@ function fail(msg: string): never {
   process.exit(2);
 }
 
-/** What the run has made and must remove: the agent's capture, the sandbox. */
+/** What the run has made and must remove: the agents' capture, the sandbox. */
 interface Made {
   agent: BenchAgent;
+  /** the build of the meshlane-base mode */
+  base?: BenchAgent;
   site?: Site;
 }
 
 /** The one teardown: at the end of the run and on process 'exit' (no event loop left: nothing waits). */
 function teardown(made: Made): void {
   made.agent.stopSync();
+  made.base?.stopSync();
   const site = made.site;
   made.site = undefined;
   if (site) removeSite(site);
@@ -59,6 +62,7 @@ function teardown(made: Made): void {
 /** The same, after letting the agent and the sandbox's processes stop on SIGTERM (the agent writes a --cpu-prof). */
 async function cleanup(made: Made): Promise<void> {
   await made.agent.stop().catch((e) => log(`stopping the agent: ${(e as Error).message}`));
+  await made.base?.stop().catch((e) => log(`stopping the base agent: ${(e as Error).message}`));
   await made.site?.sb.destroy();
   teardown(made);
 }
@@ -86,11 +90,12 @@ async function main(): Promise<void> {
     throw e;
   }
   if (!existsSync(o.cli)) fail(`${o.cli} does not exist: build meshlane first (bash scripts/setup.sh)`);
+  if (o.baseCli !== undefined && !existsSync(o.baseCli)) fail(`${o.baseCli} does not exist: build the base first (bash bench/run.sh --base-commit REV builds one)`);
   if (process.getuid?.() !== 0) fail('run as root (network namespaces, cgroups, iptables, BPF)');
   for (const tool of ['haproxy', 'wrk', 'cc']) {
     if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) fail(`${tool} is not installed (bash bench/run.sh installs it)`);
   }
-  const made: Made = { agent: new BenchAgent(o.cli) };
+  const made: Made = { agent: new BenchAgent(o.cli), base: o.baseCli === undefined ? undefined : new BenchAgent(o.baseCli) };
   let stopping = false;
   const onSignal = (sig: NodeJS.Signals): void => {
     if (stopping) return;
@@ -108,6 +113,7 @@ async function main(): Promise<void> {
   const splice = made.agent.spliceFlags();
   if (splice.note && o.modes.some((m) => m.includes('nosplice') || m === 'meshlane-unbounded')) results.notes.push(splice.note);
   results.tcpCap = tcpCap();
+  const baseSplice = made.base?.spliceFlags();
   log(`modes ${o.modes.join(', ')}; ${o.rounds} round(s) of ${o.duration}s per figure; keep-alive c=${o.conc.join(',')}; new connections c=${o.cpsConc}`);
   try {
     log('building the sandbox: pods A, B (bench), Ai, Bi (bench-ipt, iptables rules), C (plain), host srv');
@@ -121,6 +127,10 @@ async function main(): Promise<void> {
         if (q.busy) results.notes.push(`round ${r} ${mode} started on a busy machine (others used >= 0.15 cores after waiting ${Math.round(q.waited)}s)`);
         else if (q.waited > 1.5) log(`waited ${q.waited.toFixed(0)}s for the machine to be quiet`);
         const t0 = Date.now();
+        // meshlane-base: the meshlane mode, with the base build's agent
+        const base = mode === 'meshlane-base' && made.base !== undefined && baseSplice !== undefined;
+        bench.agent = base ? made.base! : made.agent;
+        bench.splice = base ? baseSplice! : splice;
         await measureMode(bench, mode, r);
         log(`round ${r}/${o.rounds} ${mode}: ${((Date.now() - t0) / 1000).toFixed(1)}s`);
       }

@@ -8,9 +8,11 @@ import { packageRoot } from '../src/util/paths.js';
  * `meshlane-nosplice` the same with --no-splice. */
 export const MODES = ['none', 'iptables', 'meshlane', 'meshlane-nosplice'] as const;
 /** Not in the default run: meshlane with the agent stopped once capture is set up (programs and maps stay
- * pinned), to tell the cost of the data path from the CPU the agent process takes; and the agent with a
- * splice budget nothing reaches (--splice-budget 1GiB: splicing as it was before the bound). */
-export const EXTRA_MODES = ['meshlane-pinned', 'meshlane-nosplice-pinned', 'meshlane-unbounded'] as const;
+ * pinned), to tell the cost of the data path from the CPU the agent process takes; the agent with a
+ * splice budget nothing reaches (--splice-budget 1GiB: splicing as it was before the bound); and
+ * meshlane-base, the meshlane mode run with another build (--base DIR), to measure a change side by side
+ * with its base. */
+export const EXTRA_MODES = ['meshlane-pinned', 'meshlane-nosplice-pinned', 'meshlane-unbounded', 'meshlane-base'] as const;
 export type Mode = (typeof MODES)[number] | (typeof EXTRA_MODES)[number];
 const ALL_MODES: readonly string[] = [...MODES, ...EXTRA_MODES];
 
@@ -24,8 +26,10 @@ export const HELP = `usage: node dist/bench/bench.js [options]   (or: bash bench
                        stop (default 30; 0 = do not wait)
   --modes LIST         which of ${ALL_MODES.join(',')}
                        (default: ${MODES.join(',')}; meshlane is the default agent, the -pinned ones stop
-                       the agent once capture is set up, -unbounded has a splice budget nothing reaches)
+                       the agent once capture is set up, -unbounded has a splice budget nothing reaches,
+                       meshlane-base is the meshlane mode with the build given by --base)
   --meshlane DIR       benchmark the meshlane build in DIR (a built checkout; default: this tree)
+  --base DIR           the build meshlane-base runs (a built checkout, e.g. the export of --base-commit)
   --json FILE          also write every raw measurement as JSON
   --markdown FILE      also write the result tables as Markdown
   --help`;
@@ -42,6 +46,8 @@ export interface Options {
   quick: boolean;
   /** the `meshlane` CLI (dist/src/cli/main.js) to run */
   cli: string;
+  /** the CLI of the build the meshlane-base mode runs */
+  baseCli?: string;
 }
 
 /** A malformed command line: main prints `bench: <message>` and exits 2. */
@@ -64,6 +70,7 @@ export function parseOptions(argv: string[]): Options | 'help' {
       modes: { type: 'string' },
       json: { type: 'string' },
       meshlane: { type: 'string' },
+      base: { type: 'string' },
       markdown: { type: 'string' },
       help: { type: 'boolean' },
     },
@@ -81,6 +88,7 @@ export function parseOptions(argv: string[]): Options | 'help' {
     if (!ALL_MODES.includes(m)) throw new UsageError(`--modes: unknown mode '${m}' (${ALL_MODES.join(', ')})`);
     return m as Mode;
   });
+  if (modes.includes('meshlane-base') !== (values.base !== undefined)) throw new UsageError('--modes meshlane-base and --base DIR go together');
   return {
     quick,
     rounds: int(values.rounds, quick ? 1 : 3, 'rounds', 1, 20),
@@ -92,5 +100,6 @@ export function parseOptions(argv: string[]): Options | 'help' {
     json: values.json,
     markdown: values.markdown,
     cli: cliOf(values.meshlane ?? packageRoot()),
+    ...(values.base === undefined ? {} : { baseCli: cliOf(values.base) }),
   };
 }

@@ -24,7 +24,8 @@
 /* ifindex: the interface the connection arrived on, or IFINDEX_UNKNOWN. */
 static __always_inline __u16 decide_inbound(const struct pod_config *pod, __u16 port, __u32 ifindex)
 {
-	if (ifindex != IFINDEX_UNKNOWN && pod_iface_is(pod, ifindex, IFACE_EXCLUDE))
+	if (ifindex != IFINDEX_UNKNOWN && !pod_set_empty(pod, POD_NO_EXCLUDE_IFACES) &&
+	    pod_iface_is(pod, ifindex, IFACE_EXCLUDE))
 		return 0;
 	if (!(pod->flags & POD_IN_ENABLED))
 		return 0;

@@ -55,6 +55,20 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MESHLANE_MAX_HANDOVER_NETNS);
+	__type(key, __u64); /* netns cookie, or HANDOVER_NODE_KEY */
+	__type(value, struct handover_count);
+} handover SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct limits_config);
+} limits SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MESHLANE_MAX_PODS);
 	__type(key, __u32); /* pod_id */
 	__type(value, struct pod_info);

@@ -23,6 +23,15 @@
 #define MESHLANE_MAX_PORT_ENTRIES 65536
 #define MESHLANE_MAX_CIDR_ENTRIES 65536
 #define MESHLANE_MAX_INFLIGHT 65536 /* connections between connect() and accept() */
+/* handover: a counter per pod network namespace (and the node's); room for the pods' and for those of
+ * pods released while connections of theirs were still in flight (the agent removes them once drained) */
+#define MESHLANE_MAX_HANDOVER_NETNS (2 * MESHLANE_MAX_PODS + 1)
+/* in-flight connections one pod may hold in orig_by_tuple when the agent sets no other limit: a share of
+ * the capacity, so that one pod whose proxy stops accepting cannot exhaust it for the others */
+#define MESHLANE_HANDOVER_DEFAULT_PER_POD (MESHLANE_MAX_INFLIGHT / 16)
+/* the node refuses new redirected connects this far below the capacity: connects between the check
+ * (connect4/6) and the insert (TCP_CONNECT_CB) cannot overrun it */
+#define MESHLANE_HANDOVER_HEADROOM 1024
 #define MESHLANE_MAX_LISTENERS 16384
 #define MESHLANE_MAX_PAIRS 131072   /* spliced sockets on the node */
 #define MESHLANE_MAX_SPLICE_MARKS 16384 /* connections between a fallback and leaving sock_pairs */
@@ -40,6 +49,9 @@
 #define ML_IPPROTO_TCP 6
 #define ML_IPPROTO_UDP 17
 #define ML_ALLOW 1 /* a cgroup sock_addr program's verdict: let the call go on */
+#define ML_REFUSE 0 /* ... or fail it with EPERM */
+#define ML_SOL_SOCKET 1
+#define ML_SO_MARK 36
 
 /* Ports */
 #define ML_DNS_PORT 53
@@ -49,6 +61,14 @@
 #define ML_DEFAULT_OUTBOUND_PORT 15001
 #define ML_DEFAULT_INBOUND_PORT 15006
 #define ML_DEFAULT_DNS_PORT 15053
+
+/* The socket mark that gives a redirected socket already bound to the wildcard address its pod IP
+ * as the source (connect.bpf.c): the agent installs, in each captured pod's network namespace, a
+ * rule for this mark, ahead of the local table, into a table whose only routes are 127.0.0.1 and ::1
+ * with the pod IPs as their preferred source (src/dataplane/pod-netns.ts; layouts.ts SourceRouting has the same numbers,
+ * test/unit/netlink.test.ts checks they agree). */
+#define MESHLANE_SOURCE_MARK 0x4d4c0000
+#define MESHLANE_SOURCE_TABLE 19788 /* 0x4d4c */
 
 /* pod_config.flags */
 enum pod_flags {
@@ -60,6 +80,13 @@ enum pod_flags {
 	POD_HAS_IP6 = 1 << 5,              /* pod_config.ip6 is set */
 	POD_IN_ENABLED = 1 << 6,           /* inbound capture on (includeInboundPorts not empty) */
 	POD_IN_INCLUDE_ALL = 1 << 7,       /* includeInboundPorts is '*' */
+	/* A pod's sets that are empty, so the programs skip lookups that could only miss. Each says "none"
+	 * (an entry without them, from an older agent, decides the same with the lookups). */
+	POD_NO_OUT_EXCLUDE_PORTS = 1 << 8, /* no excludeOutboundPorts */
+	POD_NO_OUT_INCLUDE_PORTS = 1 << 9, /* no includeOutboundPorts */
+	POD_NO_OUT_EXCLUDE_CIDRS = 1 << 10, /* no excludeOutboundIPRanges (either family) */
+	POD_NO_OUT_INCLUDE_CIDRS = 1 << 11, /* no includeOutboundIPRanges CIDR (either family) */
+	POD_NO_EXCLUDE_IFACES = 1 << 12,   /* no excludeInterfaces */
 };
 
 /* pods: netns cookie of the pod's network namespace -> its capture settings. */
@@ -258,6 +285,22 @@ struct splice_mark {
 	__u64 target_cookie; /* the marked socket's cookie: a later socket on the same key is not it */
 };
 
+/* handover: netns cookie of a pod (HANDOVER_NODE_KEY: the whole node) -> its entries in orig_by_tuple
+ * and its refused connects. Only the programs write it (atomic adds); the agent reads it for status and
+ * removes the entries of released pods once they hold nothing. */
+#define HANDOVER_NODE_KEY 0 /* no network namespace has cookie 0 */
+struct handover_count {
+	__s64 inflight;     /* entries in orig_by_tuple (signed: a count the agent removed may come back below 0) */
+	__u64 refused_pod;  /* TCP connects refused: the pod held its limit */
+	__u64 refused_node; /* TCP connects refused: the node's entries were near the capacity */
+};
+
+/* limits[0]: node-wide limits written by the agent. */
+struct limits_config {
+	__u32 handover_per_pod; /* in-flight connections per pod (0: MESHLANE_HANDOVER_DEFAULT_PER_POD) */
+	__u32 pad;
+};
+
 /* pod_info: read by `meshlane dump` / `status` only; never by the programs. */
 #define POD_INFO_NAMESPACE_LEN 64
 #define POD_INFO_NAME_LEN 256
@@ -287,7 +330,9 @@ enum stat {
 	STAT_SPLICE_SWITCHED_OFF = 14, /* a spliced direction went to the stack: the switch is off */
 	STAT_SPLICE_LEFT = 15,      /* sockets that left sock_pairs after going to the stack */
 	STAT_SPLICE_RETARGET_FAIL = 16, /* a message for the stack stayed redirected (must stay 0) */
-	STAT_MAX = 17,
+	STAT_REFUSED_POD_LIMIT = 17, /* TCP connects refused (EPERM): the pod held its in-flight limit */
+	STAT_REFUSED_NODE_FULL = 18, /* TCP connects refused (EPERM): orig_by_tuple near its capacity */
+	STAT_MAX = 19,
 };
 
 #endif /* MESHLANE_H */

@@ -30,13 +30,15 @@
  * never captured.
  *
  * Both take the destination's port in host order and its address as 16 bytes
- * (IPv6 or v4-mapped) for the pod_dns lookup; the TCP caller fills in the
- * address facts of struct conn (addr.h, pod.h).
+ * (IPv6 or v4-mapped) for the pod_dns and CIDR lookups; the TCP caller fills in
+ * the address facts of struct conn (addr.h, pod.h). Each set is looked up only
+ * when its rule is reached, and not at all when the pod's set is empty.
  */
 #ifndef MESHLANE_OUTBOUND_H
 #define MESHLANE_OUTBOUND_H
 
 #include "meshlane.h"
+#include "addr.h"
 #include "pod.h"
 
 struct conn {
@@ -44,11 +46,10 @@ struct conn {
 	__u8 local;           /* destination is an address of the pod's own netns */
 	__u8 dst_loopback1;   /* destination is exactly 127.0.0.1 / ::1 */
 	__u8 src_passthrough; /* bound to 127.0.0.6 / ::6 */
-	__u8 excluded;        /* destination in excludeOutboundIPRanges */
-	__u8 included;        /* destination in includeOutboundIPRanges */
 	__u8 dns_server;      /* destination is one of the pod's resolv.conf servers (pod_dns) */
 	__u32 uid;
 	__u32 gid;
+	const __u32 *dst;     /* the destination, 16 bytes (v4-mapped for IPv4): the CIDR lookups */
 };
 
 /* DNS capture is on and this is the DNS port. */
@@ -74,6 +75,7 @@ static __always_inline void conn_init(struct conn *c, const struct pod_config *p
 	__u64 ug;
 
 	c->dport = dport;
+	c->dst = dst16;
 	c->dns_server = is_dns_server(pod, dport, dst16);
 	ug = bpf_get_current_uid_gid();
 	c->uid = (__u32)ug;
@@ -150,12 +152,30 @@ static __always_inline __u16 decide_udp(const struct pod_config *pod, const stru
 	return dns_redirected(pod, c) ? pod->dns_port : 0;
 }
 
+/* The destination in one of the pod's CIDR sets of `kind` (one LPM lookup; none for a pod whose set
+ * is empty, flag `none`). The sets are looked up only where a rule reaches them: the proxy's own
+ * connects and local destinations return before. */
+static __always_inline bool conn_in_cidrs(const struct pod_config *pod, const struct conn *c, __u32 kind,
+					  __u32 none)
+{
+	if (pod_set_empty(pod, none))
+		return false;
+	if (addr_is_v4mapped(c->dst))
+		return pod_cidr4_has(pod, kind, addr_v4(c->dst));
+	return pod_cidr6_has(pod, kind, c->dst);
+}
+
+/* The destination port in one of the pod's port sets (none for an empty one). */
+static __always_inline bool conn_port_in(const struct pod_config *pod, const struct conn *c, __u8 kind, __u32 none)
+{
+	return !pod_set_empty(pod, none) && pod_has_port(pod, c->dport, kind);
+}
+
 /* Returns the port to redirect a TCP connect to (host order), or 0. *c comes
- * from conn_init, with the address facts (one LPM lookup per CIDR flag) filled
- * in by the caller. */
+ * from conn_init, with the address facts filled in by the caller. */
 static __always_inline __u16 decide_outbound_tcp(const struct pod_config *pod, const struct conn *c)
 {
-	if (pod_has_port(pod, c->dport, PORT_OUT_EXCLUDE))
+	if (conn_port_in(pod, c, PORT_OUT_EXCLUDE, POD_NO_OUT_EXCLUDE_PORTS))
 		return 0;
 	if (c->local && c->src_passthrough)
 		return 0;
@@ -169,11 +189,13 @@ static __always_inline __u16 decide_outbound_tcp(const struct pod_config *pod, c
 		return pod->dns_port;
 	if (c->dst_loopback1)
 		return 0;
-	if (c->excluded)
+	if (conn_in_cidrs(pod, c, CIDR_OUT_EXCLUDE, POD_NO_OUT_EXCLUDE_CIDRS))
 		return 0;
-	if (pod_has_port(pod, c->dport, PORT_OUT_INCLUDE))
+	if (conn_port_in(pod, c, PORT_OUT_INCLUDE, POD_NO_OUT_INCLUDE_PORTS))
 		return pod->outbound_port;
-	if ((pod->flags & POD_OUT_INCLUDE_ALL) || c->included)
+	if (pod->flags & POD_OUT_INCLUDE_ALL)
+		return pod->outbound_port;
+	if (conn_in_cidrs(pod, c, CIDR_OUT_INCLUDE, POD_NO_OUT_INCLUDE_CIDRS))
 		return pod->outbound_port;
 	return 0;
 }

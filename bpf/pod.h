@@ -21,6 +21,12 @@ static __always_inline struct pod_config *pod_of(void *ctx)
 	return pod_of_netns(bpf_get_netns_cookie(ctx));
 }
 
+/* The pod has no entries of a set (enum pod_flags POD_NO_*): its lookup would miss. */
+static __always_inline bool pod_set_empty(const struct pod_config *pod, __u32 no_flag)
+{
+	return pod->flags & no_flag;
+}
+
 /* port: host order; kind: enum port_kind */
 static __always_inline bool pod_has_port(const struct pod_config *pod, __u16 port, __u8 kind)
 {

@@ -4,11 +4,14 @@
  * from the app's socket to the proxy's accepted socket:
  *  - TCP_CONNECT_CB (app side, source port now known): publish the original
  *    destination in orig_by_tuple under the connection's 4-tuple and netns.
- *  - PASSIVE_ESTABLISHED_CB (proxy side): move it into the accepted socket's
+ *  - PASSIVE_ESTABLISHED_CB (proxy side, a socket accepted on 127.0.0.1 / ::1
+ *    and a proxy port of a captured pod): move it into the accepted socket's
  *    local storage, where getsockopt(SO_ORIGINAL_DST) finds it, and delete the
  *    tuple entry.
  *  - STATE_CB, TCP_CLOSE (app side): delete the tuple entry if the connection
- *    never reached the proxy (refused, reset).
+ *    never reached the proxy (refused, reset, never accepted).
+ * Every entry added and every entry removed moves its pod's count (handover.h),
+ * which connect4/6 hold against the pod's limit.
  * And registers the proxies' listening sockets (TCP_LISTEN_CB) in `listeners`,
  * where the inbound sk_lookup program finds them.
  * Splicing has its own sockops program (splice.bpf.c): it needs kernel features
@@ -24,6 +27,7 @@
 #include "pod.h"
 #include "redirect.h"
 #include "inbound.h"
+#include "handover.h"
 
 #define OK 1
 
@@ -32,14 +36,6 @@ static __always_inline void key_active(struct bpf_sock_ops *skops, struct tuple_
 {
 	k->netns_cookie = bpf_get_netns_cookie(skops);
 	CTX_SOCK_ENDS(skops, k->src, &k->src_port, k->dst, &k->dst_port);
-	k->pad = 0;
-}
-
-/* The same key from the accepting side: src = remote, dst = local. */
-static __always_inline void key_passive(struct bpf_sock_ops *skops, struct tuple_key *k)
-{
-	k->netns_cookie = bpf_get_netns_cookie(skops);
-	CTX_SOCK_ENDS(skops, k->dst, &k->dst_port, k->src, &k->src_port);
 	k->pad = 0;
 }
 
@@ -64,17 +60,31 @@ static __always_inline void on_connect(struct bpf_sock_ops *skops)
 	if (!st)
 		return;
 	key_active(skops, &k);
-	if (bpf_map_update_elem(&orig_by_tuple, &k, &st->orig, BPF_ANY))
+	/* A new entry is counted for its pod (handover.h); an entry already under this key (a tuple
+	 * left by a connection that went without its TCP_CLOSE) is replaced, and counted already. */
+	if (bpf_map_update_elem(&orig_by_tuple, &k, &st->orig, BPF_NOEXIST) == 0)
+		handover_count(k.netns_cookie, 1);
+	else if (bpf_map_update_elem(&orig_by_tuple, &k, &st->orig, BPF_EXIST))
 		stat_inc(STAT_HANDOVER_FULL);
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
-static __always_inline bool is_proxy_port(struct bpf_sock_ops *skops, __u64 netns)
+/* Delete a hand-over entry; the pod's count follows when there was one. */
+static __always_inline void handover_delete(const struct tuple_key *k)
 {
-	struct pod_config *pod = pod_of_netns(netns);
-	__u32 port = skops->local_port;
+	if (bpf_map_delete_elem(&orig_by_tuple, k) == 0)
+		handover_count(k->netns_cookie, -1);
+}
 
-	return pod && (port == pod->outbound_port || port == pod->inbound_port);
+/* Where connect4/6 send a redirected connection: 127.0.0.1 / ::1 (v4-mapped for a v4-mapped
+ * destination) on one of the pod's proxy ports. Only a connection accepted there can have a hand-over. */
+static __always_inline bool redirect_target(const struct pod_config *pod, const struct tuple_key *k)
+{
+	const void *local = k->dst;
+
+	if (k->dst_port != pod->outbound_port && k->dst_port != pod->inbound_port && k->dst_port != pod->dns_port)
+		return false;
+	return addr_is_v4mapped(local) ? ip4_is_loopback1(addr_v4(local)) : ip6_is_loopback1(local);
 }
 
 /*
@@ -83,14 +93,14 @@ static __always_inline bool is_proxy_port(struct bpf_sock_ops *skops, __u64 netn
  * (nothing else can accept it), and its original destination is its own local
  * address. Deciding again here keeps no per-SYN state that a SYN flood could fill.
  */
-static __always_inline void on_accept_inbound(struct bpf_sock_ops *skops, const struct tuple_key *k)
+static __always_inline void on_accept_inbound(struct bpf_sock_ops *skops, const struct pod_config *pod,
+					      const struct tuple_key *k)
 {
-	struct pod_config *pod = pod_of_netns(k->netns_cookie);
 	struct bpf_sock *sk = skops->sk;
 	struct sock_state *st;
 
 	/* from inside the pod (decided at connect), or not to the pod's own IP */
-	if (!pod || !sk || addr_is_local(pod, k->src) || !addr_is_pod_ip(pod, k->dst))
+	if (!sk || addr_is_local(pod, k->src) || !addr_is_pod_ip(pod, k->dst))
 		return;
 	if (!decide_inbound(pod, k->dst_port, IFINDEX_UNKNOWN))
 		return;
@@ -101,29 +111,43 @@ static __always_inline void on_accept_inbound(struct bpf_sock_ops *skops, const 
 	orig_set(&st->orig, k->dst, bpf_htons(k->dst_port), CAPTURE_INBOUND);
 }
 
+/*
+ * PASSIVE_ESTABLISHED: sockets of pods that are not captured are left at once
+ * (one `pods` lookup: nothing was redirected to them). The hand-over is looked
+ * up only for a socket accepted where connect4/6 redirect to; everything else
+ * is a connection from outside (or the proxy's forward to the app), decided by
+ * the inbound rules.
+ */
 static __always_inline void on_accept(struct bpf_sock_ops *skops)
 {
 	struct tuple_key k = {};
+	struct pod_config *pod;
 	struct orig_dst *orig;
 	struct sock_state *st;
 
-	key_passive(skops, &k);
-	orig = bpf_map_lookup_elem(&orig_by_tuple, &k);
-	if (!orig) {
-		if (is_proxy_port(skops, k.netns_cookie))
-			stat_inc(STAT_PROXY_PORT_UNCAPTURED);
-		else
-			on_accept_inbound(skops, &k);
+	k.netns_cookie = bpf_get_netns_cookie(skops);
+	pod = pod_of_netns(k.netns_cookie);
+	if (!pod)
 		return;
-	}
-	if (skops->sk) {
-		st = bpf_sk_storage_get(&sock_state, skops->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		if (st) {
-			st->role = ROLE_PROXY;
-			st->orig = *orig;
+	CTX_SOCK_ENDS(skops, k.dst, &k.dst_port, k.src, &k.src_port);
+	if (redirect_target(pod, &k)) {
+		orig = bpf_map_lookup_elem(&orig_by_tuple, &k);
+		if (orig) {
+			if (skops->sk) {
+				st = bpf_sk_storage_get(&sock_state, skops->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+				if (st) {
+					st->role = ROLE_PROXY;
+					st->orig = *orig;
+				}
+			}
+			handover_delete(&k);
+			return;
 		}
 	}
-	bpf_map_delete_elem(&orig_by_tuple, &k);
+	if (k.dst_port == pod->outbound_port || k.dst_port == pod->inbound_port)
+		stat_inc(STAT_PROXY_PORT_UNCAPTURED);
+	else
+		on_accept_inbound(skops, pod, &k);
 }
 
 static __always_inline void on_close(struct bpf_sock_ops *skops)
@@ -133,7 +157,7 @@ static __always_inline void on_close(struct bpf_sock_ops *skops)
 	if (!app_state(skops))
 		return;
 	key_active(skops, &k);
-	bpf_map_delete_elem(&orig_by_tuple, &k);
+	handover_delete(&k);
 }
 
 /* A proxy port of the pod, or before its pod is captured one of Istio's

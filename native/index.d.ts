@@ -170,6 +170,19 @@ export declare function socketNetnsCookie(fd: number): bigint;
 export declare function netnsCookie(nsPath: string): bigint;
 /** Every interface of a network namespace given by path: name -> ifindex (read from inside it). */
 export declare function netnsInterfaces(nsPath: string): Record<string, number>;
+/** One route netlink message (nlmsg_len = its length) and the errnos that count as done. */
+export interface NetlinkRequest {
+  message: Buffer;
+  /** positive errnos, e.g. [17] (EEXIST) for an add that may have been done before */
+  tolerate?: number[];
+}
+/**
+ * Send route netlink requests, in order, inside the network namespace given by path (a helper thread
+ * enters it), each with NLM_F_REQUEST | NLM_F_ACK and its own sequence number. Returns each request's
+ * errno (0 or a tolerated one). The first other failure throws BpfError (syscall 'netlink', the
+ * request's index in the message) and the requests after it are not sent.
+ */
+export declare function netnsNetlink(nsPath: string, requests: NetlinkRequest[]): number[];
 /**
  * getsockopt(SOL_IP, SO_ORIGINAL_DST) (family 4) or (SOL_IPV6, IP6T_SO_ORIGINAL_DST) (family 6) on a
  * socket fd (borrowed). Returns { address, port } or throws BpfError with the kernel's errno.

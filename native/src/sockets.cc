@@ -1,7 +1,9 @@
-// Socket facts: the netns cookie of a socket or of a namespace path, and SO_ORIGINAL_DST.
+// Socket facts: the netns cookie of a socket or of a namespace path, and SO_ORIGINAL_DST; route
+// netlink requests run inside a network namespace (a pod's addresses and rules).
 // The socket functions take a plain fd number, not an Fd handle: the socket belongs to whoever made
 // it (a net.Socket of Node, whose fd libuv closes), so it is borrowed for one getsockopt, never owned.
 #include <arpa/inet.h>
+#include <linux/netlink.h>
 #include <net/if.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -9,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <string>
@@ -118,6 +121,128 @@ Napi::Value NetnsInterfaces(const Napi::CallbackInfo &info) {
   return o;
 }
 
+// One route netlink request and the errnos that count as done (EEXIST for an idempotent add).
+struct NetlinkRequest {
+  std::vector<uint8_t> message;
+  std::vector<int> tolerate;
+};
+
+// Send each request in order on a NETLINK_ROUTE socket and wait for its ack. Returns 0 and the
+// per-request errnos (0 or a tolerated one), or the failing errno with *failed = its index (the
+// requests after it are not sent). The messages are built by TypeScript (src/dataplane/netlink.ts);
+// this only numbers them and asks for the ack.
+int RunNetlink(std::vector<NetlinkRequest> &reqs, std::vector<int> *results, size_t *failed, const char **call) {
+  int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (s < 0) {
+    *call = "socket";
+    return errno;
+  }
+  struct sockaddr_nl kernel = {};
+  kernel.nl_family = AF_NETLINK;
+  alignas(struct nlmsghdr) uint8_t reply[8192];
+  for (size_t i = 0; i < reqs.size(); i++) {
+    *failed = i;
+    auto &m = reqs[i].message;
+    auto *h = reinterpret_cast<struct nlmsghdr *>(m.data());
+    uint32_t seq = static_cast<uint32_t>(i + 1);
+    h->nlmsg_seq = seq;
+    h->nlmsg_pid = 0;
+    h->nlmsg_flags |= NLM_F_REQUEST | NLM_F_ACK;
+    if (sendto(s, m.data(), m.size(), 0, reinterpret_cast<struct sockaddr *>(&kernel), sizeof kernel) < 0) {
+      int e = errno;
+      close(s);
+      *call = "sendto";
+      return e;
+    }
+    int err = -1;
+    while (err < 0) {
+      ssize_t n = recv(s, reply, sizeof reply, 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        int e = errno;
+        close(s);
+        *call = "recv";
+        return e;
+      }
+      int left = static_cast<int>(n);
+      for (auto *r = reinterpret_cast<struct nlmsghdr *>(reply); NLMSG_OK(r, left); r = NLMSG_NEXT(r, left)) {
+        if (r->nlmsg_seq != seq || r->nlmsg_type != NLMSG_ERROR) continue;
+        err = -reinterpret_cast<struct nlmsgerr *>(NLMSG_DATA(r))->error;
+      }
+    }
+    if (err != 0 && std::find(reqs[i].tolerate.begin(), reqs[i].tolerate.end(), err) == reqs[i].tolerate.end()) {
+      close(s);
+      *call = "netlink";
+      return err;
+    }
+    results->push_back(err);
+  }
+  close(s);
+  return 0;
+}
+
+// Route netlink requests inside the network namespace `nsPath`, on a helper thread (as
+// NetnsInterfaces does): netnsNetlink(nsPath, [{ message, tolerate }]) -> errno per request.
+Napi::Value NetnsNetlink(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(info, 0, "nsPath");
+  if (info.Length() < 2 || !info[1].IsArray()) ThrowType(info, 1, "requests", "an array of { message, tolerate }");
+  Napi::Array arr = info[1].As<Napi::Array>();
+  std::vector<NetlinkRequest> reqs;
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value v = arr[i];
+    if (!v.IsObject()) ThrowType(info, 1, "requests", "an array of { message, tolerate }");
+    Napi::Object o = v.As<Napi::Object>();
+    Napi::Value msg = o.Get("message");
+    if (!msg.IsBuffer()) ThrowType(info, 1, "requests[].message", "a Buffer");
+    auto buf = msg.As<Napi::Buffer<uint8_t>>();
+    if (buf.Length() < sizeof(struct nlmsghdr) || reinterpret_cast<const struct nlmsghdr *>(buf.Data())->nlmsg_len != buf.Length()) {
+      Napi::TypeError e = Napi::TypeError::New(env, "requests[" + std::to_string(i) + "].message is not one netlink message (nlmsg_len must be its length)");
+      e.Value().Set("code", "ERR_INVALID_ARG_VALUE");
+      throw e;
+    }
+    NetlinkRequest r;
+    r.message.assign(buf.Data(), buf.Data() + buf.Length());
+    Napi::Value tol = o.Get("tolerate");
+    if (tol.IsArray()) {
+      Napi::Array t = tol.As<Napi::Array>();
+      for (uint32_t j = 0; j < t.Length(); j++) r.tolerate.push_back(Napi::Value(t[j]).As<Napi::Number>().Int32Value());
+    } else if (!tol.IsUndefined()) {
+      ThrowType(info, 1, "requests[].tolerate", "an array of errno numbers");
+    }
+    reqs.push_back(std::move(r));
+  }
+  int err = 0;
+  const char *call = "";
+  size_t failed = 0;
+  std::vector<int> results;
+  std::thread helper([&] {
+    int nsfd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (nsfd < 0) {
+      err = errno;
+      call = "open";
+      return;
+    }
+    if (setns(nsfd, CLONE_NEWNET) != 0) {
+      err = errno;
+      call = "setns";
+      close(nsfd);
+      return;
+    }
+    close(nsfd);
+    err = RunNetlink(reqs, &results, &failed, &call);
+  });
+  helper.join();
+  if (err != 0) {
+    std::string ctx = "network namespace " + Quote(path);
+    if (std::string(call) == "netlink") ctx = "request " + std::to_string(failed) + " in " + ctx;
+    ThrowErrno(env, err, call, ctx, {{"path", path}});
+  }
+  Napi::Array out = Napi::Array::New(env, results.size());
+  for (size_t i = 0; i < results.size(); i++) out.Set(static_cast<uint32_t>(i), results[i]);
+  return out;
+}
+
 Napi::Value OriginalDst(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   int fd = ArgRawFd(info, 0, "fd");
@@ -155,6 +280,7 @@ void InitSockets(Napi::Env env, Napi::Object exports) {
   exports.Set("socketNetnsCookie", Napi::Function::New(env, SocketNetnsCookie, "socketNetnsCookie"));
   exports.Set("netnsCookie", Napi::Function::New(env, NetnsCookie, "netnsCookie"));
   exports.Set("netnsInterfaces", Napi::Function::New(env, NetnsInterfaces, "netnsInterfaces"));
+  exports.Set("netnsNetlink", Napi::Function::New(env, NetnsNetlink, "netnsNetlink"));
   exports.Set("originalDst", Napi::Function::New(env, OriginalDst, "originalDst"));
 }
 

@@ -12,6 +12,10 @@
 //   afterAttach()     once, after the programs are attached (probes, budgets)
 //   hooks.enrolled    per pod, when its maps entries and netns links are in place (pipeline.ts)
 //   statusExtras()    fields added to status.json
+//
+// Per pod, beside the pipeline: its netns is prepared where its netns programs are attached (::6 on lo,
+// source routing for bound sockets: pod-netns.ts), and once a second the hand-over counts are read
+// (handover.ts: what each pod holds of orig_by_tuple, the connects refused for it; logged, in status).
 import { Dataplane } from '../dataplane/dataplane.js';
 import { wantOf, writeSpliceConfig, type SpliceDecision } from '../dataplane/splice.js';
 import { spliceAtStart } from '../dataplane/splice-probe.js';
@@ -26,6 +30,8 @@ import { PodRuntimeReader } from './pod-runtime.js';
 import { Pipeline, type DataplaneIo, type PipelineHooks } from './pipeline.js';
 import { mapsWriter, readActual } from './reconcile.js';
 import { DEFAULT_STATE_DIR, prepareStateDir, StatusWriter, type AgentStatus } from './status.js';
+import { preparePodNetns } from '../dataplane/pod-netns.js';
+import { HandoverWatch, READ_EVERY_MS, writeHandoverLimit } from '../dataplane/handover.js';
 import { checkBpffsFlag, checkStateDirFlag, diagnoseBpffs, pathsUnder, removeNewPaths, runStep, type Step } from './startup.js';
 import type { Enroller } from './enroller.js';
 
@@ -49,6 +55,9 @@ export interface AgentOptions {
    * the hidden --test-bpf-objects, to make a start fail in the verifier */
   objDir?: string;
   hooks?: PipelineHooks;
+  /** connections one pod may hold between connect() and its proxy's accept (default: a 16th of the
+   * node's hand-over map); written to limits[0] at start */
+  maxInflightPerPod?: number;
 }
 
 const REPORT_HINT = 'MESHLANE_DEBUG=1 shows the cause; if this node is set up as the README says, please report it';
@@ -72,6 +81,8 @@ export class Agent {
   private attached = false;
   private pinsAdopted = false;
   private readonly source: Source;
+  private handover?: HandoverWatch;
+  private handoverTimer?: NodeJS.Timeout;
 
   constructor(private readonly opts: AgentOptions) {
     this.source = opts.source;
@@ -157,7 +168,12 @@ export class Agent {
     return {
       writer: { apply: (op) => mapsWriter(dp().maps).apply(op) },
       readActual: () => readActual(dp().maps),
-      attachNetns: (nsPath, cookie) => dp().attachNetns(nsPath, cookie),
+      // at enrolment (and on every resync, where it costs one pods lookup): the pod's netns gets ::6
+      // on lo and the source routing for bound sockets once (pod-netns.ts; never throws)
+      attachNetns: (nsPath, cookie) => {
+        dp().attachNetns(nsPath, cookie);
+        preparePodNetns(dp().maps.pods, cookie, nsPath, this.opts.log);
+      },
       detachNetns: (cookie) => dp().detachNetns(cookie),
       netnsLinkCookies: () => dp().netnsLinkCookies(),
       adoptListeners: (cookie, cgroup, port) => adoptListeners(dp().maps.listeners, cookie, pidsUnder(cgroup), [port]).length,
@@ -204,6 +220,8 @@ export class Agent {
     runStep(fillStep, () => {
       // the switch and budget first: a status that shows the pods captured has them in place
       if (this.splice) writeSpliceConfig(dataplane.maps.global, this.splice);
+      writeHandoverLimit(dataplane.maps, this.opts.maxInflightPerPod);
+      this.handover = new HandoverWatch(log);
       this.publish(true);
     });
     const attached = runStep(attachStep, () => dataplane.attach(cgroupRoot));
@@ -219,7 +237,15 @@ export class Agent {
     const level = this.splice && !this.splice.load ? 'warn' : 'info';
     log[level]({ attached, removedPins: stale, cgroupRoot, bpffs, splice: this.splice?.on ?? false, spliceBudget: this.splice?.budget }, `capture active; splicing ${this.splice?.reason ?? 'off'}`);
     pipeline.startTimers();
+    this.handoverTimer = setInterval(() => this.readHandover(), READ_EVERY_MS);
     this.publish(true);
+  }
+
+  /** The hand-over counts (handover.ts): logged when a pod is refused, in status when they change. */
+  private readHandover(): void {
+    const dp = this.dataplane;
+    if (!dp || !this.handover || !this.pipeline || this.stopped) return;
+    if (this.handover.poll(dp.maps, this.pipeline.statuses().pods)) this.schedulePublish();
   }
 
   /** Once, after the programs are attached (start-time probes and budgets plug in here). */
@@ -228,10 +254,11 @@ export class Agent {
   }
 
   /** Fields other parts add to status.json (per-pod counts, budgets). */
-  private statusExtras(): Record<string, unknown> {
+  private statusExtras(): Pick<AgentStatus, 'handover' | 'splice'> {
     // splicing as decided at start (the live switch is global[0]: meshlane status reads both)
     const d = this.splice;
-    return d ? { splice: { on: d.on, budget: d.budget, reason: d.reason } } : {};
+    const node = this.handover?.node();
+    return { ...(d ? { splice: { on: d.on, budget: d.budget, reason: d.reason } } : {}), ...(node ? { handover: node } : {}) };
   }
 
   /** The agent's readiness: programs attached, pins adopted, first sync done, source connected. */
@@ -254,7 +281,8 @@ export class Agent {
     const pipeline = this.pipeline;
     if (!pipeline || !this.statusWriter) return;
     this.lastPublish = Date.now();
-    const { pods, skipped } = pipeline.statuses();
+    const { pods: piped, skipped } = pipeline.statuses();
+    const pods = this.handover ? piped.map((p) => this.handover!.annotate(p)) : piped;
     const src = this.sourceStarted ? this.source.health() : undefined;
     const status: AgentStatus = {
       pid: process.pid,
@@ -283,6 +311,8 @@ export class Agent {
     this.stopped = true;
     if (this.statusTimer) clearTimeout(this.statusTimer);
     this.statusTimer = undefined;
+    if (this.handoverTimer) clearInterval(this.handoverTimer);
+    this.handoverTimer = undefined;
     await this.pipeline?.stop();
     await this.source.stop().catch(() => undefined);
     this.dataplane?.close();

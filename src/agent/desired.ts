@@ -83,6 +83,14 @@ export function compilePod(pod: DesiredPod, rt: PodRuntime = NO_RUNTIME): PodEnt
   addIfaces(s.excludeInterfaces, IfaceKind.EXCLUDE);
   addIfaces(s.rerouteInterfaces, IfaceKind.REROUTE);
 
+  // the sets the maps will hold none of: the programs skip those lookups
+  const none = (entries: Array<{ kind: number }>, kind: number, flag: number): number => (entries.some((e) => e.kind === kind) ? 0 : flag);
+  flags |= none(ports, PortKind.OUT_EXCLUDE, PodFlags.NO_OUT_EXCLUDE_PORTS);
+  flags |= none(ports, PortKind.OUT_INCLUDE, PodFlags.NO_OUT_INCLUDE_PORTS);
+  flags |= none([...cidrs4, ...cidrs6], CidrKind.OUT_EXCLUDE, PodFlags.NO_OUT_EXCLUDE_CIDRS);
+  flags |= none([...cidrs4, ...cidrs6], CidrKind.OUT_INCLUDE, PodFlags.NO_OUT_INCLUDE_CIDRS);
+  flags |= none(ifaces, IfaceKind.EXCLUDE, PodFlags.NO_EXCLUDE_IFACES);
+
   return {
     config: {
       flags,

@@ -15,6 +15,7 @@ import type { NetnsHow } from './pod-locator.js';
 import type { AgentHealth } from './health.js';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
+import type { NodeHandover, PodHandover } from '../dataplane/handover.js';
 
 export const DEFAULT_STATE_DIR = '/run/meshlane';
 
@@ -31,6 +32,8 @@ export interface PodStatus {
   settings: CaptureSettings;
   errors: string[];
   unsupported: string[];
+  /** captured pods: its connections between connect() and accept(), its limit, and its connects refused for them */
+  handover?: PodHandover;
 }
 
 export interface PodNetnsStatus {
@@ -59,6 +62,8 @@ export interface AgentStatus {
   health?: AgentHealth;
   pods: PodStatus[];
   skipped: Array<{ ref: PodRef; reason: string }>;
+  /** the node's hand-over map (orig_by_tuple): its entries, the limits, the connects refused */
+  handover?: NodeHandover;
 }
 
 export const statusPath = (stateDir: string): string => join(stateDir, 'status.json');

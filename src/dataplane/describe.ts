@@ -4,7 +4,7 @@ import { CaptureKind, CidrKind, CIDR_KEY_FIXED_BITS, MAPS, PodFlags, PortKind, S
 import { ip4 } from './struct.js';
 import { AF_INET, ipToBytes, plainIp } from '../util/ip.js';
 import type { MapsView } from './dataplane.js';
-import { GlobalFlags, IfaceKind } from './layouts.js';
+import { GlobalFlags, Handover, IfaceKind } from './layouts.js';
 import { formatSize } from './splice.js';
 
 const names = (table: Record<string, number>, v: number): string => Object.entries(table).find(([, n]) => n === v)?.[0] ?? String(v);
@@ -93,6 +93,20 @@ export function describeMaps(maps: Partial<MapsView>, only?: MapName): Partial<R
     }));
   }
   if (want('splice_gen')) out.splice_gen = [{ marks_made: maps.splice_gen!.get(0) ?? 0n }];
+  if (want('handover')) {
+    const podOf = new Map([...(maps.pods?.entries() ?? [])].map(([cookie, c]) => [cookie, pod(c.pod_id)]));
+    out.handover = maps.handover!.entries().map(([cookie, c]) => ({
+      netns_cookie: cookie,
+      pod: cookie === Handover.NODE_KEY ? '(the node)' : podOf.get(cookie) ?? '(not captured)',
+      inflight: c.inflight,
+      refused_at_limit: c.refused_pod,
+      refused_node_full: c.refused_node,
+    }));
+  }
+  if (want('limits')) {
+    const l = maps.limits!.get(0);
+    out.limits = [{ handover_per_pod: l?.handover_per_pod || Handover.DEFAULT_PER_POD }];
+  }
   if (want('stats'))
     out.stats = Stat.map((name, i) => ({ counter: name, value: maps.stats!.get(i) ?? 0n }));
   return out;

@@ -4,7 +4,7 @@
 // layouts.lock (append-only, see layout-lock.ts): change any and test/unit/layouts.test.ts fails until
 // the version is bumped and `npm run layouts:lock` has appended the new entry. test/kernel/layouts-btf
 // checks all of it against the compiled objects.
-import { struct, scalar, u8, u16, u32, u64, be16, ip4, ip6, u32Array, u8Array, cstr, type StructLayout } from './struct.js';
+import { struct, scalar, u8, u16, u32, u64, i64, be16, ip4, ip6, u32Array, u8Array, cstr, type StructLayout } from './struct.js';
 import { MapFlags, MapType } from './uapi.js';
 
 export const MAX_PROXY_IDS = 8;
@@ -19,6 +19,15 @@ export const MapLimits = {
   PAIRS: 131072,
   SPLICE_MARKS: 16384,
   SET_ENTRIES: 16384,
+  HANDOVER_NETNS: 2 * 4096 + 1,
+} as const;
+
+/** The hand-over limits of bpf/meshlane.h (handover.h): the default per pod, the node's headroom, and
+ * the key of the node's own count in `handover`. */
+export const Handover = {
+  DEFAULT_PER_POD: 65536 / 16,
+  HEADROOM: 1024,
+  NODE_KEY: 0n,
 } as const;
 
 export const PodFlags = {
@@ -30,6 +39,12 @@ export const PodFlags = {
   HAS_IP6: 1 << 5,
   IN_ENABLED: 1 << 6,
   IN_INCLUDE_ALL: 1 << 7,
+  /** the pod's set is empty: the programs skip its lookup (bpf/meshlane.h POD_NO_*) */
+  NO_OUT_EXCLUDE_PORTS: 1 << 8,
+  NO_OUT_INCLUDE_PORTS: 1 << 9,
+  NO_OUT_EXCLUDE_CIDRS: 1 << 10,
+  NO_OUT_INCLUDE_CIDRS: 1 << 11,
+  NO_EXCLUDE_IFACES: 1 << 12,
 } as const;
 
 export const PortKind = { OUT_EXCLUDE: 1, OUT_INCLUDE: 2, IN_INCLUDE: 3, IN_EXCLUDE: 4 } as const;
@@ -37,6 +52,9 @@ export const CidrKind = { OUT_EXCLUDE: 1, OUT_INCLUDE: 2 } as const;
 export const CaptureKind = { NONE: 0, OUTBOUND: 1, INBOUND: 2, DNS: 3 } as const;
 export const IfaceKind = { EXCLUDE: 1, REROUTE: 2 } as const;
 export const GlobalFlags = { SPLICE: 1 << 0 } as const;
+/** MESHLANE_SOURCE_MARK / MESHLANE_SOURCE_TABLE: the mark connect4/6 give a socket bound to the
+ * wildcard address before connect(), and the pod's routing table for it (pod-netns.ts) */
+export const SourceRouting = { MARK: 0x4d4c0000, TABLE: 19788 } as const;
 export const CIDR_KEY_FIXED_BITS = 64;
 
 export const Stat = [
@@ -57,6 +75,8 @@ export const Stat = [
   'splice_switched_off',
   'splice_left',
   'splice_retarget_fail',
+  'refused_pod_limit',
+  'refused_node_full',
 ] as const;
 
 export const PodConfig = struct('pod_config', {
@@ -121,6 +141,8 @@ export const SpliceState = struct('splice_state', {
   peer: PairKey,
 });
 export const SpliceMark = struct('splice_mark', { sk: u64, cookie: u64, since_ns: u64, target_cookie: u64 });
+export const HandoverCount = struct('handover_count', { inflight: i64, refused_pod: u64, refused_node: u64 });
+export const LimitsConfig = struct('limits_config', { handover_per_pod: u32, pad: u32 });
 
 export const NetnsCookie = scalar(u64);
 export const Ip4Key = scalar(ip4);
@@ -172,7 +194,9 @@ export const MAPS = {
   splice_state: { name: 'splice_state', key: scalar(u32), value: SpliceState, type: MapType.SK_STORAGE, maxEntries: 0, flags: MapFlags.NO_PREALLOC, version: 1, skStorage: true, what: 'per spliced socket: direction state, keys, peer (socket local storage)' },
   splice_marks: { name: 'splice_marks', key: PairKey, value: SpliceMark, type: MapType.LRU_HASH, maxEntries: MapLimits.SPLICE_MARKS, flags: 0, version: 1, what: 'spliced sockets whose peer fell back to the stack (they follow, then both leave sock_pairs)' },
   splice_gen: { name: 'splice_gen', key: StatIndex, value: Counter, type: MapType.ARRAY, maxEntries: 1, flags: 0, version: 1, what: 'marks made so far (spliced sockets look for a mark when it moves)' },
-  stats: { name: 'stats', key: StatIndex, value: Counter, type: MapType.PERCPU_ARRAY, maxEntries: Stat.length, flags: 0, version: 3, percpu: true, what: 'per-CPU counters' },
+  stats: { name: 'stats', key: StatIndex, value: Counter, type: MapType.PERCPU_ARRAY, maxEntries: Stat.length, flags: 0, version: 4, percpu: true, what: 'per-CPU counters' },
+  handover: { name: 'handover', key: NetnsCookie, value: HandoverCount, type: MapType.HASH, maxEntries: MapLimits.HANDOVER_NETNS, flags: 0, version: 1, what: 'per pod netns (0: the node): entries in orig_by_tuple, refused connects' },
+  limits: { name: 'limits', key: StatIndex, value: LimitsConfig, type: MapType.ARRAY, maxEntries: 1, flags: 0, version: 1, what: 'node-wide limits (in-flight connections per pod)' },
 } satisfies Record<string, MapDef>;
 
 export type MapName = keyof typeof MAPS;

@@ -24,6 +24,7 @@ export const u8 = int<number>('u8', 1, (b, o) => b.readUInt8(o), (b, o, v) => vo
 export const u16 = int<number>('u16', 2, (b, o) => b.readUInt16LE(o), (b, o, v) => void b.writeUInt16LE(v, o));
 export const u32 = int<number>('u32', 4, (b, o) => b.readUInt32LE(o), (b, o, v) => void b.writeUInt32LE(v, o));
 export const u64 = int<bigint>('u64', 8, (b, o) => b.readBigUInt64LE(o), (b, o, v) => void b.writeBigUInt64LE(v, o));
+export const i64 = int<bigint>('i64', 8, (b, o) => b.readBigInt64LE(o), (b, o, v) => void b.writeBigInt64LE(v, o));
 /** a port in network byte order, exposed as a number */
 export const be16 = int<number>('be16', 2, (b, o) => b.readUInt16BE(o), (b, o, v) => void b.writeUInt16BE(v, o));
 

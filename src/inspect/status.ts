@@ -5,6 +5,7 @@ import { GlobalFlags, Stat } from '../dataplane/layouts.js';
 import { formatSize } from '../dataplane/splice.js';
 import { statusPath, type AgentStatus, type PodNetnsStatus } from '../agent/status.js';
 import type { CaptureSettings } from '../model/types.js';
+import type { NodeHandover } from '../dataplane/handover.js';
 
 export function settingsLine(s: CaptureSettings): string {
   const cidrs = (l: { addr: string; prefix: number }[]): string => l.map((c) => `${c.addr}/${c.prefix}`).join(',');
@@ -57,6 +58,13 @@ export function netnsLine(n: PodNetnsStatus): string {
   return `netns=${n.inode} ${how}${held}`;
 }
 
+/** The node's hand-over map (orig_by_tuple): how full, the limits, what was refused. */
+export function handoverLine(h: NodeHandover): string {
+  const refused = h.refusedPodLimit + h.refusedNodeFull > 0 ? `; refused: ${h.refusedPodLimit} at a pod's limit, ${h.refusedNodeFull} with the map near full` : '';
+  const full = h.handoverFull > 0 ? `; not stored (map full): ${h.handoverFull}` : '';
+  return `hand-over map: ${h.inflight} of ${h.capacity} connections between connect() and accept() (new ones refused from ${h.refuseFrom}); per pod at most ${h.perPodLimit}${refused}${full}`;
+}
+
 /** The per-pod part of `meshlane status`: captured pods with settings and errors, then the others. */
 export function podStatusLines(st: AgentStatus): string[] {
   const out = [`pods (${st.pods.length}):`];
@@ -64,6 +72,11 @@ export function podStatusLines(st: AgentStatus): string[] {
     out.push(`  ${p.ref.namespace}/${p.ref.name} ${p.state}${p.reason ? ` (${p.reason})` : ''} ips=${p.ips.join(',')}${p.podId ? ` id=${p.podId}` : ''}`);
     if (p.netns) out.push(`    ${netnsLine(p.netns)}`);
     out.push(`    ${settingsLine(p.settings)}`);
+    if (p.handover) {
+      const h = p.handover;
+      const refused = h.refusedAtLimit + h.refusedNodeFull > 0 ? `; refused: ${h.refusedAtLimit} at its limit, ${h.refusedNodeFull} with the node's map near full` : '';
+      out.push(`    connections between connect() and accept(): ${h.inflight} (limit ${h.limit})${refused}`);
+    }
     for (const e of p.errors) out.push(`    error: ${e}`);
     for (const u of p.unsupported) out.push(`    unsupported: ${u}`);
   }
@@ -107,6 +120,7 @@ export function renderStatus(i: StatusInput): string {
   } else {
     out.push(`agent: ${i.agentRunning ? `running (pid ${st.pid})` : `not running (last seen pid ${st.pid} at ${st.updatedAt})`}; source: ${st.source}; cgroup root: ${st.cgroupRoot}`);
     if (st.sourceError) out.push(`source error: ${st.sourceError}`);
+    if (st.handover) out.push(handoverLine(st.handover));
     out.push(...podStatusLines(st));
   }
   return out.join('\n') + '\n';

@@ -10,7 +10,7 @@ import { UserError } from '../util/errors.js';
 import { packageRoot } from '../util/paths.js';
 
 export type NativeAddon = typeof Native;
-export type { MapSpec, ProgramSpec, MapInfo, LinkInfo, ProgInfo } from '../../native/index.js';
+export type { MapSpec, ProgramSpec, MapInfo, LinkInfo, ProgInfo, NetlinkRequest } from '../../native/index.js';
 export type Fd = Native.Fd;
 export type MapFd = Native.MapFd;
 export type BpfObject = Native.BpfObject;
@@ -51,6 +51,7 @@ export const pidfdGetfd = addon.pidfdGetfd;
 export const socketNetnsCookie = addon.socketNetnsCookie;
 export const netnsCookie = addon.netnsCookie;
 export const netnsInterfaces = addon.netnsInterfaces;
+export const netnsNetlink = addon.netnsNetlink;
 export const originalDst = addon.originalDst;
 export const probeProgType = addon.probeProgType;
 export const probeMapType = addon.probeMapType;

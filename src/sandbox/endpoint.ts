@@ -10,7 +10,10 @@
 //       Like serve on the capture ports (tags proxy-outbound / proxy-inbound; status ports: proxy-status).
 //       With --forward it acts like Envoy: pipes each connection to its SO_ORIGINAL_DST (inbound from
 //       127.0.0.6 / ::6, outbound from the default source). Logs one JSON line per connection on stdout.
-//   node endpoint.js connect --to HOST:PORT|[V6]:PORT [--from ADDR] [--timeout 2000] [--send TEXT]
+//   node endpoint.js connect --to HOST:PORT|[V6]:PORT [--from ADDR] [--from-port N] [--timeout 2000] [--send TEXT]
+//       --from / --from-port bind the socket before connect() (to ADDR, default the wildcard address of
+//       the family, and port N, default 0: a port is taken at bind, as dig, curl --local-port and
+//       Python's bind(("0.0.0.0", 0)) do).
 //       Prints ONE JSON line: {"ok":true,"reply":<JSON or text>,"local":"addr:port"} or
 //       {"ok":false,"error":"ECONNREFUSED"|"ETIMEDOUT"|...}. Exit code 0 either way (2 on bad usage).
 //   node endpoint.js session --to HOST:PORT [--rounds 20] [--interval 100]
@@ -20,8 +23,10 @@
 //       sender as this server saw it). Binds [::]:port dual-stack, or each of --addrs (then replies leave
 //       from the address that was asked, as a DNS server bound per address does).
 //   node endpoint.js udp-query --to HOST:PORT|[V6]:PORT [--connected] [--from ADDR] [--timeout 2000]
-//       Sends one datagram and prints ONE JSON line: {"ok":true,"reply":<JSON>,"from":"addr:port"} where
-//       from is where the reply came from as the app sees it (recvmsg's address); with --connected the
+//       Sends one datagram and prints ONE JSON line: {"ok":true,"reply":<JSON>,"from":"addr:port","local":"addr:port"}
+//       where from is where the reply came from as the app sees it (recvmsg's address) and local the
+//       socket's own address (getsockname; node binds the socket to the wildcard address and a port
+//       before its first send or connect, whether --from is given or not); with --connected the
 //       socket is connect()ed first and "peer" is its getpeername(). {"ok":false,"error":...} on timeout.
 //   proxy --dns 15053 adds a DNS listener like istio-agent's: UDP and TCP on 127.0.0.1 and [::1] (tag
 //       proxy-dns); a UDP query is answered from the proxy's own socket with {"tag","port","peer"}.
@@ -179,7 +184,7 @@ function forward(direction: 'outbound' | 'inbound'): (s: Socket) => void {
   };
 }
 
-function runConnect(values: { to?: string; from?: string; timeout?: string; send?: string }): void {
+function runConnect(values: { to?: string; from?: string; 'from-port'?: string; timeout?: string; send?: string }): void {
   const to = values.to ?? usage('connect needs --to HOST:PORT');
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(to) ?? /^([^:]+):(\d+)$/.exec(to);
   if (!m) usage(`bad --to '${to}' (HOST:PORT or [V6]:PORT)`);
@@ -187,6 +192,7 @@ function runConnect(values: { to?: string; from?: string; timeout?: string; send
   const port = Number(m[2]);
   const timeoutMs = Number(values.timeout ?? '2000');
   if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) usage(`bad --timeout '${values.timeout}'`);
+  const localPort = values['from-port'] === undefined ? undefined : parsePorts(values['from-port'], 'from-port')[0];
 
   let done = false;
   let local = '';
@@ -199,7 +205,7 @@ function runConnect(values: { to?: string; from?: string; timeout?: string; send
     process.stdout.write(`${JSON.stringify(line)}\n`, () => process.exit(0));
   };
   const timer = setTimeout(() => finish({ ok: false, error: 'ETIMEDOUT' }), timeoutMs);
-  const sock = netConnect({ host, port, localAddress: values.from });
+  const sock = netConnect({ host, port, localAddress: values.from, localPort });
   sock.on('connect', () => {
     local = hostPort(sock.localAddress, sock.localPort);
     if (values.send !== undefined) sock.end(values.send);
@@ -336,7 +342,8 @@ function runUdpQuery(values: { to?: string; from?: string; timeout?: string; con
     } catch {
       /* raw text */
     }
-    const line: Record<string, unknown> = { ok: true, reply, from: hostPort(rinfo.address, rinfo.port) };
+    const me = sock.address();
+    const line: Record<string, unknown> = { ok: true, reply, from: hostPort(rinfo.address, rinfo.port), local: hostPort(me.address, me.port) };
     if (values.connected) {
       try {
         const r = sock.remoteAddress();
@@ -375,6 +382,7 @@ async function main(): Promise<void> {
       forward: { type: 'boolean' },
       to: { type: 'string' },
       from: { type: 'string' },
+      'from-port': { type: 'string' },
       timeout: { type: 'string' },
       send: { type: 'string' },
       echo: { type: 'boolean' },

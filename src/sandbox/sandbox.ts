@@ -5,7 +5,7 @@
 //
 // Layout (prefix P, at most 9 characters so every name stays within IFNAMSIZ-1 = 15):
 //   netns  P-node          bridge mlbr0 10.244.0.1/24 fd00:244::1/64, forwarding on
-//   netns  P-p<n>          a pod: lo (+ ::6/128), eth0 (veth peer of vp<n> on mlbr0), default routes via the node
+//   netns  P-p<n>          a pod: lo (+ ::6/128 unless asked not to), eth0 (veth peer of vp<n> on mlbr0), default routes via the node
 //   netns  P-h<n>          a host meshlane does not manage (veth vh<n>), extra addresses on lo routed via it
 //   cgroup <cgroup2>/P/kubepods.slice/...   (systemd driver)  or  <cgroup2>/P/kubepods/... (cgroupfs driver)
 //   cgroup <cgroup2>/P/hosts/<name>, <cgroup2>/P/node      for processes of hosts and of the node itself
@@ -77,6 +77,12 @@ export interface PodSpec {
    * bind-mounts over /etc/resolv.conf for every process spawned in the pod. Removed by destroy().
    */
   resolvConf?: string;
+  /**
+   * Put ::6/128 on lo when the pod has IPv6 (default true), as istio-iptables would have: the proxy binds
+   * ::6 for its inbound passthrough connections. false: lo as the CNI leaves it (no ::6), for whoever
+   * captures the pod to add.
+   */
+  passthroughV6?: boolean;
 }
 
 export interface HostAddrs {
@@ -472,7 +478,7 @@ export class Sandbox {
     this.pods.push(pod);
     await mkdir(pod.cgroupDir);
     await this.plumb(pod.netns, pod.hostVeth, spec.ipv4, spec.ipv6);
-    if (spec.ipv6 !== undefined) await ip('-n', pod.netns, 'addr', 'add', `${INBOUND_PASSTHROUGH_V6}/128`, 'dev', 'lo', 'nodad');
+    if (spec.ipv6 !== undefined && spec.passthroughV6 !== false) await ip('-n', pod.netns, 'addr', 'add', `${INBOUND_PASSTHROUGH_V6}/128`, 'dev', 'lo', 'nodad');
     if (spec.resolvConf !== undefined) {
       mkdirSync(join(ETC_NETNS, pod.netns), { recursive: true });
       writeFileSync(join(ETC_NETNS, pod.netns, 'resolv.conf'), spec.resolvConf);

@@ -33,12 +33,17 @@ interface DnsCase {
   proto: 'udp' | 'tcp';
   to: string;
   connected?: boolean;
+  /** bind the socket to this address (and a port) first; node binds a UDP socket to the wildcard
+   * address before its first send or connect anyway */
+  from?: string;
 }
 
 const v6 = (a: string, port: number): string => `[${a}]:${port}`;
 const udp = (name: string, to: string, uid = APP, gid = uid): DnsCase => ({ name, uid, gid, proto: 'udp', to });
 const udpc = (name: string, to: string, uid = APP, gid = uid): DnsCase => ({ name, uid, gid, proto: 'udp', to, connected: true });
 const tcp = (name: string, to: string, uid = APP, gid = uid): DnsCase => ({ name, uid, gid, proto: 'tcp', to });
+/** bound before connect() / sendmsg() to the wildcard address `from` (dig binds first, UDP and TCP) */
+const bound = (c: DnsCase, from: string): DnsCase => ({ ...c, name: `${c.name}, bound to ${from} first`, from });
 
 interface Variant {
   name: string;
@@ -79,6 +84,15 @@ const VARIANTS: Variant[] = [
       tcp('proxy -> server :53/tcp', `${SVC_V4}:53`, PROXY),
       tcp('gid-1337 process -> server :53/tcp', `${SVC_V4}:53`, APP, PROXY),
       tcp('app -> server :80/tcp', `${SVC_V4}:80`),
+      bound(udp('app -> server :53/udp', `${SVC_V4}:53`), '0.0.0.0'),
+      bound(udpc('app -> server :53/udp connected', `${SVC_V4}:53`), '0.0.0.0'),
+      bound(udp('app -> v6 server :53/udp', v6(SVC_V6, 53)), '::'),
+      bound(udpc('app -> v6 server :53/udp connected', v6(SVC_V6, 53)), '::'),
+      bound(udpc('app -> v4-mapped server on a v6 socket :53/udp connected', v6(`::ffff:${SVC_V4}`, 53)), '::'),
+      bound(tcp('app -> server :53/tcp', `${SVC_V4}:53`), '0.0.0.0'),
+      bound(tcp('app -> v6 server :53/tcp', v6(SVC_V6, 53)), '::'),
+      bound(tcp('app -> v4-mapped server :53/tcp', v6(`::ffff:${SVC_V4}`, 53)), '::'),
+      bound(udpc('proxy -> server :53/udp connected', `${SVC_V4}:53`, PROXY), '0.0.0.0'),
     ],
   },
   {
@@ -140,30 +154,30 @@ const VARIANTS: Variant[] = [
 ];
 
 /** What a UDP query hit: the listener, the sender it saw, where the reply came from as the app saw it,
- * and for a connected socket its getpeername(). */
+ * the socket's own address (getsockname, without its port), and for a connected socket its
+ * getpeername(). */
 function udpOutcome(json: string, c: DnsCase): string {
-  let r: { ok: boolean; error?: string; from?: string; peer?: string; reply?: { tag: string; port: number; peer: string } };
+  let r: { ok: boolean; error?: string; from?: string; local?: string; peer?: string; reply?: { tag: string; port: number; peer: string } };
   try {
     r = JSON.parse(json);
   } catch {
     return `unparsable: ${json.trim().slice(0, 200)}`;
   }
   if (!r.ok) return `error ${r.error}`;
-  let s = `${r.reply?.tag}:${r.reply?.port} from=${r.from}`;
-  // The sender the DNS listener saw. Not for a connected socket: node binds a UDP socket (to the
-  // wildcard address and a port) before it connects, so the connect hook can no longer choose the pod IP
-  // as the source and the proxy sees 127.0.0.1 where iptables shows the pod IP (see the README).
-  if (!c.connected) s += ` sender=${r.reply?.peer}`;
+  // The sender the DNS listener saw: for a connected socket too, which node binds to the wildcard
+  // address and a port before it connects (the connect hook marks it for the pod's source routing).
+  let s = `${r.reply?.tag}:${r.reply?.port} from=${r.from} sender=${r.reply?.peer} app-local=${(r.local ?? '').replace(/:\d+$/, '')}`;
   if (c.connected) s += ` getpeername=${r.peer}`;
   return s;
 }
 
 async function runDnsCase(t: Topology, c: DnsCase): Promise<string> {
+  const from = c.from === undefined ? [] : ['--from', c.from];
   const args = c.proto === 'udp'
-    ? [ENDPOINT(), 'udp-query', '--to', c.to, '--timeout', '1500', ...(c.connected ? ['--connected'] : [])]
-    : [ENDPOINT(), 'connect', '--to', c.to, '--timeout', '2000'];
+    ? [ENDPOINT(), 'udp-query', '--to', c.to, '--timeout', '1500', ...(c.connected ? ['--connected'] : []), ...from]
+    : [ENDPOINT(), 'connect', '--to', c.to, '--timeout', '2000', ...from];
   const r = await t.pod.exec('node', args, { uid: c.uid, gid: c.gid, container: 'app', timeoutMs: 10_000 });
-  return c.proto === 'udp' ? udpOutcome(r.stdout, c) : outcomeOf(r.stdout);
+  return c.proto === 'udp' ? udpOutcome(r.stdout, c) : outcomeOf(r.stdout, { appLocal: true });
 }
 
 async function runDnsCases(t: Topology, cases: DnsCase[], parallel = 4): Promise<Map<string, string>> {
@@ -240,9 +254,11 @@ test('oracle: DNS cases under the iptables rules of istio-iptables', async () =>
     }
     // sanity: the rules really redirected, and the reply came back un-NATed
     const on = oracle.get(VARIANTS[0]!.name)!;
-    assert.equal(on.get('app -> server :53/udp'), `proxy-dns:15053 from=${SVC_V4}:53 sender=${POD_V4}`);
-    assert.match(on.get('app -> server :53/tcp')!, /^proxy-dns:15053 peer=10\.244\.0\.10 orig=10\.96\.0\.10:53 app-sees=10\.96\.0\.10:53$/);
-    assert.equal(oracle.get('DNS off')!.get('app -> server :53/udp'), `svc:53 from=${SVC_V4}:53 sender=${POD_V4}`);
+    assert.equal(on.get('app -> server :53/udp'), `proxy-dns:15053 from=${SVC_V4}:53 sender=${POD_V4} app-local=0.0.0.0`);
+    assert.equal(on.get('app -> server :53/udp connected'), `proxy-dns:15053 from=${SVC_V4}:53 sender=${POD_V4} app-local=${POD_V4} getpeername=${SVC_V4}:53`);
+    assert.match(on.get('app -> server :53/tcp')!, /^proxy-dns:15053 peer=10\.244\.0\.10 orig=10\.96\.0\.10:53 app-sees=10\.96\.0\.10:53 app-local=10\.244\.0\.10$/);
+    assert.match(on.get('app -> server :53/tcp, bound to 0.0.0.0 first')!, /^proxy-dns:15053 peer=10\.244\.0\.10 orig=10\.96\.0\.10:53 app-sees=10\.96\.0\.10:53 app-local=10\.244\.0\.10$/);
+    assert.equal(oracle.get('DNS off')!.get('app -> server :53/udp'), `svc:53 from=${SVC_V4}:53 sender=${POD_V4} app-local=0.0.0.0`);
   } finally {
     await destroyTopology(topo);
     topo = undefined;

@@ -13,8 +13,12 @@ import type { SandboxMember, SandboxPod } from '../../src/sandbox/sandbox.js';
 import {
   APP, POD_V4, POD_V6, POD_UID,
   makeTopology, destroyTopology, namespaceObject, podObject, runCases, runCase, startAgent, cleanupAgent, waitForPodSettings, waitFor,
-  type Case, type Topology, type AgentRun, type PodObjectOptions,
+  type Case, type Topology, type TopologyOptions, type AgentRun, type PodObjectOptions,
 } from '../support/harness.js';
+import { execFile as execFileCb } from 'node:child_process';
+import { promisify } from 'node:util';
+
+const execFile = promisify(execFileCb);
 
 const PEER_V4 = '10.244.0.11';
 const PEER_UID = '3c1d2e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f';
@@ -95,8 +99,8 @@ after(async () => {
   await destroyTopology(topo);
 });
 
-async function build(prefix: string): Promise<{ t: Topology; clients: Clients }> {
-  const t = await makeTopology({ prefix });
+async function build(prefix: string, o: Omit<TopologyOptions, 'prefix'> = {}): Promise<{ t: Topology; clients: Clients }> {
+  const t = await makeTopology({ prefix, ...o });
   const peer = await t.sb.addPod({ namespace: 'legacy', name: 'peer', uid: PEER_UID, ipv4: PEER_V4 });
   return { t, clients: { remote: t.svc, node: t.sb.node, peer } };
 }
@@ -155,4 +159,48 @@ test('meshlane: the same inbound cases decide the same', async (t) => {
     // (the client times out). Either way the app never sees the connection.
     assert.match(r, /^error (ETIMEDOUT|ECONNREFUSED)$/);
   });
+});
+
+// A proxy that forwards inbound as Envoy does: to SO_ORIGINAL_DST from 127.0.0.6, or ::6 for IPv6, which
+// must be an address of the pod's lo. A pod as the CNI leaves it has no ::6: istio-iptables adds it
+// (configureIPv6Addresses; the oracle's applyIstioRules does as it does), meshlane's agent adds it when it
+// enrols a pod with IPv6, and a released pod keeps it (it is the pod's own address from then on).
+const FORWARDED: CaseFn = (c) => [from(c.remote, 'remote -> [v6]:8080, forwarded', to6(8080)), from(c.remote, 'remote -> :8080, forwarded', to4(8080))];
+const hasPassthroughV6 = async (netns: string): Promise<boolean> =>
+  /inet6 ::6\/128 /.test((await execFile('ip', ['-n', netns, '-6', 'addr', 'show', 'dev', 'lo'])).stdout);
+
+test('a forwarding proxy in a pod without ::6 on lo: the oracle, then meshlane adds ::6 at enrolment and keeps it at release', async (t) => {
+  const forwarded = new Map<string, Map<string, string>>();
+  for (const side of ['iptables', 'meshlane'] as const) {
+    await cleanupAgent(agent);
+    agent = undefined;
+    await destroyTopology(topo);
+    topo = undefined;
+    const b = await build(side === 'iptables' ? 'mlif' : 'mlig', { forward: true, passthroughV6: false });
+    topo = b.t;
+    assert.equal(await hasPassthroughV6(topo.pod.netns), false, `${side}: no ::6 on lo before capture`);
+    if (side === 'iptables') {
+      await applyIstioRules(topo.pod.netns, istioIptablesRules(settingsOf(VARIANTS[0]!), {}));
+      forwarded.set(side, await runCases(topo.pod, FORWARDED(b.clients)));
+      continue;
+    }
+    agent = await startAgent(topo.sb, [NS, LEGACY, podObject(), peerObject], 'inbound-fwd');
+    await waitForPodSettings(agent, POD_UID, settingsOf(VARIANTS[0]!));
+    await waitFor(() => agent!.log().includes('pod network namespace prepared'), 10_000, 'the agent to prepare the pod netns');
+    assert.equal(await hasPassthroughV6(topo.pod.netns), true, 'meshlane: ::6 on lo once the pod is captured');
+    forwarded.set(side, await runCases(topo.pod, FORWARDED(b.clients)));
+
+    await t.test('released: ::6 stays, capture goes', async () => {
+      agent!.write([NS, LEGACY, podObject({ labels: { 'sidecar.istio.io/inject': 'false' } }), peerObject]);
+      await waitFor(() => agent!.status()?.pods.find((p) => p.ref.uid === POD_UID) === undefined, 10_000, 'the pod to be released');
+      const r = await runCase(topo!.pod, from(b.clients.remote, 'remote -> :8080, released', to4(8080)));
+      assert.match(r, /^app:8080 peer=10\.244\.0\.200 /, 'no longer captured: the app sees the client');
+      assert.equal(await hasPassthroughV6(topo!.pod.netns), true, '::6 stays on lo');
+    });
+  }
+  const want = forwarded.get('iptables')!;
+  const got = forwarded.get('meshlane')!;
+  assert.match(want.get('remote -> [v6]:8080, forwarded')!, /^app:8080 peer=::6 /, 'the oracle forwarded from ::6');
+  assert.match(want.get('remote -> :8080, forwarded')!, /^app:8080 peer=127\.0\.0\.6 /, 'the oracle forwarded from 127.0.0.6');
+  assert.deepEqual(Object.fromEntries(got), Object.fromEntries(want));
 });

@@ -1,7 +1,9 @@
 // Outbound parity (capture-spec sections 3 and 6): every case runs once under the nat rules that
 // istio-iptables writes for the pod's settings (the oracle) and once under meshlane, each in a fresh
 // sandbox with the same addresses, and what each connection hit must be the same: which listener,
-// the peer address it saw, and for the proxy the original destination read with SO_ORIGINAL_DST.
+// the peer address it saw, for the proxy the original destination read with SO_ORIGINAL_DST, and the
+// app's own address (getsockname). Sockets bound before connect() (to the wildcard address, with a port
+// taken at bind or a fixed one) are cases of their own.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseCaptureSettings } from '../../src/model/annotations.js';
@@ -17,6 +19,9 @@ import {
 const v6 = (a: string, port: number): string => `[${a}]:${port}`;
 const app = (name: string, to: string, from?: string): Case => ({ name, uid: APP, gid: APP, to, from });
 const proxy = (name: string, to: string, from?: string): Case => ({ name, uid: PROXY, gid: PROXY, to, from });
+/** bound before connect() (to the wildcard address `from`, and `fromPort` or a port taken at bind), as
+ * dig over TCP, `curl --local-port` and Python's bind(("0.0.0.0", 0)) do */
+const bound = (c: Case, from: string, fromPort?: number): Case => ({ ...c, name: `${c.name}, bound to ${from}:${fromPort ?? 0} first`, from, fromPort });
 
 interface Variant {
   name: string;
@@ -53,6 +58,18 @@ const VARIANTS: Variant[] = [
       { name: 'gid-1337 process -> VIP', uid: APP, gid: PROXY, to: `${SVC_V4}:80` },
       { name: 'gid-1337 process -> own pod IP', uid: APP, gid: PROXY, to: `${POD_V4}:8080` },
       { name: 'uid-1337 gid-1000 process -> own pod IP', uid: PROXY, gid: APP, to: `${POD_V4}:8080` },
+      bound(app('app -> service VIP', `${SVC_V4}:80`), '0.0.0.0'),
+      bound(app('app -> service VIP (v6)', v6(SVC_V6, 80)), '::'),
+      bound(app('app -> v4-mapped VIP on a v6 socket', v6(`::ffff:${SVC_V4}`, 80)), '::'),
+      bound(app('app -> service VIP', `${SVC_V4}:80`), '0.0.0.0', 40001),
+      bound(app('app -> service VIP (v6)', v6(SVC_V6, 80)), '::', 40002),
+      bound(app('app -> 127.0.0.1:8080', '127.0.0.1:8080'), '0.0.0.0'),
+      bound(app('app -> own pod IP', `${POD_V4}:8080`), '0.0.0.0'),
+      bound(app('app -> own pod IPv6', v6(POD_V6, 8080)), '::'),
+      bound(app('app -> [::6]:8080', v6('::6', 8080)), '::'),
+      bound(proxy('proxy -> own pod IP (hairpin)', `${POD_V4}:8080`), '0.0.0.0'),
+      bound(proxy('proxy -> own pod IPv6 (hairpin)', v6(POD_V6, 8080)), '::'),
+      bound(proxy('proxy -> service VIP', `${SVC_V4}:80`), '0.0.0.0'),
     ],
   },
   {
@@ -92,6 +109,8 @@ const VARIANTS: Variant[] = [
       app('app -> 127.0.0.1', '127.0.0.1:8080'),
       app('app -> VIP (not included)', `${SVC_V4}:80`),
       proxy('proxy -> 127.0.0.2 hairpins', '127.0.0.2:8080'),
+      bound(app('app -> 127.1.2.3', '127.1.2.3:8080'), '0.0.0.0'),
+      bound(proxy('proxy -> 127.0.0.2 hairpins', '127.0.0.2:8080'), '0.0.0.0'),
     ],
   },
   {
@@ -163,13 +182,15 @@ test('oracle: the cases under the iptables rules of istio-iptables', async () =>
       // the sandbox already put ::6 on lo, as istio-iptables would
       await applyIstioRules(topo.pod.netns, istioIptablesRules(s, {}), { addIPv6PassthroughAddress: false });
       try {
-        oracle.set(v.name, await runCases(topo.pod, v.cases));
+        oracle.set(v.name, await runCases(topo.pod, v.cases, 4, { appLocal: true }));
       } finally {
         await flushIstioRules(topo.pod.netns);
       }
     }
     // sanity: the oracle really redirected (so a broken rule set cannot pass as "nothing captured")
-    assert.match(oracle.get('default settings')!.get('app -> service VIP')!, /^proxy-outbound:15001 peer=10\.244\.0\.10 orig=10\.96\.0\.10:80 app-sees=10\.96\.0\.10:80$/);
+    assert.match(oracle.get('default settings')!.get('app -> service VIP')!, /^proxy-outbound:15001 peer=10\.244\.0\.10 orig=10\.96\.0\.10:80 app-sees=10\.96\.0\.10:80 app-local=10\.244\.0\.10$/);
+    // and a socket bound to the wildcard address first keeps the pod IP as its source under REDIRECT
+    assert.match(oracle.get('default settings')!.get('app -> service VIP, bound to 0.0.0.0:40001 first')!, /^proxy-outbound:15001 peer=10\.244\.0\.10 orig=10\.96\.0\.10:80 app-sees=10\.96\.0\.10:80 app-local=10\.244\.0\.10$/);
     assert.match(oracle.get('default settings')!.get('proxy -> own pod IP (hairpin)')!, /^proxy-inbound:15006 /);
   } finally {
     await destroyTopology(topo);
@@ -186,7 +207,7 @@ test('meshlane: the same cases decide the same', async (t) => {
     await t.test(v.name, async () => {
       agent!.write([NS, podObject(v.pod)]);
       await waitForPodSettings(agent!, POD_UID, settingsOf(v));
-      const got = await runCases(topo!.pod, v.cases);
+      const got = await runCases(topo!.pod, v.cases, 4, { appLocal: true });
       const want = oracle.get(v.name)!;
       const rows = v.cases.map((c) => ({ case: c.name, iptables: want.get(c.name), meshlane: got.get(c.name) }));
       assert.deepEqual(

@@ -58,6 +58,8 @@ export interface TopologyOptions {
   /** servers and proxy keep connections open and echo (for session-mode clients) */
   echo?: boolean;
   qos?: 'Guaranteed' | 'Burstable' | 'BestEffort';
+  /** the sandbox puts ::6 on the pod's lo (default true; false: left to whoever captures it) */
+  passthroughV6?: boolean;
 }
 
 export async function makeTopology(o: TopologyOptions): Promise<Topology> {
@@ -65,7 +67,7 @@ export async function makeTopology(o: TopologyOptions): Promise<Topology> {
   const procs: ChildProcess[] = [];
   try {
     const svc = await sb.addHost('svc', { ipv4: '10.244.0.200', ipv6: 'fd00:244::200', extraV4: [SVC_V4, OTHER_V4], extraV6: [SVC_V6] });
-    const pod = await sb.addPod({ namespace: 'demo', name: 'client', uid: POD_UID, ipv4: POD_V4, ipv6: POD_V6, qos: o.qos });
+    const pod = await sb.addPod({ namespace: 'demo', name: 'client', uid: POD_UID, ipv4: POD_V4, ipv6: POD_V6, qos: o.qos, passthroughV6: o.passthroughV6 });
     const echo = o.echo ? ['--echo'] : [];
     const svcServer = svc.spawn('node', [ENDPOINT(), 'serve', '--ports', '80,8080,53,15008', '--tag', 'svc', ...echo]);
     procs.push(svcServer);
@@ -150,8 +152,9 @@ export interface AgentRun {
   log(): string;
 }
 
-/** Start `meshlane agent` as a real subprocess on a cluster file, with its own bpffs dir and state dir. */
-export async function startAgent(sb: Sandbox, items: object[], name: string, prior?: AgentRun): Promise<AgentRun> {
+/** Start `meshlane agent` as a real subprocess on a cluster file, with its own bpffs dir and state dir
+ * (`extraArgs`: more agent flags, e.g. --max-inflight-per-pod). */
+export async function startAgent(sb: Sandbox, items: object[], name: string, prior?: AgentRun, extraArgs: string[] = []): Promise<AgentRun> {
   const dir = prior?.dir ?? mkdtempSync(join(tmpdir(), `meshlane-${name}-`));
   const clusterFile = join(dir, 'cluster.json');
   const write = (its: object[]): void => {
@@ -161,7 +164,7 @@ export async function startAgent(sb: Sandbox, items: object[], name: string, pri
     renameSync(tmp, clusterFile);
   };
   if (!prior) write(items);
-  return spawnAgent(sb, name, dir, ['--cluster-file', clusterFile], { clusterFile, write });
+  return spawnAgent(sb, name, dir, ['--cluster-file', clusterFile, ...extraArgs], { clusterFile, write });
 }
 
 /** Start `meshlane agent --kubeconfig FILE --node-name NODE` (the Kubernetes API source) the same way. */
@@ -268,7 +271,10 @@ export interface Case {
   uid: number;
   gid: number;
   to: string;
+  /** bind before connect(): to this address (see fromPort) */
   from?: string;
+  /** bind before connect() to this port (with `from`, or the wildcard address) */
+  fromPort?: number;
   /** where the client runs (default: the pod given to runCase / runCases) */
   on?: SandboxMember;
 }
@@ -276,10 +282,15 @@ export interface Case {
 /** The endpoint already writes plain addresses (v4-mapped ones as IPv4). */
 const plain = (a: string | undefined): string => a ?? '';
 
+export interface OutcomeOptions {
+  /** also the app's own address (getsockname, without the port), as ` app-local=<addr>` */
+  appLocal?: boolean;
+}
+
 /** What a connection hit, as a comparable string: the listener, the peer the listener saw, and for a
  * proxy listener the original destination it read with SO_ORIGINAL_DST. */
-export function outcomeOf(json: string): string {
-  let r: { ok: boolean; error?: string; remote?: string; reply?: { tag: string; listen?: number; port: number; peer: string; orig?: { address?: string; port?: number; error?: string } } };
+export function outcomeOf(json: string, o: OutcomeOptions = {}): string {
+  let r: { ok: boolean; error?: string; remote?: string; local?: string; reply?: { tag: string; listen?: number; port: number; peer: string; orig?: { address?: string; port?: number; error?: string } } };
   try {
     r = JSON.parse(json);
   } catch {
@@ -295,13 +306,15 @@ export function outcomeOf(json: string): string {
     s += ` orig=${rep.orig?.address ? `${plain(rep.orig.address)}:${rep.orig.port}` : rep.orig?.error}`;
   }
   if (r.remote) s += ` app-sees=${r.remote}`;
+  // the app's own address (getsockname), without its port (ephemeral unless bound)
+  if (o.appLocal && r.local) s += ` app-local=${r.local.replace(/:\d+$/, '')}`;
   return s;
 }
 
-export async function runCase(pod: SandboxMember, c: Case): Promise<string> {
-  const args = [ENDPOINT(), 'connect', '--to', c.to, '--timeout', '2000', ...(c.from ? ['--from', c.from] : [])];
+export async function runCase(pod: SandboxMember, c: Case, o: OutcomeOptions = {}): Promise<string> {
+  const args = [ENDPOINT(), 'connect', '--to', c.to, '--timeout', '2000', ...(c.from ? ['--from', c.from] : []), ...(c.fromPort ? ['--from-port', String(c.fromPort)] : [])];
   const r = await (c.on ?? pod).exec('node', args, { uid: c.uid, gid: c.gid, container: 'app', timeoutMs: 10_000 });
-  return outcomeOf(r.stdout);
+  return outcomeOf(r.stdout, o);
 }
 
 /** Start a long-lived session client in the pod (see endpoint.ts session); resolves to its outcome line. */
@@ -313,13 +326,13 @@ export function startSession(pod: SandboxPod, to: string, rounds: number, interv
 }
 
 /** Run cases a few at a time (they are independent connections). */
-export async function runCases(pod: SandboxMember, cases: Case[], parallel = 4): Promise<Map<string, string>> {
+export async function runCases(pod: SandboxMember, cases: Case[], parallel = 4, o: OutcomeOptions = {}): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   let i = 0;
   const worker = async (): Promise<void> => {
     while (i < cases.length) {
       const c = cases[i++]!;
-      out.set(c.name, await runCase(pod, c));
+      out.set(c.name, await runCase(pod, c, o));
     }
   };
   await Promise.all(Array.from({ length: parallel }, worker));

@@ -31,6 +31,8 @@ test('bench options: the full run by default, --quick shortens every default but
   assert.deepEqual([q.rounds, q.duration, q.conc, q.quietWait], [2, 2, [16], 10]);
   assert.equal(opts(['--meshlane', '/tmp/build']).cli, '/tmp/build/dist/src/cli/main.js');
   assert.deepEqual(opts(['--modes', 'meshlane-pinned,none']).modes, ['meshlane-pinned', 'none']);
+  const b = opts(['--modes', 'iptables,meshlane,meshlane-base', '--base', '/tmp/base']);
+  assert.deepEqual([b.modes, b.baseCli], [['iptables', 'meshlane', 'meshlane-base'], '/tmp/base/dist/src/cli/main.js']);
   assert.equal(parseOptions(['--help']), 'help');
 });
 
@@ -39,7 +41,9 @@ test('bench options: a value out of range or an unknown mode is a UsageError nam
   usage(['--rounds', '0'], '--rounds must be an integer in 1..20');
   usage(['--conc', '1,x'], '--conc must be an integer in 1..1000');
   usage(['--quiet-wait', '1.5'], '--quiet-wait must be an integer in 0..600');
-  usage(['--modes', 'none,envoy'], "--modes: unknown mode 'envoy' (none, iptables, meshlane, meshlane-nosplice, meshlane-pinned, meshlane-nosplice-pinned, meshlane-unbounded)");
+  usage(['--modes', 'none,envoy'], "--modes: unknown mode 'envoy' (none, iptables, meshlane, meshlane-nosplice, meshlane-pinned, meshlane-nosplice-pinned, meshlane-unbounded, meshlane-base)");
+  usage(['--modes', 'meshlane-base'], '--modes meshlane-base and --base DIR go together');
+  usage(['--base', '/tmp/base'], '--modes meshlane-base and --base DIR go together');
 });
 
 test('report: median of odd and even counts', () => {

@@ -56,17 +56,20 @@ test('map names in MAPS match their keys, and the kind flags match the map type'
 });
 
 /**
- * Append-only, from git: every entry the lock file ever had in a commit of the history of HEAD (git
- * rev-list HEAD -- <lock>, then git show of each) must still be in the file as it is now, same (map,
+ * Append-only, from git: every entry the lock file ever had in a commit of the mainline history of HEAD
+ * (git rev-list --first-parent HEAD -- <lock>, then git show of each) must still be in the file as it is
+ * now, same (map,
  * version, fingerprint); the working file is what is compared, so an uncommitted edit is caught too.
  * Returns the entries lost, or a note when there is no history to compare (not a git checkout, the
- * file in no commit yet, git missing).
+ * file in no commit yet, git missing). First parents only: what a merged branch had on its own commits
+ * (two branches that both drafted version N of a map) was never a release, so the merge decides; what
+ * the mainline committed is fixed for ever.
  */
 function lockHistoryLosses(root: string, path: string): { lost: string[]; commits: number } | { note: string } {
   const git = (...args: string[]): string => execFileSync('git', ['-C', root, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   let commits: string[];
   try {
-    commits = git('rev-list', 'HEAD', '--', path).split('\n').filter(Boolean);
+    commits = git('rev-list', '--first-parent', 'HEAD', '--', path).split('\n').filter(Boolean);
   } catch {
     return { note: `${path} is not in a git checkout here (or git is missing): no history to compare` };
   }

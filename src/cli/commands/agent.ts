@@ -2,9 +2,20 @@ import { Command, Option } from 'commander';
 import { Agent } from '../../agent/agent.js';
 import { chooseSource, sourceFromOptions } from '../../sources/select.js';
 import { cgroup2Mount } from '../../util/cgroup.js';
+import { UserError } from '../../util/errors.js';
 import { makeLogger } from '../../util/log.js';
 import { formatSize, parseSpliceBudget, SPLICE_BUDGET_DEFAULT } from '../../dataplane/splice.js';
 import { bpffsOption, requireRoot, stateDirOption } from '../options.js';
+import { DEFAULT_PER_POD, MAX_PER_POD } from '../../dataplane/handover.js';
+
+/** --max-inflight-per-pod: an integer in 1..MAX_PER_POD, else a one-line error. */
+function inflightLimit(v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > MAX_PER_POD) {
+    throw new UserError(`--max-inflight-per-pod '${v}' is not a whole number in 1..${MAX_PER_POD}: pass e.g. --max-inflight-per-pod ${DEFAULT_PER_POD}`);
+  }
+  return n;
+}
 
 interface AgentFlags {
   clusterFile?: string;
@@ -16,6 +27,7 @@ interface AgentFlags {
   logLevel: string;
   splice?: boolean;
   spliceBudget?: string;
+  maxInflightPerPod?: number;
   testBpfObjects?: string;
 }
 
@@ -36,6 +48,7 @@ export function agentCommand(): Command {
     .option('--splice', 'splice same-node connections of captured pods socket to socket (sk_msg), and fail where this kernel cannot bound the backlog (default: on where it can; see README, Same-node splicing)')
     .option('--no-splice', 'do not splice: same-node connections go through TCP/IP')
     .option('--splice-budget <size>', `bytes a spliced direction may leave unread on its receiver before that connection goes through TCP (1MiB to 1GiB; default ${formatSize(SPLICE_BUDGET_DEFAULT).replace(' ', '')})`)
+    .option('--max-inflight-per-pod <n>', `connections one pod may hold between connect() and its proxy's accept; more are refused (EPERM), so one pod whose proxy stops accepting cannot use up the node's hand-over map (1..${MAX_PER_POD}, default ${DEFAULT_PER_POD})`, inflightLimit)
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     // TEST ONLY, hidden from --help: load the BPF objects from another directory, so a kernel test can
     // make a start fail in the verifier after other objects loaded (test/kernel/cli-errors.test.ts)
@@ -55,6 +68,7 @@ export function agentCommand(): Command {
         nodeName: choice.nodeName,
         splice: o.splice,
         spliceBudget,
+        maxInflightPerPod: o.maxInflightPerPod,
         objDir: o.testBpfObjects,
         log,
       });
