@@ -131,8 +131,9 @@ export class Agent {
       return this.writeGlobalFlags(dataplane);
     });
     const attached = runStep(attachStep, () => dataplane.attach(cgroupRoot));
-    const stale = runStep({ what: `removing stale pins under ${bpffs}`, where: `check --bpffs ${bpffs}`, fallback: REPORT_HINT }, () => dataplane.removeStalePins());
-    log.info({ attached, removedPins: stale, cgroupRoot, bpffs, splice }, splice ? 'capture active; splicing same-node connections (sk_msg)' : 'capture active; splicing off (the default; --splice turns it on)');
+    // the old programs' last writes carried, the new maps pinned, the old pins removed (dataplane.ts)
+    const done = runStep({ what: `completing the start under ${bpffs}`, where: `check --bpffs ${bpffs}`, fallback: REPORT_HINT }, () => dataplane.commit());
+    log.info({ attached, carried: done.carried.length ? done.carried : undefined, pinnedMaps: done.pinned.length ? done.pinned : undefined, removedPins: done.removed, cgroupRoot, bpffs, splice }, splice ? 'capture active; splicing same-node connections (sk_msg)' : 'capture active; splicing off (the default; --splice turns it on)');
     this.timer = setInterval(() => this.reconcile(), this.opts.resyncMs ?? 250);
     this.timer.unref?.();
   }
