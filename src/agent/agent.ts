@@ -1,35 +1,42 @@
-// The agent: a pipeline. A source produces Kubernetes objects -> the pod model turns them into
-// desired pods -> the locator finds each pod's netns -> the planner diffs against the maps -> the
-// dataplane writes them. It re-runs on every source change and on a short tick (pods whose cgroup
-// or processes appear later are picked up when they do).
+// The agent: starts the source, loads and attaches the programs, and runs the pipeline (pipeline.ts:
+// source events -> store -> pod model -> locator -> compile -> planner -> writer, per pod and only for
+// what changed). It publishes status.json (with its health, see health.ts) whenever a pod's state changes.
+//
+// Start-up, in order; any failure exits 2 with one line and leaves nothing pinned that this start made:
+//   flags -> source.start (a cluster file that is missing or malformed fails here; an unreachable API
+//   server does not: it is retried for ever, and until its first complete state the agent removes nothing
+//   from the maps) -> load the objects (adopting the pins) -> fill the maps -> global switches -> attach
+//   -> remove stale pins -> afterAttach (hook) -> adopt the listeners that predate the programs -> timers.
+//
+// Hook points for the work that plugs in here (keep them one line each where they are called):
+//   afterAttach()     once, after the programs are attached (probes, budgets)
+//   hooks.enrolled    per pod, when its maps entries and netns links are in place (pipeline.ts)
+//   statusExtras()    fields added to status.json
 import { Dataplane } from '../dataplane/dataplane.js';
 import { GlobalFlags } from '../dataplane/layouts.js';
-import { buildModel } from '../model/pod-model.js';
-import type { ModelResult } from '../model/types.js';
-import { ClusterFileSource } from '../sources/cluster-file.js';
+import type { Source, SourceHealth } from '../sources/source.js';
 import { UserError } from '../util/errors.js';
-import { checkCgroupDir } from '../util/cgroup.js';
+import { checkCgroupDir, pidsUnder } from '../util/cgroup.js';
 import type { Logger } from '../util/log.js';
-import { compilePod } from './desired.js';
+import { adoptListeners } from './listeners.js';
+import { agentHealth, type AgentHealth } from './health.js';
 import { PodLocator, pinnedNetns } from './pod-locator.js';
 import { PodRuntimeReader } from './pod-runtime.js';
-import { adoptListeners } from './listeners.js';
-import { AF_INET } from '../util/ip.js';
-import { pidsUnder } from '../util/cgroup.js';
-import { PodFlags } from '../dataplane/layouts.js';
-import { reconcileMaps } from './reconcile.js';
-import type { Want } from './plan.js';
-import { DEFAULT_STATE_DIR, prepareStateDir, StatusWriter, type AgentStatus, type PodStatus } from './status.js';
+import { Pipeline, type DataplaneIo, type PipelineHooks } from './pipeline.js';
+import { mapsWriter, readActual } from './reconcile.js';
+import { DEFAULT_STATE_DIR, prepareStateDir, StatusWriter, type AgentStatus } from './status.js';
 import { checkBpffsFlag, checkStateDirFlag, diagnoseBpffs, pathsUnder, removeNewPaths, runStep, type Step } from './startup.js';
+import type { Enroller } from './enroller.js';
 
 export interface AgentOptions {
-  clusterFile: string;
+  /** where Namespaces and Pods come from (sources/select.ts: cluster file or Kubernetes API) */
+  source: Source;
   cgroupRoot: string;
   bpffs: string;
   stateDir: string;
   nodeName?: string;
   log: Logger;
-  /** how often to re-check pods whose netns is not known yet, and the maps (ms) */
+  /** the pipeline's tick for pods whose netns is not known yet (ms, default 250) */
   resyncMs?: number;
   /** splice same-node socket pairs with sk_msg (default false: no per-socket backpressure, see
    * README); written to global[0] at start */
@@ -37,38 +44,38 @@ export interface AgentOptions {
   /** where the BPF objects are (default: bpf/build of the package). Tests only: the CLI sets it from
    * the hidden --test-bpf-objects, to make a start fail in the verifier */
   objDir?: string;
+  hooks?: PipelineHooks;
 }
 
 const REPORT_HINT = 'MESHLANE_DEBUG=1 shows the cause; if this node is set up as the README says, please report it';
 
-const ADOPT_RETRY_MS = 1000;
-const FULL_RESYNC_MS = 10_000;
-
-interface Snapshot {
-  namespaces: unknown[];
-  pods: unknown[];
-}
+/** status.json at most this often (a burst of changes is one write) */
+const STATUS_MIN_INTERVAL_MS = 100;
 
 export class Agent {
   private dataplane?: Dataplane;
-  private source?: ClusterFileSource;
-  private locator?: PodLocator;
-  private readonly runtime = new PodRuntimeReader();
-  private timer?: NodeJS.Timeout;
-  private snapshot?: Snapshot;
-  private sourceError?: string;
+  private pipeline?: Pipeline;
   private readonly startedAt = new Date().toISOString();
   private lastStatus = '';
-  private loggedErrors = new Map<string, string>();
   private stopped = false;
-  private readonly adoptTried = new Map<bigint, number>();
-  /** what the last map pass applied: skip the next one while nothing changes */
-  private applied: { signature: string; at: number; ids: Map<bigint, number> } = { signature: '', at: 0, ids: new Map() };
-  private rejectStart?: (e: Error) => void;
   private cgroupRoot = '';
   private statusWriter?: StatusWriter;
+  private statusTimer?: NodeJS.Timeout;
+  private lastPublish = 0;
+  private sourceStarted = false;
+  private sourceError: string | undefined;
+  private attached = false;
+  private pinsAdopted = false;
+  private readonly source: Source;
 
-  constructor(private readonly opts: AgentOptions) {}
+  constructor(private readonly opts: AgentOptions) {
+    this.source = opts.source;
+  }
+
+  /** The pipeline's enrolment seam for the CNI handler (see enroller.ts); there once start() resolved. */
+  get enroller(): Enroller | undefined {
+    return this.pipeline;
+  }
 
   async start(): Promise<void> {
     const { log } = this.opts;
@@ -79,19 +86,52 @@ export class Agent {
     this.statusWriter = new StatusWriter(prepareStateDir(this.opts.stateDir), log);
     // capabilities, kernel features, the --bpffs tree: refused before the source runs or anything is pinned
     Dataplane.preflight(this.opts.bpffs);
+    // The pipeline exists before the source starts, so that no event is lost; it touches the maps only
+    // once they are loaded (initialSync).
+    const locatorRef: { locator?: PodLocator } = {};
+    const io = this.io();
+    const runtime = new PodRuntimeReader();
+    const pipeline = new Pipeline({
+      io,
+      locator: {
+        locate: (uid, qos, pod) => locatorRef.locator!.locate(uid, qos, pod),
+        bind: (uid, ns) => locatorRef.locator!.bind(uid, ns),
+        retain: (uids) => locatorRef.locator!.retain(uids),
+      },
+      runtime,
+      log,
+      ...(this.opts.nodeName !== undefined ? { nodeName: this.opts.nodeName } : {}),
+      events: this.source.events,
+      resourceVersions: this.source.resourceVersions ?? false,
+      ...(this.opts.hooks ? { hooks: this.opts.hooks } : {}),
+      ...(this.opts.resyncMs !== undefined ? { tickMs: this.opts.resyncMs } : {}),
+    });
+    this.pipeline = pipeline;
+    pipeline.onChange = () => this.schedulePublish();
     try {
-      this.snapshot = await this.firstSnapshot();
+      await this.source.start({
+        event: (e) => {
+          if (e.type === 'replace') log.debug({ pods: e.pods.length, namespaces: e.namespaces.length }, 'source: complete state');
+          pipeline.onEvent(e);
+        },
+        error: (err) => {
+          this.sourceError = err.message;
+          log.error({ err: err.message }, 'source problem; keeping the last good state');
+          this.schedulePublish();
+        },
+      });
+      this.sourceStarted = true;
     } catch (e) {
-      this.source?.stop();
-      throw e;
+      await this.source.stop().catch(() => undefined);
+      throw e instanceof UserError ? e : new UserError((e as Error).message);
     }
     if (this.stopped) throw new UserError('the agent was stopped while starting');
     // From here a failure must leave nothing behind and let the process end: the source and the
-    // timer stop, the objects close, and every pin this start made goes (unpinning a link it made
+    // timers stop, the objects close, and every pin this start made goes (unpinning a link it made
     // detaches it). What was pinned before (an earlier, working install) stays as it was.
     const before = pathsUnder(this.opts.bpffs);
     try {
-      this.startCapture();
+      await this.startCapture(pipeline, (l) => (locatorRef.locator = l));
     } catch (e) {
       await this.stop();
       const removed = removeNewPaths(this.opts.bpffs, before);
@@ -100,8 +140,24 @@ export class Agent {
     }
   }
 
+  /** The kernel side of the pipeline, over the loaded dataplane. */
+  private io(): DataplaneIo {
+    const dp = (): Dataplane => {
+      if (!this.dataplane) throw new Error('the dataplane is not loaded');
+      return this.dataplane;
+    };
+    return {
+      writer: { apply: (op) => mapsWriter(dp().maps).apply(op) },
+      readActual: () => readActual(dp().maps),
+      attachNetns: (nsPath, cookie) => dp().attachNetns(nsPath, cookie),
+      detachNetns: (cookie) => dp().detachNetns(cookie),
+      netnsLinkCookies: () => dp().netnsLinkCookies(),
+      adoptListeners: (cookie, cgroup, port) => adoptListeners(dp().maps.listeners, cookie, pidsUnder(cgroup), [port]).length,
+    };
+  }
+
   /** Load, fill the maps, attach: each step's failure is one line naming the cause and the fix. */
-  private startCapture(): void {
+  private async startCapture(pipeline: Pipeline, setLocator: (l: PodLocator) => void): Promise<void> {
     const { log, bpffs, stateDir } = this.opts;
     const cgroupRoot = this.cgroupRoot;
     const dataplane = runStep(
@@ -114,9 +170,11 @@ export class Agent {
       () => Dataplane.load({ bpffs, log, objDir: this.opts.objDir }),
     );
     this.dataplane = dataplane;
-    this.locator = new PodLocator(cgroupRoot, log);
+    this.pinsAdopted = true;
+    const locator = new PodLocator(cgroupRoot, log);
+    setLocator(locator);
     // a restarted agent starts from the netns its pins hold for each pod (the sandbox process confirms them)
-    this.locator.restore(pinnedNetns(dataplane.maps.pods.entries(), dataplane.maps.pod_info.entries()));
+    locator.restore(pinnedNetns(dataplane.maps.pods.entries(), dataplane.maps.pod_info.entries()));
     const attachStep: Step = {
       what: `attaching the programs to cgroup ${cgroupRoot}`,
       where: `check --cgroup-root ${cgroupRoot} and --bpffs ${bpffs}`,
@@ -125,17 +183,43 @@ export class Agent {
     };
     // Pinned links of an install on another cgroup: refused before that install's maps are touched.
     runStep(attachStep, () => dataplane.checkPinnedLinks(cgroupRoot));
-    // Fill the maps before the programs go live (or are swapped): no window with empty maps.
-    const splice = runStep({ what: `filling the maps and writing ${stateDir}/status.json`, where: `check --state-dir ${stateDir}`, fallback: REPORT_HINT }, () => {
-      this.reconcile();
+    // Fill the maps before the programs go live (or are swapped): no window with empty maps. The
+    // locator must be in place for the pipeline's first pass.
+    const fillStep: Step = { what: `filling the maps and writing ${stateDir}/status.json`, where: `check --state-dir ${stateDir}`, fallback: REPORT_HINT };
+    try {
+      await pipeline.initialSync();
+    } catch (e) {
+      runStep(fillStep, () => {
+        throw e;
+      });
+    }
+    const splice = runStep(fillStep, () => {
+      this.publish(true);
       return this.writeGlobalFlags(dataplane);
     });
     const attached = runStep(attachStep, () => dataplane.attach(cgroupRoot));
+    this.attached = true;
     // the old programs' last writes carried, the new maps pinned, the old pins removed (dataplane.ts)
     const done = runStep({ what: `completing the start under ${bpffs}`, where: `check --bpffs ${bpffs}`, fallback: REPORT_HINT }, () => dataplane.commit());
+    this.afterAttach(dataplane);
+    // listeners that were there before the programs: once, now (later ones pass sockops' TCP_LISTEN_CB)
+    pipeline.adoptAll((s) => {
+      const loc = pipeline.locate(s.ref.uid);
+      return loc?.found ? loc.cgroup : undefined;
+    });
     log.info({ attached, carried: done.carried.length ? done.carried : undefined, pinnedMaps: done.pinned.length ? done.pinned : undefined, removedPins: done.removed, cgroupRoot, bpffs, splice }, splice ? 'capture active; splicing same-node connections (sk_msg)' : 'capture active; splicing off (the default; --splice turns it on)');
-    this.timer = setInterval(() => this.reconcile(), this.opts.resyncMs ?? 250);
-    this.timer.unref?.();
+    pipeline.startTimers();
+    this.publish(true);
+  }
+
+  /** Once, after the programs are attached (start-time probes and budgets plug in here). */
+  private afterAttach(_dataplane: Dataplane): void {
+    // (no start-time probes yet)
+  }
+
+  /** Fields other parts add to status.json (per-pod counts, budgets). */
+  private statusExtras(): Record<string, unknown> {
+    return {};
   }
 
   /** Node-wide switches (global[0]), before the programs go live; other bits are kept. */
@@ -147,172 +231,57 @@ export class Agent {
     return splice;
   }
 
-  private firstSnapshot(): Promise<Snapshot> {
-    const source = new ClusterFileSource(this.opts.clusterFile);
-    this.source = source;
-    return new Promise((resolve, reject) => {
-      let first = true;
-      this.rejectStart = (e) => {
-        if (first) {
-          first = false;
-          reject(e);
-        }
-      };
-      source.on('snapshot', (s: Snapshot) => {
-        this.sourceError = undefined;
-        if (first) {
-          first = false;
-          resolve(s);
-          return;
-        }
-        this.snapshot = s;
-        this.opts.log.info({ pods: s.pods.length, namespaces: s.namespaces.length }, 'cluster file changed');
-        this.reconcile();
-      });
-      source.on('error', (e: Error) => {
-        if (first) {
-          first = false;
-          reject(e instanceof UserError ? e : new UserError(e.message));
-          return;
-        }
-        this.sourceError = e.message;
-        this.opts.log.error({ err: e.message }, 'cluster file unreadable; keeping the last good state');
-      });
-      source.start();
-    });
+  /** The agent's readiness: programs attached, pins adopted, first sync done, source connected. */
+  health(): AgentHealth {
+    const src: SourceHealth = this.sourceStarted ? this.source.health() : { synced: false, connected: false };
+    const p = this.pipeline?.health() ?? { firstSync: false, fullMaps: [] };
+    return agentHealth({ programsAttached: this.attached, pinsAdopted: this.pinsAdopted, firstSync: p.firstSync, source: src, fullMaps: p.fullMaps });
   }
 
-  /** One pass of the pipeline. Safe to call at any time. */
-  reconcile(): void {
-    if (!this.dataplane || !this.locator || !this.snapshot) return;
-    const { log } = this.opts;
-    let model: ModelResult;
-    try {
-      model = buildModel(this.snapshot, { nodeName: this.opts.nodeName });
-    } catch (e) {
-      log.error({ err: (e as Error).message }, 'pod model failed');
-      return;
-    }
-    const want: Want[] = [];
-    const pods: PodStatus[] = [];
-    const seen = new Set<bigint>();
-    const pids = new Set<number>();
-    const adoptable: Array<{ cookie: bigint; cgroup: string; port: number; pod: string }> = [];
-    const nsPaths = new Map<bigint, string>();
-    for (const pod of model.captured) {
-      const loc = this.locator.locate(pod.ref.uid, pod.qosClass, `${pod.ref.namespace}/${pod.ref.name}`);
-      const s = pod.settings;
-      const runtime = loc.found && loc.pid !== undefined
-        ? this.runtime.read(loc.pid, { dns: s.dns.enabled && !s.dns.captureAll, ifaces: s.excludeInterfaces.length + s.rerouteInterfaces.length > 0 })
-        : undefined;
-      if (loc.found && loc.pid !== undefined) pids.add(loc.pid);
-      const entries = compilePod(pod, runtime);
-      const status: PodStatus = {
-        ref: pod.ref,
-        state: 'pending',
-        ips: pod.ips,
-        settings: pod.settings,
-        errors: [...pod.errors, ...entries.errors],
-        unsupported: pod.unsupported,
-      };
-      if (loc.found) status.netns = { inode: loc.netnsInode.toString(), how: loc.how, pid: loc.foundPid, heldBy: loc.pid !== loc.foundPid ? loc.pid : undefined };
-      if (!loc.found) status.reason = loc.reason;
-      else if (seen.has(loc.netnsCookie)) status.reason = 'another pod already claims the same network namespace';
-      else {
-        seen.add(loc.netnsCookie);
-        want.push({ cookie: loc.netnsCookie, entries });
-        nsPaths.set(loc.netnsCookie, loc.nsPath);
-        if (entries.config.flags & PodFlags.IN_ENABLED) adoptable.push({ cookie: loc.netnsCookie, cgroup: loc.cgroup, port: s.inboundPort, pod: `${pod.ref.namespace}/${pod.ref.name}` });
-        status.netnsCookie = loc.netnsCookie.toString();
-        status.state = 'captured';
-      }
-      pods.push(status);
-    }
-    this.runtime.retain(pids);
-    this.locator.retain(new Set([...model.captured.map((p) => p.ref.uid), ...model.skipped.map((p) => p.ref.uid)]));
-    let writes = 0;
-    try {
-      // The maps (and netns links) are read and diffed only when the desired state changed, and every
-      // FULL_RESYNC_MS in any case (drift, e.g. a map edited by hand): an idle pass costs no syscalls
-      // beyond locating the pods, which matters for tail latency on small nodes.
-      const signature = JSON.stringify([...want.map((w) => [w.cookie, w.entries]), ...nsPaths], (_k, v) => (typeof v === 'bigint' ? v.toString() : v));
-      const now = Date.now();
-      if (signature !== this.applied.signature || now - this.applied.at >= FULL_RESYNC_MS) {
-        const r = reconcileMaps(this.dataplane.maps, want);
-        writes = r.writes;
-        this.applied = { signature, at: now, ids: r.ids };
-        this.reconcileNetnsLinks(nsPaths);
-      }
-      for (const p of pods) if (p.netnsCookie) p.podId = this.applied.ids.get(BigInt(p.netnsCookie));
-      const live = new Set(adoptable.map((a) => a.cookie));
-      for (const c of this.adoptTried.keys()) if (!live.has(c)) this.adoptTried.delete(c);
-      for (const a of adoptable) {
-        // a pod whose proxy is not listening yet is looked at again at most once a second
-        if ((this.adoptTried.get(a.cookie) ?? 0) > now - ADOPT_RETRY_MS) continue;
-        this.adoptTried.set(a.cookie, now);
-        for (const l of adoptListeners(this.dataplane.maps.listeners, a.cookie, pidsUnder(a.cgroup), [a.port])) {
-          log.info({ pod: a.pod, port: l.port, family: l.family === AF_INET ? 4 : 6 }, 'adopted a proxy listener that predates meshlane');
-        }
-      }
-    } catch (e) {
-      log.error({ err: (e as Error).message }, 'writing the maps failed; retrying on the next pass');
-      return;
-    }
-    if (writes > 0) {
-      log.info({ writes, captured: pods.filter((p) => p.state === 'captured').map((p) => `${p.ref.namespace}/${p.ref.name}`) }, 'maps updated');
-    }
-    this.logErrorChanges(pods);
-    this.publish(pods, model);
+  private schedulePublish(): void {
+    if (this.statusTimer || this.stopped) return;
+    const wait = Math.max(0, this.lastPublish + STATUS_MIN_INTERVAL_MS - Date.now());
+    this.statusTimer = setTimeout(() => {
+      this.statusTimer = undefined;
+      this.publish(false);
+    }, wait);
   }
 
-  /** Per-pod netns programs (sk_lookup): attached to every captured pod's netns, detached from the rest. */
-  private reconcileNetnsLinks(nsPaths: Map<bigint, string>): void {
-    const dp = this.dataplane!;
-    for (const [cookie, path] of nsPaths) dp.attachNetns(path, cookie);
-    for (const cookie of dp.netnsLinkCookies()) if (!nsPaths.has(cookie)) dp.detachNetns(cookie);
-  }
-
-  /** Log a pod's errors and unsupported annotations once, when they change (not on every pass). */
-  private logErrorChanges(pods: PodStatus[]): void {
-    const now = new Map<string, string>();
-    for (const p of pods) {
-      const key = JSON.stringify([p.errors, p.unsupported]);
-      now.set(p.ref.uid, key);
-      if (this.loggedErrors.get(p.ref.uid) === key) continue;
-      const pod = `${p.ref.namespace}/${p.ref.name}`;
-      for (const err of p.errors) this.opts.log.warn({ pod }, err);
-      for (const u of p.unsupported) this.opts.log.warn({ pod }, `unsupported: ${u}`);
-    }
-    this.loggedErrors = now;
-  }
-
-  private publish(pods: PodStatus[], model: ModelResult): void {
+  private publish(force: boolean): void {
+    const pipeline = this.pipeline;
+    if (!pipeline || !this.statusWriter) return;
+    this.lastPublish = Date.now();
+    const { pods, skipped } = pipeline.statuses();
+    const src = this.sourceStarted ? this.source.health() : undefined;
     const status: AgentStatus = {
       pid: process.pid,
       startedAt: this.startedAt,
       updatedAt: '',
       bpffs: this.opts.bpffs,
       cgroupRoot: this.cgroupRoot,
-      source: `cluster file ${this.opts.clusterFile}`,
-      sourceError: this.sourceError,
+      source: this.source.description,
+      sourceError: src?.error ?? (src?.connected === false ? this.sourceError : undefined),
+      health: this.health(),
       pods,
-      skipped: model.skipped,
+      skipped,
+      ...this.statusExtras(),
     };
     const key = JSON.stringify(status);
-    if (key === this.lastStatus) return;
+    if (!force && key === this.lastStatus) return;
     status.updatedAt = new Date().toISOString();
-    // a failed write is retried on every pass until one succeeds, even if nothing changes meanwhile
-    this.lastStatus = this.statusWriter?.write(status) ? key : '';
+    // a failed write is retried on the next change, or by the timer below
+    this.lastStatus = this.statusWriter.write(status) ? key : '';
+    if (this.lastStatus === '' && !this.stopped) this.schedulePublish();
   }
 
   /** Stop following the source. Links and maps stay pinned: capture goes on without the agent. Also
    * what a failed start calls: afterwards nothing of the agent keeps the process alive. */
   async stop(): Promise<void> {
     this.stopped = true;
-    this.rejectStart?.(new UserError('the agent was stopped while starting'));
-    if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
-    this.source?.stop();
+    if (this.statusTimer) clearTimeout(this.statusTimer);
+    this.statusTimer = undefined;
+    await this.pipeline?.stop();
+    await this.source.stop().catch(() => undefined);
     this.dataplane?.close();
     this.dataplane = undefined;
   }

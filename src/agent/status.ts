@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import type { CaptureSettings, PodRef } from '../model/types.js';
 import type { NetnsHow } from './pod-locator.js';
+import type { AgentHealth } from './health.js';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 
@@ -52,6 +53,8 @@ export interface AgentStatus {
   cgroupRoot: string;
   source: string;
   sourceError?: string;
+  /** readiness (health.ts); absent in the status of an agent older than it */
+  health?: AgentHealth;
   pods: PodStatus[];
   skipped: Array<{ ref: PodRef; reason: string }>;
 }

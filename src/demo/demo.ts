@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { Agent } from '../agent/agent.js';
+import { ClusterFileSourceAdapter } from '../sources/select.js';
 import { readStatus, type AgentStatus, type PodStatus } from '../agent/status.js';
 import { renderDump } from '../inspect/dump.js';
 import { podStatusLines, settingsLine } from '../inspect/status.js';
@@ -205,7 +206,7 @@ async function startAgent(d: Demo): Promise<void> {
     d.say(`      removed ${removed.length} pins an earlier demo left under ${DEMO_BPFFS}`);
   }
   const log = pino({ level: 'debug', base: { app: 'meshlane' } }, pino.destination({ dest: d.logFile, sync: true }));
-  d.agent = new Agent({ clusterFile: d.clusterPath, cgroupRoot: sb.cgroupRoot, bpffs: DEMO_BPFFS, stateDir: d.stateDir, nodeName: NODE_NAME, log });
+  d.agent = new Agent({ source: new ClusterFileSourceAdapter(d.clusterPath, NODE_NAME), cgroupRoot: sb.cgroupRoot, bpffs: DEMO_BPFFS, stateDir: d.stateDir, nodeName: NODE_NAME, log });
   await d.agent.start();
   d.checkpoint();
   const st = await waitFor(`the agent to capture ${PRODUCTPAGE.namespace}/${PRODUCTPAGE.name}`, 10_000, () => {

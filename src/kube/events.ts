@@ -287,4 +287,23 @@ export class PodWarnings {
     }
     this.last = next;
   }
+
+  /** The same for one pod (the agent's pipeline handles pods one at a time). */
+  updatePod(ref: PodRefLike, errors: readonly string[]): void {
+    const prev = this.last.get(ref.uid);
+    const cur = new Set<string>();
+    for (const e of errors) {
+      if (!prev?.has(e) && !cur.has(e)) {
+        const { reason, message } = podErrorEvent(e);
+        this.sink.warn(ref, reason, message);
+      }
+      cur.add(e);
+    }
+    this.last.set(ref.uid, cur);
+  }
+
+  /** A pod that is gone. */
+  forget(uid: string): void {
+    this.last.delete(uid);
+  }
 }

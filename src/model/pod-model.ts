@@ -40,7 +40,7 @@ const invalid = (v: unknown, field: string, why: string): string => `invalid val
 
 /** A labels or annotations map: its string entries, the keys whose value was not a string, and
  *  whether the map itself could not be read. Problems are pushed to `errors`. */
-interface StringMap {
+export interface StringMap {
   map: Labels;
   malformed: Set<string>;
   unreadable: boolean;
@@ -64,7 +64,8 @@ function readStringMap(v: unknown, kind: 'label' | 'annotation', errors: string[
   return { map, malformed, unreadable: false };
 }
 
-interface NamespaceInfo {
+/** What the model reads of a Namespace (decided once per namespace, reused for each of its pods). */
+export interface NamespaceInfo {
   labels: StringMap;
   /** problems with the namespace object, reported on each of its pods */
   errors: string[];
@@ -92,20 +93,44 @@ export function buildModel(input: { namespaces: unknown[]; pods: unknown[] }, op
 function namespaceInfos(items: unknown[]): Map<string, NamespaceInfo> {
   const out = new Map<string, NamespaceInfo>();
   for (const raw of items) {
-    // a namespace whose name cannot be read cannot be matched to its pods (they read "not found")
-    if (!isRecord(raw) || !isRecord(raw.metadata) || !isName(raw.metadata.name)) continue;
-    const name = raw.metadata.name;
-    const errors: string[] = [];
-    const labels = readStringMap(raw.metadata.labels, 'label', errors, `namespace '${name}': `);
-    if (labels.malformed.has(NS_INJECTION_LABEL)) {
-      // `istio-injection: true` or `1`, unquoted in YAML (Kubernetes would refuse it): the capturing
-      // reading is "enabled"; only the string "disabled" opts a namespace out
-      const i = errors.findIndex((e) => e.endsWith(`for label '${NS_INJECTION_LABEL}': not a string`));
-      if (i >= 0) errors[i] += '; read as enabled';
-    }
-    out.set(name, { labels, errors });
+    const info = namespaceInfo(raw);
+    if (info) out.set(info.name, info.info);
   }
   return out;
+}
+
+/** One Namespace as the model reads it; undefined when its name cannot be read (it cannot be matched to its
+ * pods, which then read "not found"). */
+export function namespaceInfo(raw: unknown): { name: string; info: NamespaceInfo } | undefined {
+  if (!isRecord(raw) || !isRecord(raw.metadata) || !isName(raw.metadata.name)) return undefined;
+  const name = raw.metadata.name;
+  const errors: string[] = [];
+  const labels = readStringMap(raw.metadata.labels, 'label', errors, `namespace '${name}': `);
+  if (labels.malformed.has(NS_INJECTION_LABEL)) {
+    // `istio-injection: true` or `1`, unquoted in YAML (Kubernetes would refuse it): the capturing
+    // reading is "enabled"; only the string "disabled" opts a namespace out
+    const i = errors.findIndex((e) => e.endsWith(`for label '${NS_INJECTION_LABEL}': not a string`));
+    if (i >= 0) errors[i] += '; read as enabled';
+  }
+  return { name, info: { labels, errors } };
+}
+
+/** The namespace a pod object names (metadata.namespace, default 'default'); what decideOne looks up. */
+export function podNamespace(raw: unknown): string {
+  return roughRef(raw).namespace;
+}
+
+/** The key a pod is known by: metadata.uid, or `<namespace>/<name>` without one (as the model's refs). */
+export function podKey(raw: unknown): string {
+  return roughRef(raw).uid;
+}
+
+/** One pod decided on its own, from its namespace as namespaceInfo() read it (undefined: not found).
+ * buildModel() is this for every pod, plus the duplicate-uid check. */
+export function decideOne(raw: unknown, ns: NamespaceInfo | undefined, opts: BuildModelOptions = {}): DesiredPod | SkippedPod {
+  const ref = identity(raw);
+  const nsName = typeof ref === 'string' ? roughRef(raw).namespace : ref.namespace;
+  return decidePod(raw, ns ? new Map([[nsName, ns]]) : new Map(), opts);
 }
 
 /** A ref for an object whose identity could not be read: whatever can be read of it. */

@@ -43,6 +43,7 @@ function keyOf(kind: ObjectKind, o: KubeObject): string | undefined {
 
 export class KubeSource implements Source {
   readonly description: string;
+  readonly resourceVersions = true;
   readonly events: EventRecorder;
   private readonly tuning: Tuning;
   private client: KubeClient | undefined;

@@ -70,12 +70,19 @@ export function sourceFromOptions(opts: SourceOptions, env: Env, extras: SourceE
     new KubeSource({ connection, nodeName, ...(extras.log ? { log: extras.log } : {}), ...(extras.tuning ? { tuning: extras.tuning } : {}), ...(extras.onHealth ? { onHealth: extras.onHealth } : {}) });
   switch (choice.kind) {
     case 'cluster-file':
-      return new ClusterFileSourceAdapter(choice.file);
+      return new ClusterFileSourceAdapter(choice.file, choice.nodeName);
     case 'kubeconfig':
       return kube(kubeconfigConnection(choice.file), choice.nodeName);
     case 'in-cluster':
       return kube(inClusterConnection(env), choice.nodeName);
   }
+}
+
+/** A pod whose spec.nodeName is another node's name (a nodeName that cannot be read is not known to be). */
+export function onOtherNode(pod: unknown, nodeName: string): boolean {
+  const spec = (pod as { spec?: { nodeName?: unknown } } | null)?.spec;
+  const n = typeof spec === 'object' && spec !== null ? spec.nodeName : undefined;
+  return typeof n === 'string' && n !== '' && n !== nodeName;
 }
 
 /**
@@ -91,7 +98,12 @@ export class ClusterFileSourceAdapter implements Source {
   private error: string | undefined;
   private lastContact: number | undefined;
 
-  constructor(readonly path: string) {
+  /** @param nodeName this node: pods the file places on another node are left out here, as the API's field
+   * selector leaves them out (the model would skip them anyway; at node scale they are most of the file) */
+  constructor(
+    readonly path: string,
+    readonly nodeName?: string,
+  ) {
     this.description = `cluster file ${path}`;
   }
 
@@ -104,7 +116,7 @@ export class ClusterFileSourceAdapter implements Source {
         this.synced = true;
         this.error = undefined;
         this.lastContact = Date.now();
-        h.event({ type: 'replace', namespaces: s.namespaces, pods: s.pods });
+        h.event({ type: 'replace', namespaces: s.namespaces, pods: this.nodeName === undefined ? s.pods : s.pods.filter((p) => !onOtherNode(p, this.nodeName!)) });
         if (first) {
           first = false;
           resolve();

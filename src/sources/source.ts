@@ -54,4 +54,7 @@ export interface Source {
   stop(): Promise<void>;
   health(): SourceHealth;
   readonly events: PodEventSink;
+  /** metadata.resourceVersion is the origin's (the API server's): an object with the same one is unchanged.
+   * Absent or false (a cluster file, edited by hand): objects are compared field by field. */
+  readonly resourceVersions?: boolean;
 }

@@ -154,9 +154,6 @@ export interface AgentRun {
 export async function startAgent(sb: Sandbox, items: object[], name: string, prior?: AgentRun): Promise<AgentRun> {
   const dir = prior?.dir ?? mkdtempSync(join(tmpdir(), `meshlane-${name}-`));
   const clusterFile = join(dir, 'cluster.json');
-  const stateDir = join(dir, 'state');
-  const bpffs = `/sys/fs/bpf/meshlane-test-${name}`;
-  const logFile = join(dir, `agent-${Date.now()}.log`);
   const write = (its: object[]): void => {
     const tmp = `${clusterFile}.tmp`;
     writeFileSync(tmp, clusterList(its));
@@ -164,8 +161,24 @@ export async function startAgent(sb: Sandbox, items: object[], name: string, pri
     renameSync(tmp, clusterFile);
   };
   if (!prior) write(items);
+  return spawnAgent(sb, name, dir, ['--cluster-file', clusterFile], { clusterFile, write });
+}
+
+/** Start `meshlane agent --kubeconfig FILE --node-name NODE` (the Kubernetes API source) the same way. */
+export async function startKubeAgent(sb: Sandbox, kubeconfig: string, nodeName: string, name: string, prior?: AgentRun, opts: { waitForStatus?: boolean } = {}): Promise<AgentRun> {
+  const dir = prior?.dir ?? mkdtempSync(join(tmpdir(), `meshlane-${name}-`));
+  const noFile = (): void => {
+    throw new Error('an agent on the Kubernetes API has no cluster file');
+  };
+  return spawnAgent(sb, name, dir, ['--kubeconfig', kubeconfig, '--node-name', nodeName], { clusterFile: '', write: noFile }, opts.waitForStatus ?? true);
+}
+
+async function spawnAgent(sb: Sandbox, name: string, dir: string, sourceArgs: string[], file: { clusterFile: string; write: (items: object[]) => void }, waitForStatus = true): Promise<AgentRun> {
+  const stateDir = join(dir, 'state');
+  const bpffs = `/sys/fs/bpf/meshlane-test-${name}`;
+  const logFile = join(dir, `agent-${Date.now()}.log`);
   const out = createWriteStream(logFile);
-  const proc = spawn(process.execPath, [CLI(), 'agent', '--cluster-file', clusterFile, '--cgroup-root', sb.cgroupRoot, '--bpffs', bpffs, '--state-dir', stateDir, '--log-level', 'debug'], {
+  const proc = spawn(process.execPath, [CLI(), 'agent', ...sourceArgs, '--cgroup-root', sb.cgroupRoot, '--bpffs', bpffs, '--state-dir', stateDir, '--log-level', 'debug'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   proc.stdout?.pipe(out);
@@ -173,14 +186,15 @@ export async function startAgent(sb: Sandbox, items: object[], name: string, pri
   const run: AgentRun = {
     proc,
     dir,
-    clusterFile,
+    clusterFile: file.clusterFile,
     stateDir,
     bpffs,
     logFile,
-    write,
+    write: file.write,
     status: () => readStatus(stateDir),
     log: () => readFileSync(logFile, 'utf8'),
   };
+  if (!waitForStatus) return run;
   try {
     await waitFor(() => {
       if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${run.log()}`);

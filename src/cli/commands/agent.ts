@@ -1,9 +1,7 @@
 import { Command, Option } from 'commander';
 import { Agent } from '../../agent/agent.js';
-import { chooseSource, sourceFromOptions, type SourceChoice } from '../../sources/select.js';
-import type { Source } from '../../sources/source.js';
+import { chooseSource, sourceFromOptions } from '../../sources/select.js';
 import { cgroup2Mount } from '../../util/cgroup.js';
-import { UserError } from '../../util/errors.js';
 import { makeLogger } from '../../util/log.js';
 import { bpffsOption, requireRoot, stateDirOption } from '../options.js';
 
@@ -46,7 +44,7 @@ export function agentCommand(): Command {
       const source = sourceFromOptions(o, process.env, { log });
       requireRoot('meshlane agent');
       const agent = new Agent({
-        ...wireSource(choice, source),
+        source,
         cgroupRoot: o.cgroupRoot ?? cgroup2Mount(),
         bpffs: o.bpffs,
         stateDir: o.stateDir,
@@ -67,16 +65,4 @@ export function agentCommand(): Command {
         process.once('SIGTERM', () => stop('SIGTERM'));
       });
     });
-}
-
-/**
- * THE WIRING POINT between the source and the agent (one place for the pipeline change to edit).
- * Today the agent follows a cluster file by itself and takes its path; once it takes a Source, this
- * returns `{ source }` for every choice and the Kubernetes API source runs.
- */
-function wireSource(choice: SourceChoice, _source: Source): { clusterFile: string } {
-  if (choice.kind === 'cluster-file') return { clusterFile: choice.file };
-  throw new UserError(
-    `${choice.kind === 'kubeconfig' ? '--kubeconfig' : 'in-cluster config'}: the agent cannot follow the Kubernetes API yet (the source is checked, the pipeline does not take it yet): use --cluster-file FILE`,
-  );
 }

@@ -1,0 +1,367 @@
+// The node-scale benchmark: 10,000 pods in the cluster, 250 of them on this node, on both sources (a cluster
+// file; the suite's Kubernetes API server, in this process, serving them over HTTPS with list/watch). The 250
+// are real sandbox pods (each its own network namespace with a veth, kubelet cgroups, a sandbox process), so
+// the agent locates and enrolls 250 pods for real: netns cookies, pods entries, an sk_lookup link per netns.
+// None of them has a proxy listening (inbound capture is on by default): the case where listener adoption
+// used to re-read /proc for every pod once a second.
+//
+// Measured per source, with the real `meshlane agent` as a subprocess:
+//   initial sync     spawn -> all 250 pods in the pinned `pods` map; and, from the agent's log, the source's
+//                    complete state -> applied
+//   idle CPU         the agent's utime+stime over IDLE_S seconds with nothing changing
+//   event to map     an annotation change of one pod (excludeOutboundPorts gets a new port; the file
+//                    rewritten, or a merge patch through the API) until the pinned pod_ports map holds the new
+//                    port under that pod's current pod id; one change at a time, --changes of them, p50/p99
+//   RSS              the agent's VmRSS after the sync, every 100 changes, after the last one
+// Run: bash bench/scale.sh [--changes N] [--sources file,kube] [--pods N] [--on-node N] (as root).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync, createWriteStream } from 'node:fs';
+import { tmpdir, cpus } from 'node:os';
+import { join } from 'node:path';
+import { Sandbox } from '../src/sandbox/sandbox.js';
+import { PinnedMaps, uninstall } from '../src/dataplane/dataplane.js';
+import { PortKind } from '../src/dataplane/layouts.js';
+import { readStatus } from '../src/agent/status.js';
+import { packageRoot } from '../src/util/paths.js';
+import { KubeApiServer } from '../test/support/kube/server.js';
+import type { KubeObject } from '../test/support/kube/resources.js';
+import { Store } from '../test/support/kube/store.js';
+import { log } from './log.js';
+
+const NODE = 'scale-node';
+const BPFFS = '/sys/fs/bpf/meshlane-bench-scale';
+const IDLE_S = 20;
+const CLI = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
+const MERGE = 'application/merge-patch+json';
+const PORTS_ANN = 'traffic.sidecar.istio.io/excludeOutboundPorts';
+
+interface Opts {
+  pods: number;
+  onNode: number;
+  namespaces: number;
+  changes: number;
+  sources: Array<'file' | 'kube'>;
+  json?: string;
+  markdown?: string;
+}
+
+function parse(argv: string[]): Opts {
+  const o: Opts = { pods: 10_000, onNode: 250, namespaces: 100, changes: 1000, sources: ['file', 'kube'] };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const v = (): string => argv[++i] ?? '';
+    if (a === '--pods') o.pods = Number(v());
+    else if (a === '--on-node') o.onNode = Number(v());
+    else if (a === '--changes') o.changes = Number(v());
+    else if (a === '--sources') o.sources = v().split(',') as Opts['sources'];
+    else if (a === '--json') o.json = v();
+    else if (a === '--markdown') o.markdown = v();
+    else throw new Error(`unknown option ${a}`);
+  }
+  if (o.onNode > 250) throw new Error('--on-node: at most 250 (one /24 of sandbox pod addresses)');
+  return o;
+}
+
+/** the uids the API store gave the pods (the sandbox pods' cgroups are named by them; the file uses them too) */
+const UIDS: string[] = [];
+const uidOf = (i: number): string => UIDS[i] ?? `5ca1e000-0000-4000-8000-${String(i).padStart(12, '0')}`;
+const onNode = (o: Opts, i: number): boolean => i % Math.floor(o.pods / o.onNode) === 0 && i / Math.floor(o.pods / o.onNode) < o.onNode;
+const ipOf = (o: Opts, i: number): string => (onNode(o, i) ? `10.244.0.${2 + i / Math.floor(o.pods / o.onNode)}` : `10.${100 + ((i >> 16) & 127)}.${(i >> 8) & 255}.${i & 255}`);
+
+/** A pod as the API server serves it (the fields a real injected pod has, without managedFields). */
+function podOf(o: Opts, i: number, annotations: Record<string, string> = {}): KubeObject {
+  const ns = `ns-${i % o.namespaces}`;
+  const ip = ipOf(o, i);
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name: `app-${i}-7d9f8c6b5-x2k4p`,
+      namespace: ns,
+      uid: uidOf(i),
+      resourceVersion: String(1000 + i),
+      creationTimestamp: '2026-12-01T10:00:00Z',
+      labels: { app: `app-${i % 50}`, 'pod-template-hash': '7d9f8c6b5', 'security.istio.io/tlsMode': 'istio', 'service.istio.io/canonical-name': `app-${i % 50}` },
+      annotations: {
+        'sidecar.istio.io/status': '{"initContainers":["istio-init"],"containers":["istio-proxy"],"volumes":["workload-socket","credential-socket","workload-certs","istio-envoy","istio-data","istio-podinfo","istio-token","istiod-ca-cert"],"imagePullSecrets":null,"revision":"default"}',
+        'kubectl.kubernetes.io/default-container': 'app',
+        'prometheus.io/port': '15020',
+        ...annotations,
+      },
+      ownerReferences: [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name: `app-${i}-7d9f8c6b5`, uid: 'aaaaaaaa-0000-4000-8000-000000000000', controller: true, blockOwnerDeletion: true }],
+    },
+    spec: {
+      nodeName: onNode(o, i) ? NODE : `node-${i % 40}`,
+      serviceAccountName: 'default',
+      containers: [
+        { name: 'app', image: 'registry.example/app:1.2.3', ports: [{ containerPort: 8080, protocol: 'TCP' }], resources: { requests: { cpu: '100m', memory: '128Mi' } } },
+        { name: 'istio-proxy', image: 'docker.io/istio/proxyv2:1.22.0', args: ['proxy', 'sidecar', '--domain', '$(POD_NAMESPACE).svc.cluster.local'], ports: [{ containerPort: 15090, name: 'http-envoy-prom', protocol: 'TCP' }], securityContext: { runAsUser: 1337, runAsGroup: 1337 } },
+      ],
+    },
+    status: {
+      phase: 'Running',
+      hostIP: '192.168.0.1',
+      podIP: ip,
+      podIPs: [{ ip }],
+      qosClass: 'BestEffort',
+      startTime: '2026-12-01T10:00:01Z',
+      conditions: [
+        { type: 'Ready', status: 'True', lastTransitionTime: '2026-12-01T10:00:05Z' },
+        { type: 'ContainersReady', status: 'True', lastTransitionTime: '2026-12-01T10:00:05Z' },
+        { type: 'PodScheduled', status: 'True', lastTransitionTime: '2026-12-01T10:00:00Z' },
+      ],
+    },
+  };
+}
+
+const nsOf = (i: number): KubeObject => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: `ns-${i}`, labels: { 'istio-injection': 'enabled', 'kubernetes.io/metadata.name': `ns-${i}` } } });
+
+const pct = (xs: number[], p: number): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))] ?? NaN;
+};
+
+function cpuTicks(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return Number(rest[11]) + Number(rest[12]); // utime, stime (fields 14, 15)
+}
+
+function rssMiB(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+const CLK_TCK = 100;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+interface SourceResult {
+  source: string;
+  startToAllMs: number;
+  stateToAppliedMs: number | undefined;
+  idleCpuPct: number;
+  changes: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  rss: { afterSync: number; samples: number[]; peak: number; end: number };
+  fileMiB?: number;
+}
+
+/** The pinned maps, read by this process (no agent involvement). */
+class Pins {
+  private maps: PinnedMaps | undefined;
+  get m(): PinnedMaps {
+    if (!this.maps) this.maps = new PinnedMaps(BPFFS);
+    return this.maps;
+  }
+  close(): void {
+    this.maps?.close();
+    this.maps = undefined;
+  }
+}
+
+async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, nodeIdx: number[]): Promise<SourceResult> {
+  const dir = mkdtempSync(join(tmpdir(), `meshlane-scale-${source}-`));
+  let api: KubeApiServer | undefined;
+  let proc: ChildProcess | undefined;
+  const pins = new Pins();
+  try {
+    const annotations = new Map<number, Record<string, string>>();
+    // the source of the world
+    let change: (i: number) => void;
+    let args: string[];
+    let fileMiB: number | undefined;
+    if (source === 'file') {
+      const file = join(dir, 'cluster.json');
+      const chunks = [...Array.from({ length: o.namespaces }, (_, i) => JSON.stringify(nsOf(i))), ...Array.from({ length: o.pods }, (_, i) => JSON.stringify(podOf(o, i)))];
+      const write = (): void => {
+        const text = `{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":""},"items":[${chunks.join(',')}]}`;
+        fileMiB = text.length / 1048576;
+        writeFileSync(`${file}.tmp`, text);
+        renameSync(`${file}.tmp`, file); // as an editor or a controller writes it: whole, then renamed over
+      };
+      write();
+      change = (i) => {
+        chunks[o.namespaces + i] = JSON.stringify(podOf(o, i, annotations.get(i)));
+        write();
+      };
+      args = ['--cluster-file', file];
+    } else {
+      api = await KubeApiServer.start({ bookmarkIntervalMs: 5000, store: STORE });
+      const kc = api.writeKubeconfig(join(dir, 'kubeconfig'));
+      change = (i) => {
+        const p = podOf(o, i);
+        api!.store.patch('pods', p.metadata!.namespace, p.metadata!.name!, MERGE, { metadata: { annotations: annotations.get(i) } });
+      };
+      args = ['--kubeconfig', kc];
+    }
+    uninstall(BPFFS);
+    const logFile = join(dir, 'agent.log');
+    const out = createWriteStream(logFile);
+    const t0 = performance.now();
+    proc = spawn(process.execPath, [CLI, 'agent', ...args, '--node-name', NODE, '--cgroup-root', cgroupRoot, '--bpffs', BPFFS, '--state-dir', join(dir, 'state'), '--log-level', 'debug'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    proc.stdout!.pipe(out);
+    proc.stderr!.pipe(out);
+    const pid = proc.pid!;
+    // initial sync: every on-node pod in the pinned pods map
+    for (;;) {
+      if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${readFileSync(logFile, 'utf8').slice(-2000)}`);
+      try {
+        if (pins.m.maps.pods!.entries().length >= o.onNode) break;
+      } catch {
+        pins.close(); // not pinned yet
+      }
+      if (performance.now() - t0 > 120_000) throw new Error(`not all ${o.onNode} pods in the maps after 120 s: ${readFileSync(logFile, 'utf8').slice(-3000)}`);
+      await sleep(5);
+    }
+    const startToAllMs = performance.now() - t0;
+    await sleep(500);
+    const lines = readFileSync(logFile, 'utf8').split('\n').filter(Boolean).map((l) => { try { return JSON.parse(l) as { msg?: string; time?: number }; } catch { return {}; } });
+    const got = lines.find((l) => l.msg === 'source: complete state')?.time;
+    const applied = lines.find((l) => l.msg === 'first complete state applied')?.time;
+    const stateToAppliedMs = got !== undefined && applied !== undefined ? applied - got : undefined;
+    log(`${source}: all ${o.onNode} pods in the maps ${startToAllMs.toFixed(0)} ms after spawn; complete state -> applied ${stateToAppliedMs} ms`);
+    // cookies of the on-node pods
+    let st = readStatus(join(dir, 'state'));
+    for (let k = 0; k < 100 && (st?.pods.filter((p) => p.state === 'captured').length ?? 0) < o.onNode; k++) {
+      await sleep(100);
+      st = readStatus(join(dir, 'state'));
+    }
+    const cookie = new Map<string, bigint>((st?.pods ?? []).filter((p) => p.netnsCookie).map((p) => [p.ref.uid, BigInt(p.netnsCookie!)]));
+    if (cookie.size < o.onNode) throw new Error(`status lists ${cookie.size} captured pods, not ${o.onNode}`);
+    // idle CPU
+    await sleep(2000);
+    const c0 = cpuTicks(pid);
+    const w0 = performance.now();
+    await sleep(IDLE_S * 1000);
+    const idleCpuPct = ((cpuTicks(pid) - c0) / CLK_TCK / ((performance.now() - w0) / 1000)) * 100;
+    log(`${source}: idle CPU ${idleCpuPct.toFixed(2)}% of a core over ${IDLE_S} s`);
+    // changes, one at a time: event -> the pinned map holds it
+    const afterSync = rssMiB(pid);
+    const samples: number[] = [];
+    let peak = afterSync;
+    const lat: number[] = [];
+    let port = 20000;
+    for (let n = 0; n < o.changes; n++) {
+      const i = nodeIdx[n % nodeIdx.length]!;
+      const p = ++port;
+      annotations.set(i, { [PORTS_ANN]: String(p) });
+      const c = cookie.get(uidOf(i))!;
+      const t = performance.now();
+      change(i);
+      for (;;) {
+        const id = pins.m.maps.pods!.get(c)?.pod_id;
+        if (id !== undefined && pins.m.maps.pod_ports!.get({ pod_id: id, port: p, kind: PortKind.OUT_EXCLUDE, pad: 0 }) !== null) break;
+        if (performance.now() - t > 30_000) throw new Error(`change ${n} (pod ${i}, port ${p}) not in the maps after 30 s`);
+        await new Promise((r) => setImmediate(r));
+      }
+      lat.push(performance.now() - t);
+      if ((n + 1) % 100 === 0) {
+        const r = rssMiB(pid);
+        samples.push(Math.round(r));
+        peak = Math.max(peak, r);
+        log(`${source}: ${n + 1} changes, p50 ${pct(lat, 50).toFixed(1)} ms, p99 ${pct(lat, 99).toFixed(1)} ms, RSS ${r.toFixed(0)} MiB`);
+      }
+      peak = Math.max(peak, n % 10 === 0 ? rssMiB(pid) : 0);
+    }
+    await sleep(2000);
+    const end = rssMiB(pid);
+    return {
+      source: source === 'file' ? `cluster file (JSON, ${fileMiB?.toFixed(1)} MiB)` : 'Kubernetes API (test server, HTTPS, list/watch)',
+      startToAllMs,
+      stateToAppliedMs,
+      idleCpuPct,
+      changes: o.changes,
+      p50Ms: pct(lat, 50),
+      p99Ms: pct(lat, 99),
+      maxMs: Math.max(...lat),
+      rss: { afterSync: Math.round(afterSync), samples, peak: Math.round(peak), end: Math.round(end) },
+      ...(fileMiB !== undefined ? { fileMiB } : {}),
+    };
+  } finally {
+    pins.close();
+    if (proc && proc.exitCode === null) {
+      const gone = new Promise((r) => proc!.once('exit', r));
+      proc.kill('SIGKILL');
+      await gone;
+    }
+    try {
+      uninstall(BPFFS);
+    } catch (e) {
+      log(`uninstall: ${(e as Error).message}`);
+    }
+    await api?.close();
+    if (process.env.BENCH_KEEP_LOG) {
+      try {
+        writeFileSync(`${process.env.BENCH_KEEP_LOG}.${source}`, readFileSync(join(dir, 'agent.log')));
+      } catch {
+        /* no log */
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function markdown(o: Opts, rs: SourceResult[], command: string, started: string): string {
+  const row = (name: string, f: (r: SourceResult) => string, target: string): string => `| ${name} | ${rs.map(f).join(' | ')} | ${target} |`;
+  return [
+    `Run ${started}: \`${command}\` (${cpus().length} CPUs, node ${process.version})`,
+    '',
+    `${o.pods} pods in ${o.namespaces} namespaces (all labelled istio-injection=enabled), ${o.onNode} on this node as real sandbox pods; no proxy listening (inbound capture on: the adoption case).`,
+    '',
+    `| figure | ${rs.map((r) => r.source).join(' | ')} | target |`,
+    `|---|${rs.map(() => '---:').join('|')}|---|`,
+    row('agent spawn -> all pods in the maps (ms; includes loading and verifying the BPF programs)', (r) => r.startToAllMs.toFixed(0), ''),
+    row('complete state received -> applied to the maps (ms)', (r) => (r.stateToAppliedMs ?? NaN).toFixed(0), '< 1000'),
+    row(`idle CPU (% of a core, ${IDLE_S} s)`, (r) => r.idleCpuPct.toFixed(2), '< 1'),
+    row('event -> map p50 (ms)', (r) => r.p50Ms.toFixed(1), ''),
+    row('event -> map p99 (ms)', (r) => r.p99Ms.toFixed(1), '< 50'),
+    row('event -> map max (ms)', (r) => r.maxMs.toFixed(1), ''),
+    row('RSS after the sync (MiB)', (r) => String(r.rss.afterSync), '< 100'),
+    row(`RSS every 100 of ${o.changes} changes (MiB)`, (r) => r.rss.samples.join(', '), 'not growing'),
+    row('RSS peak / after the last change (MiB)', (r) => `${r.rss.peak} / ${r.rss.end}`, '< 100'),
+  ].join('\n');
+}
+
+let STORE: Store;
+
+async function main(): Promise<void> {
+  const o = parse(process.argv.slice(2));
+  STORE = new Store();
+  for (let i = 0; i < o.namespaces; i++) STORE.create('namespaces', nsOf(i));
+  for (let i = 0; i < o.pods; i++) UIDS[i] = STORE.create('pods', podOf(o, i)).metadata.uid;
+  const started = new Date().toISOString();
+  const command = process.env.BENCH_COMMAND ?? `node dist/bench/scale.js ${process.argv.slice(2).join(' ')}`;
+  log(`building ${o.onNode} sandbox pods`);
+  const sb = await Sandbox.create({ prefix: 'mlsc', cgroupDriver: 'systemd' });
+  const cleanup = (): void => {
+    try {
+      uninstall(BPFFS);
+    } catch {
+      /* best effort */
+    }
+  };
+  process.once('exit', cleanup);
+  const results: SourceResult[] = [];
+  try {
+    const nodeIdx: number[] = [];
+    for (let i = 0; i < o.pods; i++) if (onNode(o, i)) nodeIdx.push(i);
+    for (let k = 0; k < nodeIdx.length; k += 10) {
+      await Promise.all(nodeIdx.slice(k, k + 10).map((i) => sb.addPod({ namespace: `ns-${i % o.namespaces}`, name: `app-${i}-7d9f8c6b5-x2k4p`, uid: uidOf(i), ipv4: ipOf(o, i) })));
+    }
+    log(`${nodeIdx.length} sandbox pods up`);
+    for (const s of o.sources) results.push(await runSource(o, s, sb.cgroupRoot, nodeIdx));
+  } finally {
+    await sb.destroy();
+  }
+  const md = markdown(o, results, command, started);
+  console.log(md);
+  if (o.markdown) writeFileSync(o.markdown, md + '\n');
+  if (o.json) writeFileSync(o.json, JSON.stringify({ started, command, options: o, results }, null, 2));
+}
+
+main().catch((e) => {
+  console.error(`bench: ${(e as Error).stack ?? e}`);
+  process.exit(1);
+});

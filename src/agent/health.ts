@@ -1,0 +1,53 @@
+// The agent's readiness as a small typed object: in status.json (`health`), and what the health endpoint
+// of a later issue serves. Ready means: the programs are attached, the pins were adopted (the maps are the
+// pinned ones), the source's complete state has been applied once, and the source follows changes right
+// now. A source that is down makes the agent not ready, and changes nothing that is pinned.
+import type { SourceHealth } from '../sources/source.js';
+
+export interface AgentHealth {
+  ready: boolean;
+  programsAttached: boolean;
+  pinsAdopted: boolean;
+  /** the source delivered a complete state and the pipeline applied it */
+  firstSync: boolean;
+  sourceConnected: boolean;
+  /** when the source last heard from its origin (ISO time) */
+  sourceLastContact?: string;
+  /** the CNI socket serves requests (set once the CNI handler is wired in) */
+  cniServing?: boolean;
+  /** maps that were full for some pod's last write (that pod keeps its last good entries) */
+  fullMaps: string[];
+  /** why not ready, one line each */
+  reasons: string[];
+}
+
+export interface HealthInput {
+  programsAttached: boolean;
+  pinsAdopted: boolean;
+  firstSync: boolean;
+  source: SourceHealth;
+  fullMaps: string[];
+  cniServing?: boolean;
+}
+
+export function agentHealth(i: HealthInput): AgentHealth {
+  const reasons: string[] = [];
+  if (!i.pinsAdopted) reasons.push('the BPF objects are not loaded yet');
+  if (!i.programsAttached) reasons.push('the programs are not attached yet');
+  if (!i.source.synced) reasons.push('the source has not delivered a complete state yet');
+  else if (!i.firstSync) reasons.push('the first complete state is being applied');
+  if (!i.source.connected) reasons.push(`the source is not connected${i.source.error ? `: ${i.source.error}` : ''}`);
+  if (i.cniServing === false) reasons.push('the CNI socket is not serving');
+  const h: AgentHealth = {
+    ready: reasons.length === 0,
+    programsAttached: i.programsAttached,
+    pinsAdopted: i.pinsAdopted,
+    firstSync: i.firstSync,
+    sourceConnected: i.source.connected,
+    fullMaps: i.fullMaps,
+    reasons,
+  };
+  if (i.source.lastContact !== undefined) h.sourceLastContact = new Date(i.source.lastContact).toISOString();
+  if (i.cniServing !== undefined) h.cniServing = i.cniServing;
+  return h;
+}
