@@ -200,7 +200,7 @@ export class Dataplane {
       const c = this.carriers.find((x) => x.report.map === st.map)?.report;
       const fields = { map: st.map, action: st.action, from: st.from?.rel, to: `maps/${st.map}_v${st.version}`, carried: c?.first, left: c?.left || undefined };
       if (st.action === 'lose' || st.action === 'drop') this.log?.warn({ ...fields, lost: st.note }, `map ${st.map}: layout version ${st.from?.version} -> ${st.version}, nothing carried`);
-      else this.log?.info(fields, `map ${st.map}: layout version ${st.from?.version} -> ${st.version} (${st.action})`);
+      else this.log?.info({ ...fields, note: st.note }, `map ${st.map}: layout version ${st.from?.version} -> ${st.version} (${st.action})`);
     }
   }
 

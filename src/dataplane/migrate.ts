@@ -11,6 +11,9 @@
 //      pin -> create it; another version -> a new map, whose entries come per `carry`: refill (the agent
 //      writes them), copy / convert (declared), counters (the indices both know), lose (declared: nothing
 //      can be carried), drop (a newer version this build cannot read), refuse (nothing is changed).
+//      A downgrade is planned the same way: refill and counters work in both directions, and a newer
+//      version of a 'state' map with this build's key and value sizes is copied back (a newer build may
+//      change a 'state' layout only by a copy or by changing a size: checkMigrations holds it to that).
 //   2. first pass: the old entries copied or converted into the new maps, before any program uses them.
 //   3. the agent refills the 'desired' maps, then attach() swaps the programs link by link.
 //   4. second pass (commit): what the old programs wrote to the old maps until their link was swapped
@@ -18,7 +21,7 @@
 //   5. the new maps are pinned, then the pins of other versions are removed.
 // A crash at any point leaves a state the next start handles: before 5 the old pins are still the newest
 // (their content is what the programs had until the swap) and the migration runs again from them.
-import type { MapDef, Migration } from './layouts.js';
+import type { Carry, MapDef, Migration } from './layouts.js';
 import { mapFingerprint, parseLock } from './layout-lock.js';
 import { MapType, MapUpdate } from './uapi.js';
 
@@ -48,7 +51,8 @@ export type Action =
   | 'create'
   /** 'desired': a new map that the agent fills before any program is swapped */
   | 'refill'
-  /** 'state': a new map, the old entries copied as bytes (declared: same key and value layout) */
+  /** 'state': a new map, the old entries copied as bytes (declared: same key and value layout; or, on a
+   * downgrade, a newer version of the same key and value sizes, which means the same layout) */
   | 'copy'
   /** 'state': a new map, the old entries through the declared converter */
   | 'convert'
@@ -122,6 +126,8 @@ function countersDiff(def: MapDef, got: MapShape): string | undefined {
 /** What nothing carried means for a map, by what it holds (for drop, and the log). */
 export function lossOf(def: MapDef): string {
   switch (def.carry) {
+    case undefined:
+      return `its entries (${def.what}) start empty`;
     case 'desired':
       return 'nothing: the agent writes every entry';
     case 'counters':
@@ -135,6 +141,38 @@ export function lossOf(def: MapDef): string {
   }
 }
 
+/** What each kind of map is, for the message that asks for a `carry` (the likely one first). */
+export function carryChoices(def: Pick<MapDef, 'type' | 'percpu'>): string {
+  const all: Record<Carry, string> = {
+    desired: "'desired' (the agent writes every entry from desired state: refilled, nothing copied)",
+    state: "'state' (written by the agent or the programs and not derivable: carried; each older version needs a `from` declaration)",
+    counters: "'counters' (a per-CPU array of u64 counters, carried index by index)",
+    sockets: "'sockets' (a SOCKHASH: nothing can be carried)",
+    'socket-storage': "'socket-storage' (socket local storage: nothing can be carried)",
+  };
+  if (def.type === MapType.SOCKHASH) return all.sockets;
+  if (def.type === MapType.SK_STORAGE) return all['socket-storage'];
+  if (def.percpu) return all.counters;
+  return `${all.desired} or ${all.state}`;
+}
+
+/** The problem of a map that does not say what it holds. */
+export const missingCarry = (def: Pick<MapDef, 'name' | 'type' | 'percpu'>): string =>
+  `map ${def.name} declares no carry: say what it holds in layouts.ts (MAPS.${def.name}.carry): ${carryChoices(def)}`;
+
+/**
+ * A pinned version NEWER than this build's (a downgrade) of a 'state' map that this build can still carry:
+ * one of the same key and value sizes has the same key and value layout (every newer build's unit test
+ * holds it to that: a layout change of a 'state' map is a `copy` or changes a size, see checkMigrations),
+ * so its entries are copied back as bytes. Undefined when the sizes differ (a converted layout this build
+ * cannot read) or one is an array and the other not.
+ */
+function copyBack(def: MapDef, got: MapShape): Migration | undefined {
+  if (got.keySize !== def.key.size || got.valueSize !== def.value.size) return undefined;
+  if (isArray(got.type) !== isArray(def.type) || got.type === MapType.PERCPU_ARRAY || def.percpu) return undefined;
+  return { how: 'copy', was: { type: got.type, maxEntries: got.maxEntries, flags: got.flags } };
+}
+
 /** What to do with the pins of one map. */
 export function planMap(def: MapDef, pins: readonly PinnedVersion[]): MapStep {
   const base = { map: def.name, version: def.version };
@@ -145,13 +183,18 @@ export function planMap(def: MapDef, pins: readonly PinnedVersion[]): MapStep {
   // version that is not the newest: it was left behind by a crash before a downgrade removed it)
   const step = (action: Action, extra: Partial<MapStep> = {}): MapStep => ({ ...base, action, from, stale: [...pins], ...extra });
   const newer = from.version > def.version;
+  if (def.carry === undefined) return step('refuse', { note: missingCarry(def) });
   if (def.carry === 'desired') return step('refill');
   if (def.carry === 'counters') {
     const why = countersDiff(def, from.shape);
     if (!why) return step('counters');
     return newer ? step('drop', { note: `${from.rel} is layout version ${from.version}, newer than this build's ${def.version}, and ${why}: ${lossOf(def)}` }) : step('refuse', { note: why });
   }
-  if (newer) return step('drop', { note: `${from.rel} is layout version ${from.version}, newer than this build's ${def.version}, which cannot read it: ${lossOf(def)}` });
+  if (newer) {
+    const back = def.carry === 'state' ? copyBack(def, from.shape) : undefined;
+    if (back) return step('copy', { migration: back, note: `${from.rel} is layout version ${from.version}, newer than this build's ${def.version}, with the same key and value layout: copied back` });
+    return step('drop', { note: `${from.rel} is layout version ${from.version}, newer than this build's ${def.version}, which cannot read it: ${lossOf(def)}` });
+  }
   const m = def.from?.[from.version];
   if (!m) return step('refuse', { note: `this build declares no migration of ${def.name} from version ${from.version} (layouts.ts, ${def.name}.from)` });
   if (m.how === 'lose') return step('lose', { migration: m, note: m.cost });
@@ -178,6 +221,10 @@ export function checkMigrations(defs: readonly MapDef[], lockText: string): stri
   const problems: string[] = [];
   for (const def of defs) {
     const kind = def.carry;
+    if (kind === undefined) {
+      problems.push(missingCarry(def));
+      continue;
+    }
     if ((kind === 'sockets') !== (def.type === MapType.SOCKHASH)) problems.push(`map ${def.name}: carry '${kind}' but type ${def.type} (a SOCKHASH is 'sockets', and only it)`);
     if ((kind === 'socket-storage') !== (def.type === MapType.SK_STORAGE)) problems.push(`map ${def.name}: carry '${kind}' but type ${def.type} (socket local storage is 'socket-storage', and only it)`);
     if (kind === 'counters' && countersDiff(def, { type: def.type, keySize: def.key.size, valueSize: def.value.size, maxEntries: def.maxEntries, flags: def.flags })) {
@@ -202,6 +249,11 @@ export function checkMigrations(defs: readonly MapDef[], lockText: string): stri
         }
         if (m.how === 'convert' && mapFingerprint({ ...def, key: m.to.key, value: m.to.value }) !== mapFingerprint(def)) {
           problems.push(`${at}: the converter produces other layouts than the map's own`);
+        }
+        // a downgrade to the older build copies a newer version of the same key and value sizes back
+        // byte for byte (copyBack): a converted layout must differ in a size, or that copy is garbage
+        if (m.how === 'convert' && m.was.key.size === def.key.size && m.was.value.size === def.value.size) {
+          problems.push(`${at}: a converter between layouts of the same sizes (key ${def.key.size} B, value ${def.value.size} B): a downgrade to the older build would copy the new entries back as bytes of its own layout; change a size (a field, or explicit padding) so the older build drops them instead`);
         }
       }
     }

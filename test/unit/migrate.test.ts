@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { MAPS, convertFrom, copyFrom, loseFrom, type MapDef } from '../../src/dataplane/layouts.js';
 import { LOCK_PATH, lockLine } from '../../src/dataplane/layout-lock.js';
 import {
-  checkMigrations, newest, planMap, planMaps, startCarry, type MapShape, type MapStep, type PinnedVersion, type RawMap,
+  checkMigrations, missingCarry, newest, planMap, planMaps, startCarry, type MapShape, type MapStep, type PinnedVersion, type RawMap,
 } from '../../src/dataplane/migrate.js';
 import { scalar, struct, u16, u32, u64, u8 } from '../../src/dataplane/struct.js';
 import { MapFlags, MapType, MapUpdate } from '../../src/dataplane/uapi.js';
@@ -24,8 +24,25 @@ test('the real maps: every declaration matches the real lock, every older locked
   assert.deepEqual(checkMigrations(DEFS, readFileSync(join(packageRoot(), LOCK_PATH), 'utf8')), []);
 });
 
+test('every map in MAPS says what it holds (carry); a map without one fails here, named, with what to declare', () => {
+  const missing = DEFS.filter((d) => d.carry === undefined).map(missingCarry);
+  assert.deepEqual(missing, [], `\n${missing.join('\n')}`);
+  // what a branch that adds a map without a carry sees (it compiles: carry is optional in MapDef)
+  const added: MapDef = { name: 'splice_gen', key: Idx, value: Count, type: MapType.ARRAY, maxEntries: 1, flags: 0, version: 1, what: 'a map a branch added' };
+  const sock: MapDef = { ...added, name: 'handover', type: MapType.SOCKHASH };
+  const problems = checkMigrations([...DEFS, added, sock], readFileSync(join(packageRoot(), LOCK_PATH), 'utf8'));
+  assert.equal(problems.length, 2, problems.join('\n'));
+  assert.match(problems[0]!, /^map splice_gen declares no carry: say what it holds in layouts\.ts \(MAPS\.splice_gen\.carry\): 'desired' .* or 'state' /);
+  assert.match(problems[1]!, /^map handover declares no carry: .*MAPS\.handover\.carry\): 'sockets' \(a SOCKHASH/);
+  // and a start never migrates it blind: another pinned version is refused (nothing changed)
+  const st = planMap({ ...added, version: 2 }, [pinOf(added)]);
+  assert.equal(st.action, 'refuse');
+  assert.match(st.note!, /map splice_gen declares no carry/);
+  assert.equal(planMap(added, [pinOf(added)]).action, 'reuse');
+});
+
 test('the real maps: what each kind of map does on a layout change', () => {
-  const kind = (n: keyof typeof MAPS): string => MAPS[n].carry;
+  const kind = (n: keyof typeof MAPS): string | undefined => (MAPS[n] as MapDef).carry;
   for (const n of ['pods', 'pod_ports', 'pod_cidrs4', 'pod_cidrs6', 'pod_info', 'pod_by_ip4', 'pod_by_ip6', 'pod_dns', 'pod_ifaces'] as const) assert.equal(kind(n), 'desired', n);
   assert.equal(kind('stats'), 'counters');
   assert.equal(kind('global'), 'state');
@@ -39,7 +56,8 @@ test('the real maps: what each kind of map does on a layout change', () => {
 
 const Key = scalar(u64);
 const ValA = struct('val_a', { a: u32, b: u16 });
-const ValB = struct('val_b', { a: u32, b: u16, c: u16 });
+// a converted layout changes a size (checkMigrations: a downgrade copies same-size newer layouts back)
+const ValB = struct('val_b', { a: u32, b: u16, c: u32 });
 const Idx = scalar(u32);
 const Count = scalar(u64);
 const Present = scalar(u8);
@@ -97,9 +115,11 @@ test('upgrade A -> B: reuse, refill, copy, convert, counters, lose; every old pi
   assert.match(steps.find((s) => s.map === 'storage')!.note!, /original destination/);
 });
 
-test('downgrade B -> A: refill and counters go back; state, sockets and storage of the newer version are dropped, never refused', () => {
+test('downgrade B -> A: refill and counters go back, state of the same layout is copied back; a converted state, sockets and storage are dropped, never refused', () => {
   const steps = planMaps(A, pinsOf(B));
-  assert.deepEqual(actions(steps), { desired: 'refill', kept: 'reuse', bigger: 'drop', reshaped: 'drop', counters: 'counters', socks: 'drop', storage: 'drop' });
+  assert.deepEqual(actions(steps), { desired: 'refill', kept: 'reuse', bigger: 'copy', reshaped: 'drop', counters: 'counters', socks: 'drop', storage: 'drop' });
+  assert.match(steps.find((s) => s.map === 'bigger')!.note!, /maps\/bigger_v2 is layout version 2, newer than this build's 1, with the same key and value layout: copied back/);
+  assert.deepEqual(steps.find((s) => s.map === 'bigger')!.stale.map((p) => p.rel), ['maps/bigger_v2']);
   const note = steps.find((s) => s.map === 'reshaped')!.note!;
   assert.match(note, /maps\/reshaped_v2 is layout version 2, newer than this build's 1/);
   assert.match(note, /start empty/);
@@ -162,6 +182,10 @@ test('checkMigrations: a copy that claims a layout that changed, a missing decla
   // a converter that produces the old value layout
   const bad = { ...byName(B, 'reshaped'), from: { 1: convertFrom({ key: Key, value: ValA }, { key: Key, value: ValA }, (k, v) => [k, v]) } };
   assert.match(problems(bad).join('\n'), /produces other layouts/);
+  // a converted layout of the same sizes: the older build would copy it back as bytes of its own layout
+  const ValSame = struct('val_same', { b: u16, pad: u16, a: u32 });
+  const sameSize = { ...byName(B, 'reshaped'), value: ValSame, from: { 1: convertFrom({ key: Key, value: ValA }, { key: Key, value: ValSame }, (k, v) => [k, { ...v, pad: 0 }]) } };
+  assert.match(problems(sameSize).join('\n'), /a converter between layouts of the same sizes \(key 8 B, value 8 B\).*change a size/);
   assert.match(problems({ ...byName(B, 'storage'), from: { 1: loseFrom('gone') } }).join('\n'), /must say what it costs/);
   assert.match(problems({ ...byName(B, 'storage'), from: undefined }).join('\n'), /no migration from locked version 1/);
   assert.match(problems({ ...byName(B, 'socks'), carry: 'state' }).join('\n'), /a SOCKHASH is 'sockets'/);
@@ -285,6 +309,18 @@ test('convert: old entries through the converter in both passes', () => {
   c.second();
   assert.deepEqual(ValB.decode(neu.lookup(K(1))!), { a: 12, b: 3, c: 13 });
   assert.deepEqual(ValB.decode(neu.lookup(K(2))!), { a: 20, b: 1, c: 21 });
+});
+
+test('copy back (a downgrade): the newer version\'s entries into this build\'s map, both passes', () => {
+  const newer = MemMap.of(byName(B, 'bigger'));
+  for (let i = 1; i <= 3; i++) newer.update(K(i), VA(i));
+  const older = MemMap.of(byName(A, 'bigger'));
+  const c = startCarry(planMap(byName(A, 'bigger'), [pinOf(byName(B, 'bigger'))]), newer, older);
+  assert.equal(c.report.first, 3);
+  newer.update(K(4), VA(4)); // the newer programs, until their link is swapped
+  c.second();
+  const got = new Map([...older.entries()].map(([k, v]) => [Number(Key.decode(k)), ValA.decode(v).a]));
+  assert.deepEqual([...got].sort((x, y) => x[0] - y[0]), [[1, 1], [2, 2], [3, 3], [4, 4]]);
 });
 
 test('an array of state (switches): every index carried, a smaller new array leaves the rest behind', () => {
