@@ -116,7 +116,7 @@ export const Counter = scalar(u64);
 
 /**
  * What a map holds, which decides what a new layout version of it costs and how its entries get to the
- * new map (src/dataplane/migrate.ts; README, Pins, layouts and upgrades):
+ * new map (src/dataplane/migrate.ts; README, Upgrades):
  *  - 'desired': derived from desired state; the agent writes every entry before any program is swapped:
  *    a new version is refilled, nothing is copied, in either direction.
  *  - 'state': written by the agent or by the programs and not derivable (switches, in-flight

@@ -1,6 +1,6 @@
 // Map layout migration: what a start does with the pins of another layout version of a map, table-driven
 // from layouts.ts (each map's `carry` and `from`). The loader (dataplane.ts) runs it; the README section
-// "Pins, layouts and upgrades" says why it is built this way. Pure except for the RawMaps it is handed,
+// "Upgrades" says why it is built this way. Pure except for the RawMaps it is handed,
 // so the planning and the carrying are unit-tested on maps in memory (test/unit/migrate.test.ts) and on
 // the kernel's by test/kernel/upgrade.test.ts.
 //
