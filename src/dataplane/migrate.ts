@@ -238,6 +238,9 @@ export function checkMigrations(defs: readonly MapDef[], lockText: string): stri
       if (version >= def.version) problems.push(`${at}: not older than the current version ${def.version}`);
       if (kind === 'desired' || kind === 'counters') problems.push(`${at}: a '${kind}' map needs no declaration (remove it)`);
       if (m.how !== 'lose' && kind !== 'state') problems.push(`${at}: a '${kind}' map cannot be carried: only 'lose' (with its cost)`);
+      // a 'state' map can always be carried (a converter that returns undefined leaves an entry behind,
+      // and is held to the size rule below, on which a downgrade's copy back relies)
+      if (m.how === 'lose' && kind === 'state') problems.push(`${at}: a 'state' map can always be carried: declare a copy or a converter, not 'lose'`);
       if (m.how === 'lose' && m.cost.trim().length < 20) problems.push(`${at}: 'lose' must say what it costs`);
       if (m.how === 'copy' || m.how === 'convert') {
         const locked = older.find((e) => e.version === version);

@@ -187,6 +187,7 @@ test('checkMigrations: a copy that claims a layout that changed, a missing decla
   const sameSize = { ...byName(B, 'reshaped'), value: ValSame, from: { 1: convertFrom({ key: Key, value: ValA }, { key: Key, value: ValSame }, (k, v) => [k, { ...v, pad: 0 }]) } };
   assert.match(problems(sameSize).join('\n'), /a converter between layouts of the same sizes \(key 8 B, value 8 B\).*change a size/);
   assert.match(problems({ ...byName(B, 'storage'), from: { 1: loseFrom('gone') } }).join('\n'), /must say what it costs/);
+  assert.match(problems({ ...byName(B, 'bigger'), from: { 1: loseFrom('the entries of version 1 are not carried at all') } }).join('\n'), /a 'state' map can always be carried: declare a copy or a converter, not 'lose'/);
   assert.match(problems({ ...byName(B, 'storage'), from: undefined }).join('\n'), /no migration from locked version 1/);
   assert.match(problems({ ...byName(B, 'socks'), carry: 'state' }).join('\n'), /a SOCKHASH is 'sockets'/);
   assert.match(problems({ ...byName(B, 'desired'), from: { 1: copyFrom() } }).join('\n'), /needs no declaration/);
