@@ -23,6 +23,7 @@ import {
   clusterFile,
 } from './objects.js';
 import { connectFrom, LineLog, waitReady, type ConnectResult } from './procs.js';
+import { onTermination } from '../util/process-hooks.js';
 
 export const DEMO_PREFIX = 'mldemo';
 export const DEMO_BPFFS = '/sys/fs/bpf/meshlane-demo';
@@ -365,14 +366,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<void> {
     d.cleanupSync();
     if (!d.removeSandboxHandlers) d.sandbox?.destroySync(); // else the sandbox's own exit handler does
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  process.on('exit', onExit);
-  function removeOwnHandlers(): void {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    process.off('exit', onExit);
-  }
+  const removeOwnHandlers = onTermination(onSignal, onExit);
 
   const started = Date.now();
   d.say('meshlane demo: a pod\'s outbound traffic captured into its sidecar proxy with eBPF, not one iptables rule.');

@@ -89,9 +89,9 @@ export function parsePortList(text: string, what: string, wildcardAllowed = fals
     if (item === '*') return fail(wildcardMisuse(what, wildcardAllowed));
     const p = parsePort(item);
     if (!p.ok) return p;
-    if (!out.includes(p.value)) out.push(p.value);
+    out.push(p.value);
   }
-  return ok(out);
+  return ok([...new Set(out)]); // duplicates dropped, the first one kept (a Set keeps insertion order)
 }
 
 const EMPTY_ITEM = (what: string): string => `an empty item (two commas in a row, or a comma at either end) is not a valid ${what}`;
@@ -107,13 +107,17 @@ export function parseCidr(s: string): Result<Cidr> {
  *  empty item is an error. Duplicates are dropped. */
 export function parseCidrList(text: string, what: string, wildcardAllowed = false): Result<Cidr[]> {
   const out: Cidr[] = [];
+  const seen = new Set<string>();
   if (text === '') return ok(out);
   for (const item of text.split(',')) {
     if (item === '') return fail(EMPTY_ITEM('CIDR'));
     if (item === '*') return fail(wildcardMisuse(what, wildcardAllowed));
     const c = parseCidr(item);
     if (!c.ok) return c;
-    if (!out.some((o) => o.family === c.value.family && o.addr === c.value.addr && o.prefix === c.value.prefix)) {
+    // duplicates dropped in first-seen order; a Set keeps this linear (a pod may carry 40,000 CIDRs)
+    const key = `${c.value.family}/${c.value.addr}/${c.value.prefix}`;
+    if (!seen.has(key)) {
+      seen.add(key);
       out.push(c.value);
     }
   }
@@ -131,9 +135,9 @@ export function parseInterfaceList(text: string): Result<string[]> {
     if (item === '') continue;
     if (!IFACE_RE.test(item)) return fail(`${q(item)} is not a valid interface name`);
     if (item.length > 15) return fail(`${q(item)} is longer than 15 characters`);
-    if (!out.includes(item)) out.push(item);
+    out.push(item);
   }
-  return ok(out);
+  return ok([...new Set(out)]);
 }
 
 export function parseInterceptionMode(text: string): Result<InterceptionMode> {

@@ -220,17 +220,7 @@ function runConnect(values: { to?: string; from?: string; timeout?: string; send
     // one line is the whole answer (an echoing server keeps the connection open)
     if (d.includes(0x0a)) settle();
   });
-  sock.on('end', () => {
-    const text = Buffer.concat(chunks).toString('utf8');
-    let reply: unknown = text;
-    try {
-      reply = JSON.parse(text.trim());
-    } catch {
-      /* raw text */
-    }
-    // what the app sees as its peer (getpeername): the address it dialled, even when captured
-    finish({ ok: true, reply, local, remote: hostPort(sock.remoteAddress, sock.remotePort) });
-  });
+  sock.on('end', settle);
   sock.on('error', (e: NodeJS.ErrnoException) => finish({ ok: false, error: e.code ?? e.message }));
 }
 

@@ -23,6 +23,7 @@ import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { cgroup2Mount } from '../util/cgroup.js';
+import { onTermination } from '../util/process-hooks.js';
 
 const execFile = promisify(execFileCb);
 
@@ -783,16 +784,6 @@ export function installCleanupHandlers(sandbox: Sandbox): () => void {
       process.kill(process.pid, sig);
     });
   };
-  const onExit = (): void => {
-    sandbox.destroySync();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  process.on('exit', onExit);
-  function uninstall(): void {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    process.off('exit', onExit);
-  }
+  const uninstall = onTermination(onSignal, () => sandbox.destroySync());
   return uninstall;
 }

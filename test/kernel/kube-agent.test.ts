@@ -246,6 +246,8 @@ test('the API server down at start: the agent starts, keeps the pins as they are
   await api.stop({ watches: 'abrupt' });
   await addPod('demo', 'while-down', { sandbox: true });
   agent = await startKubeAgent(sb, kubeconfig, NODE, 'kube-agent', agent);
+  // the first status.json is written before the programs are attached (it proves the state dir): wait for the one after
+  await until('programs attached', () => health()?.programsAttached === true, 15_000);
   const h = health()!;
   assert.equal(h.ready, false);
   assert.equal(h.firstSync, false);
