@@ -226,7 +226,8 @@ export class Agent {
     });
     const attached = runStep(attachStep, () => dataplane.attach(cgroupRoot));
     this.attached = true;
-    const stale = runStep({ what: `removing stale pins under ${bpffs}`, where: `check --bpffs ${bpffs}`, fallback: REPORT_HINT }, () => dataplane.removeStalePins());
+    // the old programs' last writes carried, the new maps pinned, the old pins removed (dataplane.ts)
+    const done = runStep({ what: `completing the start under ${bpffs}`, where: `check --bpffs ${bpffs}`, fallback: REPORT_HINT }, () => dataplane.commit());
     this.afterAttach(dataplane);
     // listeners that were there before the programs: once, now (later ones pass sockops' TCP_LISTEN_CB)
     pipeline.adoptAll((s) => {
@@ -235,7 +236,7 @@ export class Agent {
     });
     // a kernel that cannot bound the splice backlog is worth a warning: splicing is the default
     const level = this.splice && !this.splice.load ? 'warn' : 'info';
-    log[level]({ attached, removedPins: stale, cgroupRoot, bpffs, splice: this.splice?.on ?? false, spliceBudget: this.splice?.budget }, `capture active; splicing ${this.splice?.reason ?? 'off'}`);
+    log[level]({ attached, carried: done.carried.length ? done.carried : undefined, pinnedMaps: done.pinned.length ? done.pinned : undefined, removedPins: done.removed, cgroupRoot, bpffs, splice: this.splice?.on ?? false, spliceBudget: this.splice?.budget }, `capture active; splicing ${this.splice?.reason ?? 'off'}`);
     pipeline.startTimers();
     this.handoverTimer = setInterval(() => this.readHandover(), READ_EVERY_MS);
     this.publish(true);

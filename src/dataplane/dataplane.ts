@@ -9,8 +9,11 @@
 // Only root can touch that tree, and no pin in it is followed or taken from someone else: see bpffs.ts.
 //
 // A (re)started agent reuses the pinned maps of the same layout version and swaps the programs behind
-// the pinned links with bpf_link_update: capture never stops. Maps of another layout version are new
-// maps; the agent fills them before it swaps the programs and removes the old pins after.
+// the pinned links with bpf_link_update: capture never stops. A map pinned at another layout version is
+// migrated (migrate.ts): a new map, complete before the first program that uses it is swapped in (the
+// old entries carried, or refilled by the agent), the old programs' last writes carried after the swap
+// (commit), then the new pin made and the old one removed. The start runs:
+//   load() (plan, open, first pass) -> agent fills the maps -> attach() -> commit()
 import { existsSync, lstatSync, readdirSync, rmSync, rmdirSync, unlinkSync } from 'node:fs';
 import { release } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -26,6 +29,7 @@ import {
   present, refused, type Prepared, type Tree,
 } from './bpffs.js';
 import { MapType } from './uapi.js';
+import { carries, pinsAtCommit, planMaps, startCarry, type Carrier, type CarryReport, type MapStep, type PinnedVersion } from './migrate.js';
 import { UserError, isErrno } from '../util/errors.js';
 import { cgroupId, checkCgroupDir } from '../util/cgroup.js';
 import { packageRoot } from '../util/paths.js';
@@ -97,14 +101,24 @@ export class Dataplane {
   /** netns link pins already pointing at this load's program */
   private readonly netnsDone = new Map<string, BpfProgram>();
   readonly maps: MapsView;
-  /** maps this load created (not found pinned): they start empty */
+  /** maps this load created (not found pinned at any version): they start empty */
   readonly created: MapName[] = [];
+  /** what this load does with each map's pins (migrate.ts), in MAP_NAMES order */
+  readonly migration: MapStep[];
+  /** new maps of a migration: pinned by commit(), once complete */
+  private readonly unpinned: MapName[] = [];
+  /** old maps being carried into new ones (their second pass is in commit()) */
+  private readonly carriers: Carrier[] = [];
+  /** the old maps they read, closed by commit() */
+  private readonly sources: native.MapFd[] = [];
+  private committed = false;
 
   /** the objects this load took (the splice object only when asked for) */
   private readonly objects: ObjectDef[];
 
   private constructor(
     readonly bpffs: string,
+    tree: Tree,
     private readonly log?: Logger,
     objDir = join(packageRoot(), 'bpf', 'build'),
     /** directories this load made: a failed load takes them away again, and nothing else */
@@ -116,6 +130,10 @@ export class Dataplane {
     // program; every object is closed once its handles are taken.
     const handles = new Map<MapName, native.MapFd>();
     try {
+      // Before anything is loaded: what to do with each map's pins. A map this build cannot carry refuses
+      // the start here, with nothing changed.
+      this.migration = planMigration(bpffs, tree);
+      const steps = new Map(this.migration.map((st) => [st.map as MapName, st]));
       for (const o of this.objects) {
         const path = join(objDir, o.file);
         if (!existsSync(path)) throw new UserError(`BPF object ${path} is missing: run the setup command from the README (npm run build)`);
@@ -127,15 +145,13 @@ export class Dataplane {
             throw new Error(`map ${spec.name} in ${o.file}: key/value ${spec.keySize}/${spec.valueSize} bytes, layouts.ts says ${def.key.size}/${def.value.size}`);
           }
           let map = handles.get(spec.name);
-          if (map === undefined) {
+          if (map === undefined && steps.get(spec.name)?.action === 'reuse') {
             const pin = join(mapsDir(bpffs), mapPinName(def));
-            if (present(pin)) {
-              map = openPin(bpffs, pin, native.openMap);
-              handles.set(spec.name, map);
-              const info = map.info;
-              if (info.type !== spec.type || info.keySize !== spec.keySize || info.valueSize !== spec.valueSize || (info.maxEntries !== spec.maxEntries && spec.type !== MapType.SK_STORAGE)) {
-                throw new UserError(`pinned map ${pin} does not match its layout version: remove it with 'meshlane uninstall --bpffs ${bpffs}'`);
-              }
+            map = openPin(bpffs, pin, native.openMap);
+            handles.set(spec.name, map);
+            const info = map.info;
+            if (info.type !== spec.type || info.keySize !== spec.keySize || info.valueSize !== spec.valueSize || (info.maxEntries !== spec.maxEntries && spec.type !== MapType.SK_STORAGE)) {
+              throw new UserError(`pinned map ${pin} does not match its layout version: remove it with 'meshlane uninstall --bpffs ${bpffs}'`);
             }
           }
           if (map !== undefined) obj.reuseMap(spec.name, map);
@@ -145,9 +161,10 @@ export class Dataplane {
           if (!isMapName(spec.name) || handles.has(spec.name)) continue;
           const map = obj.map(spec.name);
           handles.set(spec.name, map);
-          const pin = join(mapsDir(bpffs), mapPinName(MAPS[spec.name]));
-          if (!present(pin)) {
-            native.pin(map, pin); // bpf_obj_pin never follows or replaces an existing name
+          if (pinsAtCommit(steps.get(spec.name)?.action ?? 'create')) {
+            this.unpinned.push(spec.name);
+          } else {
+            native.pin(map, join(mapsDir(bpffs), mapPinName(MAPS[spec.name]))); // bpf_obj_pin never follows or replaces an existing name
             this.created.push(spec.name);
           }
         }
@@ -160,8 +177,17 @@ export class Dataplane {
         setView(view, name, map);
       }
       this.maps = view as MapsView;
+      // First pass: the old entries into the new maps, which no program uses yet.
+      for (const st of this.migration) {
+        if (!carries(st.action) || !st.from) continue;
+        const source = openPin(bpffs, join(bpffs, st.from.rel), native.openMap);
+        this.sources.push(source);
+        this.carriers.push(startCarry(st, source, handles.get(st.map as MapName)!));
+      }
+      this.logMigration();
     } catch (e) {
       for (const map of handles.values()) map.close();
+      for (const m of this.sources.splice(0)) m.close();
       this.closePrograms();
       // a failed load leaves nothing of its own behind: the pins and the directories it made
       for (const name of this.created.splice(0)) rmSync(join(mapsDir(bpffs), mapPinName(MAPS[name])), { force: true });
@@ -176,14 +202,26 @@ export class Dataplane {
     }
   }
 
+  private logMigration(): void {
+    for (const st of this.migration) {
+      if (st.action === 'reuse' || st.action === 'create') continue;
+      const c = this.carriers.find((x) => x.report.map === st.map)?.report;
+      const fields = { map: st.map, action: st.action, from: st.from?.rel, to: `maps/${st.map}_v${st.version}`, carried: c?.first, left: c?.left || undefined };
+      if (st.action === 'lose' || st.action === 'drop') this.log?.warn({ ...fields, lost: st.note }, `map ${st.map}: layout version ${st.from?.version} -> ${st.version}, nothing carried`);
+      else this.log?.info({ ...fields, note: st.note }, `map ${st.map}: layout version ${st.from?.version} -> ${st.version} (${st.action})`);
+    }
+  }
+
   /**
    * Everything that can refuse a start without writing anything, for the agent to call before it
-   * reads its source: the capabilities, the kernel's features, the --bpffs tree (bpffs.ts).
+   * reads its source: the capabilities, the kernel's features, the --bpffs tree (bpffs.ts), and pins of
+   * a layout version this build cannot carry (migrate.ts).
    */
   static preflight(bpffs: string): void {
     try {
       requireFeatures();
-      checkBpffs(bpffs);
+      const tree = checkBpffs(bpffs);
+      if (tree) planMigration(bpffs, tree);
     } catch (e) {
       throw explain(e, `checking --bpffs ${bpffs}`);
     }
@@ -197,10 +235,33 @@ export class Dataplane {
       const foreign = foreignLine(prepared.tree);
       if (foreign.length) opts.log?.warn({ bpffs: opts.bpffs, entries: foreign }, 'entries meshlane did not make are in its pin directories; left alone');
       if (prepared.mounted) opts.log?.info({ at: prepared.mounted, options: MOUNT_DATA }, 'mounted bpffs');
-      return new Dataplane(opts.bpffs, opts.log, opts.objDir, prepared.made, opts.splice ?? false);
+      return new Dataplane(opts.bpffs, prepared.tree, opts.log, opts.objDir, prepared.made, opts.splice ?? false);
     } catch (e) {
       throw explain(e, 'loading the BPF programs');
     }
+  }
+
+  /**
+   * The end of a start, after attach(): carry what the old programs wrote to the old maps until their
+   * link was swapped (second pass), pin the new maps (from now on a start finds them complete and uses
+   * them), then remove the pins of other layout versions and of programs that are gone. Idempotent.
+   */
+  commit(): { carried: CarryReport[]; pinned: string[]; removed: string[] } {
+    const pinned: string[] = [];
+    if (!this.committed) {
+      for (const c of this.carriers) c.second();
+      for (const name of this.unpinned) {
+        const pin = join(mapsDir(this.bpffs), mapPinName(MAPS[name]));
+        // a pin of the current version that is not the newest (a crash left it before a downgrade
+        // removed it): stale, and in the way of the new map's pin
+        if (present(pin)) unlinkSync(pin);
+        native.pin(this.maps[name].handle, pin);
+        pinned.push(`maps/${mapPinName(MAPS[name])}`);
+      }
+      for (const m of this.sources.splice(0)) m.close();
+      this.committed = true;
+    }
+    return { carried: this.carriers.map((c) => c.report), pinned, removed: this.removeStalePins() };
   }
 
   private program(name: string): BpfProgram {
@@ -334,6 +395,36 @@ export class Dataplane {
     this.closePrograms();
     for (const m of Object.values(this.maps)) m.close();
   }
+}
+
+/** Every pinned version of every map of the layout (other names are not meshlane's maps). */
+function pinnedVersions(bpffs: string, tree: Tree): Map<string, PinnedVersion[]> {
+  const out = new Map<string, PinnedVersion[]>();
+  for (const pin of tree.pins) {
+    const m = pin.kind === 'map' ? /^(.+)_v([0-9]+)$/.exec(pin.name) : null;
+    if (!m || !isMapName(m[1]!)) continue;
+    const pinnedAtNs = lstatSync(pin.path, { bigint: true }).mtimeNs;
+    using map = openPin(bpffs, pin.path, native.openMap);
+    const { type, keySize, valueSize, maxEntries, flags } = map.info;
+    const list = out.get(m[1]!) ?? [];
+    list.push({ version: Number(m[2]), rel: pin.rel, pinnedAtNs, shape: { type, keySize, valueSize, maxEntries, flags } });
+    out.set(m[1]!, list);
+  }
+  return out;
+}
+
+/** The migration plan for the pins under `bpffs`; refuses (UserError) when a map cannot be carried. */
+function planMigration(bpffs: string, tree: Tree): MapStep[] {
+  const plan = planMaps(MAP_NAMES.map((n) => MAPS[n]), pinnedVersions(bpffs, tree));
+  const refused = plan.filter((st) => st.action === 'refuse');
+  const first = refused[0];
+  if (first?.from) {
+    const more = refused.length > 1 ? ` (and ${refused.slice(1).map((r) => r.from?.rel).join(', ')})` : '';
+    throw new UserError(
+      `--bpffs ${bpffs}: ${first.from.rel}${more} holds layout version ${first.from.version} of map ${first.map}, which this build (version ${first.version}) cannot carry: ${first.note}; nothing was changed and the attached programs keep capturing: run the build that pinned it, or one that declares a migration from it, or stop capture with 'meshlane uninstall --bpffs ${bpffs}' and start again`,
+    );
+  }
+  return plan;
 }
 
 /** view[name] = the typed view of map `name` over `handle` */

@@ -57,6 +57,10 @@ export const GlobalFlags = { SPLICE: 1 << 0 } as const;
 export const SourceRouting = { MARK: 0x4d4c0000, TABLE: 19788 } as const;
 export const CIDR_KEY_FIXED_BITS = 64;
 
+/** The stats counters, by index. APPEND-ONLY: index i is the same counter in every stats version (its
+ * carry is 'counters': upgrades and downgrades carry the indices both builds have), so a counter is
+ * never renumbered, removed or reused; a new one goes at the end (STAT_MAX in bpf/meshlane.h grows, and
+ * with it max_entries and the stats version). */
 export const Stat = [
   'connect_seen',
   'captured_outbound',
@@ -128,6 +132,9 @@ export const PairKey = struct('pair_key', {
   pad: u32,
 });
 export const GlobalConfig = struct('global_config', { flags: u32, pad: u32, splice_budget: u64, splice_grace_ns: u64 });
+/** global v1 (before the splice budget): converted to v2 with the budget and grace 0, which the agent
+ * writes before the programs are swapped (writeSpliceConfig) */
+const GlobalConfigV1 = struct('global_config', { flags: u32, pad: u32 });
 
 export const SpliceDir = { NEW: 0, REDIR: 1, STACK: 2 } as const;
 export const SpliceSkFlags = { KEYS: 1 << 0, LEFT: 1 << 1 } as const;
@@ -152,6 +159,73 @@ export const Present = scalar(u8);
 export const StatIndex = scalar(u32);
 export const Counter = scalar(u64);
 
+/**
+ * What a map holds, which decides what a new layout version of it costs and how its entries get to the
+ * new map (src/dataplane/migrate.ts; README, Upgrades):
+ *  - 'desired': derived from desired state; the agent writes every entry before any program is swapped:
+ *    a new version is refilled, nothing is copied, in either direction.
+ *  - 'state': written by the agent or by the programs and not derivable (switches, in-flight
+ *    hand-overs): carried entry by entry, by a copy or a converter declared in `from`, once before the
+ *    programs are swapped and again (what the old programs wrote meanwhile) after.
+ *  - 'counters': per-CPU counters. Index i means the same counter in every version (counters are
+ *    appended, never renumbered or reused), so the indices both versions have are carried, upgrade and
+ *    downgrade, without a declaration.
+ *  - 'sockets': a SOCKHASH. Its sockets cannot be read out from userspace: nothing can be carried.
+ *  - 'socket-storage': socket local storage. It cannot be enumerated from userspace (it is keyed by
+ *    socket fds the agent does not have): nothing can be carried.
+ */
+export type Carry = 'desired' | 'state' | 'counters' | 'sockets' | 'socket-storage';
+
+/** What an older version of a map was, where it differs from the current one. */
+export interface WasDef {
+  type?: number;
+  maxEntries?: number;
+  flags?: number;
+}
+
+/**
+ * How entries of an older layout version get into the current one (MapDef.from). The unit test checks
+ * every declaration against the lock: the fingerprint of what it says the version was must be the
+ * fingerprint locked for that version, so a `copy` cannot claim a layout that changed.
+ */
+export type Migration =
+  /** key and value layout unchanged (only type, capacity or flags differ): entries are copied as bytes */
+  | { how: 'copy'; was: WasDef }
+  /** old key and value layout -> new ones; `convert` returns undefined to leave an entry behind */
+  | {
+      how: 'convert';
+      was: WasDef & { key: StructLayout<any>; value: StructLayout<any> };
+      /** the layouts `convert` produces: the map's own key and value (checked by the unit test) */
+      to: { key: StructLayout<any>; value: StructLayout<any> };
+      convert(key: Buffer, value: Buffer): [Buffer, Buffer] | undefined;
+    }
+  /** nothing can be carried ('sockets', 'socket-storage'): the escape hatch, which says what it costs;
+   * the agent logs `cost` when it takes it */
+  | { how: 'lose'; cost: string };
+
+/** A copy from a version whose key and value layout were the current ones. */
+export const copyFrom = (was: WasDef = {}): Migration => ({ how: 'copy', was });
+
+/** A converter from an older layout to the current one, typed by both (declared next to the layout). */
+export function convertFrom<OK, OV, NK, NV>(
+  was: WasDef & { key: StructLayout<OK>; value: StructLayout<OV> },
+  to: { key: StructLayout<NK>; value: StructLayout<NV> },
+  convert: (key: OK, value: OV) => [NK, NV] | undefined,
+): Migration {
+  return {
+    how: 'convert',
+    was,
+    to,
+    convert: (k, v) => {
+      const r = convert(was.key.decode(k), was.value.decode(v));
+      return r && [to.key.encode(r[0]), to.value.encode(r[1])];
+    },
+  };
+}
+
+/** The explicit escape hatch for a map nothing can be carried from: `cost` says what is lost. */
+export const loseFrom = (cost: string): Migration => ({ how: 'lose', cost });
+
 export interface MapDef {
   /** the map's name in the objects */
   name: string;
@@ -166,6 +240,13 @@ export interface MapDef {
   /** the layout version, part of the pin name; bump it whenever key, value, type, capacity or flags
    * change (a pinned map cannot change any of them); layouts.lock holds each version's fingerprint */
   version: number;
+  /** what the map holds: how a new version gets its entries (see Carry). Every map must say it: it is
+   * optional here only so that a branch adding a map still compiles, and test/unit/migrate.test.ts fails,
+   * naming the map and the choices, until it is declared; a start refuses to migrate a map without one */
+  carry?: Carry;
+  /** for 'state', 'sockets' and 'socket-storage' maps: how to get from each older locked version to this
+   * one (the unit test fails while one is missing); 'desired' and 'counters' maps need none */
+  from?: Readonly<Record<number, Migration>>;
   /** per-CPU values: the kernel returns one value per possible CPU */
   percpu?: boolean;
   /** socket local storage: keyed by socket fds, not iterable as a map of values */
@@ -177,26 +258,26 @@ export interface MapDef {
 }
 
 export const MAPS = {
-  pods: { name: 'pods', key: NetnsCookie, value: PodConfig, type: MapType.HASH, maxEntries: MapLimits.PODS, flags: 0, version: 1, what: 'netns cookie -> pod capture settings' },
-  pod_ports: { name: 'pod_ports', key: PortKey, value: Present, type: MapType.HASH, maxEntries: MapLimits.PORT_ENTRIES, flags: 0, version: 1, what: 'per-pod port sets' },
-  pod_cidrs4: { name: 'pod_cidrs4', key: Cidr4Key, value: Present, type: MapType.LPM_TRIE, maxEntries: MapLimits.CIDR_ENTRIES, flags: MapFlags.NO_PREALLOC, version: 1, what: 'per-pod IPv4 CIDR sets (LPM)' },
-  pod_cidrs6: { name: 'pod_cidrs6', key: Cidr6Key, value: Present, type: MapType.LPM_TRIE, maxEntries: MapLimits.CIDR_ENTRIES, flags: MapFlags.NO_PREALLOC, version: 1, what: 'per-pod IPv6 CIDR sets (LPM)' },
-  sock_state: { name: 'sock_state', key: scalar(u32), value: SockState, type: MapType.SK_STORAGE, maxEntries: 0, flags: MapFlags.NO_PREALLOC, version: 1, skStorage: true, what: 'per-socket original destination (socket local storage)' },
-  orig_by_tuple: { name: 'orig_by_tuple', key: TupleKey, value: OrigDst, type: MapType.HASH, maxEntries: MapLimits.INFLIGHT, flags: 0, version: 1, what: 'original destinations between connect and accept' },
-  pod_info: { name: 'pod_info', key: PodId, value: PodInfo, type: MapType.HASH, maxEntries: MapLimits.PODS, flags: 0, version: 1, what: 'pod id -> namespace/name/uid (for dump and status)' },
-  pod_by_ip4: { name: 'pod_by_ip4', key: Ip4Key, value: NetnsCookie, type: MapType.HASH, maxEntries: MapLimits.PODS, flags: 0, version: 1, what: 'pod IPv4 address -> netns cookie (for sk_lookup)' },
-  pod_by_ip6: { name: 'pod_by_ip6', key: Ip6Key, value: NetnsCookie, type: MapType.HASH, maxEntries: MapLimits.PODS, flags: 0, version: 1, what: 'pod IPv6 address -> netns cookie (for sk_lookup)' },
-  listeners: { name: 'listeners', key: ListenerKey, value: SocketCookie, type: MapType.SOCKHASH, maxEntries: MapLimits.LISTENERS, flags: 0, version: 1, sockets: true, what: 'proxy listening sockets (SOCKHASH)' },
-  pod_ifaces: { name: 'pod_ifaces', key: IfaceKey, value: Present, type: MapType.HASH, maxEntries: MapLimits.SET_ENTRIES, flags: 0, version: 1, what: 'per-pod interface sets (excluded, rerouted)' },
-  pod_dns: { name: 'pod_dns', key: DnsKey, value: Present, type: MapType.HASH, maxEntries: MapLimits.SET_ENTRIES, flags: 0, version: 1, what: 'per-pod DNS servers (resolv.conf)' },
-  sock_pairs: { name: 'sock_pairs', key: PairKey, value: SocketCookie, type: MapType.SOCKHASH, maxEntries: MapLimits.PAIRS, flags: 0, version: 1, sockets: true, what: 'spliced local socket pairs (SOCKHASH)' },
-  global: { name: 'global', key: StatIndex, value: GlobalConfig, type: MapType.ARRAY, maxEntries: 1, flags: 0, version: 2, what: 'node-wide switches (splicing, its budget)' },
-  splice_state: { name: 'splice_state', key: scalar(u32), value: SpliceState, type: MapType.SK_STORAGE, maxEntries: 0, flags: MapFlags.NO_PREALLOC, version: 1, skStorage: true, what: 'per spliced socket: direction state, keys, peer (socket local storage)' },
-  splice_marks: { name: 'splice_marks', key: PairKey, value: SpliceMark, type: MapType.LRU_HASH, maxEntries: MapLimits.SPLICE_MARKS, flags: 0, version: 1, what: 'spliced sockets whose peer fell back to the stack (they follow, then both leave sock_pairs)' },
-  splice_gen: { name: 'splice_gen', key: StatIndex, value: Counter, type: MapType.ARRAY, maxEntries: 1, flags: 0, version: 1, what: 'marks made so far (spliced sockets look for a mark when it moves)' },
-  stats: { name: 'stats', key: StatIndex, value: Counter, type: MapType.PERCPU_ARRAY, maxEntries: Stat.length, flags: 0, version: 4, percpu: true, what: 'per-CPU counters' },
-  handover: { name: 'handover', key: NetnsCookie, value: HandoverCount, type: MapType.HASH, maxEntries: MapLimits.HANDOVER_NETNS, flags: 0, version: 1, what: 'per pod netns (0: the node): entries in orig_by_tuple, refused connects' },
-  limits: { name: 'limits', key: StatIndex, value: LimitsConfig, type: MapType.ARRAY, maxEntries: 1, flags: 0, version: 1, what: 'node-wide limits (in-flight connections per pod)' },
+  pods: { name: 'pods', key: NetnsCookie, value: PodConfig, type: MapType.HASH, maxEntries: MapLimits.PODS, flags: 0, version: 1, carry: 'desired', what: 'netns cookie -> pod capture settings' },
+  pod_ports: { name: 'pod_ports', key: PortKey, value: Present, type: MapType.HASH, maxEntries: MapLimits.PORT_ENTRIES, flags: 0, version: 1, carry: 'desired', what: 'per-pod port sets' },
+  pod_cidrs4: { name: 'pod_cidrs4', key: Cidr4Key, value: Present, type: MapType.LPM_TRIE, maxEntries: MapLimits.CIDR_ENTRIES, flags: MapFlags.NO_PREALLOC, version: 1, carry: 'desired', what: 'per-pod IPv4 CIDR sets (LPM)' },
+  pod_cidrs6: { name: 'pod_cidrs6', key: Cidr6Key, value: Present, type: MapType.LPM_TRIE, maxEntries: MapLimits.CIDR_ENTRIES, flags: MapFlags.NO_PREALLOC, version: 1, carry: 'desired', what: 'per-pod IPv6 CIDR sets (LPM)' },
+  sock_state: { name: 'sock_state', key: scalar(u32), value: SockState, type: MapType.SK_STORAGE, maxEntries: 0, flags: MapFlags.NO_PREALLOC, version: 1, carry: 'socket-storage', skStorage: true, what: 'per-socket original destination (socket local storage)' },
+  orig_by_tuple: { name: 'orig_by_tuple', key: TupleKey, value: OrigDst, type: MapType.HASH, maxEntries: MapLimits.INFLIGHT, flags: 0, version: 1, carry: 'state', what: 'original destinations between connect and accept' },
+  pod_info: { name: 'pod_info', key: PodId, value: PodInfo, type: MapType.HASH, maxEntries: MapLimits.PODS, flags: 0, version: 1, carry: 'desired', what: 'pod id -> namespace/name/uid (for dump and status)' },
+  pod_by_ip4: { name: 'pod_by_ip4', key: Ip4Key, value: NetnsCookie, type: MapType.HASH, maxEntries: MapLimits.PODS, flags: 0, version: 1, carry: 'desired', what: 'pod IPv4 address -> netns cookie (for sk_lookup)' },
+  pod_by_ip6: { name: 'pod_by_ip6', key: Ip6Key, value: NetnsCookie, type: MapType.HASH, maxEntries: MapLimits.PODS, flags: 0, version: 1, carry: 'desired', what: 'pod IPv6 address -> netns cookie (for sk_lookup)' },
+  listeners: { name: 'listeners', key: ListenerKey, value: SocketCookie, type: MapType.SOCKHASH, maxEntries: MapLimits.LISTENERS, flags: 0, version: 1, carry: 'sockets', sockets: true, what: 'proxy listening sockets (SOCKHASH)' },
+  pod_ifaces: { name: 'pod_ifaces', key: IfaceKey, value: Present, type: MapType.HASH, maxEntries: MapLimits.SET_ENTRIES, flags: 0, version: 1, carry: 'desired', what: 'per-pod interface sets (excluded, rerouted)' },
+  pod_dns: { name: 'pod_dns', key: DnsKey, value: Present, type: MapType.HASH, maxEntries: MapLimits.SET_ENTRIES, flags: 0, version: 1, carry: 'desired', what: 'per-pod DNS servers (resolv.conf)' },
+  sock_pairs: { name: 'sock_pairs', key: PairKey, value: SocketCookie, type: MapType.SOCKHASH, maxEntries: MapLimits.PAIRS, flags: 0, version: 1, carry: 'sockets', sockets: true, what: 'spliced local socket pairs (SOCKHASH)' },
+  global: { name: 'global', key: StatIndex, value: GlobalConfig, type: MapType.ARRAY, maxEntries: 1, flags: 0, version: 2, carry: 'state', from: { 1: convertFrom({ key: StatIndex, value: GlobalConfigV1 }, { key: StatIndex, value: GlobalConfig }, (k, v) => [k, { ...v, splice_budget: 0n, splice_grace_ns: 0n }]) }, what: 'node-wide switches (splicing, its budget)' },
+  splice_state: { name: 'splice_state', key: scalar(u32), value: SpliceState, type: MapType.SK_STORAGE, maxEntries: 0, flags: MapFlags.NO_PREALLOC, version: 1, carry: 'socket-storage', skStorage: true, what: 'per spliced socket: direction state, keys, peer (socket local storage)' },
+  splice_marks: { name: 'splice_marks', key: PairKey, value: SpliceMark, type: MapType.LRU_HASH, maxEntries: MapLimits.SPLICE_MARKS, flags: 0, version: 1, carry: 'state', what: 'spliced sockets whose peer fell back to the stack (they follow, then both leave sock_pairs)' },
+  splice_gen: { name: 'splice_gen', key: StatIndex, value: Counter, type: MapType.ARRAY, maxEntries: 1, flags: 0, version: 1, carry: 'state', what: 'marks made so far (spliced sockets look for a mark when it moves)' },
+  stats: { name: 'stats', key: StatIndex, value: Counter, type: MapType.PERCPU_ARRAY, maxEntries: Stat.length, flags: 0, version: 4, carry: 'counters', percpu: true, what: 'per-CPU counters' },
+  handover: { name: 'handover', key: NetnsCookie, value: HandoverCount, type: MapType.HASH, maxEntries: MapLimits.HANDOVER_NETNS, flags: 0, version: 1, carry: 'state', what: 'per pod netns (0: the node): entries in orig_by_tuple, refused connects' },
+  limits: { name: 'limits', key: StatIndex, value: LimitsConfig, type: MapType.ARRAY, maxEntries: 1, flags: 0, version: 1, carry: 'desired', what: 'node-wide limits (in-flight connections per pod)' },
 } satisfies Record<string, MapDef>;
 
 export type MapName = keyof typeof MAPS;

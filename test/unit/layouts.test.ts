@@ -28,6 +28,7 @@ const base: MapDef = {
   maxEntries: 1024,
   flags: 0,
   version: 1,
+  carry: 'state',
   what: 'a test map',
 };
 const lockOf = (...defs: MapDef[]): string => `# a comment\n\n${defs.map(lockLine).join('\n')}\n`;
