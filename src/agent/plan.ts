@@ -18,7 +18,6 @@ import type { PodEntries } from './desired.js';
 /** The maps that hold per-pod sets: key -> present, keys carry the pod id. */
 export const SET_MAPS = ['pod_ports', 'pod_cidrs4', 'pod_cidrs6', 'pod_dns', 'pod_ifaces'] as const;
 export type SetMap = (typeof SET_MAPS)[number];
-type SetKey = KeyOf<SetMap>;
 /** The keys of each set map (generic over the names, SetKeys<M>[M] is KeyOf<M>[] to TypeScript). */
 export type SetKeys<K extends SetMap = SetMap> = { [M in K]: Array<KeyOf<M>> };
 /** A write to set map M: the key is M's own (the value is always "present"). */

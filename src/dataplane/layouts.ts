@@ -194,8 +194,10 @@ export type Migration =
   /** old key and value layout -> new ones; `convert` returns undefined to leave an entry behind */
   | {
       how: 'convert';
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a map's layouts, erased here: MAPS keeps each map's own types (KeyOf/ValueOf)
       was: WasDef & { key: StructLayout<any>; value: StructLayout<any> };
       /** the layouts `convert` produces: the map's own key and value (checked by the unit test) */
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a map's layouts, erased here: MAPS keeps each map's own types (KeyOf/ValueOf)
       to: { key: StructLayout<any>; value: StructLayout<any> };
       convert(key: Buffer, value: Buffer): [Buffer, Buffer] | undefined;
     }
@@ -229,7 +231,9 @@ export const loseFrom = (cost: string): Migration => ({ how: 'lose', cost });
 export interface MapDef {
   /** the map's name in the objects */
   name: string;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a map's layouts, erased here: MAPS keeps each map's own types (KeyOf/ValueOf)
   key: StructLayout<any>;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a map's layouts, erased here: MAPS keeps each map's own types (KeyOf/ValueOf)
   value: StructLayout<any>;
   /** BPF_MAP_TYPE_* (uapi.ts MapType), as bpf/maps.h declares it */
   type: number;

@@ -102,6 +102,7 @@ export interface StructLayout<T> extends Field<T> {
 }
 
 /** Lay out `fields` in order with natural alignment, as the C compiler does. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- fields of any value type; StructValue<F> gives the struct its own
 export function struct<F extends Record<string, Field<any>>>(cName: string, fields: F): StructLayout<StructValue<F>> {
   let off = 0;
   let align = 1;

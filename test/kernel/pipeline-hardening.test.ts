@@ -17,7 +17,6 @@ import {
   type Topology, type AgentRun,
 } from '../support/harness.js';
 
-const captured = /^proxy-outbound:15001 peer=10\.244\.0\.10 orig=10\.96\.0\.10:80 app-sees=10\.96\.0\.10:80$/;
 const direct = /^svc:80 peer=10\.244\.0\.10 app-sees=10\.96\.0\.10:80$/;
 const EXCLUDE = 'traffic.sidecar.istio.io/excludeOutboundIPRanges';
 

@@ -22,7 +22,7 @@
 import { test, before, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { cpSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, createWriteStream, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as native from '../../src/native/addon.js';
@@ -439,7 +439,7 @@ test('a pinned layout version this build cannot carry: the start is refused in o
   const before = ids();
   let refused = '';
   let code: number | null = null;
-  let window = { from: 0, to: 0 };
+  const window = { from: 0, to: 0 };
   renameSync(cur, odd);
   try {
     const o = await underLoad(async () => {

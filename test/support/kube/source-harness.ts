@@ -117,11 +117,12 @@ export class FreezableProxy {
   ) {}
 
   static async start(target: { host: string; port: number }): Promise<FreezableProxy> {
-    let proxy: FreezableProxy | undefined;
-    const server = createServer((client) => proxy?.accept(client, target));
+    // no connection can be handled before `proxy` is set: connections are events, the continuation of
+    // the listen() await is a microtask
+    const server = createServer((client) => proxy.accept(client, target));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const addr = server.address();
-    proxy = new FreezableProxy(server, typeof addr === 'object' && addr ? addr.port : 0);
+    const proxy = new FreezableProxy(server, typeof addr === 'object' && addr ? addr.port : 0);
     return proxy;
   }
 

@@ -25,9 +25,12 @@ const opts: SourceOptions = {};
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i];
   const v = argv[i + 1];
-  if (a === '--kubeconfig' && v !== undefined) (opts.kubeconfig = v), i++;
-  else if (a === '--cluster-file' && v !== undefined) (opts.clusterFile = v), i++;
-  else if (a === '--node-name' && v !== undefined) (opts.nodeName = v), i++;
+  if (v === undefined) continue;
+  if (a === '--kubeconfig') opts.kubeconfig = v;
+  else if (a === '--cluster-file') opts.clusterFile = v;
+  else if (a === '--node-name') opts.nodeName = v;
+  else continue;
+  i++;
 }
 
 if (argv.includes('--compare-in-cluster')) {
