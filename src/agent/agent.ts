@@ -27,6 +27,7 @@ import { mapsWriter, readActual } from './reconcile.js';
 import { DEFAULT_STATE_DIR, prepareStateDir, StatusWriter, type AgentStatus } from './status.js';
 import { checkBpffsFlag, checkStateDirFlag, diagnoseBpffs, pathsUnder, removeNewPaths, runStep, type Step } from './startup.js';
 import type { Enroller } from './enroller.js';
+import { serveCni, type CniEndpoint } from './cni-endpoint.js';
 
 export interface AgentOptions {
   /** where Namespaces and Pods come from (sources/select.ts: cluster file or Kubernetes API) */
@@ -45,6 +46,10 @@ export interface AgentOptions {
    * the hidden --test-bpf-objects, to make a start fail in the verifier */
   objDir?: string;
   hooks?: PipelineHooks;
+  /** serve meshlane-cni here (cni-endpoint.ts); undefined: no CNI socket */
+  cniSocket?: string;
+  /** how long a CNI ADD waits for the source to show its pod (ms) */
+  cniPodWaitMs?: number;
 }
 
 const REPORT_HINT = 'MESHLANE_DEBUG=1 shows the cause; if this node is set up as the README says, please report it';
@@ -67,6 +72,7 @@ export class Agent {
   private attached = false;
   private pinsAdopted = false;
   private readonly source: Source;
+  private cni?: CniEndpoint;
 
   constructor(private readonly opts: AgentOptions) {
     this.source = opts.source;
@@ -86,6 +92,8 @@ export class Agent {
     this.statusWriter = new StatusWriter(prepareStateDir(this.opts.stateDir), log);
     // capabilities, kernel features, the --bpffs tree: refused before the source runs or anything is pinned
     Dataplane.preflight(this.opts.bpffs);
+    // the CNI socket before the source and the pins: a path we may not serve fails here, with nothing made
+    if (this.opts.cniSocket !== undefined) this.cni = await serveCni({ socketPath: this.opts.cniSocket, log, podWaitMs: this.opts.cniPodWaitMs });
     // The pipeline exists before the source starts, so that no event is lost; it touches the maps only
     // once they are loaded (initialSync).
     const locatorRef: { locator?: PodLocator } = {};
@@ -96,6 +104,8 @@ export class Agent {
       locator: {
         locate: (uid, qos, pod) => locatorRef.locator!.locate(uid, qos, pod),
         bind: (uid, ns) => locatorRef.locator!.bind(uid, ns),
+        retire: (uid, cookie) => locatorRef.locator!.retire(uid, cookie),
+        cniBinding: (uid) => locatorRef.locator!.cniBinding(uid),
         retain: (uids) => locatorRef.locator!.retain(uids),
       },
       runtime,
@@ -123,6 +133,7 @@ export class Agent {
       this.sourceStarted = true;
     } catch (e) {
       await this.source.stop().catch(() => undefined);
+      await this.cni?.close();
       throw e instanceof UserError ? e : new UserError((e as Error).message);
     }
     if (this.stopped) throw new UserError('the agent was stopped while starting');
@@ -209,6 +220,7 @@ export class Agent {
     log.info({ attached, removedPins: stale, cgroupRoot, bpffs, splice }, splice ? 'capture active; splicing same-node connections (sk_msg)' : 'capture active; splicing off (the default; --splice turns it on)');
     pipeline.startTimers();
     this.publish(true);
+    this.cni?.ready(pipeline); // CNI ADDs that came during the start are answered from here on
   }
 
   /** Once, after the programs are attached (start-time probes and budgets plug in here). */
@@ -277,6 +289,7 @@ export class Agent {
    * what a failed start calls: afterwards nothing of the agent keeps the process alive. */
   async stop(): Promise<void> {
     this.stopped = true;
+    await this.cni?.close();
     if (this.statusTimer) clearTimeout(this.statusTimer);
     this.statusTimer = undefined;
     await this.pipeline?.stop();

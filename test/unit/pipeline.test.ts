@@ -239,9 +239,24 @@ class FakeLocator implements Locator {
     return { found: true, netnsCookie: cookie, netnsInode: cookie, how: 'sandbox', foundPid: 1, pid: 1, nsPath: `/proc/1/ns/net#${cookie}`, cgroup: `/cg/${uid}` };
   }
 
-  bind(uid: string, ns: unknown): void {
+  /** uid -> the container a CNI ADD named */
+  readonly cni = new Map<string, string | undefined>();
+
+  bind(uid: string, ns: { containerId?: string }): void {
     this.bound.push([uid, ns]);
     this.netns.set(uid, 0x9000n);
+    this.cni.set(uid, ns.containerId);
+  }
+
+  retire(uid: string, cookie: bigint): void {
+    if (this.netns.get(uid) === cookie) this.netns.delete(uid);
+    this.cni.delete(uid);
+  }
+
+  cniBinding(uid: string): { cookie: bigint; containerId?: string } | undefined {
+    if (!this.cni.has(uid)) return undefined;
+    const containerId = this.cni.get(uid);
+    return containerId !== undefined ? { cookie: this.netns.get(uid)!, containerId } : { cookie: this.netns.get(uid)! };
   }
 
   retain(): void {}
