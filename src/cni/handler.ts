@@ -67,6 +67,7 @@ export class AgentCniHandler implements CniHandler {
       return { result: req.prevResult };
     }
     const enroller = await untilAborted(this.o.enroller, signal);
+    this.o.log.debug({ pod: podText(pod), containerId: req.containerId, netns: req.netns }, 'cni: ADD: waiting for the source to show the pod');
     const w = await enroller.wanted(pod, this.podWaitMs, signal, { ips: sandboxIps(req.prevResult) });
     if (w.capture === 'unknown') {
       if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason));

@@ -52,18 +52,19 @@ async function startAgentWith(args: string[], prior?: AgentRun): Promise<AgentRu
   const stateDir = join(dir, 'state');
   const bpffs = BPFFS;
   const logFile = join(dir, `agent-${Date.now()}.log`);
+  const cniSocket = join(dir, 'cni', 'cni.sock');
   const write = (its: object[]): void => {
     writeFileSync(`${clusterFile}.tmp`, clusterList(its));
     renameSync(`${clusterFile}.tmp`, clusterFile);
   };
   if (!prior) write(items);
   const out = createWriteStream(logFile);
-  const proc = spawn(process.execPath, [CLI(), 'agent', '--cluster-file', clusterFile, '--cgroup-root', t.sb.cgroupRoot, '--bpffs', bpffs, '--state-dir', stateDir, ...args], {
+  const proc = spawn(process.execPath, [CLI(), 'agent', '--cluster-file', clusterFile, '--cgroup-root', t.sb.cgroupRoot, '--bpffs', bpffs, '--state-dir', stateDir, '--cni-socket', cniSocket, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   proc.stdout?.pipe(out);
   proc.stderr?.pipe(out);
-  const run: AgentRun = { proc, dir, clusterFile, stateDir, bpffs, logFile, write, status: () => readStatus(stateDir), log: () => readFileSync(logFile, 'utf8') };
+  const run: AgentRun = { proc, dir, clusterFile, stateDir, bpffs, logFile, cniSocket, write, status: () => readStatus(stateDir), log: () => readFileSync(logFile, 'utf8') };
   await waitFor(() => {
     if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${run.log()}`);
     const st = run.status();
