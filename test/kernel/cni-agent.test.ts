@@ -18,7 +18,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Sandbox, type SandboxHost, type SandboxPod } from '../../src/sandbox/sandbox.js';
@@ -335,3 +335,31 @@ for (const family of [4, 6] as const) {
     assert.equal(out.listener, family === 6 ? '[::1]:15006' : '127.0.0.1:15006', 'the inbound capture port took it, as under istio-iptables');
   });
 }
+
+test('a CNI socket the agent may not serve fails the start with one line and exit 2, before anything is pinned', async () => {
+  const bpffs = '/sys/fs/bpf/meshlane-test-cni-bad';
+  const file = join(tmp, 'not-a-socket');
+  writeFileSync(file, 'x');
+  const args = (socket: string, wait = '5'): string[] => ['agent', '--kubeconfig', kubeconfig, '--node-name', NODE, '--cgroup-root', sb.cgroupRoot, '--bpffs', bpffs, '--state-dir', join(tmp, 'bad-state'), '--cni-socket', socket, '--cni-pod-wait', wait];
+  try {
+    for (const [socket, wait, want] of [
+      [file, '5', /^meshlane: .*not-a-socket exists and is not a socket; meshlane does not remove it: remove it or pass another --cni-socket$/],
+      [agent!.cniSocket, '5', /^meshlane: another process serves .*cni\.sock \(a second meshlane agent\?\): stop it or pass another --cni-socket$/],
+      ['relative.sock', '5', /^meshlane: the CNI socket path relative\.sock is not absolute: pass an absolute --cni-socket$/],
+      [join(tmp, 'ok.sock'), '0', /^meshlane: --cni-pod-wait 0 is not a whole number of seconds from 1 to 20: pass e\.g\. --cni-pod-wait 10$/],
+    ] as const) {
+      const r = cli(args(socket, wait));
+      assert.equal(r.code, 2, `${socket}: ${r.stdout}${r.stderr}`);
+      const lines = r.stderr.trim().split('\n').filter((l) => !l.startsWith('{')); // JSON log lines may precede it
+      assert.equal(lines.length, 1, r.stderr);
+      assert.match(lines[0]!, want);
+      assert.ok(!existsSync(bpffs) || readdirSync(bpffs).length === 0, `pins made: ${existsSync(bpffs) ? readdirSync(bpffs).join(' ') : ''}`);
+    }
+    assert.equal(readFileSync(file, 'utf8'), 'x', 'the file is left alone');
+    // the running agent still serves
+    const p = await makePod('demo', 'after-bad');
+    assert.equal((await plugin(runtimeEnv('ADD', p), config(p))).code, 0);
+  } finally {
+    rmSync(bpffs, { recursive: true, force: true });
+  }
+});
