@@ -8,6 +8,7 @@ import { CniServer } from '../cni/server.js';
 import { AgentCniHandler } from '../cni/handler.js';
 import type { Enroller } from './enroller.js';
 import type { Logger } from '../util/log.js';
+import { UserError } from '../util/errors.js';
 
 export interface CniEndpoint {
   /** capture is active: answer requests from now on */
@@ -24,6 +25,13 @@ export async function serveCni(o: { socketPath: string; log: Logger; podWaitMs?:
     netnsCookie: (p) => native.netnsCookie(p),
     ...(o.podWaitMs !== undefined ? { podWaitMs: o.podWaitMs } : {}),
   });
-  const server = await CniServer.listen({ socketPath: o.socketPath, handler, log: o.log });
+  let server: CniServer;
+  try {
+    server = await CniServer.listen({ socketPath: o.socketPath, handler, log: o.log });
+  } catch (e) {
+    if (e instanceof UserError) throw e;
+    // e.g. its directory cannot be made (a read-only /var/run): still one line with the fix
+    throw new UserError(`cannot serve the CNI socket ${o.socketPath}: ${(e as Error).message}: pass a --cni-socket in a directory root can write to`, { cause: e });
+  }
   return { ready, close: () => server.close() };
 }
