@@ -48,6 +48,14 @@ export class BenchAgent {
   }
 
   /** How this build of the agent switches splicing, from `meshlane agent --help`. */
+  /** A build that serves meshlane-cni gets a socket in the run's own directory, never the node's default
+   * (/var/run/meshlane); an older build (meshlane-base) has no such flag. */
+  private cniArgs(dir: string): string[] {
+    this.hasCni ??= this.meshlane(['agent', '--help']).stdout.includes('--cni-socket');
+    return this.hasCni ? ['--cni-socket', join(dir, 'cni.sock')] : [];
+  }
+  private hasCni: boolean | undefined;
+
   spliceFlags(): SpliceFlags {
     const help = this.meshlane(['agent', '--help']).stdout;
     const hasOn = /(^|\s)--splice\b/m.test(help);
@@ -73,7 +81,7 @@ export class BenchAgent {
     const logFile = join(dir, 'agent.log');
     const out = createWriteStream(logFile);
     const profile = process.env.BENCH_AGENT_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_AGENT_CPU_PROF] : [];
-    const proc = spawn(process.execPath, [...profile, this.cli, 'agent', '--cluster-file', clusterFile, '--cgroup-root', world.sb.cgroupRoot, '--bpffs', BPFFS, '--state-dir', stateDir, '--log-level', 'info', ...extra], {
+    const proc = spawn(process.execPath, [...profile, this.cli, 'agent', '--cluster-file', clusterFile, '--cgroup-root', world.sb.cgroupRoot, '--bpffs', BPFFS, '--state-dir', stateDir, ...this.cniArgs(dir), '--log-level', 'info', ...extra], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     proc.stdout?.pipe(out);

@@ -34,6 +34,7 @@ import { preparePodNetns } from '../dataplane/pod-netns.js';
 import { HandoverWatch, READ_EVERY_MS, writeHandoverLimit } from '../dataplane/handover.js';
 import { checkBpffsFlag, checkStateDirFlag, diagnoseBpffs, pathsUnder, removeNewPaths, runStep, type Step } from './startup.js';
 import type { Enroller } from './enroller.js';
+import { serveCni, type CniEndpoint } from './cni-endpoint.js';
 
 export interface AgentOptions {
   /** where Namespaces and Pods come from (sources/select.ts: cluster file or Kubernetes API) */
@@ -58,6 +59,10 @@ export interface AgentOptions {
   /** connections one pod may hold between connect() and its proxy's accept (default: a 16th of the
    * node's hand-over map); written to limits[0] at start */
   maxInflightPerPod?: number;
+  /** serve meshlane-cni here (cni-endpoint.ts); undefined: no CNI socket */
+  cniSocket?: string;
+  /** how long a CNI ADD waits for the source to show its pod (ms) */
+  cniPodWaitMs?: number;
 }
 
 const REPORT_HINT = 'MESHLANE_DEBUG=1 shows the cause; if this node is set up as the README says, please report it';
@@ -83,6 +88,7 @@ export class Agent {
   private readonly source: Source;
   private handover?: HandoverWatch;
   private handoverTimer?: NodeJS.Timeout;
+  private cni?: CniEndpoint;
 
   constructor(private readonly opts: AgentOptions) {
     this.source = opts.source;
@@ -105,6 +111,8 @@ export class Agent {
     // Whether this kernel can bound the splice backlog: a probe on private objects (nothing pinned, nothing
     // attached to a cgroup); --splice where it cannot fails here, before the source starts.
     this.splice = await spliceAtStart({ want: wantOf(this.opts.splice), budget: this.opts.spliceBudget, objDir: this.opts.objDir });
+    // the CNI socket before the source and the pins: a path we may not serve fails here, with nothing made
+    if (this.opts.cniSocket !== undefined) this.cni = await serveCni({ socketPath: this.opts.cniSocket, log, podWaitMs: this.opts.cniPodWaitMs });
     // The pipeline exists before the source starts, so that no event is lost; it touches the maps only
     // once they are loaded (initialSync).
     const locatorRef: { locator?: PodLocator } = {};
@@ -115,6 +123,8 @@ export class Agent {
       locator: {
         locate: (uid, qos, pod) => locatorRef.locator!.locate(uid, qos, pod),
         bind: (uid, ns) => locatorRef.locator!.bind(uid, ns),
+        retire: (uid, cookie) => locatorRef.locator!.retire(uid, cookie),
+        cniBinding: (uid) => locatorRef.locator!.cniBinding(uid),
         retain: (uids) => locatorRef.locator!.retain(uids),
       },
       runtime,
@@ -142,6 +152,7 @@ export class Agent {
       this.sourceStarted = true;
     } catch (e) {
       await this.source.stop().catch(() => undefined);
+      await this.cni?.close();
       throw e instanceof UserError ? e : new UserError((e as Error).message);
     }
     if (this.stopped) throw new UserError('the agent was stopped while starting');
@@ -240,6 +251,7 @@ export class Agent {
     pipeline.startTimers();
     this.handoverTimer = setInterval(() => this.readHandover(), READ_EVERY_MS);
     this.publish(true);
+    this.cni?.ready(pipeline); // CNI ADDs that came during the start are answered from here on
   }
 
   /** The hand-over counts (handover.ts): logged when a pod is refused, in status when they change. */
@@ -310,6 +322,7 @@ export class Agent {
    * what a failed start calls: afterwards nothing of the agent keeps the process alive. */
   async stop(): Promise<void> {
     this.stopped = true;
+    await this.cni?.close();
     if (this.statusTimer) clearTimeout(this.statusTimer);
     this.statusTimer = undefined;
     if (this.handoverTimer) clearInterval(this.handoverTimer);

@@ -34,12 +34,16 @@ import { PodFlags } from '../dataplane/layouts.js';
 import type { PodEventSink, SourceEvent } from '../sources/source.js';
 import type { Logger } from '../util/log.js';
 import { PodWarnings } from '../kube/events.js';
-import type { Enroller, Wanted } from './enroller.js';
+import type { CniPodRef, CniRelease, Enroller, Wanted } from './enroller.js';
 
 /** Where pods' network namespaces come from (PodLocator; a fake in unit tests). */
 export interface Locator {
   locate(uid: string, qos: QosClass, pod?: string): Location;
   bind(uid: string, ns: CniNetns): void;
+  /** a CNI DEL: the pod's netns with this cookie is being torn down (pod-locator.ts) */
+  retire(uid: string, cookie: bigint): void;
+  /** the pod's CNI binding, if it has one */
+  cniBinding(uid: string): { cookie: bigint; containerId?: string } | undefined;
   retain(uids: ReadonlySet<string>): void;
 }
 
@@ -131,6 +135,14 @@ export interface PipelineHealth {
 
 type Waiter = { uid: string; resolve: (s: PodStatus | undefined) => void; done: (s: PodState | undefined) => boolean };
 
+/** What a CNI ADD said of a pod the API may not show fully yet (enroller.ts): the IPs of its prevResult. */
+interface CniHint {
+  uid?: string;
+  ips: string[];
+  /** the pod's decision was made with this hint */
+  applied: boolean;
+}
+
 export class Pipeline implements Enroller {
   readonly store: ObjectStore;
   private mirror: Mirror = new Mirror();
@@ -145,6 +157,8 @@ export class Pipeline implements Enroller {
   private readonly loggedErrors = new Map<string, string>();
   private readonly waiters = new Set<Waiter>();
   private readonly adoptQueue = new Map<string, { cgroup: string; port: number }>();
+  /** namespace/name -> what a CNI ADD said (enroller.ts) */
+  private readonly cniHints = new Map<string, CniHint>();
   private flushing: Promise<void> | undefined;
   private scheduled = false;
   private timer: NodeJS.Timeout | undefined;
@@ -243,22 +257,38 @@ export class Pipeline implements Enroller {
 
   // ---- the CNI seam ----
 
-  /** The pod known by uid, or by namespace/name. */
-  private keyOf(pod: { uid?: string; namespace: string; name: string }): string | undefined {
+  /**
+   * The pod known by uid when the runtime passed one (a pod of the same name with another uid is another
+   * pod: a StatefulSet's pod made anew), else by namespace/name.
+   */
+  private keyOf(pod: CniPodRef): string | undefined {
     if (pod.uid && this.store.pods.has(pod.uid)) return pod.uid;
     for (const k of this.store.podsOf(pod.namespace)) {
       const s = this.pods.get(k);
-      if (s && s.ref.name === pod.name) return k;
+      // an object without a uid of its own is keyed by namespace/name: the runtime's uid cannot be checked
+      if (s && s.ref.name === pod.name && (!pod.uid || k === `${pod.namespace}/${pod.name}`)) return k;
     }
     return undefined;
   }
 
   /** Is the pod to be captured? Waits up to `timeoutMs` for the source to show it (see Enroller). */
-  async wanted(pod: { uid?: string; namespace: string; name: string }, timeoutMs: number, signal?: AbortSignal): Promise<Wanted> {
+  async wanted(pod: CniPodRef, timeoutMs: number, signal?: AbortSignal, hints: { ips?: string[] } = {}): Promise<Wanted> {
+    const name = `${pod.namespace}/${pod.name}`;
+    let hint: CniHint | undefined;
+    if (hints.ips && hints.ips.length > 0) {
+      hint = { ips: hints.ips, applied: false, ...(pod.uid ? { uid: pod.uid } : {}) };
+      this.cniHints.set(name, hint);
+      const k = this.keyOf(pod);
+      if (k !== undefined) {
+        this.dirty.add(k);
+        this.schedule();
+      }
+    }
     const decide = (): Wanted | undefined => {
       const k = this.keyOf(pod);
       const s = k !== undefined ? this.pods.get(k) : undefined;
-      if (!s || this.dirty.has(k!)) return undefined;
+      if (!s || this.dirty.has(k!) || this.inflight.has(k!)) return undefined;
+      if (hint && !hint.applied) return undefined;
       return 'reason' in s.decision ? { capture: false, uid: s.key, reason: s.decision.reason } : { capture: true, uid: s.key };
     };
     const now = decide();
@@ -268,6 +298,8 @@ export class Pipeline implements Enroller {
         clearTimeout(t);
         this.waiters.delete(waiter);
         signal?.removeEventListener('abort', onAbort);
+        // a hint for a pod the source never showed is dropped (it would wait for ever)
+        if (w.capture === 'unknown' && hint && this.cniHints.get(name) === hint) this.cniHints.delete(name);
         resolve(w);
       };
       const t = setTimeout(() => finish({ capture: 'unknown', reason: `the pod did not show in the source within ${timeoutMs} ms` }), timeoutMs);
@@ -311,6 +343,56 @@ export class Pipeline implements Enroller {
       this.waiters.add(waiter);
       this.schedule();
     });
+  }
+
+  /** A CNI DEL (see Enroller): the pod that holds this netns leaves the maps now. */
+  async unenroll(r: CniRelease, signal?: AbortSignal): Promise<string | undefined> {
+    let uid: string | undefined;
+    let cookie: bigint | undefined;
+    // the sandbox container's own binding first: the DEL of an old sandbox never touches the new one
+    for (const [k] of this.pods) {
+      const b = this.o.locator.cniBinding(k);
+      if (b && b.containerId === r.containerId) {
+        uid = k;
+        cookie = b.cookie;
+        break;
+      }
+    }
+    if (uid === undefined && r.netnsCookie !== undefined) {
+      const owner = this.cookieOwner.get(r.netnsCookie);
+      const named = r.pod ? this.keyOf(r.pod) : undefined;
+      // the netns is a pod's in the maps (it came in through the cgroup tree, or before a restart)
+      if (owner !== undefined && (named === undefined || named === owner)) {
+        uid = owner;
+        cookie = r.netnsCookie;
+      } else if (named !== undefined && this.o.locator.cniBinding(named)?.cookie === r.netnsCookie) {
+        uid = named;
+        cookie = r.netnsCookie;
+      }
+    }
+    if (uid === undefined || cookie === undefined) return undefined;
+    this.o.locator.retire(uid, cookie);
+    const key = uid;
+    this.dirty.add(key);
+    await new Promise<void>((resolve) => {
+      const onAbort = (): void => {
+        this.waiters.delete(waiter);
+        resolve();
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const waiter: Waiter = {
+        uid: key,
+        resolve: () => {
+          this.waiters.delete(waiter);
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        },
+        done: () => !this.dirty.has(key) && !this.inflight.has(key),
+      };
+      this.waiters.add(waiter);
+      this.schedule();
+    });
+    return uid;
   }
 
   private wake(): void {
@@ -396,13 +478,17 @@ export class Pipeline implements Enroller {
       // gone from the source
       if (!this.synced) return;
       if (prev) await this.release(prev);
+      if (prev) {
+        const h = this.cniHints.get(`${prev.ref.namespace}/${prev.ref.name}`);
+        if (h && (h.uid === undefined || h.uid === prev.ref.uid)) this.cniHints.delete(`${prev.ref.namespace}/${prev.ref.name}`);
+      }
       this.pods.delete(key);
       this.loggedErrors.delete(key);
       this.warnings?.forget(key);
       this.statusVersion++;
       return;
     }
-    const decision = decideOne(raw, this.nsInfo.get(nsOfRef(raw)), this.o.nodeName !== undefined ? { nodeName: this.o.nodeName } : {});
+    const decision = decideOne(this.withCniIps(raw), this.nsInfo.get(nsOfRef(raw)), this.o.nodeName !== undefined ? { nodeName: this.o.nodeName } : {});
     const s: PodState = prev ?? { key, ref: decision.ref, decision, runtime: false, located: false };
     s.ref = decision.ref;
     s.decision = decision;
@@ -417,6 +503,23 @@ export class Pipeline implements Enroller {
       return;
     }
     await this.place(s, decision);
+  }
+
+  /**
+   * The pod as the model is to see it: with the IPs a CNI ADD gave for it while the source shows none
+   * (enroller.ts). Marks the hint applied.
+   */
+  private withCniIps(raw: unknown): unknown {
+    const m = (raw as { metadata?: { namespace?: unknown; name?: unknown; uid?: unknown } } | null)?.metadata;
+    if (typeof m?.name !== 'string') return raw;
+    const h = this.cniHints.get(`${nsOfRef(raw)}/${m.name}`);
+    if (!h || (h.uid !== undefined && h.uid !== m.uid)) return raw;
+    h.applied = true;
+    const status = (raw as { status?: unknown }).status;
+    const st = typeof status === 'object' && status !== null ? (status as Record<string, unknown>) : {};
+    const shown = (Array.isArray(st.podIPs) && st.podIPs.length > 0) || (typeof st.podIP === 'string' && st.podIP !== '');
+    if (shown) return raw;
+    return { ...(raw as object), status: { ...st, podIP: h.ips[0], podIPs: h.ips.map((ip) => ({ ip })) } };
   }
 
   /** A pod that is to be captured: locate, compile, write. */
@@ -444,6 +547,7 @@ export class Pipeline implements Enroller {
     }
     s.located = true;
     status.netns = { inode: loc.netnsInode.toString(), how: loc.how, pid: loc.foundPid, heldBy: loc.pid !== loc.foundPid ? loc.pid : undefined };
+    status.via = loc.how === 'cni' ? 'cni' : 'cgroup-tree';
     const owner = this.cookieOwner.get(loc.netnsCookie);
     if (owner !== undefined && owner !== s.key && this.pods.get(owner)?.enrolled?.cookie === loc.netnsCookie) {
       status.reason = 'another pod already claims the same network namespace';

@@ -3,7 +3,8 @@
 // and gives the pod's settings to a netns it does not own. So the answer comes from an authority the
 // pod's own processes cannot influence, in this order:
 //   1. the CNI plugin, which the runtime hands the netns before any container of the pod runs: bind()
-//      (the plugin does not exist yet; this is the seam it will call);
+//      (src/cni/handler.ts, on ADD); a DEL retires that netns (retire()): the runtime is tearing it down, so
+//      no answer may name it again for the pod (a netns cookie is never reused);
 //   2. the pod's sandbox ("pause") process: the OLDEST process in the pod's cgroup subtree (start time,
 //      /proc/<pid>/stat field 22, ties by pid). The runtime starts it first and it holds the netns for the
 //      pod's whole life; no process of the pod can be older than it. Its netns must not be the node's.
@@ -87,12 +88,14 @@ interface Binding {
   witness?: ProcId;
   /** cni: the runtime's path of the netns (a bind mount), which proves it alive while no process is in it */
   nsPath?: string;
+  /** cni: the sandbox container the runtime named (CNI_CONTAINERID), which its DEL names again */
+  containerId?: string;
 }
 
 /** What the CNI plugin hands over: the netns path the runtime made (CNI_NETNS; it proves the netns alive
  * before the sandbox process runs), or the netns itself (then it holds only while a process of the pod is in
  * it, like a binding found through the sandbox process). */
-export type CniNetns = { nsPath: string; how: 'cni' } | { inode: bigint; cookie: bigint; how: 'cni' };
+export type CniNetns = ({ nsPath: string; how: 'cni' } | { inode: bigint; cookie: bigint; how: 'cni' }) & { containerId?: string };
 
 /**
  * Field 22 (starttime) of a /proc/<pid>/stat line. The command name (field 2) is in parentheses and may
@@ -177,6 +180,8 @@ export class PodLocator {
   private readonly bindings = new Map<string, Binding>();
   /** uid -> cookie from the pins of an earlier agent, until the authority has answered for the pod */
   private readonly restored = new Map<string, bigint>();
+  /** uid -> netns cookies a CNI DEL tore down: never the pod's again (until a CNI ADD names one) */
+  private readonly retired = new Map<string, Set<bigint>>();
   private readonly hostIno: bigint;
   private readonly hostCookie: bigint;
 
@@ -210,15 +215,39 @@ export class PodLocator {
       cookie = ns.cookie;
     }
     if (ino === this.hostIno || cookie === this.hostCookie) throw new Error(`pod ${uid}: the CNI netns is the node's network namespace`);
-    this.bindings.set(uid, { ino, cookie, how: 'cni', nsPath });
+    this.bindings.set(uid, { ino, cookie, how: 'cni', nsPath, ...(ns.containerId !== undefined ? { containerId: ns.containerId } : {}) });
     this.restored.delete(uid);
+    this.retired.get(uid)?.delete(cookie); // a runtime that sets the same netns up again (ADD after DEL)
     this.log?.info({ pod: uid, netns: ino.toString(), how: 'cni' }, 'pod network namespace bound');
+  }
+
+  /** The CNI binding of a pod, if it has one: its netns cookie and the container the runtime named. */
+  cniBinding(uid: string): { cookie: bigint; containerId?: string } | undefined {
+    const b = this.bindings.get(uid);
+    if (!b || b.how !== 'cni') return undefined;
+    return b.containerId !== undefined ? { cookie: b.cookie, containerId: b.containerId } : { cookie: b.cookie };
+  }
+
+  /**
+   * A CNI DEL: the runtime tears this netns of the pod down. The binding to it goes, and no later answer
+   * (the sandbox process still exiting, the pins) may give it to the pod again. Netns cookies are never
+   * reused, so this cannot hit a later netns.
+   */
+  retire(uid: string, cookie: bigint): void {
+    const b = this.bindings.get(uid);
+    if (b && b.cookie === cookie) this.bindings.delete(uid);
+    if (this.restored.get(uid) === cookie) this.restored.delete(uid);
+    let set = this.retired.get(uid);
+    if (!set) this.retired.set(uid, (set = new Set()));
+    set.add(cookie);
+    this.log?.info({ pod: uid, cookie: cookie.toString() }, 'pod network namespace released (CNI DEL)');
   }
 
   /** Forget pods that are gone from the source. */
   retain(uids: ReadonlySet<string>): void {
     for (const u of this.bindings.keys()) if (!uids.has(u)) this.bindings.delete(u);
     for (const u of this.restored.keys()) if (!uids.has(u)) this.restored.delete(u);
+    for (const u of this.retired.keys()) if (!uids.has(u)) this.retired.delete(u);
   }
 
   /** The pod's netns; `pod` names it in the log. */
@@ -256,6 +285,7 @@ export class PodLocator {
     if (sandbox.ino === this.hostIno) return { found: false, reason: `the pod shares the node network namespace (its sandbox process ${sandbox.pid} is in it)` };
     const cookie = cookieOf(sandbox);
     if (cookie === undefined) return { found: false, reason: `the sandbox process ${sandbox.pid} of the pod exited while it was looked at` };
+    if (this.retired.get(uid)?.has(cookie)) return { found: false, reason: `the pod's network namespace was torn down (CNI DEL); waiting for its new sandbox` };
     if (cookie === this.hostCookie) return { found: false, reason: `the pod shares the node network namespace (its sandbox process ${sandbox.pid} is in it)` };
     const pinned = this.restored.get(uid);
     this.restored.delete(uid);

@@ -27,6 +27,10 @@ export interface PodStatus {
   netnsCookie?: string;
   /** the pod's network namespace and how the agent knows it is the pod's (see pod-locator.ts) */
   netns?: PodNetnsStatus;
+  /** how the pod came in: cni (its netns handed over by meshlane-cni on ADD, before any container ran) or
+   * cgroup-tree (found through its sandbox process: running before the agent or the plugin, or restored
+   * from the pins after a restart) */
+  via?: 'cni' | 'cgroup-tree';
   podId?: number;
   ips: string[];
   settings: CaptureSettings;

@@ -4,9 +4,10 @@
 // agent does for a pod lives there, not here. Requests are served concurrently, each bounded in time.
 //
 // The socket path is trusted by root processes (the runtime runs the plugin as root), so the server is
-// careful with it: its directory must be ours and not writable by others (created 0700 if missing), a
+// careful with it: its directory must be ours and not writable by others (created 0755 if missing), a
 // symlink or anything that is not a socket is refused, and only a stale socket (nobody listening) is
-// removed. The socket is created 0600 (umask during bind, then chmod), and removed again on close.
+// removed. The socket is created 0600 (umask during bind, then chmod): that, not the directory, keeps
+// everyone but root out. It is removed again on close.
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { chmodSync, lstatSync, mkdirSync, unlinkSync, type Stats } from 'node:fs';
 import { dirname, isAbsolute } from 'node:path';

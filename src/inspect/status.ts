@@ -69,7 +69,8 @@ export function handoverLine(h: NodeHandover): string {
 export function podStatusLines(st: AgentStatus): string[] {
   const out = [`pods (${st.pods.length}):`];
   for (const p of st.pods) {
-    out.push(`  ${p.ref.namespace}/${p.ref.name} ${p.state}${p.reason ? ` (${p.reason})` : ''} ips=${p.ips.join(',')}${p.podId ? ` id=${p.podId}` : ''}`);
+    const via = p.via === 'cni' ? ' via=cni' : p.via === 'cgroup-tree' ? ' via=cgroup-tree' : '';
+    out.push(`  ${p.ref.namespace}/${p.ref.name} ${p.state}${p.reason ? ` (${p.reason})` : ''} ips=${p.ips.join(',')}${p.podId ? ` id=${p.podId}` : ''}${via}`);
     if (p.netns) out.push(`    ${netnsLine(p.netns)}`);
     out.push(`    ${settingsLine(p.settings)}`);
     if (p.handover) {

@@ -83,6 +83,12 @@ export interface PodSpec {
    * captures the pod to add.
    */
   passthroughV6?: boolean;
+  /**
+   * Start the sandbox process now (default true). false plays a runtime that sets the network up first (the
+   * CNI plugins, with CNI_NETNS=/var/run/netns/<netns>) and starts the sandbox afterwards: call
+   * pod.startSandbox() then. The pod's cgroup exists at once either way (kubelet makes it first).
+   */
+  startSandbox?: boolean;
 }
 
 export interface HostAddrs {
@@ -308,8 +314,13 @@ export class SandboxPod extends SandboxMember {
     return pid;
   }
 
-  /** @internal Start the sandbox process (as the pause image does: uid 65535, sleeps forever); resolves once it
-   * is in the pod's netns. */
+  /** The path a runtime passes as CNI_NETNS for this pod's netns. */
+  get netnsPath(): string {
+    return `/var/run/netns/${this.netns}`;
+  }
+
+  /** Start the sandbox process (as the pause image does: uid 65535, sleeps forever); resolves once it is in the
+   * pod's netns. addPod does it, unless told not to (PodSpec.startSandbox). */
   async startSandbox(): Promise<void> {
     const want = statSync(`/run/netns/${this.netns}`).ino;
     const p = this.spawn('sleep', ['infinity'], { container: SANDBOX_CONTAINER, uid: PAUSE_UID, stdio: 'ignore' });
@@ -484,7 +495,7 @@ export class Sandbox {
       writeFileSync(join(ETC_NETNS, pod.netns, 'resolv.conf'), spec.resolvConf);
     }
     await this.waitNotTentative(pod.netns);
-    await pod.startSandbox();
+    if (spec.startSandbox !== false) await pod.startSandbox();
     return pod;
   }
 

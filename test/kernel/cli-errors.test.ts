@@ -147,7 +147,7 @@ test('a bad value for a choice option (agent --log-level)', () => {
 // errors of the commands themselves (as root)
 
 const agentArgs = (clusterFile: string, bpffs: string): string[] => [
-  'agent', '--cluster-file', clusterFile, '--cgroup-root', cgroup, '--bpffs', bpffs, '--state-dir', join(tmp, 'state-fail'),
+  'agent', '--cluster-file', clusterFile, '--cgroup-root', cgroup, '--bpffs', bpffs, '--state-dir', join(tmp, 'state-fail'), '--cni-socket', join(tmp, 'cni', 'cni.sock'),
 ];
 
 test('agent --cluster-file /nonexistent', () => {
@@ -203,7 +203,7 @@ function failedStart(name: string, o: { args?: string[]; setup?: string; after?:
   const bpffs = o.bpffs ?? BPFFS;
   const out = join(tmp, `start-${name}`);
   mkdirSync(out);
-  const args = ['agent', '--cluster-file', emptyCluster, '--cgroup-root', cgroup, '--bpffs', bpffs, '--state-dir', join(out, 'state'), ...(o.logLevel ? ['--log-level', o.logLevel] : []), ...(o.args ?? [])];
+  const args = ['agent', '--cluster-file', emptyCluster, '--cgroup-root', cgroup, '--bpffs', bpffs, '--state-dir', join(out, 'state'), '--cni-socket', join(out, 'cni', 'cni.sock'), ...(o.logLevel ? ['--log-level', o.logLevel] : []), ...(o.args ?? [])];
   const script = `
 while umount /sys/fs/bpf 2>/dev/null; do :; done
 export OUT=${out} CLI="$1"
@@ -362,7 +362,7 @@ test('an earlier install on another cgroup: the start fails before touching it (
   // start on cgroup B with the same --bpffs (and splicing off) must refuse before it writes a map
   const stateA = '$OUT/state-a';
   const setup = `
-"$CLI" agent --cluster-file ${emptyCluster} --cgroup-root ${cgroup} --bpffs ${BPFFS} --state-dir ${stateA} --splice > $OUT/a.out 2> $OUT/a.err &
+"$CLI" agent --cluster-file ${emptyCluster} --cgroup-root ${cgroup} --bpffs ${BPFFS} --state-dir ${stateA} --cni-socket ${stateA}/cni.sock --splice > $OUT/a.out 2> $OUT/a.err &
 pid=$!
 i=0
 while [ ! -s ${stateA}/status.json ] && [ $i -lt 200 ] && kill -0 $pid 2>/dev/null; do sleep 0.1; i=$((i+1)); done
@@ -417,7 +417,7 @@ test('agent with no bpffs mounted mounts it, starts, stops on SIGTERM; uninstall
   const script = `
 while umount /sys/fs/bpf 2>/dev/null; do :; done
 awk '$5 == "/sys/fs/bpf"' /proc/self/mountinfo > ${out}/mounts-before
-"$@" agent --cluster-file ${emptyCluster} --cgroup-root ${cgroup} --bpffs ${bpffs} --state-dir ${state} > ${out}/agent.out 2> ${out}/agent.err &
+"$@" agent --cluster-file ${emptyCluster} --cgroup-root ${cgroup} --bpffs ${bpffs} --state-dir ${state} --cni-socket ${state}/cni.sock > ${out}/agent.out 2> ${out}/agent.err &
 pid=$!
 echo $pid > ${out}/agent.pid
 i=0

@@ -146,7 +146,7 @@ function assertOneLine(r: Run, mentions?: RegExp): string {
 const meshlane = (...args: string[]): Run => run(process.execPath, [CLI(), ...args]);
 const asUser = (...cmd: string[]): Run => run(AS_USER[0]!, [...AS_USER.slice(1), ...cmd]);
 const agentArgs = (bpffs: string, cgroup = cgA, stateDir = join(tmp, 'state')): string[] => [
-  'agent', '--cluster-file', emptyCluster, '--cgroup-root', cgroup, '--bpffs', bpffs, '--state-dir', stateDir,
+  'agent', '--cluster-file', emptyCluster, '--cgroup-root', cgroup, '--bpffs', bpffs, '--state-dir', stateDir, '--cni-socket', join(stateDir, 'cni.sock'),
 ];
 /** An agent start that must fail: the CLI in the foreground, killed if it does not exit. */
 const agentFails = (bpffs: string, ...pre: string[]): Run => {

@@ -82,7 +82,7 @@ const clusterFile = (): string => join(tmp, 'cluster.json');
 function spawnAgent(cli: string): AgentProc {
   const logFile = join(tmp, `agent-${Date.now()}.log`);
   const out = createWriteStream(logFile);
-  const proc = spawn(process.execPath, [cli, 'agent', '--cluster-file', clusterFile(), '--cgroup-root', topo!.sb.cgroupRoot, '--bpffs', BPFFS, '--state-dir', stateDir(), '--log-level', 'debug'], {
+  const proc = spawn(process.execPath, [cli, 'agent', '--cluster-file', clusterFile(), '--cgroup-root', topo!.sb.cgroupRoot, '--bpffs', BPFFS, '--state-dir', stateDir(), '--cni-socket', join(tmp, 'cni', 'cni.sock'), '--log-level', 'debug'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let text = '';

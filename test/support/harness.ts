@@ -147,6 +147,8 @@ export interface AgentRun {
   stateDir: string;
   bpffs: string;
   logFile: string;
+  /** where the agent serves meshlane-cni (--cni-socket, inside the run's temp dir) */
+  cniSocket: string;
   write(items: object[]): void;
   status(): AgentStatus | undefined;
   log(): string;
@@ -168,20 +170,22 @@ export async function startAgent(sb: Sandbox, items: object[], name: string, pri
 }
 
 /** Start `meshlane agent --kubeconfig FILE --node-name NODE` (the Kubernetes API source) the same way. */
-export async function startKubeAgent(sb: Sandbox, kubeconfig: string, nodeName: string, name: string, prior?: AgentRun, opts: { waitForStatus?: boolean } = {}): Promise<AgentRun> {
+export async function startKubeAgent(sb: Sandbox, kubeconfig: string, nodeName: string, name: string, prior?: AgentRun, opts: { waitForStatus?: boolean; args?: string[] } = {}): Promise<AgentRun> {
   const dir = prior?.dir ?? mkdtempSync(join(tmpdir(), `meshlane-${name}-`));
   const noFile = (): void => {
     throw new Error('an agent on the Kubernetes API has no cluster file');
   };
-  return spawnAgent(sb, name, dir, ['--kubeconfig', kubeconfig, '--node-name', nodeName], { clusterFile: '', write: noFile }, opts.waitForStatus ?? true);
+  return spawnAgent(sb, name, dir, ['--kubeconfig', kubeconfig, '--node-name', nodeName, ...(opts.args ?? [])], { clusterFile: '', write: noFile }, opts.waitForStatus ?? true);
 }
 
 async function spawnAgent(sb: Sandbox, name: string, dir: string, sourceArgs: string[], file: { clusterFile: string; write: (items: object[]) => void }, waitForStatus = true): Promise<AgentRun> {
   const stateDir = join(dir, 'state');
   const bpffs = `/sys/fs/bpf/meshlane-test-${name}`;
   const logFile = join(dir, `agent-${Date.now()}.log`);
+  // the run's own CNI socket: never the node's default /var/run/meshlane/cni.sock
+  const cniSocket = join(dir, 'cni', 'cni.sock');
   const out = createWriteStream(logFile);
-  const proc = spawn(process.execPath, [CLI(), 'agent', ...sourceArgs, '--cgroup-root', sb.cgroupRoot, '--bpffs', bpffs, '--state-dir', stateDir, '--log-level', 'debug'], {
+  const proc = spawn(process.execPath, [CLI(), 'agent', ...sourceArgs, '--cgroup-root', sb.cgroupRoot, '--bpffs', bpffs, '--state-dir', stateDir, '--cni-socket', cniSocket, '--log-level', 'debug'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   proc.stdout?.pipe(out);
@@ -193,6 +197,7 @@ async function spawnAgent(sb: Sandbox, name: string, dir: string, sourceArgs: st
     stateDir,
     bpffs,
     logFile,
+    cniSocket,
     write: file.write,
     status: () => readStatus(stateDir),
     log: () => readFileSync(logFile, 'utf8'),

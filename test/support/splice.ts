@@ -116,12 +116,13 @@ export class SpliceWorld {
     if (!prior) write(clusterItems());
     const out = createWriteStream(logFile);
     const extra = opts.objDir ? ['--test-bpf-objects', opts.objDir] : [];
-    const proc = spawn(process.execPath, [CLI(), 'agent', '--cluster-file', clusterFile, '--cgroup-root', this.topo.sb.cgroupRoot, '--bpffs', this.bpffs, '--state-dir', stateDir, ...extra, ...args], {
+    const cniSocket = join(dir, 'cni', 'cni.sock');
+    const proc = spawn(process.execPath, [CLI(), 'agent', '--cluster-file', clusterFile, '--cgroup-root', this.topo.sb.cgroupRoot, '--bpffs', this.bpffs, '--state-dir', stateDir, '--cni-socket', cniSocket, ...extra, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     proc.stdout?.pipe(out);
     proc.stderr?.pipe(out);
-    const run: AgentRun = { proc, dir, clusterFile, stateDir, bpffs: this.bpffs, logFile, write, status: () => readStatus(stateDir), log: () => readFileSync(logFile, 'utf8') };
+    const run: AgentRun = { proc, dir, clusterFile, stateDir, bpffs: this.bpffs, logFile, cniSocket, write, status: () => readStatus(stateDir), log: () => readFileSync(logFile, 'utf8') };
     this.agent = run;
     await waitFor(() => {
       if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${run.log()}`);

@@ -236,12 +236,27 @@ class FakeLocator implements Locator {
     this.calls++;
     const cookie = this.netns.get(uid);
     if (cookie === undefined) return { found: false, reason: 'no pod cgroup yet' };
-    return { found: true, netnsCookie: cookie, netnsInode: cookie, how: 'sandbox', foundPid: 1, pid: 1, nsPath: `/proc/1/ns/net#${cookie}`, cgroup: `/cg/${uid}` };
+    return { found: true, netnsCookie: cookie, netnsInode: cookie, how: this.cni.has(uid) ? 'cni' : 'sandbox', foundPid: 1, pid: 1, nsPath: `/proc/1/ns/net#${cookie}`, cgroup: `/cg/${uid}` };
   }
 
-  bind(uid: string, ns: unknown): void {
+  /** uid -> the container a CNI ADD named */
+  readonly cni = new Map<string, string | undefined>();
+
+  bind(uid: string, ns: { containerId?: string }): void {
     this.bound.push([uid, ns]);
     this.netns.set(uid, 0x9000n);
+    this.cni.set(uid, ns.containerId);
+  }
+
+  retire(uid: string, cookie: bigint): void {
+    if (this.netns.get(uid) === cookie) this.netns.delete(uid);
+    this.cni.delete(uid);
+  }
+
+  cniBinding(uid: string): { cookie: bigint; containerId?: string } | undefined {
+    if (!this.cni.has(uid)) return undefined;
+    const containerId = this.cni.get(uid);
+    return containerId !== undefined ? { cookie: this.netns.get(uid)!, containerId } : { cookie: this.netns.get(uid)! };
   }
 
   retain(): void {}
@@ -382,5 +397,49 @@ test('enroller: wanted() waits for the source to show the pod; enroll() resolves
   assert.equal(st?.netnsCookie, String(0x9000n));
   assert.ok(maps.actual().pods.some(([c]) => c === 0x9000n));
   assert.ok(io.links.has(0x9000n), 'the netns links are in place when enroll resolves');
+  await p.stop();
+});
+
+test('enroller: a pod the API shows without IPs yet is captured with the IPs the CNI ADD gave; the API\'s IPs win once shown', async () => {
+  const { p, maps } = setup();
+  await p.initialSync();
+  const noIp = (): Record<string, unknown> => {
+    const o = podObj('b');
+    o.status = { phase: 'Pending', qosClass: 'BestEffort' };
+    return o;
+  };
+  p.onEvent({ type: 'replace', namespaces: [ns('shop')], pods: [noIp()] });
+  await settle(p);
+  assert.equal((await p.wanted({ namespace: 'shop', name: 'b', uid: 'uid-b' }, 50)).capture, false, 'no pod IP yet, without the hint');
+  const w = await p.wanted({ namespace: 'shop', name: 'b', uid: 'uid-b' }, 5_000, undefined, { ips: ['10.244.0.77'] });
+  assert.deepEqual(w, { capture: true, uid: 'uid-b' });
+  const st = await p.enroll('uid-b', { nsPath: '/run/netns/cni-2', how: 'cni', containerId: 'sandbox-b' });
+  assert.equal(st?.state, 'captured');
+  assert.deepEqual(st?.ips, ['10.244.0.77']);
+  assert.equal(st?.via, 'cni');
+  p.onEvent({ type: 'upsert', kind: 'Pod', object: podObj('b', { ip: '10.244.0.78' }) });
+  await settle(p);
+  assert.deepEqual(p.status('uid-b')?.ips, ['10.244.0.78']);
+  assert.ok(maps.actual().pods.some(([c]) => c === 0x9000n));
+  await p.stop();
+});
+
+test('enroller: the runtime\'s uid picks the pod, never another pod of the same name; unenroll releases by the container, once', async () => {
+  const { p, maps, io } = setup();
+  await p.initialSync();
+  p.onEvent({ type: 'replace', namespaces: [ns('shop')], pods: [podObj('c')] });
+  await settle(p);
+  // a StatefulSet's pod made anew: same name, another uid the source does not show yet
+  assert.equal((await p.wanted({ namespace: 'shop', name: 'c', uid: 'uid-new' }, 50)).capture, 'unknown');
+  assert.deepEqual(await p.wanted({ namespace: 'shop', name: 'c' }, 50), { capture: true, uid: 'uid-c' }, 'no uid from the runtime: by name');
+  await p.enroll('uid-c', { nsPath: '/run/netns/cni-3', how: 'cni', containerId: 'sandbox-c' });
+  assert.ok(io.links.has(0x9000n));
+  assert.equal(await p.unenroll({ containerId: 'another-sandbox' }), undefined, 'the DEL of another container touches nothing');
+  assert.ok(maps.actual().pods.some(([c]) => c === 0x9000n));
+  assert.equal(await p.unenroll({ containerId: 'sandbox-c' }), 'uid-c');
+  assert.ok(!maps.actual().pods.some(([c]) => c === 0x9000n), 'the entries are gone when unenroll resolves');
+  assert.ok(!io.links.has(0x9000n), 'and the netns links');
+  assert.equal(p.status('uid-c')?.state, 'pending');
+  assert.equal(await p.unenroll({ containerId: 'sandbox-c' }), undefined, 'a second DEL finds nothing');
   await p.stop();
 });

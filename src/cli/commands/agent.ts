@@ -16,6 +16,7 @@ function inflightLimit(v: string): number {
   }
   return n;
 }
+import { DEFAULT_CNI_SOCKET } from '../../cni/protocol.js';
 
 interface AgentFlags {
   clusterFile?: string;
@@ -29,6 +30,17 @@ interface AgentFlags {
   spliceBudget?: string;
   maxInflightPerPod?: number;
   testBpfObjects?: string;
+  cniSocket: string;
+  cniPodWait: string;
+}
+
+/** --cni-pod-wait: whole seconds, below the plugin's own 30 s (its default "timeoutSeconds") less our margin */
+const MAX_CNI_POD_WAIT_S = 20;
+function cniPodWaitMs(v: string): number {
+  if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > MAX_CNI_POD_WAIT_S) {
+    throw new UserError(`--cni-pod-wait ${v} is not a whole number of seconds from 1 to ${MAX_CNI_POD_WAIT_S}: pass e.g. --cni-pod-wait 10`);
+  }
+  return Number(v) * 1000;
 }
 
 export function agentCommand(): Command {
@@ -39,7 +51,11 @@ export function agentCommand(): Command {
     .addHelpText(
       'after',
       '\nSource of pods: exactly one of --cluster-file FILE or --kubeconfig FILE, or neither in a pod: then the\n' +
-        'in-cluster service account is used (KUBERNETES_SERVICE_HOST set). The Kubernetes API needs --node-name or NODE_NAME.',
+        'in-cluster service account is used (KUBERNETES_SERVICE_HOST set). The Kubernetes API needs --node-name or NODE_NAME.\n' +
+        '\nCNI: the agent serves meshlane-cni (installed by `meshlane cni install`) on --cni-socket. On ADD it waits up to\n' +
+        '--cni-pod-wait for the pod to show, enrolls its netns before any container runs and only then lets the pod start;\n' +
+        'a captured pod it cannot enroll, or does not know, does not start (fail closed). Pods started without the plugin\n' +
+        'are found through the cgroup tree; `meshlane status` says which way each pod came in (via=cni / via=cgroup-tree).',
     )
     .option('--cgroup-root <dir>', 'cgroup v2 directory to attach to (default: the cgroup2 mount)')
     .addOption(bpffsOption())
@@ -49,6 +65,10 @@ export function agentCommand(): Command {
     .option('--no-splice', 'do not splice: same-node connections go through TCP/IP')
     .option('--splice-budget <size>', `bytes a spliced direction may leave unread on its receiver before that connection goes through TCP (1MiB to 1GiB; default ${formatSize(SPLICE_BUDGET_DEFAULT).replace(' ', '')})`)
     .option('--max-inflight-per-pod <n>', `connections one pod may hold between connect() and its proxy's accept; more are refused (EPERM), so one pod whose proxy stops accepting cannot use up the node's hand-over map (1..${MAX_PER_POD}, default ${DEFAULT_PER_POD})`, inflightLimit)
+    .option('--cni-socket <path>', 'serve the meshlane-cni plugin on this unix socket (root only, 0600; its directory is made 0755)', DEFAULT_CNI_SOCKET)
+    .option('--cni-pod-wait <seconds>', `how long a CNI ADD waits for the pod to show in the source before it fails (1-${MAX_CNI_POD_WAIT_S})`, '10')
+    .option('--splice', 'splice same-node connections of captured pods socket to socket (sk_msg); off by default: see README, Same-node splicing')
+    .option('--no-splice', 'do not splice (the default): same-node connections go through TCP/IP')
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     // TEST ONLY, hidden from --help: load the BPF objects from another directory, so a kernel test can
     // make a start fail in the verifier after other objects loaded (test/kernel/cli-errors.test.ts)
@@ -57,6 +77,7 @@ export function agentCommand(): Command {
       // the source's flags and configuration first: a wrong one is a one-line error whoever runs it
       const choice = chooseSource(o, process.env);
       const spliceBudget = o.spliceBudget === undefined ? undefined : parseSpliceBudget(o.spliceBudget);
+      const podWait = cniPodWaitMs(o.cniPodWait);
       const log = makeLogger(o.logLevel);
       const source = sourceFromOptions(o, process.env, { log });
       requireRoot('meshlane agent');
@@ -70,6 +91,8 @@ export function agentCommand(): Command {
         spliceBudget,
         maxInflightPerPod: o.maxInflightPerPod,
         objDir: o.testBpfObjects,
+        cniSocket: o.cniSocket,
+        cniPodWaitMs: podWait,
         log,
       });
       // a start that fails has stopped its source and timers and removed what it pinned; the error
