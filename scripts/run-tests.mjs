@@ -52,6 +52,9 @@ if (files.length === 0) {
 
 const tmp = mkdtempSync(join(tmpdir(), 'meshlane-run-tests-'));
 const skipsFile = join(tmp, 'skips.jsonl');
+// Every request the suite's Kubernetes API servers get, for the RBAC test (test/kernel/rbac-requests.test.ts),
+// which holds deploy/rbac.yaml against the agent's requests of the kube test files that ran before it.
+const kubeRequestLog = join(tmp, 'kube-requests.jsonl');
 let status;
 try {
   const r = spawnSync(
@@ -65,7 +68,7 @@ try {
       `--test-reporter-destination=${skipsFile}`,
       ...files,
     ],
-    { stdio: 'inherit' },
+    { stdio: 'inherit', env: { ...process.env, MESHLANE_KUBE_REQUEST_LOG: process.env.MESHLANE_KUBE_REQUEST_LOG ?? kubeRequestLog } },
   );
   status = r.status ?? 1;
   let skipped = [];

@@ -13,6 +13,9 @@
 //   api.endWatches('abrupt'); api.fail({ count: 1, match: (r) => r.verb === 'watch' }); api.compact();
 //   await api.stop(); await api.start();                // down and up again: same port, CA, store
 //   api.requests                                        // verb/resource/namespace/... of every request
+//   MESHLANE_KUBE_REQUEST_LOG=<file>                    // every server of the process also appends each
+//                                                       // request to <file> (JSON lines, see RequestLogLine):
+//                                                       // the requests of a whole suite, for the RBAC test
 //   await api.close();
 //
 // What is simplified (and where a client could tell):
@@ -32,6 +35,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { randomBytes } from 'node:crypto';
+import { appendFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import { kubeconfigYaml, writeKubeconfig, type KubeconfigOptions } from './kubeconfig.js';
 import { isPatchType, PATCH_TYPES } from './patch.js';
 import { isTrue, requestInfo, type RequestInfo } from './requestinfo.js';
@@ -73,6 +78,33 @@ export interface RequestRecord extends RequestInfo {
   /** a fault that took the request: 'fail', 'reset', 'hangup', 'delay' */
   fault?: string;
   remotePort: number;
+  /** the User-Agent header (meshlane's client sends `meshlane-agent`) */
+  userAgent?: string;
+}
+
+/** One line of the MESHLANE_KUBE_REQUEST_LOG file: a request as RBAC sees it, who sent it, from which test file. */
+export type RequestLogLine = Pick<RequestRecord, 'verb' | 'apiGroup' | 'resource' | 'subresource' | 'namespace' | 'name' | 'path' | 'isResourceRequest' | 'method' | 'userAgent'> & { file: string; query: Record<string, string> };
+
+export const REQUEST_LOG_ENV = 'MESHLANE_KUBE_REQUEST_LOG';
+
+function appendRequestLog(r: RequestRecord): void {
+  const file = process.env[REQUEST_LOG_ENV];
+  if (!file) return;
+  const line: RequestLogLine = {
+    file: basename(process.argv[1] ?? ''),
+    method: r.method,
+    verb: r.verb,
+    apiGroup: r.apiGroup,
+    resource: r.resource,
+    subresource: r.subresource,
+    namespace: r.namespace,
+    name: r.name,
+    path: r.path,
+    isResourceRequest: r.isResourceRequest,
+    query: r.query,
+    ...(r.userAgent !== undefined ? { userAgent: r.userAgent } : {}),
+  };
+  appendFileSync(file, `${JSON.stringify(line)}\n`);
 }
 
 export type RequestMatch = (r: RequestRecord) => boolean;
@@ -443,7 +475,10 @@ export class KubeApiServer {
       query: Object.fromEntries(url.searchParams),
       remotePort: req.socket.remotePort ?? 0,
     };
+    const ua = req.headers['user-agent'];
+    if (ua !== undefined) record.userAgent = ua;
     this.log.push(record);
+    appendRequestLog(record);
     this.recordOf.set(res, record);
     res.on('finish', () => this.notify());
     this.notify();
