@@ -52,6 +52,21 @@ export const Stat = [
   'spliced',
 ] as const;
 
+/** bpf/meshlane.h enum bypass_reason, in order: the index in bypass_stats. */
+export const BypassReason = [
+  'excluded_port',
+  'passthrough',
+  'proxy_owner',
+  'local',
+  'loopback',
+  'excluded_cidr',
+  'not_included',
+  'udp_not_dns',
+  'dns_not_server',
+] as const;
+/** bypass_stats' capacity (BYPASS_SLOTS): room for new reasons without a new layout version */
+export const BYPASS_SLOTS = 32;
+
 export const PodConfig = struct('pod_config', {
   pod_id: u32,
   flags: u32,
@@ -149,6 +164,7 @@ export const MAPS = {
   pod_dns: { name: 'pod_dns', key: DnsKey, value: Present, type: MapType.HASH, maxEntries: MapLimits.SET_ENTRIES, flags: 0, version: 1, what: 'per-pod DNS servers (resolv.conf)' },
   sock_pairs: { name: 'sock_pairs', key: PairKey, value: SocketCookie, type: MapType.SOCKHASH, maxEntries: MapLimits.PAIRS, flags: 0, version: 1, sockets: true, what: 'spliced local socket pairs (SOCKHASH)' },
   global: { name: 'global', key: StatIndex, value: GlobalConfig, type: MapType.ARRAY, maxEntries: 1, flags: 0, version: 1, what: 'node-wide switches' },
+  bypass_stats: { name: 'bypass_stats', key: StatIndex, value: Counter, type: MapType.PERCPU_ARRAY, maxEntries: BYPASS_SLOTS, flags: 0, version: 1, percpu: true, what: 'per-CPU counters of decisions not to capture, by reason' },
   stats: { name: 'stats', key: StatIndex, value: Counter, type: MapType.PERCPU_ARRAY, maxEntries: Stat.length, flags: 0, version: 2, percpu: true, what: 'per-CPU counters' },
 } satisfies Record<string, MapDef>;
 
