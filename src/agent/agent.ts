@@ -12,6 +12,8 @@
 //   afterAttach()     once, after the programs are attached (probes, budgets)
 //   hooks.enrolled    per pod, when its maps entries and netns links are in place (pipeline.ts)
 //   statusExtras()    fields added to status.json
+//   readiness.add()   a condition of readiness (/readyz, status.json health), e.g. the CNI socket serving
+//   opts.metrics      the metrics registry (src/metrics); parts report through its observers (.cni for the CNI server)
 import { Dataplane } from '../dataplane/dataplane.js';
 import { GlobalFlags } from '../dataplane/layouts.js';
 import type { Source, SourceHealth } from '../sources/source.js';
@@ -19,7 +21,7 @@ import { UserError } from '../util/errors.js';
 import { checkCgroupDir, pidsUnder } from '../util/cgroup.js';
 import type { Logger } from '../util/log.js';
 import { adoptListeners } from './listeners.js';
-import { agentHealth, type AgentHealth } from './health.js';
+import { agentHealth, ReadinessConditions, type AgentHealth } from './health.js';
 import { PodLocator, pinnedNetns } from './pod-locator.js';
 import { PodRuntimeReader } from './pod-runtime.js';
 import { Pipeline, type DataplaneIo, type PipelineHooks } from './pipeline.js';
@@ -27,6 +29,8 @@ import { mapsWriter, readActual } from './reconcile.js';
 import { DEFAULT_STATE_DIR, prepareStateDir, StatusWriter, type AgentStatus } from './status.js';
 import { checkBpffsFlag, checkStateDirFlag, diagnoseBpffs, pathsUnder, removeNewPaths, runStep, type Step } from './startup.js';
 import type { Enroller } from './enroller.js';
+import type { AgentMetrics } from '../metrics/metrics.js';
+import { agentProbe } from '../metrics/agent-probe.js';
 
 export interface AgentOptions {
   /** where Namespaces and Pods come from (sources/select.ts: cluster file or Kubernetes API) */
@@ -45,6 +49,8 @@ export interface AgentOptions {
    * the hidden --test-bpf-objects, to make a start fail in the verifier */
   objDir?: string;
   hooks?: PipelineHooks;
+  /** metrics (the CLI's --metrics-address); none: nothing is counted in userspace */
+  metrics?: AgentMetrics;
 }
 
 const REPORT_HINT = 'MESHLANE_DEBUG=1 shows the cause; if this node is set up as the README says, please report it';
@@ -67,6 +73,8 @@ export class Agent {
   private attached = false;
   private pinsAdopted = false;
   private readonly source: Source;
+  /** conditions of readiness other parts add (the CNI server) */
+  readonly readiness = new ReadinessConditions();
 
   constructor(private readonly opts: AgentOptions) {
     this.source = opts.source;
@@ -105,8 +113,10 @@ export class Agent {
       resourceVersions: this.source.resourceVersions ?? false,
       ...(this.opts.hooks ? { hooks: this.opts.hooks } : {}),
       ...(this.opts.resyncMs !== undefined ? { tickMs: this.opts.resyncMs } : {}),
+      ...(this.opts.metrics ? { observer: this.opts.metrics.pipeline } : {}),
     });
     this.pipeline = pipeline;
+    this.opts.metrics?.bind(agentProbe({ dataplane: () => this.dataplane, pipeline: () => this.pipeline, source: this.source, sourceStarted: () => this.sourceStarted, ready: () => this.health().ready }));
     pipeline.onChange = () => this.schedulePublish();
     try {
       await this.source.start({
@@ -234,7 +244,12 @@ export class Agent {
   health(): AgentHealth {
     const src: SourceHealth = this.sourceStarted ? this.source.health() : { synced: false, connected: false };
     const p = this.pipeline?.health() ?? { firstSync: false, fullMaps: [] };
-    return agentHealth({ programsAttached: this.attached, pinsAdopted: this.pinsAdopted, firstSync: p.firstSync, source: src, fullMaps: p.fullMaps });
+    return agentHealth({ programsAttached: this.attached, pinsAdopted: this.pinsAdopted, firstSync: p.firstSync, source: src, fullMaps: p.fullMaps, extra: this.readiness.reasons() });
+  }
+
+  /** Liveness: the agent has not stopped (the process answering at all is the rest of it). */
+  live(): boolean {
+    return !this.stopped;
   }
 
   private schedulePublish(): void {

@@ -4,6 +4,7 @@ import { chooseSource, sourceFromOptions } from '../../sources/select.js';
 import { cgroup2Mount } from '../../util/cgroup.js';
 import { makeLogger } from '../../util/log.js';
 import { bpffsOption, requireRoot, stateDirOption } from '../options.js';
+import { DEFAULT_METRICS_ADDRESS, metricsFromFlag, serveAgent } from '../../metrics/server.js';
 
 interface AgentFlags {
   clusterFile?: string;
@@ -15,6 +16,7 @@ interface AgentFlags {
   logLevel: string;
   splice?: boolean;
   testBpfObjects?: string;
+  metricsAddress: string;
 }
 
 export function agentCommand(): Command {
@@ -33,6 +35,7 @@ export function agentCommand(): Command {
     .option('--node-name <name>', "this node: only pods with this spec.nodeName (default: $NODE_NAME; required with the Kubernetes API; a cluster file without it: all its pods)")
     .option('--splice', 'splice same-node connections of captured pods socket to socket (sk_msg); off by default: see README, Same-node splicing')
     .option('--no-splice', 'do not splice (the default): same-node connections go through TCP/IP')
+    .option('--metrics-address <host:port>', "serve /metrics, /healthz and /readyz on this address ([v6]:port for IPv6); 'off': none", DEFAULT_METRICS_ADDRESS)
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     // TEST ONLY, hidden from --help: load the BPF objects from another directory, so a kernel test can
     // make a start fail in the verifier after other objects loaded (test/kernel/cli-errors.test.ts)
@@ -42,6 +45,7 @@ export function agentCommand(): Command {
       const choice = chooseSource(o, process.env);
       const log = makeLogger(o.logLevel);
       const source = sourceFromOptions(o, process.env, { log });
+      const metrics = metricsFromFlag(o.metricsAddress);
       requireRoot('meshlane agent');
       const agent = new Agent({
         source,
@@ -52,14 +56,23 @@ export function agentCommand(): Command {
         splice: o.splice,
         objDir: o.testBpfObjects,
         log,
+        metrics: metrics?.metrics,
       });
+      // listening first: a port in use fails before anything is loaded, and /readyz says 503 while starting
+      const server = await serveAgent(metrics, agent, log);
       // a start that fails has stopped its source and timers and removed what it pinned; the error
       // goes up to main(), which prints its one line and exits 2
-      await agent.start();
+      await agent.start().catch(async (e: unknown) => {
+        await server?.close();
+        throw e;
+      });
       await new Promise<void>((resolve) => {
         const stop = (sig: string): void => {
           log.info({ signal: sig }, 'stopping; capture stays in place (pinned)');
-          void agent.stop().then(resolve);
+          void agent
+            .stop()
+            .then(() => server?.close())
+            .then(resolve);
         };
         process.once('SIGINT', () => stop('SIGINT'));
         process.once('SIGTERM', () => stop('SIGTERM'));
