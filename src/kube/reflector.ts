@@ -102,8 +102,8 @@ export class Reflector {
   error: string | undefined;
   /** ms since the epoch of the last answer or line from the server */
   lastContact: number | undefined;
-  /** lists and watches started so far, and those that failed (tests, status, metrics) */
-  readonly counts = { lists: 0, watches: 0, failures: 0 };
+  /** lists and watches started so far, complete lists, watches answered 200, and failures (tests, status, metrics) */
+  readonly counts = { lists: 0, watches: 0, listed: 0, opened: 0, failures: 0 };
   private rv: string | undefined;
   /** resourceVersion of the next list: 0 (the watch cache) until the first one succeeded, then unset (the latest) */
   private listFrom = '0';
@@ -234,6 +234,7 @@ export class Reflector {
     this.rv = rv;
     this.listFrom = '';
     this.setError(undefined);
+    this.counts.listed++;
     this.sink.listed(items);
   }
 
@@ -262,6 +263,7 @@ export class Reflector {
         {
           signal: ctl.signal,
           onOpen: () => {
+            this.counts.opened++;
             arm();
             this.contact();
             this.setError(undefined);

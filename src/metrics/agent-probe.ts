@@ -62,7 +62,11 @@ export function agentProbe(a: ProbedAgent, now: () => number = Date.now): Metric
       return { ...kernelCounts, ...mirror };
     },
     pods: () => a.pipeline()?.podCounts(),
-    kube: () => a.source.counts,
+    kube: () => {
+      const c = a.source.counts;
+      // labelled by the API's resource names, as the API server's own metrics are
+      return c ? { pods: c.Pod, namespaces: c.Namespace } : undefined;
+    },
     source: () => (a.sourceStarted() ? a.source.health() : undefined),
     ready: () => a.ready(),
   };

@@ -98,7 +98,7 @@ export interface MetricsProbe {
   mapEntries?(): Record<string, number> | undefined;
   pods?(): { states: Record<PodState, number>; errors: Record<string, number> } | undefined;
   /** list/watch counts per resource (the Kubernetes API source only) */
-  kube?(): Record<string, { lists: number; watches: number; failures: number }> | undefined;
+  kube?(): Record<string, { listed: number; opened: number; failures: number }> | undefined;
   source?(): { connected: boolean; lastContact?: number } | undefined;
   ready?(): boolean;
 }
@@ -219,15 +219,15 @@ export class AgentMetrics {
     });
 
     // ---- the source ----
-    const kube = (key: 'lists' | 'watches' | 'failures', firstFree: boolean) =>
+    const kube = (key: 'listed' | 'opened' | 'failures', firstFree: boolean) =>
       function (this: Counter<'resource'>) {
         const k = safe(() => probe().kube?.());
         if (!k) return;
         this.reset();
         for (const [resource, c] of Object.entries(k)) this.inc({ resource }, Math.max(0, c[key] - (firstFree ? 1 : 0)));
       };
-    new Counter({ name: 'meshlane_kube_relists_total', help: 'lists of a resource after the first (a watch that could not resume: 410 Gone, an ERROR event)', labelNames: ['resource'], registers, collect: kube('lists', true) });
-    new Counter({ name: 'meshlane_kube_watch_restarts_total', help: 'watches of a resource opened after the first (the server ended one, it broke, or went silent)', labelNames: ['resource'], registers, collect: kube('watches', true) });
+    new Counter({ name: 'meshlane_kube_relists_total', help: 'complete lists of a resource after the first (a watch that could not resume: 410 Gone, an ERROR event)', labelNames: ['resource'], registers, collect: kube('listed', true) });
+    new Counter({ name: 'meshlane_kube_watch_restarts_total', help: 'watches of a resource opened after the first (the server ended one, it broke, or went silent); attempts that failed are in meshlane_kube_request_failures_total', labelNames: ['resource'], registers, collect: kube('opened', true) });
     new Counter({ name: 'meshlane_kube_request_failures_total', help: 'lists and watches of a resource that failed (unreachable, an error answer, a broken stream, an ERROR event)', labelNames: ['resource'], registers, collect: kube('failures', false) });
     new Gauge({
       name: 'meshlane_source_connected',

@@ -70,8 +70,8 @@ export class KubeSource implements Source {
   /** Lists and watches made so far, and those that failed, per kind (tests; status; metrics). */
   get counts(): Record<ObjectKind, SourceCounts> {
     return {
-      Namespace: { ...(this.reflectors.get('Namespace')?.counts ?? { lists: 0, watches: 0, failures: 0 }) },
-      Pod: { ...(this.reflectors.get('Pod')?.counts ?? { lists: 0, watches: 0, failures: 0 }) },
+      Namespace: { ...(this.reflectors.get('Namespace')?.counts ?? { lists: 0, watches: 0, listed: 0, opened: 0, failures: 0 }) },
+      Pod: { ...(this.reflectors.get('Pod')?.counts ?? { lists: 0, watches: 0, listed: 0, opened: 0, failures: 0 }) },
     };
   }
 

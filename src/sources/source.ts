@@ -40,10 +40,15 @@ export interface PodEventSink {
   warn(pod: { namespace: string; name: string; uid: string }, reason: string, message: string): void;
 }
 
-/** Requests of a source that lists and watches (the Kubernetes API), per kind: started, and failed. */
+/** Requests of a source that lists and watches (the Kubernetes API), per kind. */
 export interface SourceCounts {
+  /** lists and watches started */
   lists: number;
   watches: number;
+  /** lists that completed, watches the server answered (200) */
+  listed: number;
+  opened: number;
+  /** lists and watches that failed */
   failures: number;
 }
 

@@ -151,7 +151,8 @@ export interface AgentRun {
 }
 
 /** Start `meshlane agent` as a real subprocess on a cluster file, with its own bpffs dir and state dir. */
-export async function startAgent(sb: Sandbox, items: object[], name: string, prior?: AgentRun): Promise<AgentRun> {
+/** `args`: more flags for the agent (e.g. --metrics-address). */
+export async function startAgent(sb: Sandbox, items: object[], name: string, prior?: AgentRun, args: string[] = []): Promise<AgentRun> {
   const dir = prior?.dir ?? mkdtempSync(join(tmpdir(), `meshlane-${name}-`));
   const clusterFile = join(dir, 'cluster.json');
   const write = (its: object[]): void => {
@@ -161,16 +162,16 @@ export async function startAgent(sb: Sandbox, items: object[], name: string, pri
     renameSync(tmp, clusterFile);
   };
   if (!prior) write(items);
-  return spawnAgent(sb, name, dir, ['--cluster-file', clusterFile], { clusterFile, write });
+  return spawnAgent(sb, name, dir, ['--cluster-file', clusterFile, ...args], { clusterFile, write });
 }
 
 /** Start `meshlane agent --kubeconfig FILE --node-name NODE` (the Kubernetes API source) the same way. */
-export async function startKubeAgent(sb: Sandbox, kubeconfig: string, nodeName: string, name: string, prior?: AgentRun, opts: { waitForStatus?: boolean } = {}): Promise<AgentRun> {
+export async function startKubeAgent(sb: Sandbox, kubeconfig: string, nodeName: string, name: string, prior?: AgentRun, opts: { waitForStatus?: boolean; args?: string[] } = {}): Promise<AgentRun> {
   const dir = prior?.dir ?? mkdtempSync(join(tmpdir(), `meshlane-${name}-`));
   const noFile = (): void => {
     throw new Error('an agent on the Kubernetes API has no cluster file');
   };
-  return spawnAgent(sb, name, dir, ['--kubeconfig', kubeconfig, '--node-name', nodeName], { clusterFile: '', write: noFile }, opts.waitForStatus ?? true);
+  return spawnAgent(sb, name, dir, ['--kubeconfig', kubeconfig, '--node-name', nodeName, ...(opts.args ?? [])], { clusterFile: '', write: noFile }, opts.waitForStatus ?? true);
 }
 
 async function spawnAgent(sb: Sandbox, name: string, dir: string, sourceArgs: string[], file: { clusterFile: string; write: (items: object[]) => void }, waitForStatus = true): Promise<AgentRun> {

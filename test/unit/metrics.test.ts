@@ -5,9 +5,12 @@
 // /healthz and /readyz (503 with the reasons, then 200) and refuses a port in use with one line.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:net';
-import { readFileSync } from 'node:fs';
+import { connect, createServer, type Server } from 'node:net';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CniServer } from '../../src/cni/server.js';
+import { CniCode } from '../../src/cni/protocol.js';
 import { AgentMetrics, STAT_METRICS, STAT_METRIC_HELP, countedMaps, statMetricPlan, type MetricsProbe } from '../../src/metrics/metrics.js';
 import { MetricsServer, parseMetricsAddress, formatAddress } from '../../src/metrics/server.js';
 import { agentProbe } from '../../src/metrics/agent-probe.js';
@@ -88,7 +91,7 @@ test('a scrape reads the probe: kernel counters summed into their metrics, reaso
     bypass: () => BypassReason.map((r) => (r === 'excluded_port' ? 3n : 0n)),
     mapEntries: () => ({ pods: 2, pod_ports: 5, orig_by_tuple: 1 }),
     pods: () => ({ states: { captured: 2, pending: 1, skipped: 4 }, errors: { map_full: 1 } }),
-    kube: () => ({ Pod: { lists: 3, watches: 5, failures: 2 }, Namespace: { lists: 1, watches: 1, failures: 0 } }),
+    kube: () => ({ pods: { listed: 3, opened: 5, failures: 2 }, namespaces: { listed: 1, opened: 1, failures: 0 } }),
     source: () => ({ connected: true, lastContact: 1_700_000_000_000 }),
     ready: () => true,
   };
@@ -115,10 +118,10 @@ test('a scrape reads the probe: kernel counters summed into their metrics, reaso
   assert.equal(value(t, 'meshlane_map_capacity{map="sock_state"}'), undefined, 'socket storage has no capacity');
   assert.equal(value(t, 'meshlane_pods{state="skipped"}'), 4);
   assert.equal(value(t, 'meshlane_pods_with_errors{kind="map_full"}'), 1);
-  assert.equal(value(t, 'meshlane_kube_relists_total{resource="Pod"}'), 2, 'the first list is not a relist');
-  assert.equal(value(t, 'meshlane_kube_watch_restarts_total{resource="Pod"}'), 4);
-  assert.equal(value(t, 'meshlane_kube_request_failures_total{resource="Pod"}'), 2);
-  assert.equal(value(t, 'meshlane_kube_relists_total{resource="Namespace"}'), 0);
+  assert.equal(value(t, 'meshlane_kube_relists_total{resource="pods"}'), 2, 'the first list is not a relist');
+  assert.equal(value(t, 'meshlane_kube_watch_restarts_total{resource="pods"}'), 4);
+  assert.equal(value(t, 'meshlane_kube_request_failures_total{resource="pods"}'), 2);
+  assert.equal(value(t, 'meshlane_kube_relists_total{resource="namespaces"}'), 0);
   assert.equal(value(t, 'meshlane_source_connected'), 1);
   assert.equal(value(t, 'meshlane_source_last_contact_timestamp_seconds'), 1_700_000_000);
   assert.equal(value(t, 'meshlane_ready'), 1);
@@ -278,5 +281,52 @@ test('the endpoint: /metrics in Prometheus text, /healthz, /readyz 503 with the 
     );
   } finally {
     await srv.close();
+  }
+});
+
+test('the CNI server reports each ADD, CHECK and DEL to its observer: ok or error, and how long', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'meshlane-metrics-cni-'));
+  const socketPath = join(dir, 'cni.sock');
+  const m = new AgentMetrics({ defaultMetrics: false });
+  const prev = {
+    cniVersion: '1.0.0',
+    ips: [{ address: '10.1.0.5/16', gateway: '10.1.0.1', interface: 2 }],
+    interfaces: [{ name: 'eth0', mac: '99:88:77:66:55:44', sandbox: '/var/run/netns/blue' }],
+  };
+  let failAdd = false;
+  const server = await CniServer.listen({
+    socketPath,
+    observer: m.cni,
+    handler: {
+      add: async (req) => (failAdd ? { error: { code: CniCode.AgentFailure, msg: 'no' } } : { result: req.prevResult }),
+      check: async () => ({ ok: true }),
+      del: async () => undefined,
+    },
+  });
+  const send = (command: string): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const config = JSON.stringify({ cniVersion: '1.0.0', name: 'n', type: 'meshlane-cni', socket: socketPath, prevResult: prev });
+      const line = JSON.stringify({ v: 1, command, containerId: 'c1', netns: '/var/run/netns/blue', ifname: 'eth0', args: 'K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web', path: '/opt/cni/bin', config });
+      const s = connect(socketPath, () => s.write(`${line}\n`));
+      let out = '';
+      s.on('data', (d) => (out += d.toString()));
+      s.on('end', () => resolve(out));
+      s.on('error', reject);
+    });
+  try {
+    await send('ADD');
+    failAdd = true;
+    await send('ADD');
+    await send('CHECK');
+    await send('DEL');
+    const t = await m.scrape();
+    assert.equal(value(t, 'meshlane_cni_requests_total{command="ADD",result="ok"}'), 1);
+    assert.equal(value(t, 'meshlane_cni_requests_total{command="ADD",result="error"}'), 1);
+    assert.equal(value(t, 'meshlane_cni_requests_total{command="CHECK",result="ok"}'), 1);
+    assert.equal(value(t, 'meshlane_cni_requests_total{command="DEL",result="ok"}'), 1);
+    assert.equal(value(t, 'meshlane_cni_request_duration_seconds_count{command="ADD"}'), 2);
+  } finally {
+    await server.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
