@@ -45,7 +45,7 @@ export function agentProbe(a: ProbedAgent, now: () => number = Date.now): Metric
       if (!dp || !mirror) return undefined;
       if (now() - countedAt >= KERNEL_COUNT_INTERVAL_MS || countedFrom !== dp) {
         const next: Record<string, number> = {};
-        const views = dp.maps as unknown as Record<string, KeyWalk | undefined>;
+        const views: Partial<Record<string, KeyWalk>> = dp.maps;
         for (const d of counted) {
           if (mirror[d.name] !== undefined) continue;
           try {
