@@ -77,8 +77,13 @@ export class MetricsServer {
       server.listen({ host: address.host, port: address.port, exclusive: true }, () => resolve());
     });
     server.on('error', (e) => log?.error({ err: e.message }, 'metrics: server error'));
-    log?.info({ address: where }, 'serving /metrics, /healthz, /readyz');
+    // no log line here: a start that fails after this prints its one error line and nothing else
     return new MetricsServer(server, address);
+  }
+
+  /** The info line, once the agent has started. */
+  announce(log: Logger): void {
+    log.info({ address: formatAddress(this.address) }, 'serving /metrics, /healthz, /readyz');
   }
 
   close(): Promise<void> {

@@ -66,6 +66,7 @@ export function agentCommand(): Command {
         await server?.close();
         throw e;
       });
+      server?.announce(log);
       await new Promise<void>((resolve) => {
         const stop = (sig: string): void => {
           log.info({ signal: sig }, 'stopping; capture stays in place (pinned)');
