@@ -99,28 +99,29 @@ static __always_inline struct pod_config *connect_pod(struct bpf_sock_addr *ctx,
 /* Decide for a destination and a bound source as 16 bytes (IPv4 v4-mapped: a
  * v4-mapped destination on a v6 socket travels as IPv4, so the IPv4 rules
  * decide it). Returns the proxy port, with the original destination
- * remembered and the capture counted; 0: not captured; REFUSED: captured, but
+ * remembered and the capture counted; 0: not captured (the reason counted); REFUSED: captured, but
  * a TCP connect whose hand-over the pod has no room for (handover.h). */
 #define REFUSED 0xffffffff
 static __always_inline __u32 connect_decide(struct bpf_sock_addr *ctx, const struct pod_config *pod, __u64 netns,
 					    enum sock_kind kind, const __u32 *dst, const __u32 *src)
 {
 	struct conn c = {};
-	__u32 capture, stat;
+	__u32 capture, stat, why = BYPASS_NOT_INCLUDED;
 	__u16 port;
 
 	conn_init(&c, pod, user_port(ctx->user_port), dst);
 	if (kind == SOCK_UDP) {
-		port = decide_udp(pod, &c);
+		port = decide_udp(pod, &c, &why);
 	} else {
 		if (addr_is_v4mapped(dst))
 			facts4(&c, pod, addr_v4(dst), addr_is_v4mapped(src) ? addr_v4(src) : 0);
 		else
 			facts6(&c, pod, dst, src);
-		port = decide_outbound_tcp(pod, &c);
+		port = decide_outbound_tcp(pod, &c, &why);
 	}
 	if (!port) {
 		stat_inc(STAT_BYPASSED);
+		bypass_inc(why);
 		return 0;
 	}
 	if (kind == SOCK_TCP && !handover_room(netns))

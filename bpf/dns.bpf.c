@@ -34,11 +34,12 @@
 static __always_inline __u16 decide_sendmsg(const struct pod_config *pod, __u16 dport, const void *dst16)
 {
 	struct conn c = {};
+	__u32 why; /* not counted: unconnected datagrams are not connect decisions */
 
 	if (!dns_captured(pod, dport))
 		return 0;
 	conn_init(&c, pod, dport, dst16);
-	return decide_udp(pod, &c);
+	return decide_udp(pod, &c, &why);
 }
 
 SEC("cgroup/sendmsg4")

@@ -153,9 +153,25 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, BYPASS_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} bypass_stats SEC(".maps");
+
 static __always_inline void stat_inc(__u32 which)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &which);
+
+	if (v)
+		*v += 1;
+}
+
+/* One decision not to capture, by the rule that made it (enum bypass_reason). */
+static __always_inline void bypass_inc(__u32 why)
+{
+	__u64 *v = bpf_map_lookup_elem(&bypass_stats, &why);
 
 	if (v)
 		*v += 1;

@@ -335,4 +335,24 @@ enum stat {
 	STAT_MAX = 19,
 };
 
+/* bypass_stats: per-CPU counters of the connect-time decisions not to capture
+ * (connect4/6, TCP and connected UDP), index = enum bypass_reason: the rule of
+ * outbound.h that decided. Their sum is STAT_BYPASSED. The map has
+ * BYPASS_SLOTS entries, more than there are reasons: a new reason takes a free
+ * slot without a new layout version of the pinned map. */
+enum bypass_reason {
+	BYPASS_EXCLUDED_PORT = 0,  /* excludeOutboundPorts (-o) */
+	BYPASS_PASSTHROUGH = 1,    /* a local destination from 127.0.0.6 / ::6 */
+	BYPASS_PROXY_OWNER = 2,    /* the proxy's own connection (a -u / -g id) */
+	BYPASS_LOCAL = 3,          /* a local destination, not the proxy's (no loopback CIDR included) */
+	BYPASS_LOOPBACK = 4,       /* to 127.0.0.1 / ::1 */
+	BYPASS_EXCLUDED_CIDR = 5,  /* excludeOutboundIPRanges (-x) */
+	BYPASS_NOT_INCLUDED = 6,   /* in neither includeOutboundPorts nor includeOutboundIPRanges */
+	BYPASS_UDP_NOT_DNS = 7,    /* connected UDP that is not DNS with DNS capture on */
+	BYPASS_DNS_NOT_SERVER = 8, /* DNS to a server not in the pod's resolv.conf (no capture-all) */
+	BYPASS_MAX = 9,
+};
+#define BYPASS_SLOTS 32
+_Static_assert(BYPASS_MAX <= BYPASS_SLOTS, "bypass_stats has a slot per reason");
+
 #endif /* MESHLANE_H */

@@ -84,8 +84,9 @@ static __always_inline void conn_init(struct conn *c, const struct pod_config *p
 
 enum owner_verdict {
 	OWNER_CONTINUE = 0,
-	OWNER_BYPASS = 1,
+	OWNER_BYPASS = 1,       /* (c): the proxy's own connection */
 	OWNER_INBOUND = 2,
+	OWNER_BYPASS_LOCAL = 3, /* (b): a local destination, not the proxy's */
 };
 
 /* One iteration of the uid (or gid) loop of istio-iptables. Istio skips TCP 53
@@ -99,7 +100,7 @@ static __always_inline int owner_rule(const struct pod_config *pod, const struct
 	    !(is_uid && dns_port) && owner == id)
 		return OWNER_INBOUND;
 	if (!(pod->flags & POD_OUT_INCLUDE_LOOPBACK) && c->local && !dns_port && owner != id)
-		return OWNER_BYPASS;
+		return OWNER_BYPASS_LOCAL;
 	if (owner == id)
 		return OWNER_BYPASS;
 	return OWNER_CONTINUE;
@@ -143,13 +144,22 @@ static __always_inline bool dns_redirected(const struct pod_config *pod, const s
 	return (pod->flags & POD_DNS_CAPTURE_ALL) || c->dns_server;
 }
 
-/* UDP: Istio's nat OUTPUT DNS rules, for a conn from conn_init. Returns the DNS
- * port or 0. */
-static __always_inline __u16 decide_udp(const struct pod_config *pod, const struct conn *c)
+/* A decision not to capture, and why (enum bypass_reason, for bypass_stats). */
+static __always_inline __u16 bypass(__u32 *why, __u32 reason)
 {
-	if (!dns_captured(pod, c->dport) || owner_rules(pod, c) != OWNER_CONTINUE)
-		return 0;
-	return dns_redirected(pod, c) ? pod->dns_port : 0;
+	*why = reason;
+	return 0;
+}
+
+/* UDP: Istio's nat OUTPUT DNS rules, for a conn from conn_init. Returns the DNS
+ * port, or 0 with *why set. */
+static __always_inline __u16 decide_udp(const struct pod_config *pod, const struct conn *c, __u32 *why)
+{
+	if (!dns_captured(pod, c->dport))
+		return bypass(why, BYPASS_UDP_NOT_DNS);
+	if (owner_rules(pod, c) != OWNER_CONTINUE)
+		return bypass(why, BYPASS_PROXY_OWNER);
+	return dns_redirected(pod, c) ? pod->dns_port : bypass(why, BYPASS_DNS_NOT_SERVER);
 }
 
 /* The destination in one of the pod's CIDR sets of `kind` (one LPM lookup; none for a pod whose set
@@ -171,33 +181,36 @@ static __always_inline bool conn_port_in(const struct pod_config *pod, const str
 	return !pod_set_empty(pod, none) && pod_has_port(pod, c->dport, kind);
 }
 
-/* Returns the port to redirect a TCP connect to (host order), or 0. *c comes
- * from conn_init, with the address facts filled in by the caller. */
-static __always_inline __u16 decide_outbound_tcp(const struct pod_config *pod, const struct conn *c)
+/* Returns the port to redirect a TCP connect to (host order), or 0 with *why
+ * set (the rule that decided). *c comes from conn_init, with the address facts
+ * filled in by the caller. */
+static __always_inline __u16 decide_outbound_tcp(const struct pod_config *pod, const struct conn *c, __u32 *why)
 {
 	if (conn_port_in(pod, c, PORT_OUT_EXCLUDE, POD_NO_OUT_EXCLUDE_PORTS))
-		return 0;
+		return bypass(why, BYPASS_EXCLUDED_PORT);
 	if (c->local && c->src_passthrough)
-		return 0;
+		return bypass(why, BYPASS_PASSTHROUGH);
 	switch (owner_rules(pod, c)) {
 	case OWNER_INBOUND:
 		return pod->inbound_port;
 	case OWNER_BYPASS:
-		return 0;
+		return bypass(why, BYPASS_PROXY_OWNER);
+	case OWNER_BYPASS_LOCAL:
+		return bypass(why, BYPASS_LOCAL);
 	}
 	if (dns_redirected(pod, c))
 		return pod->dns_port;
 	if (c->dst_loopback1)
-		return 0;
+		return bypass(why, BYPASS_LOOPBACK);
 	if (conn_in_cidrs(pod, c, CIDR_OUT_EXCLUDE, POD_NO_OUT_EXCLUDE_CIDRS))
-		return 0;
+		return bypass(why, BYPASS_EXCLUDED_CIDR);
 	if (conn_port_in(pod, c, PORT_OUT_INCLUDE, POD_NO_OUT_INCLUDE_PORTS))
 		return pod->outbound_port;
 	if (pod->flags & POD_OUT_INCLUDE_ALL)
 		return pod->outbound_port;
 	if (conn_in_cidrs(pod, c, CIDR_OUT_INCLUDE, POD_NO_OUT_INCLUDE_CIDRS))
 		return pod->outbound_port;
-	return 0;
+	return bypass(why, BYPASS_NOT_INCLUDED);
 }
 
 #endif /* MESHLANE_OUTBOUND_H */

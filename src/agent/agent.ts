@@ -16,6 +16,8 @@
 // Per pod, beside the pipeline: its netns is prepared where its netns programs are attached (::6 on lo,
 // source routing for bound sockets: pod-netns.ts), and once a second the hand-over counts are read
 // (handover.ts: what each pod holds of orig_by_tuple, the connects refused for it; logged, in status).
+//   readiness.add()   a condition of readiness (/readyz, status.json health), e.g. the CNI socket serving
+//   opts.metrics      the metrics registry (src/metrics); parts report through its observers (.cni for the CNI server)
 import { Dataplane } from '../dataplane/dataplane.js';
 import { wantOf, writeSpliceConfig, type SpliceDecision } from '../dataplane/splice.js';
 import { spliceAtStart } from '../dataplane/splice-probe.js';
@@ -24,7 +26,7 @@ import { UserError } from '../util/errors.js';
 import { checkCgroupDir, pidsUnder } from '../util/cgroup.js';
 import type { Logger } from '../util/log.js';
 import { adoptListeners } from './listeners.js';
-import { agentHealth, type AgentHealth } from './health.js';
+import { agentHealth, ReadinessConditions, type AgentHealth } from './health.js';
 import { PodLocator, pinnedNetns } from './pod-locator.js';
 import { PodRuntimeReader } from './pod-runtime.js';
 import { Pipeline, type DataplaneIo, type PipelineHooks } from './pipeline.js';
@@ -35,6 +37,8 @@ import { HandoverWatch, READ_EVERY_MS, writeHandoverLimit } from '../dataplane/h
 import { checkBpffsFlag, checkStateDirFlag, diagnoseBpffs, pathsUnder, removeNewPaths, runStep, type Step } from './startup.js';
 import type { Enroller } from './enroller.js';
 import { serveCni, type CniEndpoint } from './cni-endpoint.js';
+import type { AgentMetrics } from '../metrics/metrics.js';
+import { agentProbe } from '../metrics/agent-probe.js';
 
 export interface AgentOptions {
   /** where Namespaces and Pods come from (sources/select.ts: cluster file or Kubernetes API) */
@@ -63,6 +67,8 @@ export interface AgentOptions {
   cniSocket?: string;
   /** how long a CNI ADD waits for the source to show its pod (ms) */
   cniPodWaitMs?: number;
+  /** metrics (the CLI's --metrics-address); none: nothing is counted in userspace */
+  metrics?: AgentMetrics;
 }
 
 const REPORT_HINT = 'MESHLANE_DEBUG=1 shows the cause; if this node is set up as the README says, please report it';
@@ -89,6 +95,8 @@ export class Agent {
   private handover?: HandoverWatch;
   private handoverTimer?: NodeJS.Timeout;
   private cni?: CniEndpoint;
+  /** conditions of readiness other parts add (the CNI server) */
+  readonly readiness = new ReadinessConditions();
 
   constructor(private readonly opts: AgentOptions) {
     this.source = opts.source;
@@ -134,8 +142,10 @@ export class Agent {
       resourceVersions: this.source.resourceVersions ?? false,
       ...(this.opts.hooks ? { hooks: this.opts.hooks } : {}),
       ...(this.opts.resyncMs !== undefined ? { tickMs: this.opts.resyncMs } : {}),
+      ...(this.opts.metrics ? { observer: this.opts.metrics.pipeline } : {}),
     });
     this.pipeline = pipeline;
+    this.opts.metrics?.bind(agentProbe({ dataplane: () => this.dataplane, pipeline: () => this.pipeline, source: this.source, sourceStarted: () => this.sourceStarted, ready: () => this.health().ready }));
     pipeline.onChange = () => this.schedulePublish();
     try {
       await this.source.start({
@@ -278,7 +288,12 @@ export class Agent {
   health(): AgentHealth {
     const src: SourceHealth = this.sourceStarted ? this.source.health() : { synced: false, connected: false };
     const p = this.pipeline?.health() ?? { firstSync: false, fullMaps: [] };
-    return agentHealth({ programsAttached: this.attached, pinsAdopted: this.pinsAdopted, firstSync: p.firstSync, source: src, fullMaps: p.fullMaps });
+    return agentHealth({ programsAttached: this.attached, pinsAdopted: this.pinsAdopted, firstSync: p.firstSync, source: src, fullMaps: p.fullMaps, extra: this.readiness.reasons() });
+  }
+
+  /** Liveness: the agent has not stopped (the process answering at all is the rest of it). */
+  live(): boolean {
+    return !this.stopped;
   }
 
   private schedulePublish(): void {

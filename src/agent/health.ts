@@ -28,6 +28,40 @@ export interface HealthInput {
   source: SourceHealth;
   fullMaps: string[];
   cniServing?: boolean;
+  /** why not ready, from the conditions other parts registered (ReadinessConditions) */
+  extra?: string[];
+}
+
+/**
+ * Readiness conditions that other parts of the agent add (the CNI server: "the CNI socket serves"), so
+ * that /readyz and status.json take them in without this file knowing each part. A condition answers
+ * why the agent is not ready, or undefined when it is fine.
+ */
+export class ReadinessConditions {
+  private readonly conditions = new Map<string, () => string | undefined>();
+
+  /** Add (or replace) condition `name`; returns what removes it. */
+  add(name: string, notReady: () => string | undefined): () => void {
+    this.conditions.set(name, notReady);
+    return () => {
+      if (this.conditions.get(name) === notReady) this.conditions.delete(name);
+    };
+  }
+
+  /** One line per condition that is not met, in the order they were added. */
+  reasons(): string[] {
+    const out: string[] = [];
+    for (const [name, check] of this.conditions) {
+      let why: string | undefined;
+      try {
+        why = check();
+      } catch (e) {
+        why = `${name}: ${(e as Error).message}`;
+      }
+      if (why !== undefined) out.push(why);
+    }
+    return out;
+  }
 }
 
 export function agentHealth(i: HealthInput): AgentHealth {
@@ -38,6 +72,7 @@ export function agentHealth(i: HealthInput): AgentHealth {
   else if (!i.firstSync) reasons.push('the first complete state is being applied');
   if (!i.source.connected) reasons.push(`the source is not connected${i.source.error ? `: ${i.source.error}` : ''}`);
   if (i.cniServing === false) reasons.push('the CNI socket is not serving');
+  reasons.push(...(i.extra ?? []));
   const h: AgentHealth = {
     ready: reasons.length === 0,
     programsAttached: i.programsAttached,

@@ -73,6 +73,33 @@ export interface EnrolledPod {
   nsPath: string;
 }
 
+/** The kinds of pod error the pipeline reports (metrics: meshlane_pod_errors_total{kind}). */
+export const POD_ERROR_KINDS = [
+  'settings', // the pod's settings (annotations) have errors: the model's, or the compiler's
+  'unsupported', // an annotation meshlane cannot apply
+  'locate', // the pod's netns cannot be found for a reason that waiting does not fix
+  'netns_conflict', // another pod already claims the same netns
+  'ip_conflict', // another pod claims the pod's IP
+  'netns_attach', // the per-netns program could not be attached
+  'map_full', // a map had no room for the pod's entries
+  'map_write', // writing the maps failed otherwise
+] as const;
+export type PodErrorKind = (typeof POD_ERROR_KINDS)[number];
+
+/** What the pipeline reports as it works (src/metrics implements it; nothing by default). Durations in seconds. */
+export interface PipelineObserver {
+  /** one pod handled: decide, locate, compile, write */
+  podHandled(seconds: number): void;
+  /** one full resync */
+  resynced(seconds: number): void;
+  /** a source event's change is in the maps for one pod (or the pod is out of them): since the event */
+  eventApplied(seconds: number): void;
+  /** a pod entered an error of this kind (once per pod until it clears) */
+  podError(kind: PodErrorKind): void;
+  /** a write refused: the map was full */
+  mapFull(map: string): void;
+}
+
 export interface PipelineHooks {
   /** after a pod's maps entries and netns links are in place (first enrolment, and a netns change) */
   enrolled?(p: EnrolledPod): void;
@@ -88,6 +115,7 @@ export interface PipelineOptions {
   nodeName?: string;
   events?: PodEventSink;
   hooks?: PipelineHooks;
+  observer?: PipelineObserver;
   /** the tick for pending pods (default 250 ms) */
   tickMs?: number;
   now?: () => number;
@@ -123,6 +151,8 @@ interface PodState {
   writeError?: string;
   /** the netns cookie another pod already claims */
   located: boolean;
+  /** the kinds of error its status has (metrics) */
+  errorKinds?: Set<PodErrorKind>;
 }
 
 /** Readiness of the pipeline part (the agent adds the programs and the source). */
@@ -159,6 +189,8 @@ export class Pipeline implements Enroller {
   private readonly adoptQueue = new Map<string, { cgroup: string; port: number }>();
   /** namespace/name -> what a CNI ADD said (enroller.ts) */
   private readonly cniHints = new Map<string, CniHint>();
+  /** when the oldest source event not yet applied marked a pod dirty (performance.now(); metrics) */
+  private readonly eventAt = new Map<string, number>();
   private flushing: Promise<void> | undefined;
   private scheduled = false;
   private timer: NodeJS.Timeout | undefined;
@@ -194,7 +226,11 @@ export class Pipeline implements Enroller {
     if (e.type !== 'upsert' || e.kind !== 'Pod') this.refreshNamespaces(e);
     const dirty = this.store.apply(e);
     if (e.type === 'replace') this.synced = true;
-    for (const k of dirty) this.dirty.add(k);
+    const t = this.o.observer && this.running ? performance.now() : undefined;
+    for (const k of dirty) {
+      this.dirty.add(k);
+      if (t !== undefined && !this.eventAt.has(k)) this.eventAt.set(k, t);
+    }
     this.schedule();
   }
 
@@ -462,13 +498,34 @@ export class Pipeline implements Enroller {
 
   /** One pod: decide, locate, compile, plan, write. Never throws. */
   private async handle(key: string): Promise<void> {
+    const t0 = performance.now();
+    const stamp = this.eventAt.get(key);
+    this.eventAt.delete(key);
     try {
       await this.handleOne(key);
     } catch (e) {
       this.o.log.error({ pod: key, err: (e as Error).message }, 'handling a pod failed; retrying on the next tick');
       const s = this.pods.get(key);
-      if (s) s.writeError = (e as Error).message;
+      if (s) {
+        s.writeError = (e as Error).message;
+        this.noteErrors(s, new Set(['map_write']));
+      }
     }
+    const obs = this.o.observer;
+    if (!obs) return;
+    const now = performance.now();
+    obs.podHandled((now - t0) / 1000);
+    // the event is applied when the maps hold the pod's state: written, released, or not to be captured
+    // (a pending pod's maps change when its netns shows, which is not the pipeline's latency)
+    const s = this.pods.get(key);
+    const applied = !s || 'reason' in s.decision || (s.status?.state === 'captured' && s.writeError === undefined);
+    if (stamp !== undefined && applied) obs.eventApplied((now - stamp) / 1000);
+  }
+
+  /** The pod's error kinds are now `kinds`: each new one is reported once. */
+  private noteErrors(s: PodState, kinds: Set<PodErrorKind>): void {
+    for (const k of kinds) if (!s.errorKinds?.has(k)) this.o.observer?.podError(k);
+    s.errorKinds = kinds;
   }
 
   private async handleOne(key: string): Promise<void> {
@@ -497,6 +554,7 @@ export class Pipeline implements Enroller {
     if ('reason' in decision) {
       s.status = undefined;
       s.runtime = false;
+      s.errorKinds = undefined;
       if (s.enrolled && this.synced) await this.release(s);
       s.entries = undefined;
       this.reportErrors(s, []);
@@ -534,13 +592,19 @@ export class Pipeline implements Enroller {
     const status: PodStatus = { ref: pod.ref, state: 'pending', ips: pod.ips, settings: pod.settings, errors: [...pod.errors], unsupported: pod.unsupported };
     // the pod keeps its previous status while it is being written (a big pod's write takes a while)
     if (!s.status || s.status.state !== 'captured') s.status = status;
+    const kinds = new Set<PodErrorKind>();
+    if (pod.errors.length > 0) kinds.add('settings');
+    if (pod.unsupported.length > 0) kinds.add('unsupported');
     const done = (): void => {
       s.status = status;
+      if (status.errors.some((e) => e.startsWith('pod IP '))) kinds.add('ip_conflict');
+      this.noteErrors(s, kinds);
       this.reportErrors(s, status.errors);
     };
     if (!loc.found) {
       s.located = false;
       status.reason = loc.reason;
+      if (!loc.waiting) kinds.add('locate');
       if (s.enrolled) await this.release(s);
       done();
       return;
@@ -551,6 +615,7 @@ export class Pipeline implements Enroller {
     const owner = this.cookieOwner.get(loc.netnsCookie);
     if (owner !== undefined && owner !== s.key && this.pods.get(owner)?.enrolled?.cookie === loc.netnsCookie) {
       status.reason = 'another pod already claims the same network namespace';
+      kinds.add('netns_conflict');
       if (s.enrolled) await this.release(s);
       done();
       return;
@@ -559,6 +624,7 @@ export class Pipeline implements Enroller {
     const runtime = loc.pid !== undefined && s.runtime ? this.o.runtime.read(loc.pid, wants) : undefined;
     const entries = compilePod(pod, runtime);
     status.errors.push(...entries.errors);
+    if (entries.errors.length > 0) kinds.add('settings');
     // a pod that moved to another netns leaves the old one first (its entries are keyed by cookie)
     if (s.enrolled && s.enrolled.cookie !== loc.netnsCookie) await this.release(s);
     const held = this.mirror.pods.get(loc.netnsCookie);
@@ -569,6 +635,10 @@ export class Pipeline implements Enroller {
       const msg = r.error instanceof MapFullError ? `not enrolled with these settings: ${r.error.message}; the pod keeps ${held ? 'its last good entries' : 'no entries (not captured)'}` : `writing the maps failed: ${r.error?.message}`;
       s.writeError = r.error instanceof MapFullError ? r.error.map : msg;
       status.errors.push(msg);
+      if (r.error instanceof MapFullError) {
+        kinds.add('map_full');
+        this.o.observer?.mapFull(r.error.map);
+      } else kinds.add('map_write');
       if (held) {
         // still captured, on its last good entries
         status.state = 'captured';
@@ -601,6 +671,7 @@ export class Pipeline implements Enroller {
         this.o.io.attachNetns(loc.nsPath, loc.netnsCookie);
       } catch (e) {
         status.errors.push(`attaching the inbound program to the pod's netns failed: ${(e as Error).message}`);
+        kinds.add('netns_attach');
       }
     }
     s.enrolled = { cookie: loc.netnsCookie, nsPath: loc.nsPath, inboundPort: st.inboundPort, inEnabled };
@@ -774,6 +845,15 @@ export class Pipeline implements Enroller {
    */
   async resync(): Promise<void> {
     if (!this.synced || this.inflight.size > 0) return;
+    const t0 = performance.now();
+    try {
+      await this.resyncNow();
+    } finally {
+      this.o.observer?.resynced((performance.now() - t0) / 1000);
+    }
+  }
+
+  private async resyncNow(): Promise<void> {
     this.lastResync = this.now();
     try {
       this.loadMirror();
@@ -841,6 +921,25 @@ export class Pipeline implements Enroller {
     const full = new Set<string>();
     for (const s of this.pods.values()) if (s.writeError !== undefined && !s.writeError.includes(' ')) full.add(s.writeError);
     return { firstSync: this.firstSyncDone, fullMaps: [...full].sort() };
+  }
+
+  /** Pods by state, and pods with an error right now by kind (metrics, at scrape: linear in the pods). */
+  podCounts(): { states: Record<'captured' | 'pending' | 'skipped', number>; errors: Record<string, number> } {
+    const states = { captured: 0, pending: 0, skipped: 0 };
+    const errors: Record<string, number> = {};
+    for (const k of POD_ERROR_KINDS) errors[k] = 0;
+    for (const s of this.pods.values()) {
+      if ('reason' in s.decision) states.skipped++;
+      else if (s.status?.state === 'captured') states.captured++;
+      else states.pending++;
+      for (const k of s.errorKinds ?? []) errors[k]!++;
+    }
+    return { states, errors };
+  }
+
+  /** Entries of each map the pipeline writes, as it wrote them (its mirror of the maps; no syscall). */
+  mapEntries(): Record<string, number> {
+    return { ...this.mirror.counts, pod_by_ip4: this.mirror.byIp4.size, pod_by_ip6: this.mirror.byIp6.size };
   }
 
   /** A number that changes whenever a pod's status may have (the agent publishes only then). */

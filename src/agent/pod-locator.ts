@@ -65,7 +65,8 @@ export type Location =
       nsPath: string;
       cgroup: string;
     }
-  | { found: false; reason: string };
+  /** waiting: the pod is not there yet (no cgroup, no process): normal for a pod being created */
+  | { found: false; reason: string; waiting?: boolean };
 
 /** A process, known by pid and start time (a pid alone may have been reused). */
 export interface ProcId {
@@ -256,7 +257,7 @@ export class PodLocator {
     // the common pass: the witness is the same process, still in the bound netns
     if (b?.witness && b.cgroup && nsIno(`/proc/${b.witness.pid}/ns/net`) === b.ino && procStart(b.witness.pid) === b.witness.start) return located(b, b.cgroup);
     const dir = b?.cgroup ?? podCgroupCandidates(this.cgroupRoot, uid, qos).find((d) => existsSync(d));
-    if (!dir) return { found: false, reason: `no pod cgroup yet under ${this.cgroupRoot}` };
+    if (!dir) return { found: false, reason: `no pod cgroup yet under ${this.cgroupRoot}`, waiting: true };
     const procs = scan(dir);
     if (b) {
       // The witness exited or left the netns: any other process of the pod still in it keeps the binding
@@ -281,7 +282,7 @@ export class PodLocator {
 
   private fromSandbox(uid: string, pod: string, dir: string, procs: Proc[]): Location {
     const sandbox = procs[0];
-    if (!sandbox) return { found: false, reason: `no process in ${dir} yet` };
+    if (!sandbox) return { found: false, reason: `no process in ${dir} yet`, waiting: true };
     if (sandbox.ino === this.hostIno) return { found: false, reason: `the pod shares the node network namespace (its sandbox process ${sandbox.pid} is in it)` };
     const cookie = cookieOf(sandbox);
     if (cookie === undefined) return { found: false, reason: `the sandbox process ${sandbox.pid} of the pod exited while it was looked at` };

@@ -49,10 +49,17 @@ export interface CniHandler {
   del(req: CniDelRequest, signal: AbortSignal): Promise<void>;
 }
 
+/** What the server reports per ADD, CHECK and DEL (src/metrics implements it). */
+export interface CniObserver {
+  /** ok: the handler answered success (an ADD or CHECK that answered an error, or threw, is not ok) */
+  served(command: 'ADD' | 'CHECK' | 'DEL', ok: boolean, seconds: number): void;
+}
+
 export interface CniServerOptions {
   socketPath: string;
   handler: CniHandler;
   log?: Logger;
+  observer?: CniObserver;
   /**
    * How long ADD, CHECK and DEL may take in the handler (default 25 s). Keep it below the plugin's
    * timeout (30 s unless the conflist entry sets "timeoutSeconds") so that ADD gets our clear message,
@@ -85,7 +92,7 @@ export class CniServer {
     private readonly server: Server,
     readonly socketPath: string,
     private readonly ino: number,
-    private readonly o: Required<Omit<CniServerOptions, 'log'>> & { log: Logger },
+    private readonly o: Required<Omit<CniServerOptions, 'log' | 'observer'>> & { log: Logger; observer: CniObserver | undefined },
   ) {}
 
   /** Prepares the path (see the file comment), listens, and resolves once the socket is there (0600). */
@@ -97,6 +104,7 @@ export class CniServer {
       readTimeoutMs: opts.readTimeoutMs ?? DEFAULT_READ_TIMEOUT_MS,
       maxConnections: opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
       log: opts.log ?? pino({ level: 'silent' }),
+      observer: opts.observer,
     };
     await prepareSocketPath(o.socketPath);
     const server = createServer();
@@ -263,7 +271,22 @@ export class CniServer {
   }
 
   /** Runs a handler call bounded by handlerTimeoutMs and by the connection (plugin gone, server closing). */
-  private run<T>(what: string, req: CniAddRequest | CniCheckRequest | CniDelRequest, connSignal: AbortSignal, call: (s: AbortSignal) => Promise<T>): Promise<T> {
+  private run<T>(what: 'ADD' | 'CHECK' | 'DEL', req: CniAddRequest | CniCheckRequest | CniDelRequest, connSignal: AbortSignal, call: (s: AbortSignal) => Promise<T>): Promise<T> {
+    const t0 = performance.now();
+    const served = (ok: boolean): void => this.o.observer?.served(what, ok, (performance.now() - t0) / 1000);
+    return this.runBounded(what, req, connSignal, call).then(
+      (v) => {
+        served(!(typeof v === 'object' && v !== null && 'error' in v));
+        return v;
+      },
+      (e: unknown) => {
+        served(false);
+        throw e;
+      },
+    );
+  }
+
+  private runBounded<T>(what: string, req: CniAddRequest | CniCheckRequest | CniDelRequest, connSignal: AbortSignal, call: (s: AbortSignal) => Promise<T>): Promise<T> {
     const ac = new AbortController();
     const ms = this.o.handlerTimeoutMs;
     return new Promise<T>((resolve, reject) => {

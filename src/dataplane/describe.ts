@@ -4,7 +4,7 @@ import { CaptureKind, CidrKind, CIDR_KEY_FIXED_BITS, MAPS, PodFlags, PortKind, S
 import { ip4 } from './struct.js';
 import { AF_INET, ipToBytes, plainIp } from '../util/ip.js';
 import type { MapsView } from './dataplane.js';
-import { GlobalFlags, Handover, IfaceKind } from './layouts.js';
+import { BypassReason, GlobalFlags, Handover, IfaceKind } from './layouts.js';
 import { formatSize } from './splice.js';
 
 const names = (table: Record<string, number>, v: number): string => Object.entries(table).find(([, n]) => n === v)?.[0] ?? String(v);
@@ -109,6 +109,8 @@ export function describeMaps(maps: Partial<MapsView>, only?: MapName): Partial<R
   }
   if (want('stats'))
     out.stats = Stat.map((name, i) => ({ counter: name, value: maps.stats!.get(i) ?? 0n }));
+  if (want('bypass_stats'))
+    out.bypass_stats = BypassReason.map((reason, i) => ({ reason, value: maps.bypass_stats!.get(i) ?? 0n }));
   return out;
 }
 

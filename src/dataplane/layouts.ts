@@ -83,6 +83,21 @@ export const Stat = [
   'refused_node_full',
 ] as const;
 
+/** bpf/meshlane.h enum bypass_reason, in order: the index in bypass_stats. */
+export const BypassReason = [
+  'excluded_port',
+  'passthrough',
+  'proxy_owner',
+  'local',
+  'loopback',
+  'excluded_cidr',
+  'not_included',
+  'udp_not_dns',
+  'dns_not_server',
+] as const;
+/** bypass_stats' capacity (BYPASS_SLOTS): room for new reasons without a new layout version */
+export const BYPASS_SLOTS = 32;
+
 export const PodConfig = struct('pod_config', {
   pod_id: u32,
   flags: u32,
@@ -282,6 +297,7 @@ export const MAPS = {
   stats: { name: 'stats', key: StatIndex, value: Counter, type: MapType.PERCPU_ARRAY, maxEntries: Stat.length, flags: 0, version: 4, carry: 'counters', percpu: true, what: 'per-CPU counters' },
   handover: { name: 'handover', key: NetnsCookie, value: HandoverCount, type: MapType.HASH, maxEntries: MapLimits.HANDOVER_NETNS, flags: 0, version: 1, carry: 'state', what: 'per pod netns (0: the node): entries in orig_by_tuple, refused connects' },
   limits: { name: 'limits', key: StatIndex, value: LimitsConfig, type: MapType.ARRAY, maxEntries: 1, flags: 0, version: 1, carry: 'desired', what: 'node-wide limits (in-flight connections per pod)' },
+  bypass_stats: { name: 'bypass_stats', key: StatIndex, value: Counter, type: MapType.PERCPU_ARRAY, maxEntries: BYPASS_SLOTS, flags: 0, version: 1, carry: 'counters', percpu: true, what: 'per-CPU counters of decisions not to capture, by reason' },
 } satisfies Record<string, MapDef>;
 
 export type MapName = keyof typeof MAPS;

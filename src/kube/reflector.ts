@@ -102,8 +102,8 @@ export class Reflector {
   error: string | undefined;
   /** ms since the epoch of the last answer or line from the server */
   lastContact: number | undefined;
-  /** lists and watches so far (for tests and status) */
-  readonly counts = { lists: 0, watches: 0 };
+  /** lists and watches started so far, complete lists, watches answered 200, and failures (tests, status, metrics) */
+  readonly counts = { lists: 0, watches: 0, listed: 0, opened: 0, failures: 0 };
   private rv: string | undefined;
   /** resourceVersion of the next list: 0 (the watch cache) until the first one succeeded, then unset (the latest) */
   private listFrom = '0';
@@ -155,6 +155,7 @@ export class Reflector {
   private failed(err: KubeRequestError): number {
     const verb = this.rv === undefined ? 'list' : 'watch';
     this.failures++;
+    this.counts.failures++;
     if (err.info.status === 410) {
       // the history (or a list's continue token) is gone: list again, from the latest state; at once
       // the first time (the normal case after a long disconnect), with backoff if it keeps happening
@@ -233,6 +234,7 @@ export class Reflector {
     this.rv = rv;
     this.listFrom = '';
     this.setError(undefined);
+    this.counts.listed++;
     this.sink.listed(items);
   }
 
@@ -261,6 +263,7 @@ export class Reflector {
         {
           signal: ctl.signal,
           onOpen: () => {
+            this.counts.opened++;
             arm();
             this.contact();
             this.setError(undefined);
@@ -283,6 +286,7 @@ export class Reflector {
     if (!received && Date.now() - started < SHORT_WATCH_MS) {
       // ended at once with nothing in it: a server that closes watches straight away must not make a loop
       this.failures++;
+      this.counts.failures++;
       return this.backoff();
     }
     return 0;

@@ -18,7 +18,7 @@ import { KubeClient } from '../kube/client.js';
 import type { KubeConnection } from '../kube/config.js';
 import { EventRecorder, type EventRecorderOptions } from '../kube/events.js';
 import { DEFAULT_TUNING, Reflector, type KubeObject, type ResourceSpec, type Tuning } from '../kube/reflector.js';
-import type { ObjectKind, Source, SourceEvent, SourceHandlers, SourceHealth } from './source.js';
+import type { ObjectKind, Source, SourceCounts, SourceEvent, SourceHandlers, SourceHealth } from './source.js';
 
 export interface KubeSourceOptions {
   connection: KubeConnection;
@@ -67,11 +67,11 @@ export class KubeSource implements Source {
     return this.opts.connection.server;
   }
 
-  /** Lists and watches made so far, per kind (tests; status). */
-  get counts(): Record<ObjectKind, { lists: number; watches: number }> {
+  /** Lists and watches made so far, and those that failed, per kind (tests; status; metrics). */
+  get counts(): Record<ObjectKind, SourceCounts> {
     return {
-      Namespace: { ...(this.reflectors.get('Namespace')?.counts ?? { lists: 0, watches: 0 }) },
-      Pod: { ...(this.reflectors.get('Pod')?.counts ?? { lists: 0, watches: 0 }) },
+      Namespace: { ...(this.reflectors.get('Namespace')?.counts ?? { lists: 0, watches: 0, listed: 0, opened: 0, failures: 0 }) },
+      Pod: { ...(this.reflectors.get('Pod')?.counts ?? { lists: 0, watches: 0, listed: 0, opened: 0, failures: 0 }) },
     };
   }
 

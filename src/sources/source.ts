@@ -40,6 +40,18 @@ export interface PodEventSink {
   warn(pod: { namespace: string; name: string; uid: string }, reason: string, message: string): void;
 }
 
+/** Requests of a source that lists and watches (the Kubernetes API), per kind. */
+export interface SourceCounts {
+  /** lists and watches started */
+  lists: number;
+  watches: number;
+  /** lists that completed, watches the server answered (200) */
+  listed: number;
+  opened: number;
+  /** lists and watches that failed */
+  failures: number;
+}
+
 export interface Source {
   /** For status and logs, e.g. "cluster file /etc/meshlane/cluster.yaml" or "Kubernetes API https://10.0.0.1:443". */
   readonly description: string;
@@ -57,4 +69,6 @@ export interface Source {
   /** metadata.resourceVersion is the origin's (the API server's): an object with the same one is unchanged.
    * Absent or false (a cluster file, edited by hand): objects are compared field by field. */
   readonly resourceVersions?: boolean;
+  /** lists and watches per kind, for a source that makes them (metrics: relists, watch restarts) */
+  readonly counts?: Record<ObjectKind, SourceCounts>;
 }

@@ -155,7 +155,7 @@ export interface AgentRun {
 }
 
 /** Start `meshlane agent` as a real subprocess on a cluster file, with its own bpffs dir and state dir
- * (`extraArgs`: more agent flags, e.g. --max-inflight-per-pod). */
+ * (`extraArgs`: more agent flags, e.g. --max-inflight-per-pod, --metrics-address). */
 export async function startAgent(sb: Sandbox, items: object[], name: string, prior?: AgentRun, extraArgs: string[] = []): Promise<AgentRun> {
   const dir = prior?.dir ?? mkdtempSync(join(tmpdir(), `meshlane-${name}-`));
   const clusterFile = join(dir, 'cluster.json');

@@ -235,7 +235,7 @@ class FakeLocator implements Locator {
   locate(uid: string): Location {
     this.calls++;
     const cookie = this.netns.get(uid);
-    if (cookie === undefined) return { found: false, reason: 'no pod cgroup yet' };
+    if (cookie === undefined) return { found: false, reason: 'no pod cgroup yet', waiting: true };
     return { found: true, netnsCookie: cookie, netnsInode: cookie, how: this.cni.has(uid) ? 'cni' : 'sandbox', foundPid: 1, pid: 1, nsPath: `/proc/1/ns/net#${cookie}`, cgroup: `/cg/${uid}` };
   }
 
@@ -441,5 +441,72 @@ test('enroller: the runtime\'s uid picks the pod, never another pod of the same 
   assert.ok(!io.links.has(0x9000n), 'and the netns links');
   assert.equal(p.status('uid-c')?.state, 'pending');
   assert.equal(await p.unenroll({ containerId: 'sandbox-c' }), undefined, 'a second DEL finds nothing');
+  await p.stop();
+});
+
+test('pipeline observer (metrics): event-to-map latency once per applied pod, pod errors once per kind until they clear, entries per map from the mirror', async () => {
+  const maps = new FakeMaps();
+  const loc = new FakeLocator();
+  const seen = { handled: 0, resyncs: 0, applied: 0, errors: [] as string[], full: [] as string[] };
+  const p = new Pipeline({
+    io: fakeIo(maps),
+    locator: loc,
+    runtime,
+    log,
+    nodeName: 'n1',
+    capacity: (m) => maps.capacity[m] ?? MAPS[m as keyof typeof MAPS].maxEntries,
+    observer: {
+      podHandled: () => void seen.handled++,
+      resynced: () => void seen.resyncs++,
+      eventApplied: (s) => {
+        assert.ok(s >= 0);
+        seen.applied++;
+      },
+      podError: (k) => void seen.errors.push(k),
+      mapFull: (m) => void seen.full.push(m),
+    },
+  });
+  maps.capacity.pod_cidrs4 = 10;
+  loc.netns.set('uid-a', 1n);
+  loc.netns.set('uid-big', 3n);
+  await p.initialSync();
+  p.onEvent({
+    type: 'replace',
+    namespaces: [ns('shop')],
+    pods: [
+      podObj('a', { ip: '10.244.0.10', annotations: { 'traffic.sidecar.istio.io/excludeOutboundPorts': '80,notaport' } }),
+      podObj('big', { ip: '10.244.0.30', annotations: { 'traffic.sidecar.istio.io/excludeOutboundIPRanges': cidrs(20) } }),
+      podObj('waiting', { ip: '10.244.0.40' }),
+    ],
+  });
+  await settle(p);
+  await p.resync();
+  assert.equal(seen.applied, 1, 'a is in the maps; big did not fit, waiting has no netns yet: not applied');
+  assert.ok(seen.handled >= 3);
+  assert.ok(seen.resyncs >= 1);
+  assert.deepEqual(seen.errors.sort(), ['map_full', 'settings'], 'a: a malformed port; big: a full map; waiting: no error (its sandbox is not there yet)');
+  assert.ok(seen.full.length >= 1 && seen.full.every((m) => m === 'pod_cidrs4'), 'every refused write names its map');
+  const c = p.podCounts();
+  assert.deepEqual(c.states, { captured: 1, pending: 2, skipped: 0 });
+  assert.equal(c.errors.map_full, 1);
+  assert.equal(c.errors.settings, 1);
+  const e = p.mapEntries();
+  assert.equal(e.pods, maps.size('pods'));
+  assert.equal(e.pod_ports, maps.size('pod_ports'));
+  assert.equal(e.pod_by_ip4, 1);
+  assert.equal(e.pod_cidrs4, 0);
+  // the same errors again (a resync, another event for a): not counted again
+  p.onEvent({ type: 'upsert', kind: 'Pod', object: podObj('a', { ip: '10.244.0.10', annotations: { 'traffic.sidecar.istio.io/excludeOutboundPorts': '81,notaport' } }) });
+  await settle(p);
+  await p.resync();
+  assert.deepEqual(seen.errors.sort(), ['map_full', 'settings']);
+  assert.equal(seen.applied, 2);
+  // big fits once room is made: its error clears, and comes back counted once more if it recurs
+  maps.capacity.pod_cidrs4 = 100;
+  await p.resync();
+  await settle(p);
+  assert.equal(p.status('uid-big')?.state, 'captured');
+  assert.equal(p.podCounts().errors.map_full, 0);
+  assert.equal(p.mapEntries().pod_cidrs4, 20);
   await p.stop();
 });

@@ -17,6 +17,7 @@ function inflightLimit(v: string): number {
   return n;
 }
 import { DEFAULT_CNI_SOCKET } from '../../cni/protocol.js';
+import { DEFAULT_METRICS_ADDRESS, metricsFromFlag, serveAgent } from '../../metrics/server.js';
 
 interface AgentFlags {
   clusterFile?: string;
@@ -32,6 +33,7 @@ interface AgentFlags {
   testBpfObjects?: string;
   cniSocket: string;
   cniPodWait: string;
+  metricsAddress: string;
 }
 
 /** --cni-pod-wait: whole seconds, below the plugin's own 30 s (its default "timeoutSeconds") less our margin */
@@ -67,8 +69,7 @@ export function agentCommand(): Command {
     .option('--max-inflight-per-pod <n>', `connections one pod may hold between connect() and its proxy's accept; more are refused (EPERM), so one pod whose proxy stops accepting cannot use up the node's hand-over map (1..${MAX_PER_POD}, default ${DEFAULT_PER_POD})`, inflightLimit)
     .option('--cni-socket <path>', 'serve the meshlane-cni plugin on this unix socket (root only, 0600; its directory is made 0755)', DEFAULT_CNI_SOCKET)
     .option('--cni-pod-wait <seconds>', `how long a CNI ADD waits for the pod to show in the source before it fails (1-${MAX_CNI_POD_WAIT_S})`, '10')
-    .option('--splice', 'splice same-node connections of captured pods socket to socket (sk_msg); off by default: see README, Same-node splicing')
-    .option('--no-splice', 'do not splice (the default): same-node connections go through TCP/IP')
+    .option('--metrics-address <host:port>', "serve /metrics, /healthz and /readyz on this address ([v6]:port for IPv6); 'off': none", DEFAULT_METRICS_ADDRESS)
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     // TEST ONLY, hidden from --help: load the BPF objects from another directory, so a kernel test can
     // make a start fail in the verifier after other objects loaded (test/kernel/cli-errors.test.ts)
@@ -80,6 +81,7 @@ export function agentCommand(): Command {
       const podWait = cniPodWaitMs(o.cniPodWait);
       const log = makeLogger(o.logLevel);
       const source = sourceFromOptions(o, process.env, { log });
+      const metrics = metricsFromFlag(o.metricsAddress);
       requireRoot('meshlane agent');
       const agent = new Agent({
         source,
@@ -94,14 +96,24 @@ export function agentCommand(): Command {
         cniSocket: o.cniSocket,
         cniPodWaitMs: podWait,
         log,
+        metrics: metrics?.metrics,
       });
+      // listening first: a port in use fails before anything is loaded, and /readyz says 503 while starting
+      const server = await serveAgent(metrics, agent, log);
       // a start that fails has stopped its source and timers and removed what it pinned; the error
       // goes up to main(), which prints its one line and exits 2
-      await agent.start();
+      await agent.start().catch(async (e: unknown) => {
+        await server?.close();
+        throw e;
+      });
+      server?.announce(log);
       await new Promise<void>((resolve) => {
         const stop = (sig: string): void => {
           log.info({ signal: sig }, 'stopping; capture stays in place (pinned)');
-          void agent.stop().then(resolve);
+          void agent
+            .stop()
+            .then(() => server?.close())
+            .then(resolve);
         };
         process.once('SIGINT', () => stop('SIGINT'));
         process.once('SIGTERM', () => stop('SIGTERM'));
