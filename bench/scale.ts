@@ -139,6 +139,8 @@ interface SourceResult {
   source: string;
   startToAllMs: number;
   stateToAppliedMs: number | undefined;
+  /** the start-up listener adoption (after the attach), from the agent's log */
+  adoptMs: number | undefined;
   idleCpuPct: number;
   changes: number;
   p50Ms: number;
@@ -200,7 +202,10 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
     const logFile = join(dir, 'agent.log');
     const out = createWriteStream(logFile);
     const t0 = performance.now();
-    proc = spawn(process.execPath, [CLI, 'agent', ...args, '--node-name', NODE, '--cgroup-root', cgroupRoot, '--bpffs', BPFFS, '--state-dir', join(dir, 'state'), '--log-level', 'debug'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // BENCH_CPU_PROF=DIR: the agent runs with node's --cpu-prof (written to DIR when it exits; it is stopped with
+    // SIGTERM then, not killed) to see where its CPU goes
+    const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF, '--cpu-prof-name', `agent-${source}.cpuprofile`] : [];
+    proc = spawn(process.execPath, [...prof, CLI, 'agent', ...args, '--node-name', NODE, '--cgroup-root', cgroupRoot, '--bpffs', BPFFS, '--state-dir', join(dir, 'state'), '--log-level', 'debug'], { stdio: ['ignore', 'pipe', 'pipe'] });
     proc.stdout!.pipe(out);
     proc.stderr!.pipe(out);
     const pid = proc.pid!;
@@ -230,7 +235,15 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
     }
     const cookie = new Map<string, bigint>((st?.pods ?? []).filter((p) => p.netnsCookie).map((p) => [p.ref.uid, BigInt(p.netnsCookie!)]));
     if (cookie.size < o.onNode) throw new Error(`status lists ${cookie.size} captured pods, not ${o.onNode}`);
-    // idle CPU
+    // idle CPU, once the start-up work is over: listener adoption after the attach reads every pod's
+    // /proc/<pid>/net/tcp{,6} (a walk of the node's TCP table each), one pod per turn of the event loop
+    let adoptMs: number | undefined;
+    for (let k = 0; k < 600 && adoptMs === undefined; k++) {
+      const done = readFileSync(logFile, 'utf8').split('\n').find((l) => l.includes('"listener adoption done"'));
+      if (done) adoptMs = (JSON.parse(done) as { ms?: number }).ms;
+      else await sleep(100);
+    }
+    log(`${source}: start-up listener adoption ${adoptMs === undefined ? 'not reported within 60 s' : `took ${adoptMs.toFixed(0)} ms`}`);
     await sleep(2000);
     const c0 = cpuTicks(pid);
     const w0 = performance.now();
@@ -271,6 +284,7 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
       source: source === 'file' ? `cluster file (JSON, ${fileMiB?.toFixed(1)} MiB)` : 'Kubernetes API (test server, HTTPS, list/watch)',
       startToAllMs,
       stateToAppliedMs,
+      adoptMs,
       idleCpuPct,
       changes: o.changes,
       p50Ms: pct(lat, 50),
@@ -283,7 +297,11 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
     pins.close();
     if (proc && proc.exitCode === null) {
       const gone = new Promise((r) => proc!.once('exit', r));
-      proc.kill('SIGKILL');
+      if (process.env.BENCH_CPU_PROF) {
+        proc.kill('SIGTERM'); // a clean exit writes the profile
+        await Promise.race([gone, sleep(10_000)]);
+      }
+      if (proc.exitCode === null) proc.kill('SIGKILL');
       await gone;
     }
     try {
@@ -314,6 +332,7 @@ function markdown(o: Opts, rs: SourceResult[], command: string, started: string)
     `|---|${rs.map(() => '---:').join('|')}|---|`,
     row('agent spawn -> all pods in the maps (ms; includes loading and verifying the BPF programs)', (r) => r.startToAllMs.toFixed(0), ''),
     row('complete state received -> applied to the maps (ms)', (r) => (r.stateToAppliedMs ?? NaN).toFixed(0), '< 1000'),
+    row('start-up listener adoption, after the attach (ms; before the idle figure)', (r) => (r.adoptMs ?? NaN).toFixed(0), ''),
     row(`idle CPU (% of a core, ${IDLE_S} s)`, (r) => r.idleCpuPct.toFixed(2), '< 1'),
     row('event -> map p50 (ms)', (r) => r.p50Ms.toFixed(1), ''),
     row('event -> map p99 (ms)', (r) => r.p99Ms.toFixed(1), '< 50'),

@@ -108,7 +108,9 @@ export class ClusterFileSourceAdapter implements Source {
   }
 
   start(h: SourceHandlers): Promise<void> {
-    const file = new ClusterFileSource(this.path);
+    // pods of other nodes are dropped while the file is read, so the snapshot holds this node's only
+    const node = this.nodeName;
+    const file = new ClusterFileSource(this.path, node === undefined ? {} : { keep: (p) => !onOtherNode(p, node) });
     this.file = file;
     return new Promise((resolve, reject) => {
       let first = true;
@@ -116,7 +118,7 @@ export class ClusterFileSourceAdapter implements Source {
         this.synced = true;
         this.error = undefined;
         this.lastContact = Date.now();
-        h.event({ type: 'replace', namespaces: s.namespaces, pods: this.nodeName === undefined ? s.pods : s.pods.filter((p) => !onOtherNode(p, this.nodeName!)) });
+        h.event({ type: 'replace', namespaces: s.namespaces, pods: s.pods });
         if (first) {
           first = false;
           resolve();
