@@ -41,7 +41,7 @@ export function agentCommand(): Command {
       // the source's flags and configuration first: a wrong one is a one-line error whoever runs it
       const choice = chooseSource(o, process.env);
       const log = makeLogger(o.logLevel);
-      const source = sourceFromOptions(o, process.env, { log });
+      const source = await sourceFromOptions(o, process.env, { log });
       requireRoot('meshlane agent');
       const agent = new Agent({
         source,
