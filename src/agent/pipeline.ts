@@ -735,16 +735,18 @@ export class Pipeline implements Enroller {
     } catch (e) {
       this.o.log.error({ err: (e as Error).message }, 'writing the address index failed');
     }
-    // netns links: every enrolled pod's netns has them, no other
+    // netns links: every enrolled pod's netns has them, no other. One read of the links directory; a pod's
+    // links are made again only when its pin is gone (the enrolment attached them, with the current program)
+    const linked = new Set(this.o.io.netnsLinkCookies());
     for (const s of this.pods.values()) {
-      if (!s.enrolled) continue;
+      if (!s.enrolled || linked.has(s.enrolled.cookie)) continue;
       try {
         this.o.io.attachNetns(s.enrolled.nsPath, s.enrolled.cookie);
       } catch {
         this.dirty.add(s.key);
       }
     }
-    for (const c of this.o.io.netnsLinkCookies()) {
+    for (const c of linked) {
       if (owned.has(c)) continue;
       try {
         this.o.io.detachNetns(c);
