@@ -8,7 +8,9 @@
 // Measured per source, with the real `meshlane agent` as a subprocess:
 //   initial sync     spawn -> all 250 pods in the pinned `pods` map; and, from the agent's log, the source's
 //                    complete state -> applied
-//   idle CPU         the agent's utime+stime over IDLE_S seconds with nothing changing
+//   idle CPU         the agent's utime+stime over IDLE_S seconds with nothing changing, once the start-up
+//                    listener adoption (one /proc/<pid>/net/tcp read per pod after the attach) is over;
+//                    that adoption's duration is its own row
 //   event to map     an annotation change of one pod (excludeOutboundPorts gets a new port; the file
 //                    rewritten, or a merge patch through the API) until the pinned pod_ports map holds the new
 //                    port under that pod's current pod id; one change at a time, --changes of them, p50/p99
