@@ -204,10 +204,9 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
     const logFile = join(dir, 'agent.log');
     const out = createWriteStream(logFile);
     const t0 = performance.now();
-    // BENCH_CPU_PROF=DIR: the agent runs with node's --cpu-prof (written to DIR when it exits; it is stopped with
-    // SIGTERM then, not killed) to see where its CPU goes
-    const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF, '--cpu-prof-name', `agent-${source}.cpuprofile`] : [];
-    proc = spawn(process.execPath, [...prof, CLI, 'agent', ...args, '--node-name', NODE, '--cgroup-root', cgroupRoot, '--bpffs', BPFFS, '--state-dir', join(dir, 'state'), '--log-level', 'debug'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // (not node --cpu-prof: its SIGPROF every millisecond interrupts the verifier, and the agent's start fails
+    // with 'the verifier refused program meshlane_connect4'; use perf record -e cpu-clock -p <pid> instead)
+    proc = spawn(process.execPath, [CLI, 'agent', ...args, '--node-name', NODE, '--cgroup-root', cgroupRoot, '--bpffs', BPFFS, '--state-dir', join(dir, 'state'), '--log-level', 'debug'], { stdio: ['ignore', 'pipe', 'pipe'] });
     proc.stdout!.pipe(out);
     proc.stderr!.pipe(out);
     const pid = proc.pid!;
@@ -299,11 +298,7 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
     pins.close();
     if (proc && proc.exitCode === null) {
       const gone = new Promise((r) => proc!.once('exit', r));
-      if (process.env.BENCH_CPU_PROF) {
-        proc.kill('SIGTERM'); // a clean exit writes the profile
-        await Promise.race([gone, sleep(10_000)]);
-      }
-      if (proc.exitCode === null) proc.kill('SIGKILL');
+      proc.kill('SIGKILL');
       await gone;
     }
     try {
