@@ -128,7 +128,10 @@ export interface PipelineOptions {
 const TICK_MS = 250;
 /** annotation bytes from which a pod is handled beside the flush (about 2,000 CIDRs) */
 const BIG_POD = 32 * 1024;
-const LOCATED_CHECK_MS = 1_000;
+// 250 pods' witness checks (a stat and a /proc/<pid>/stat read each) cost about 11 ms on a busy 2-core node:
+// every second that alone was 1% of a core. A binding goes stale only when the pod's sandbox is recreated
+// (kubelet stops every container first, then makes a new netns), which the CNI plugin reports at once.
+const LOCATED_CHECK_MS = 5_000;
 const RUNTIME_CHECK_MS = 5_000;
 const FULL_RESYNC_MS = 10_000;
 
@@ -147,6 +150,9 @@ interface PodState {
   pid?: number;
   /** wants runtime facts (DNS servers, interfaces) */
   runtime: boolean;
+  /** the runtime facts its entries were compiled from (runtimeKey): re-read on the timer, and the pod is
+   * handled again only when they changed */
+  runtimeKey?: string;
   /** a problem of this pod's last write (a full map) */
   writeError?: string;
   /** the netns cookie another pod already claims */
@@ -191,6 +197,10 @@ export class Pipeline implements Enroller {
   private readonly cniHints = new Map<string, CniHint>();
   /** when the oldest source event not yet applied marked a pod dirty (performance.now(); metrics) */
   private readonly eventAt = new Map<string, number>();
+  /** adoptAll() ran (the programs are attached): before it, an enrolment leaves adoption to adoptAll */
+  private adoptAllDone = false;
+  private adoptStarted = 0;
+  private adopted = 0;
   private flushing: Promise<void> | undefined;
   private scheduled = false;
   private timer: NodeJS.Timeout | undefined;
@@ -622,6 +632,7 @@ export class Pipeline implements Enroller {
     }
     s.pid = loc.pid;
     const runtime = loc.pid !== undefined && s.runtime ? this.o.runtime.read(loc.pid, wants) : undefined;
+    s.runtimeKey = runtimeKey(runtime, pod);
     const entries = compilePod(pod, runtime);
     status.errors.push(...entries.errors);
     if (entries.errors.length > 0) kinds.add('settings');
@@ -676,7 +687,9 @@ export class Pipeline implements Enroller {
     }
     s.enrolled = { cookie: loc.netnsCookie, nsPath: loc.nsPath, inboundPort: st.inboundPort, inEnabled };
     const tLinks = performance.now() - t0 - tLocate - tWrite;
-    if (adopt) this.adopt(s, loc.cgroup, st.inboundPort);
+    // before the programs are attached, adoptAll() reads every enrolled pod's listeners once they are: reading
+    // them now too would walk the node's TCP table twice per pod at start
+    if (adopt && this.adoptAllDone) this.adopt(s, loc.cgroup, st.inboundPort);
     if (r.writes > 0) this.o.log.info({ pod: name, writes: r.writes, podId: plan.id }, 'maps updated');
     this.o.log.debug({ pod: name, ms: { locate: round(tLocate), compileAndWrite: round(tWrite), netnsLinks: round(tLinks), adopt: round(performance.now() - t0 - tLocate - tWrite - tLinks) } }, 'pod handled');
     if (first) this.o.hooks?.enrolled?.({ ref: pod.ref, cookie: loc.netnsCookie, podId: plan.id!, nsPath: loc.nsPath });
@@ -691,7 +704,11 @@ export class Pipeline implements Enroller {
    */
   private adopt(s: PodState, cgroup: string, port: number): void {
     this.adoptQueue.set(s.key, { cgroup, port });
-    if (this.adoptQueue.size === 1) setImmediate(() => this.adoptNext());
+    if (this.adoptQueue.size === 1) {
+      this.adoptStarted = performance.now();
+      this.adopted = 0;
+      setImmediate(() => this.adoptNext());
+    }
   }
 
   private adoptNext(): void {
@@ -700,8 +717,12 @@ export class Pipeline implements Enroller {
     const [key, a] = next.value;
     this.adoptQueue.delete(key);
     const s = this.pods.get(key);
-    if (s?.enrolled?.inEnabled) this.adoptNow(s, a.cgroup, a.port);
+    if (s?.enrolled?.inEnabled) {
+      this.adoptNow(s, a.cgroup, a.port);
+      this.adopted++;
+    }
     if (this.adoptQueue.size > 0) setImmediate(() => this.adoptNext());
+    else this.o.log.debug({ pods: this.adopted, ms: round(performance.now() - this.adoptStarted) }, 'listener adoption done');
   }
 
   private adoptNow(s: PodState, cgroup: string, port: number): void {
@@ -716,6 +737,7 @@ export class Pipeline implements Enroller {
 
   /** Once after the programs are attached: listeners of enrolled pods that predate sockops. */
   adoptAll(cgroupOf: (s: { ref: PodRef }) => string | undefined): void {
+    this.adoptAllDone = true;
     for (const s of this.pods.values()) {
       if (!s.enrolled?.inEnabled) continue;
       const cg = cgroupOf(s);
@@ -816,8 +838,13 @@ export class Pipeline implements Enroller {
       // a pod whose entries did not fit is tried again when room is made (a pod released) or on the resync
       if (s.writeError !== undefined || s.status?.state !== 'captured') continue;
       if (checkRuntime && s.runtime) {
-        this.dirty.add(s.key);
-        continue;
+        // resolv.conf or the interfaces may have changed: read them (cheap), handle the pod only if they did
+        const st = d.settings;
+        const wants = { dns: st.dns.enabled && !st.dns.captureAll, ifaces: st.excludeInterfaces.length + st.rerouteInterfaces.length > 0 };
+        if (s.pid === undefined || runtimeKey(this.o.runtime.read(s.pid, wants), d) !== s.runtimeKey) {
+          this.dirty.add(s.key);
+          continue;
+        }
       }
       if (checkLocated) {
         const loc = this.o.locator.locate(d.ref.uid, d.qosClass, `${d.ref.namespace}/${d.ref.name}`);
@@ -892,16 +919,18 @@ export class Pipeline implements Enroller {
     } catch (e) {
       this.o.log.error({ err: (e as Error).message }, 'writing the address index failed');
     }
-    // netns links: every enrolled pod's netns has them, no other
+    // netns links: every enrolled pod's netns has them, no other. One read of the links directory; a pod's
+    // links are made again only when its pin is gone (the enrolment attached them, with the current program)
+    const linked = new Set(this.o.io.netnsLinkCookies());
     for (const s of this.pods.values()) {
-      if (!s.enrolled) continue;
+      if (!s.enrolled || linked.has(s.enrolled.cookie)) continue;
       try {
         this.o.io.attachNetns(s.enrolled.nsPath, s.enrolled.cookie);
       } catch {
         this.dirty.add(s.key);
       }
     }
-    for (const c of this.o.io.netnsLinkCookies()) {
+    for (const c of linked) {
       if (owned.has(c)) continue;
       try {
         this.o.io.detachNetns(c);
@@ -974,6 +1003,13 @@ export class Pipeline implements Enroller {
 
 
 const round = (ms: number): number => Math.round(ms * 100) / 100;
+
+/** What of a pod's runtime facts its entries depend on: its DNS servers, the ifindexes of its named interfaces. */
+function runtimeKey(rt: PodRuntime | undefined, pod: DesiredPod): string {
+  if (!rt) return '';
+  const st = pod.settings;
+  return JSON.stringify([rt.dnsServers, [...st.excludeInterfaces, ...st.rerouteInterfaces].map((n) => rt.ifindex(n) ?? null)]);
+}
 
 function nsOfRef(raw: unknown): string {
   const m = (raw as { metadata?: { namespace?: unknown } } | null)?.metadata;

@@ -6,6 +6,7 @@
 // the file's mtime/size/inode as a fallback; events are debounced. A file that is not well formed never
 // replaces the last good snapshot: an 'error' event carries the UserError and the source keeps watching.
 
+import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { watch, type FSWatcher, type Stats } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
@@ -64,6 +65,10 @@ interface Walk {
   others: Set<string>;
   /** an explicit empty List / PodList / NamespaceList was seen */
   emptyList: boolean;
+  /** pods that pass the checks but are not kept (another node's) */
+  keep?: ((pod: unknown) => boolean) | undefined;
+  /** pods checked (kept or not) */
+  seenPods: number;
 }
 
 /** Checks one object (and a list's items) and sorts it into the snapshot; throws Shape on a bad one. */
@@ -95,7 +100,8 @@ function collect(obj: unknown, where: string, w: Walk, itemKind?: 'Pod' | 'Names
   const pod = `Pod ${isName(meta.namespace) ? meta.namespace : 'default'}/${meta.name}`;
   if (!isRecord(obj.spec) || !Array.isArray(obj.spec.containers)) throw new Shape(`${where}: ${pod} has no spec.containers (a file cut short?)`);
   if (!isRecord(obj.status)) throw new Shape(`${where}: ${pod} has no status (a file cut short?)`);
-  w.out.pods.push(obj);
+  w.seenPods++;
+  if (w.keep === undefined || w.keep(obj)) w.out.pods.push(obj);
 }
 
 function parseDocuments(text: string): unknown[] {
@@ -117,20 +123,24 @@ function parseDocuments(text: string): unknown[] {
   return docs;
 }
 
-/** Parses a cluster file's text. Throws UserError(`cannot read cluster file <file>: <cause>: <fix>`). */
-export function parseClusterFile(text: string, fileName: string): ClusterSnapshot {
+/**
+ * Parses a cluster file's text. Throws UserError(`cannot read cluster file <file>: <cause>: <fix>`).
+ * `keep` leaves pods out of the snapshot (another node's: at node scale they are nearly all of the file);
+ * they are checked like every other object all the same, so a file cut short is refused as before.
+ */
+export function parseClusterFile(text: string, fileName: string, keep?: (pod: unknown) => boolean): ClusterSnapshot {
   let docs: unknown[];
   try {
     docs = parseDocuments(text);
   } catch (e) {
     throw new UserError(`cannot read cluster file ${fileName}: ${firstLine(e)}`);
   }
-  const w: Walk = { out: { namespaces: [], pods: [] }, others: new Set(), emptyList: false };
+  const w: Walk = { out: { namespaces: [], pods: [] }, others: new Set(), emptyList: false, keep, seenPods: 0 };
   const present = docs.flatMap((d, i) => (d === null || d === undefined ? [] : [{ d, n: i + 1 }]));
   try {
     if (present.length === 0) throw new Shape('the file is empty (no objects)');
     for (const { d, n } of present) collect(d, docs.length === 1 ? 'the file' : `document ${n}`, w);
-    if (w.out.namespaces.length + w.out.pods.length === 0 && !w.emptyList) {
+    if (w.out.namespaces.length + w.seenPods === 0 && !w.emptyList) {
       throw new Shape(`no Namespace or Pod in it (only ${[...w.others].join(', ')})`);
     }
   } catch (e) {
@@ -145,6 +155,8 @@ export interface ClusterFileSourceOptions {
   pollMs?: number;
   /** quiet time after a change event before reading, ms (default 50) */
   debounceMs?: number;
+  /** the pods to keep in the snapshot (default all; see parseClusterFile) */
+  keep?: (pod: unknown) => boolean;
 }
 
 function signature(st: Stats | undefined): string {
@@ -175,7 +187,10 @@ export class ClusterFileSource extends EventEmitter {
   private readAgain = false;
   /** stat signature when the file was last read (or found missing) */
   private seenSig: string | undefined;
-  private lastGoodText: string | undefined;
+  /** a digest of the last good file's bytes: a file touched but not changed is not parsed again, and the
+   * text itself (tens of MiB at node scale) is not kept */
+  private lastGoodDigest: string | undefined;
+  private readonly keep: ((pod: unknown) => boolean) | undefined;
   private lastError: string | undefined;
   private snapshot: ClusterSnapshot | undefined;
 
@@ -186,6 +201,7 @@ export class ClusterFileSource extends EventEmitter {
     super();
     this.pollMs = opts.pollMs ?? 500;
     this.debounceMs = opts.debounceMs ?? 50;
+    this.keep = opts.keep;
   }
 
   /** The last good snapshot, if any. */
@@ -263,7 +279,7 @@ export class ClusterFileSource extends EventEmitter {
   }
 
   private async readOnce(): Promise<void> {
-    let text: string;
+    let bytes: Buffer;
     try {
       const before = await statOrUndefined(this.path);
       if (!before) {
@@ -271,7 +287,7 @@ export class ClusterFileSource extends EventEmitter {
         this.fail(new UserError(`cannot read cluster file ${this.path}: file not found`));
         return;
       }
-      text = await readFile(this.path, 'utf8');
+      bytes = await readFile(this.path);
       const after = await statOrUndefined(this.path);
       if (signature(before) !== signature(after)) {
         this.schedule(this.debounceMs); // being written right now: look again once it settles
@@ -282,20 +298,21 @@ export class ClusterFileSource extends EventEmitter {
       this.fail(new UserError(`cannot read cluster file ${this.path}: ${firstLine(e)}`));
       return;
     }
-    this.accept(text);
+    this.accept(bytes);
   }
 
-  private accept(text: string): void {
+  private accept(bytes: Buffer): void {
     if (!this.running) return;
-    if (text === this.lastGoodText && this.lastError === undefined) return; // touched, not changed
+    const digest = createHash('sha256').update(bytes).digest('base64');
+    if (digest === this.lastGoodDigest && this.lastError === undefined) return; // touched, not changed
     let snap: ClusterSnapshot;
     try {
-      snap = parseClusterFile(text, this.path);
+      snap = parseClusterFile(bytes.toString('utf8'), this.path, this.keep);
     } catch (e) {
       this.fail(e instanceof UserError ? e : new UserError(`cannot read cluster file ${this.path}: ${firstLine(e)}`));
       return;
     }
-    this.lastGoodText = text;
+    this.lastGoodDigest = digest;
     this.lastError = undefined;
     this.snapshot = snap;
     this.emit('snapshot', snap);

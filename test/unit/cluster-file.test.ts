@@ -45,6 +45,18 @@ test('the same List in JSON, and typed lists whose items have no kind', () => {
   assert.deepEqual(names(s.pods), ['p1', 'p2']);
 });
 
+test('keep: pods of another node are checked like every object but left out of the snapshot', () => {
+  const pod = (name: string, nodeName: string, status: unknown = {}) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name }, spec: { nodeName, containers: [] }, status });
+  const keep = (p: unknown): boolean => (p as { spec: { nodeName: string } }).spec.nodeName === 'n1';
+  const file = (items: unknown[]) => JSON.stringify({ apiVersion: 'v1', kind: 'List', items });
+  const s = parseClusterFile(file([pod('a', 'n1'), pod('b', 'n2'), pod('c', 'n1')]), 'c.json', keep);
+  assert.deepEqual(names(s.pods), ['a', 'c']);
+  // only other nodes' pods: a valid file with no pods here (not 'no Namespace or Pod in it')
+  assert.deepEqual(parseClusterFile(file([pod('b', 'n2')]), 'c.json', keep).pods, []);
+  // another node's pod cut short is still refused
+  assert.throws(() => parseClusterFile(file([pod('a', 'n1'), { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'b' }, spec: { nodeName: 'n2', containers: [] } }]), 'c.json', keep), /item 2 of the List: Pod default\/b has no status/);
+});
+
 test('a multi-document YAML stream; empty documents and unknown kinds ignored', () => {
   const text = `---
 apiVersion: v1

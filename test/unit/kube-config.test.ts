@@ -22,6 +22,16 @@ function tmp(t: TestContext): string {
 }
 
 /** a UserError of one line that matches `re`; returns it */
+/** oneLine for a function that rejects */
+async function oneLineRejects(f: () => Promise<unknown>, re: RegExp): Promise<void> {
+  await assert.rejects(f(), (e: unknown) => {
+    assert.ok(e instanceof UserError, `not a UserError: ${String(e)}`);
+    assert.ok(!e.message.includes('\n'), `more than one line: ${e.message}`);
+    assert.match(e.message, re);
+    return true;
+  });
+}
+
 function oneLine(f: () => unknown, re: RegExp): string {
   try {
     f();
@@ -118,16 +128,16 @@ test('sourceFromOptions: a KubeSource for --kubeconfig (checked, not contacted),
   const d = tmp(t);
   const k = join(d, 'kubeconfig');
   writeFileSync(k, GOOD('https://127.0.0.1:1'));
-  const src = sourceFromOptions({ kubeconfig: k, nodeName: 'n1' }, {});
+  const src = await sourceFromOptions({ kubeconfig: k, nodeName: 'n1' }, {});
   assert.ok(src instanceof KubeSource);
   assert.equal(src.description, `Kubernetes API https://127.0.0.1:1 (kubeconfig ${k})`);
   assert.deepEqual(src.health(), { synced: false, connected: false });
-  oneLine(() => sourceFromOptions({ kubeconfig: join(d, 'nope'), nodeName: 'n1' }, {}), /file not found/);
-  oneLine(() => sourceFromOptions({ kubeconfig: k }, {}), /needs this node's name/);
+  await oneLineRejects(() => sourceFromOptions({ kubeconfig: join(d, 'nope'), nodeName: 'n1' }, {}), /file not found/);
+  await oneLineRejects(() => sourceFromOptions({ kubeconfig: k }, {}), /needs this node's name/);
 
   const f = join(d, 'cluster.yaml');
   writeFileSync(f, 'apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Namespace\n  metadata: {name: shop}\n');
-  const file = sourceFromOptions({ clusterFile: f }, {});
+  const file = await sourceFromOptions({ clusterFile: f }, {});
   assert.ok(file instanceof ClusterFileSourceAdapter);
   assert.equal(file.description, `cluster file ${f}`);
   const got: SourceEvent[] = [];
@@ -136,6 +146,6 @@ test('sourceFromOptions: a KubeSource for --kubeconfig (checked, not contacted),
   assert.equal(got[0]?.type, 'replace');
   assert.equal(got[0]?.type === 'replace' ? got[0].namespaces.length : -1, 1);
   assert.equal(file.health().synced, true);
-  const missing = sourceFromOptions({ clusterFile: join(d, 'missing.yaml') }, {});
+  const missing = await sourceFromOptions({ clusterFile: join(d, 'missing.yaml') }, {});
   await assert.rejects(missing.start({ event: () => undefined, error: () => undefined }), (e: unknown) => e instanceof UserError && /file not found/.test(e.message));
 });

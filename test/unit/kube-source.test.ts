@@ -43,7 +43,7 @@ async function setup(t: TestContext, o: { server?: KubeApiServerOptions; tuning?
   o.seed?.(s);
   if (o.stopped) await s.stop();
   const c = new Consumer();
-  const src = sourceFromOptions({ kubeconfig, nodeName: 'n1' }, {}, { tuning: { ...FAST, ...o.tuning }, onHealth: c.onHealth });
+  const src = await sourceFromOptions({ kubeconfig, nodeName: 'n1' }, {}, { tuning: { ...FAST, ...o.tuning }, onHealth: c.onHealth });
   assert.ok(src instanceof KubeSource);
   t.after(() => src.stop());
   if (o.start !== false) await src.start(c.handlers);

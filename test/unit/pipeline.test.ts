@@ -305,6 +305,7 @@ test('pipeline: before the source\'s complete state nothing is removed; then the
   const mirror = Mirror.from(maps.actual());
   await writePod(maps, mirror, planPod(0x77n, compilePod(desired('old')), undefined, mirror.ids));
   await p.initialSync(); // no state from the source yet (an API server that is down)
+  p.adoptAll(() => undefined); // the programs are attached (the agent's order): enrolments adopt from now on
   await settle(p);
   assert.equal(maps.size('pods'), 1, 'capture already pinned stays');
   for (let i = 0; i < 250; i++) loc.netns.set(`uid-p${i}`, BigInt(0x1000 + i));
@@ -373,6 +374,23 @@ test('pipeline: a malformed annotation is a Warning Event once, not on every cha
   p.onEvent({ type: 'upsert', kind: 'Pod', object: { ...bad, status: { phase: 'Running', podIP: '10.244.0.11', qosClass: 'BestEffort' } } });
   await settle(p);
   assert.deepEqual(warned, ['a InvalidCaptureAnnotation']);
+});
+
+test('pipeline: pods enrolled before the programs are attached have their listeners adopted once, by adoptAll', async () => {
+  const { p, loc, io } = setup();
+  for (let i = 0; i < 3; i++) loc.netns.set(`uid-s${i}`, BigInt(0x2000 + i));
+  p.onEvent({ type: 'replace', namespaces: [ns('shop')], pods: [0, 1, 2].map((i) => podObj(`s${i}`, { ip: `10.244.1.${i + 1}` })) });
+  await p.initialSync(); // the agent's order: the source's state, the maps filled, then attach, then adoptAll
+  await settle(p);
+  assert.equal(io.adopted.length, 0, 'no adoption before the programs are attached');
+  p.adoptAll(() => 'cg');
+  await settle(p);
+  assert.deepEqual(io.adopted.sort(), [0x2000n, 0x2001n, 0x2002n]);
+  // a pod enrolled afterwards: at its enrolment
+  loc.netns.set('uid-s3', 0x2003n);
+  p.onEvent({ type: 'upsert', kind: 'Pod', object: podObj('s3', { ip: '10.244.1.4' }) });
+  await settle(p);
+  assert.equal(io.adopted.length, 4);
 });
 
 test('enroller: wanted() waits for the source to show the pod; enroll() resolves once its entries and links are in place', async () => {

@@ -80,7 +80,7 @@ export function agentCommand(): Command {
       const spliceBudget = o.spliceBudget === undefined ? undefined : parseSpliceBudget(o.spliceBudget);
       const podWait = cniPodWaitMs(o.cniPodWait);
       const log = makeLogger(o.logLevel);
-      const source = sourceFromOptions(o, process.env, { log });
+      const source = await sourceFromOptions(o, process.env, { log });
       const metrics = metricsFromFlag(o.metricsAddress);
       requireRoot('meshlane agent');
       const agent = new Agent({

@@ -44,7 +44,7 @@ if (argv.includes('--compare-in-cluster')) {
 }
 
 try {
-  const src = sourceFromOptions(opts, process.env, {
+  const src = await sourceFromOptions(opts, process.env, {
     tuning: { watchTimeoutSeconds: 30, staleSlackMs: 5000, requestTimeoutMs: 5000, backoffInitialMs: 20, backoffMaxMs: 250 },
     onHealth: (h) => print({ health: h }),
   });
