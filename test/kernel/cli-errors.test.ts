@@ -17,6 +17,7 @@ import * as native from '../../src/native/addon.js';
 import { BpfError } from '../../src/native/errors.js';
 import { BpfLink, BpfObject, type BpfProgram } from '../../src/native/handles.js';
 import { AttachType } from '../../src/dataplane/uapi.js';
+import { MAPS } from '../../src/dataplane/layouts.js';
 
 const UNPRIVILEGED = ['setpriv', '--reuid', '1000', '--regid', '1000', '--clear-groups'];
 const TIMEOUT_MS = 12_000;
@@ -341,7 +342,7 @@ test('a failed agent start leaves nothing pinned: it fails after every object lo
   const attachedBefore = logs.filter((l) => l.msg === 'program attached').map((l) => l.program);
   assert.deepEqual(attachedBefore.slice(0, 2), ['meshlane_connect4', 'meshlane_connect6'], `it attached programs before failing:\n${f.ctx}`);
   const removed = logs.find((l) => l.msg === 'start failed: removed what it had pinned')?.removed ?? [];
-  for (const pin of ['maps/pods_v1', 'maps/stats_v3', 'links/meshlane_connect4', 'links/meshlane_sockops']) {
+  for (const pin of ['maps/pods_v1', `maps/stats_v${MAPS.stats.version}`, 'links/meshlane_connect4', 'links/meshlane_sockops']) {
     assert.ok(removed.includes(`${BPFFS}/${pin}`), `${pin} was pinned by the failed start and removed:\n${removed.join('\n')}`);
   }
   assert.deepEqual(attachedTo(cgroup), mine, 'no program of the failed start is still attached to the cgroup');

@@ -207,7 +207,8 @@ async function spawnAgent(sb: Sandbox, name: string, dir: string, sourceArgs: st
     await waitFor(() => {
       if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${run.log()}`);
       const st = run.status();
-      return st !== undefined && st.pid === proc.pid;
+      // the first status.json precedes the attach (it proves the state dir): wait for the one after it
+      return st !== undefined && st.pid === proc.pid && st.health?.programsAttached === true;
     }, 15_000, 'the agent to publish its status');
   } catch (e) {
     // the caller never gets the run to clean up: no agent, pins or temp dir may outlive the test

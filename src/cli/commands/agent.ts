@@ -100,17 +100,14 @@ export function agentCommand(): Command {
       });
       // listening first: a port in use fails before anything is loaded, and /readyz says 503 while starting
       const server = await serveAgent(metrics, agent, log);
-      // a start that fails has stopped its source and timers and removed what it pinned; the error
-      // goes up to main(), which prints its one line and exits 2
-      await agent.start().catch(async (e: unknown) => {
-        await server?.close();
-        throw e;
-      });
-      server?.announce(log);
-      await new Promise<void>((resolve) => {
+      // SIGTERM / SIGINT from here on, also while starting: a stop during the start ends it (nothing new
+      // stays pinned) and the process exits 0, as after a start; capture already pinned stays in place
+      let stopping: Promise<void> | undefined;
+      const stopped = new Promise<void>((resolve) => {
         const stop = (sig: string): void => {
+          if (stopping) return;
           log.info({ signal: sig }, 'stopping; capture stays in place (pinned)');
-          void agent
+          stopping = agent
             .stop()
             .then(() => server?.close())
             .then(resolve);
@@ -118,5 +115,16 @@ export function agentCommand(): Command {
         process.once('SIGINT', () => stop('SIGINT'));
         process.once('SIGTERM', () => stop('SIGTERM'));
       });
+      // a start that fails has stopped its source and timers and removed what it pinned; the error
+      // goes up to main(), which prints its one line and exits 2
+      try {
+        await agent.start();
+      } catch (e) {
+        if (stopping) return stopping;
+        await server?.close();
+        throw e;
+      }
+      server?.announce(log);
+      await stopped;
     });
 }
