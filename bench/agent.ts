@@ -81,18 +81,42 @@ export class BenchAgent {
     const logFile = join(dir, 'agent.log');
     const out = createWriteStream(logFile);
     const profile = process.env.BENCH_AGENT_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_AGENT_CPU_PROF] : [];
-    const proc = spawn(process.execPath, [...profile, this.cli, 'agent', '--cluster-file', clusterFile, '--cgroup-root', world.sb.cgroupRoot, '--bpffs', BPFFS, '--state-dir', stateDir, ...this.cniArgs(dir), '--log-level', 'info', ...extra], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const proc = spawn(
+      process.execPath,
+      [
+        ...profile,
+        this.cli,
+        'agent',
+        '--cluster-file',
+        clusterFile,
+        '--cgroup-root',
+        world.sb.cgroupRoot,
+        '--bpffs',
+        BPFFS,
+        '--state-dir',
+        stateDir,
+        ...this.cniArgs(dir),
+        '--log-level',
+        'info',
+        ...extra,
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     proc.stdout?.pipe(out);
     proc.stderr?.pipe(out);
     this.run = { proc, dir };
-    await waitFor(() => {
-      if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${readFileSync(logFile, 'utf8').slice(-3000)}`);
-      const st = readStatus(stateDir);
-      if (st === undefined || st.pid !== proc.pid) return false;
-      return CAPTURED_UIDS.every((u) => st.pods.some((p) => p.ref.uid === u && p.state === 'captured'));
-    }, 20_000, 'the agent to capture pods A and B');
+    await waitFor(
+      () => {
+        if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${readFileSync(logFile, 'utf8').slice(-3000)}`);
+        const st = readStatus(stateDir);
+        if (st === undefined || st.pid !== proc.pid) return false;
+        return CAPTURED_UIDS.every((u) => st.pods.some((p) => p.ref.uid === u && p.state === 'captured'));
+      },
+      20_000,
+      'the agent to capture pods A and B',
+    );
   }
 
   /** Start the agent; one retry after a failed start (noted in the results, never hidden). */

@@ -90,7 +90,8 @@ async function main(): Promise<void> {
     throw e;
   }
   if (!existsSync(o.cli)) fail(`${o.cli} does not exist: build meshlane first (bash scripts/setup.sh)`);
-  if (o.baseCli !== undefined && !existsSync(o.baseCli)) fail(`${o.baseCli} does not exist: build the base first (bash bench/run.sh --base-commit REV builds one)`);
+  if (o.baseCli !== undefined && !existsSync(o.baseCli))
+    fail(`${o.baseCli} does not exist: build the base first (bash bench/run.sh --base-commit REV builds one)`);
   if (process.getuid?.() !== 0) fail('run as root (network namespaces, cgroups, iptables, BPF)');
   for (const tool of ['haproxy', 'wrk', 'cc']) {
     if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) fail(`${tool} is not installed (bash bench/run.sh installs it)`);

@@ -93,7 +93,11 @@ async function withCpu<T>(b: Bench, fn: () => Promise<T>): Promise<{ value: T } 
 }
 
 /** The CPU fields of a sample, in the order the samples' JSON has always had them. */
-const cpuFields = (c: CpuReport): Pick<Sample, 'agentCores' | 'machineBusy' | 'otherCores'> => ({ agentCores: c.agentCores, machineBusy: c.machineBusy, otherCores: c.otherCores });
+const cpuFields = (c: CpuReport): Pick<Sample, 'agentCores' | 'machineBusy' | 'otherCores'> => ({
+  agentCores: c.agentCores,
+  machineBusy: c.machineBusy,
+  otherCores: c.otherCores,
+});
 
 /**
  * Before each slot: wait (at most maxSecs) until the machine is quiet (others use < 0.15 cores over 1 s).
@@ -138,11 +142,20 @@ async function wrk(from: SandboxMember, url: string, conns: number, secs: number
 }
 
 /** The wrk fields of a sample. */
-const wrkFields = (w: WrkRun): Pick<Sample, 'value' | 'p50_us' | 'p99_us' | 'errors'> => ({ value: w.rps, p50_us: w.p50_us, p99_us: w.p99_us, errors: w.errors });
+const wrkFields = (w: WrkRun): Pick<Sample, 'value' | 'p50_us' | 'p99_us' | 'errors'> => ({
+  value: w.rps,
+  p50_us: w.p50_us,
+  p99_us: w.p99_us,
+  errors: w.errors,
+});
 
 /** The node's TCP memory (/proc/net/sockstat `TCP: ... mem N`, in pages: node-wide, every netns), in bytes. */
 function tcpMemBytes(): number {
-  const f = readFileSync('/proc/net/sockstat', 'utf8').split('\n').find((l) => l.startsWith('TCP:'))?.split(/\s+/) ?? [];
+  const f =
+    readFileSync('/proc/net/sockstat', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('TCP:'))
+      ?.split(/\s+/) ?? [];
   const i = f.indexOf('mem');
   return i < 0 ? 0 : Number(f[i + 1]) * PAGE;
 }
@@ -157,7 +170,12 @@ async function slowReader(world: World, from: SandboxPod, to: string): Promise<n
   let peak = base;
   const t = setInterval(() => (peak = Math.max(peak, tcpMemBytes())), 5);
   try {
-    const r = await from.exec(world.bulk, ['stall', to, String(BULK_PORT), String(SLOW_BYTES), String(SLOW_STALL_MS)], { uid: APP_UID, gid: APP_UID, container: 'app', timeoutMs: 120_000 });
+    const r = await from.exec(world.bulk, ['stall', to, String(BULK_PORT), String(SLOW_BYTES), String(SLOW_STALL_MS)], {
+      uid: APP_UID,
+      gid: APP_UID,
+      container: 'app',
+      timeoutMs: 120_000,
+    });
     if (r.code !== 0) throw new Error(`bulk stall ${to} failed (${r.code}): ${r.stderr}`);
   } finally {
     clearInterval(t);
@@ -166,7 +184,12 @@ async function slowReader(world: World, from: SandboxPod, to: string): Promise<n
 }
 
 async function bulk(world: World, from: SandboxPod, to: string, secs: number): Promise<number> {
-  const r = await from.exec(world.bulk, ['recv', to, String(BULK_PORT), String(secs)], { uid: APP_UID, gid: APP_UID, container: 'app', timeoutMs: secs * 1000 + 20_000 });
+  const r = await from.exec(world.bulk, ['recv', to, String(BULK_PORT), String(secs)], {
+    uid: APP_UID,
+    gid: APP_UID,
+    container: 'app',
+    timeoutMs: secs * 1000 + 20_000,
+  });
   if (r.code !== 0) throw new Error(`bulk recv ${to} failed (${r.code}): ${r.stderr}`);
   const j = JSON.parse(r.stdout.trim()) as { bytes: number; seconds: number };
   if (j.seconds < secs * 0.9) throw new Error(`bulk recv ${to}: stream ended after ${j.seconds}s: ${r.stderr}`);

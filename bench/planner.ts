@@ -22,7 +22,12 @@ const cidrs = (n: number): string => Array.from({ length: n }, (_, i) => `10.${(
 const pod = (n: number): unknown => ({
   apiVersion: 'v1',
   kind: 'Pod',
-  metadata: { name: 'big', namespace: 'shop', uid: 'uid-big', annotations: { 'sidecar.istio.io/status': '{"containers":["istio-proxy"]}', 'traffic.sidecar.istio.io/excludeOutboundIPRanges': cidrs(n) } },
+  metadata: {
+    name: 'big',
+    namespace: 'shop',
+    uid: 'uid-big',
+    annotations: { 'sidecar.istio.io/status': '{"containers":["istio-proxy"]}', 'traffic.sidecar.istio.io/excludeOutboundIPRanges': cidrs(n) },
+  },
   spec: { nodeName: 'n1', containers: [{ name: 'istio-proxy', securityContext: { runAsUser: 1337 } }] },
   status: { podIP: '10.244.0.10', podIPs: [{ ip: '10.244.0.10' }], qosClass: 'BestEffort' },
 });

@@ -50,7 +50,11 @@ function agentProgIds(): number[] {
 function progStats(ids: number[]): Map<number, ProgStat> {
   const out = new Map<number, ProgStat>();
   for (const id of ids) {
-    const j = JSON.parse(execFileSync('bpftool', ['prog', 'show', 'id', String(id), '-j'], { encoding: 'utf8' })) as { name: string; run_time_ns?: number; run_cnt?: number };
+    const j = JSON.parse(execFileSync('bpftool', ['prog', 'show', 'id', String(id), '-j'], { encoding: 'utf8' })) as {
+      name: string;
+      run_time_ns?: number;
+      run_cnt?: number;
+    };
     out.set(id, { name: j.name, runs: j.run_cnt ?? 0, ns: j.run_time_ns ?? 0 });
   }
   return out;
@@ -58,7 +62,12 @@ function progStats(ids: number[]): Map<number, ProgStat> {
 
 async function wrkCps(world: World, conc: number, secs: number, pair: ['A', 'B'] | ['Ai', 'Bi'] = ['A', 'B']): Promise<number> {
   const url = `http://${world.pods[pair[1]]!.ipv4}:${HTTP_PORT}/`;
-  const r = await world.pods[pair[0]]!.exec('wrk', ['-t1', `-c${conc}`, `-d${secs}s`, '-s', world.report, '-H', 'Connection: close', url], { uid: APP_UID, gid: APP_UID, container: 'app', timeoutMs: secs * 1000 + 20_000 });
+  const r = await world.pods[pair[0]]!.exec('wrk', ['-t1', `-c${conc}`, `-d${secs}s`, '-s', world.report, '-H', 'Connection: close', url], {
+    uid: APP_UID,
+    gid: APP_UID,
+    container: 'app',
+    timeoutMs: secs * 1000 + 20_000,
+  });
   const line = r.stdout.split('\n').find((l) => l.startsWith('WRKJSON '));
   if (r.code !== 0 || line === undefined) throw new Error(`wrk failed (${r.code}): ${r.stdout}${r.stderr}`);
   return (JSON.parse(line.slice(8)) as { requests: number }).requests;
@@ -73,7 +82,14 @@ interface Row {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { duration: { type: 'string' }, rounds: { type: 'string' }, conc: { type: 'string' }, meshlane: { type: 'string' }, perf: { type: 'string' }, json: { type: 'string' } },
+    options: {
+      duration: { type: 'string' },
+      rounds: { type: 'string' },
+      conc: { type: 'string' },
+      meshlane: { type: 'string' },
+      perf: { type: 'string' },
+      json: { type: 'string' },
+    },
   });
   const secs = Number(values.duration ?? 5);
   const rounds = Number(values.rounds ?? 3);

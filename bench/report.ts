@@ -6,7 +6,6 @@ import { cpus } from 'node:os';
 import type { Mode, Options } from './options.js';
 import type { Results, Sample } from './results.js';
 
-
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
@@ -69,7 +68,14 @@ function tables(o: Options, { samples, counters }: Results): string {
   rows.push({ label: `new connections/s (c=${o.cpsConc}, Connection: close)`, figure: 'cps', field: 'value', unit: 'conn/s', scale: 1, higher: true });
   rows.push({ label: `new connections p99 ms`, figure: 'cps', field: 'p99_us', unit: 'ms', scale: 1e-3, higher: false });
   rows.push({ label: 'bulk, one connection: Gbit/s', figure: 'bulk', field: 'value', unit: 'Gbit/s', scale: 8e-9, higher: true });
-  rows.push({ label: 'slow reader (512 MiB, stalls 3 s): peak node TCP memory, MiB', figure: 'slow-reader', field: 'value', unit: 'MiB', scale: 1 / MiB, higher: false });
+  rows.push({
+    label: 'slow reader (512 MiB, stalls 3 s): peak node TCP memory, MiB',
+    figure: 'slow-reader',
+    field: 'value',
+    unit: 'MiB',
+    scale: 1 / MiB,
+    higher: false,
+  });
   const modes = o.modes;
   const ratioModes = modes.filter((m) => m.startsWith('meshlane') || m === 'none');
   let md = `| figure (median of ${o.rounds} round${o.rounds > 1 ? 's' : ''}, spread) | ${modes.join(' | ')} | ${modes.includes('iptables') ? ratioModes.map((m) => `${m} / iptables`).join(' | ') : ''} |\n`;
@@ -95,8 +101,13 @@ function tables(o: Options, { samples, counters }: Results): string {
     md += `| ${label} | ${loaded} | ${withSpread(fmt(s.med, 'conn/s'), s)} | ${hookBase ? `${(s.med / hookBase).toFixed(3)}x` : '-'} |\n`;
   };
   for (const m of modes) {
-    hookRow(m, !m.startsWith('meshlane') ? 'no' : m.endsWith('-pinned') ? 'programs attached, agent stopped' : 'yes, agent running', pick(samples, m, 'hook-cps'));
-    if (m.startsWith('meshlane') && !m.endsWith('-pinned')) hookRow(`${m}, agent stopped`, 'programs attached, agent stopped', pick(samples, m, 'hook-cps-pinned'));
+    hookRow(
+      m,
+      !m.startsWith('meshlane') ? 'no' : m.endsWith('-pinned') ? 'programs attached, agent stopped' : 'yes, agent running',
+      pick(samples, m, 'hook-cps'),
+    );
+    if (m.startsWith('meshlane') && !m.endsWith('-pinned'))
+      hookRow(`${m}, agent stopped`, 'programs attached, agent stopped', pick(samples, m, 'hook-cps-pinned'));
   }
   const paired = modes.filter((m) => m.startsWith('meshlane') && pick(samples, m, 'hook-cps-unloaded').length > 0);
   if (paired.length > 0) {
@@ -156,7 +167,9 @@ export function targets(o: Options, { samples, tcpCap }: Results): string[] {
       const rps = (med(m, `ka-c${c}`) ?? NaN) / (med('iptables', `ka-c${c}`) ?? NaN);
       const p99 = (med(m, `ka-c${c}`, 'p99_us') ?? NaN) / (med('iptables', `ka-c${c}`, 'p99_us') ?? NaN);
       const want = TARGETS.rps(c);
-      out.push(`${m} keep-alive c=${c}: ${rps.toFixed(2)}x iptables req/s (target >= ${want.toFixed(2)}: ${met(rps >= want)}), p99 ${p99.toFixed(2)}x (target <= ${TARGETS.p99.toFixed(2)}: ${met(p99 <= TARGETS.p99)})`);
+      out.push(
+        `${m} keep-alive c=${c}: ${rps.toFixed(2)}x iptables req/s (target >= ${want.toFixed(2)}: ${met(rps >= want)}), p99 ${p99.toFixed(2)}x (target <= ${TARGETS.p99.toFixed(2)}: ${met(p99 <= TARGETS.p99)})`,
+      );
     }
     const cps = (med(m, 'cps') ?? NaN) / (med('iptables', 'cps') ?? NaN);
     out.push(`${m} new connections/s: ${cps.toFixed(2)}x iptables (target >= ${TARGETS.cps.toFixed(2)}: ${met(cps >= TARGETS.cps)})`);
@@ -177,8 +190,14 @@ export function targets(o: Options, { samples, tcpCap }: Results): string[] {
       const h = pr('hook-cps');
       const hp = m.endsWith('-pinned') ? h : pr('hook-cps-pinned');
       const t = TARGETS.hook.toFixed(3);
-      if (m.endsWith('-pinned')) out.push(`${m} non-captured pod (paired): ${hp.toFixed(3)}x of no meshlane, programs attached, agent stopped (target >= ${t}: ${met(hp >= TARGETS.hook)})`);
-      else out.push(`${m} non-captured pod (paired): ${h.toFixed(3)}x of no meshlane with the agent running, ${hp.toFixed(3)}x with only the programs attached (target >= ${t}: ${met(h >= TARGETS.hook)} / ${met(hp >= TARGETS.hook)})`);
+      if (m.endsWith('-pinned'))
+        out.push(
+          `${m} non-captured pod (paired): ${hp.toFixed(3)}x of no meshlane, programs attached, agent stopped (target >= ${t}: ${met(hp >= TARGETS.hook)})`,
+        );
+      else
+        out.push(
+          `${m} non-captured pod (paired): ${h.toFixed(3)}x of no meshlane with the agent running, ${hp.toFixed(3)}x with only the programs attached (target >= ${t}: ${met(h >= TARGETS.hook)} / ${met(hp >= TARGETS.hook)})`,
+        );
     }
   }
   return out;

@@ -68,7 +68,8 @@ function parse(argv: string[]): Opts {
 const UIDS: string[] = [];
 const uidOf = (i: number): string => UIDS[i] ?? `5ca1e000-0000-4000-8000-${String(i).padStart(12, '0')}`;
 const onNode = (o: Opts, i: number): boolean => i % Math.floor(o.pods / o.onNode) === 0 && i / Math.floor(o.pods / o.onNode) < o.onNode;
-const ipOf = (o: Opts, i: number): string => (onNode(o, i) ? `10.244.0.${2 + i / Math.floor(o.pods / o.onNode)}` : `10.${100 + ((i >> 16) & 127)}.${(i >> 8) & 255}.${i & 255}`);
+const ipOf = (o: Opts, i: number): string =>
+  onNode(o, i) ? `10.244.0.${2 + i / Math.floor(o.pods / o.onNode)}` : `10.${100 + ((i >> 16) & 127)}.${(i >> 8) & 255}.${i & 255}`;
 
 /** A pod as the API server serves it (the fields a real injected pod has, without managedFields). */
 function podOf(o: Opts, i: number, annotations: Record<string, string> = {}): KubeObject {
@@ -83,21 +84,47 @@ function podOf(o: Opts, i: number, annotations: Record<string, string> = {}): Ku
       uid: uidOf(i),
       resourceVersion: String(1000 + i),
       creationTimestamp: '2026-12-01T10:00:00Z',
-      labels: { app: `app-${i % 50}`, 'pod-template-hash': '7d9f8c6b5', 'security.istio.io/tlsMode': 'istio', 'service.istio.io/canonical-name': `app-${i % 50}` },
+      labels: {
+        app: `app-${i % 50}`,
+        'pod-template-hash': '7d9f8c6b5',
+        'security.istio.io/tlsMode': 'istio',
+        'service.istio.io/canonical-name': `app-${i % 50}`,
+      },
       annotations: {
-        'sidecar.istio.io/status': '{"initContainers":["istio-init"],"containers":["istio-proxy"],"volumes":["workload-socket","credential-socket","workload-certs","istio-envoy","istio-data","istio-podinfo","istio-token","istiod-ca-cert"],"imagePullSecrets":null,"revision":"default"}',
+        'sidecar.istio.io/status':
+          '{"initContainers":["istio-init"],"containers":["istio-proxy"],"volumes":["workload-socket","credential-socket","workload-certs","istio-envoy","istio-data","istio-podinfo","istio-token","istiod-ca-cert"],"imagePullSecrets":null,"revision":"default"}',
         'kubectl.kubernetes.io/default-container': 'app',
         'prometheus.io/port': '15020',
         ...annotations,
       },
-      ownerReferences: [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name: `app-${i}-7d9f8c6b5`, uid: 'aaaaaaaa-0000-4000-8000-000000000000', controller: true, blockOwnerDeletion: true }],
+      ownerReferences: [
+        {
+          apiVersion: 'apps/v1',
+          kind: 'ReplicaSet',
+          name: `app-${i}-7d9f8c6b5`,
+          uid: 'aaaaaaaa-0000-4000-8000-000000000000',
+          controller: true,
+          blockOwnerDeletion: true,
+        },
+      ],
     },
     spec: {
       nodeName: onNode(o, i) ? NODE : `node-${i % 40}`,
       serviceAccountName: 'default',
       containers: [
-        { name: 'app', image: 'registry.example/app:1.2.3', ports: [{ containerPort: 8080, protocol: 'TCP' }], resources: { requests: { cpu: '100m', memory: '128Mi' } } },
-        { name: 'istio-proxy', image: 'docker.io/istio/proxyv2:1.22.0', args: ['proxy', 'sidecar', '--domain', '$(POD_NAMESPACE).svc.cluster.local'], ports: [{ containerPort: 15090, name: 'http-envoy-prom', protocol: 'TCP' }], securityContext: { runAsUser: 1337, runAsGroup: 1337 } },
+        {
+          name: 'app',
+          image: 'registry.example/app:1.2.3',
+          ports: [{ containerPort: 8080, protocol: 'TCP' }],
+          resources: { requests: { cpu: '100m', memory: '128Mi' } },
+        },
+        {
+          name: 'istio-proxy',
+          image: 'docker.io/istio/proxyv2:1.22.0',
+          args: ['proxy', 'sidecar', '--domain', '$(POD_NAMESPACE).svc.cluster.local'],
+          ports: [{ containerPort: 15090, name: 'http-envoy-prom', protocol: 'TCP' }],
+          securityContext: { runAsUser: 1337, runAsGroup: 1337 },
+        },
       ],
     },
     status: {
@@ -116,7 +143,11 @@ function podOf(o: Opts, i: number, annotations: Record<string, string> = {}): Ku
   };
 }
 
-const nsOf = (i: number): KubeObject => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: `ns-${i}`, labels: { 'istio-injection': 'enabled', 'kubernetes.io/metadata.name': `ns-${i}` } } });
+const nsOf = (i: number): KubeObject => ({
+  apiVersion: 'v1',
+  kind: 'Namespace',
+  metadata: { name: `ns-${i}`, labels: { 'istio-injection': 'enabled', 'kubernetes.io/metadata.name': `ns-${i}` } },
+});
 
 const pct = (xs: number[], p: number): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -178,7 +209,10 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
     let fileMiB: number | undefined;
     if (source === 'file') {
       const file = join(dir, 'cluster.json');
-      const chunks = [...Array.from({ length: o.namespaces }, (_, i) => JSON.stringify(nsOf(i))), ...Array.from({ length: o.pods }, (_, i) => JSON.stringify(podOf(o, i)))];
+      const chunks = [
+        ...Array.from({ length: o.namespaces }, (_, i) => JSON.stringify(nsOf(i))),
+        ...Array.from({ length: o.pods }, (_, i) => JSON.stringify(podOf(o, i))),
+      ];
       const write = (): void => {
         const text = `{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":""},"items":[${chunks.join(',')}]}`;
         fileMiB = text.length / 1048576;
@@ -206,7 +240,11 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
     const t0 = performance.now();
     // (not node --cpu-prof: its SIGPROF every millisecond interrupts the verifier, and the agent's start fails
     // with 'the verifier refused program meshlane_connect4'; use perf record -e cpu-clock -p <pid> instead)
-    proc = spawn(process.execPath, [CLI, 'agent', ...args, '--node-name', NODE, '--cgroup-root', cgroupRoot, '--bpffs', BPFFS, '--state-dir', join(dir, 'state'), '--log-level', 'debug'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    proc = spawn(
+      process.execPath,
+      [CLI, 'agent', ...args, '--node-name', NODE, '--cgroup-root', cgroupRoot, '--bpffs', BPFFS, '--state-dir', join(dir, 'state'), '--log-level', 'debug'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     proc.stdout!.pipe(out);
     proc.stderr!.pipe(out);
     const pid = proc.pid!;
@@ -223,7 +261,16 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
     }
     const startToAllMs = performance.now() - t0;
     await sleep(500);
-    const lines = readFileSync(logFile, 'utf8').split('\n').filter(Boolean).map((l) => { try { return JSON.parse(l) as { msg?: string; time?: number }; } catch { return {}; } });
+    const lines = readFileSync(logFile, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => {
+        try {
+          return JSON.parse(l) as { msg?: string; time?: number };
+        } catch {
+          return {};
+        }
+      });
     const got = lines.find((l) => l.msg === 'source: complete state')?.time;
     const applied = lines.find((l) => l.msg === 'first complete state applied')?.time;
     const stateToAppliedMs = got !== undefined && applied !== undefined ? applied - got : undefined;
@@ -240,7 +287,9 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
     // /proc/<pid>/net/tcp{,6} (a walk of the node's TCP table each), one pod per turn of the event loop
     let adoptMs: number | undefined;
     for (let k = 0; k < 600 && adoptMs === undefined; k++) {
-      const done = readFileSync(logFile, 'utf8').split('\n').find((l) => l.includes('"listener adoption done"'));
+      const done = readFileSync(logFile, 'utf8')
+        .split('\n')
+        .find((l) => l.includes('"listener adoption done"'));
       if (done) adoptMs = (JSON.parse(done) as { ms?: number }).ms;
       else await sleep(100);
     }
@@ -364,7 +413,11 @@ async function main(): Promise<void> {
     const nodeIdx: number[] = [];
     for (let i = 0; i < o.pods; i++) if (onNode(o, i)) nodeIdx.push(i);
     for (let k = 0; k < nodeIdx.length; k += 10) {
-      await Promise.all(nodeIdx.slice(k, k + 10).map((i) => sb.addPod({ namespace: `ns-${i % o.namespaces}`, name: `app-${i}-7d9f8c6b5-x2k4p`, uid: uidOf(i), ipv4: ipOf(o, i) })));
+      await Promise.all(
+        nodeIdx
+          .slice(k, k + 10)
+          .map((i) => sb.addPod({ namespace: `ns-${i % o.namespaces}`, name: `app-${i}-7d9f8c6b5-x2k4p`, uid: uidOf(i), ipv4: ipOf(o, i) })),
+      );
     }
     log(`${nodeIdx.length} sandbox pods up`);
     for (const s of o.sources) results.push(await runSource(o, s, sb.cgroupRoot, nodeIdx));

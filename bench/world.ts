@@ -81,7 +81,10 @@ ${rest}`;
 function sidecarConfig(sock: string): string {
   // One thread, like a sidecar on a small node; tcp mode: forward to SO_ORIGINAL_DST (`0.0.0.0:0`),
   // inbound from 127.0.0.6 like Envoy's InboundPassthroughCluster.
-  return haproxyConfig(sock, 'tcp', `frontend outbound
+  return haproxyConfig(
+    sock,
+    'tcp',
+    `frontend outbound
   bind :15001
   default_backend orig_out
 backend orig_out
@@ -91,15 +94,20 @@ frontend inbound
   default_backend orig_in
 backend orig_in
   server s 0.0.0.0:0 source 127.0.0.6
-`);
+`,
+  );
 }
 
 function appConfig(sock: string): string {
-  return haproxyConfig(sock, 'http', `  timeout http-keep-alive 120s
+  return haproxyConfig(
+    sock,
+    'http',
+    `  timeout http-keep-alive 120s
 frontend app
   bind :${HTTP_PORT}
   http-request return status 200 content-type text/plain string ok
-`);
+`,
+  );
 }
 
 /** `show stat` on an HAProxy admin socket: stot (cumulative sessions) per "proxy/server". */
@@ -141,7 +149,14 @@ export async function sidecarSessions(world: World, key: string, frontend: 'outb
 }
 
 /** Start an HAProxy and wait until it answers on its admin socket; returns the socket's path. */
-async function startHaproxy(member: SandboxMember, dir: string, name: string, config: (sock: string) => string, uid: number, container: string): Promise<string> {
+async function startHaproxy(
+  member: SandboxMember,
+  dir: string,
+  name: string,
+  config: (sock: string) => string,
+  uid: number,
+  container: string,
+): Promise<string> {
   const sock = join(dir, `${name}.sock`);
   const cfg = join(dir, `${name}.cfg`);
   writeFileSync(cfg, config(sock), { mode: 0o644 });
@@ -149,10 +164,14 @@ async function startHaproxy(member: SandboxMember, dir: string, name: string, co
   let err = '';
   proc.stderr?.setEncoding('utf8').on('data', (d: string) => (err = (err + d).slice(-2000)));
   const what = `haproxy ${name}`;
-  await waitFor(() => {
-    if (proc.exitCode !== null) throw new Error(`${what} exited ${proc.exitCode}: ${err}`);
-    return existsSync(sock);
-  }, 10_000, `${what} to start`);
+  await waitFor(
+    () => {
+      if (proc.exitCode !== null) throw new Error(`${what} exited ${proc.exitCode}: ${err}`);
+      return existsSync(sock);
+    },
+    10_000,
+    `${what} to start`,
+  );
   await haproxyStot(sock); // answers: config loaded, listeners bound
   return sock;
 }
@@ -198,7 +217,11 @@ export async function buildWorld(adopt: (site: Site) => void): Promise<World> {
   for (const k of ['A', 'B', 'Ai', 'Bi']) {
     sidecars[k] = await startHaproxy(pods[k]!, dir, `sidecar-${k}`, sidecarConfig, PROXY_UID, 'istio-proxy');
   }
-  const servers: Array<[string, SandboxMember]> = [['B', pods.B!], ['Bi', pods.Bi!], ['srv', srv]];
+  const servers: Array<[string, SandboxMember]> = [
+    ['B', pods.B!],
+    ['Bi', pods.Bi!],
+    ['srv', srv],
+  ];
   for (const [k, m] of servers) {
     await startHaproxy(m, dir, `app-${k}`, appConfig, APP_UID, 'app');
     if (k !== 'srv') {
@@ -222,10 +245,7 @@ export function removeSite(site: Site): void {
 
 /** The cluster file's objects: the labelled namespace `bench` with A and B, the unlabelled `plain` with C. */
 export function clusterItems(): object[] {
-  const items: object[] = [
-    namespaceObject('bench', { 'istio-injection': 'enabled' }),
-    namespaceObject('plain', {}),
-  ];
+  const items: object[] = [namespaceObject('bench', { 'istio-injection': 'enabled' }), namespaceObject('plain', {})];
   for (const d of POD_DEFS) {
     if (d.key !== 'A' && d.key !== 'B' && d.key !== 'C') continue;
     items.push(podObject({ namespace: d.namespace, name: d.name, uid: d.uid, ipv4: d.ipv4, ipv6: d.ipv6 }));

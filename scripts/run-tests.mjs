@@ -82,7 +82,8 @@ try {
   }
   if (skipped.length) {
     console.error(`\nrun-tests: ${skipped.length} test(s) skipped or todo; on these machines every feature is present, so this run FAILS:`);
-    for (const s of skipped) console.error(`  ${s.kind}  ${s.file.startsWith(root) ? s.file.slice(root.length + 1) : s.file}: ${s.name}${s.reason ? ` (${s.reason})` : ''}`);
+    for (const s of skipped)
+      console.error(`  ${s.kind}  ${s.file.startsWith(root) ? s.file.slice(root.length + 1) : s.file}: ${s.name}${s.reason ? ` (${s.reason})` : ''}`);
     if (status === 0) status = 1;
   }
 } finally {

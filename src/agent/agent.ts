@@ -145,7 +145,15 @@ export class Agent {
       ...(this.opts.metrics ? { observer: this.opts.metrics.pipeline } : {}),
     });
     this.pipeline = pipeline;
-    this.opts.metrics?.bind(agentProbe({ dataplane: () => this.dataplane, pipeline: () => this.pipeline, source: this.source, sourceStarted: () => this.sourceStarted, ready: () => this.health().ready }));
+    this.opts.metrics?.bind(
+      agentProbe({
+        dataplane: () => this.dataplane,
+        pipeline: () => this.pipeline,
+        source: this.source,
+        sourceStarted: () => this.sourceStarted,
+        ready: () => this.health().ready,
+      }),
+    );
     pipeline.onChange = () => this.schedulePublish();
     try {
       await this.source.start({
@@ -257,7 +265,19 @@ export class Agent {
     });
     // a kernel that cannot bound the splice backlog is worth a warning: splicing is the default
     const level = this.splice && !this.splice.load ? 'warn' : 'info';
-    log[level]({ attached, carried: done.carried.length ? done.carried : undefined, pinnedMaps: done.pinned.length ? done.pinned : undefined, removedPins: done.removed, cgroupRoot, bpffs, splice: this.splice?.on ?? false, spliceBudget: this.splice?.budget }, `capture active; splicing ${this.splice?.reason ?? 'off'}`);
+    log[level](
+      {
+        attached,
+        carried: done.carried.length ? done.carried : undefined,
+        pinnedMaps: done.pinned.length ? done.pinned : undefined,
+        removedPins: done.removed,
+        cgroupRoot,
+        bpffs,
+        splice: this.splice?.on ?? false,
+        spliceBudget: this.splice?.budget,
+      },
+      `capture active; splicing ${this.splice?.reason ?? 'off'}`,
+    );
     pipeline.startTimers();
     this.handoverTimer = setInterval(() => this.readHandover(), READ_EVERY_MS);
     this.publish(true);
@@ -288,7 +308,14 @@ export class Agent {
   health(): AgentHealth {
     const src: SourceHealth = this.sourceStarted ? this.source.health() : { synced: false, connected: false };
     const p = this.pipeline?.health() ?? { firstSync: false, fullMaps: [] };
-    return agentHealth({ programsAttached: this.attached, pinsAdopted: this.pinsAdopted, firstSync: p.firstSync, source: src, fullMaps: p.fullMaps, extra: this.readiness.reasons() });
+    return agentHealth({
+      programsAttached: this.attached,
+      pinsAdopted: this.pinsAdopted,
+      firstSync: p.firstSync,
+      source: src,
+      fullMaps: p.fullMaps,
+      extra: this.readiness.reasons(),
+    });
   }
 
   /** Liveness: the agent has not stopped (the process answering at all is the rest of it). */

@@ -31,7 +31,9 @@ export async function serveCni(o: { socketPath: string; log: Logger; podWaitMs?:
   } catch (e) {
     if (e instanceof UserError) throw e;
     // e.g. its directory cannot be made (a read-only /var/run): still one line with the fix
-    throw new UserError(`cannot serve the CNI socket ${o.socketPath}: ${(e as Error).message}: pass a --cni-socket in a directory root can write to`, { cause: e });
+    throw new UserError(`cannot serve the CNI socket ${o.socketPath}: ${(e as Error).message}: pass a --cni-socket in a directory root can write to`, {
+      cause: e,
+    });
   }
   return { ready, close: () => server.close() };
 }

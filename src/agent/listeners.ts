@@ -20,7 +20,10 @@ interface Listening {
 /** LISTEN sockets on `ports` in the netns of `pid`, from /proc/<pid>/net/tcp and tcp6. */
 export function listeningSockets(pid: number, ports: number[]): Listening[] {
   const out: Listening[] = [];
-  for (const [file, family] of [['tcp', AF_INET], ['tcp6', AF_INET6]] as const) {
+  for (const [file, family] of [
+    ['tcp', AF_INET],
+    ['tcp6', AF_INET6],
+  ] as const) {
     let text = '';
     try {
       text = readFileSync(`/proc/${pid}/net/${file}`, 'utf8');
@@ -69,8 +72,7 @@ export function adoptListeners(map: MapsView['listeners'], cookie: bigint, pids:
   const adopted: Listening[] = [];
   // Reading /proc/<pid>/net/tcp walks every TCP socket of the node: only when a port has no
   // registered listener of either family (the normal case is a registered one, from sockops).
-  const registered = (port: number): boolean =>
-    [AF_INET, AF_INET6].some((family) => map.get({ netns_cookie: cookie, port, family, pad: 0 }) !== null);
+  const registered = (port: number): boolean => [AF_INET, AF_INET6].some((family) => map.get({ netns_cookie: cookie, port, family, pad: 0 }) !== null);
   const missing = ports.filter((p) => !registered(p));
   if (missing.length === 0) return [];
   for (const l of listeningSockets(first, missing)) {

@@ -500,7 +500,10 @@ export class Pipeline implements Enroller {
   private finishFlush(): void {
     if (this.synced && this.inflight.size === 0 && this.dirty.size === 0 && !this.firstSyncDone) {
       this.firstSyncDone = true;
-      this.o.log.debug({ pods: this.pods.size, captured: [...this.pods.values()].filter((p) => p.status?.state === 'captured').length }, 'first complete state applied');
+      this.o.log.debug(
+        { pods: this.pods.size, captured: [...this.pods.values()].filter((p) => p.status?.state === 'captured').length },
+        'first complete state applied',
+      );
     }
     this.wake();
     this.onChange?.();
@@ -643,7 +646,10 @@ export class Pipeline implements Enroller {
     const r = await writePod(this.o.io.writer, this.mirror, plan, this.writeOpts);
     this.writes += r.writes;
     if (!r.ok) {
-      const msg = r.error instanceof MapFullError ? `not enrolled with these settings: ${r.error.message}; the pod keeps ${held ? 'its last good entries' : 'no entries (not captured)'}` : `writing the maps failed: ${r.error?.message}`;
+      const msg =
+        r.error instanceof MapFullError
+          ? `not enrolled with these settings: ${r.error.message}; the pod keeps ${held ? 'its last good entries' : 'no entries (not captured)'}`
+          : `writing the maps failed: ${r.error?.message}`;
       s.writeError = r.error instanceof MapFullError ? r.error.map : msg;
       status.errors.push(msg);
       if (r.error instanceof MapFullError) {
@@ -691,7 +697,18 @@ export class Pipeline implements Enroller {
     // them now too would walk the node's TCP table twice per pod at start
     if (adopt && this.adoptAllDone) this.adopt(s, loc.cgroup, st.inboundPort);
     if (r.writes > 0) this.o.log.info({ pod: name, writes: r.writes, podId: plan.id }, 'maps updated');
-    this.o.log.debug({ pod: name, ms: { locate: round(tLocate), compileAndWrite: round(tWrite), netnsLinks: round(tLinks), adopt: round(performance.now() - t0 - tLocate - tWrite - tLinks) } }, 'pod handled');
+    this.o.log.debug(
+      {
+        pod: name,
+        ms: {
+          locate: round(tLocate),
+          compileAndWrite: round(tWrite),
+          netnsLinks: round(tLinks),
+          adopt: round(performance.now() - t0 - tLocate - tWrite - tLinks),
+        },
+      },
+      'pod handled',
+    );
     if (first) this.o.hooks?.enrolled?.({ ref: pod.ref, cookie: loc.netnsCookie, podId: plan.id!, nsPath: loc.nsPath });
     done();
   }
@@ -763,7 +780,8 @@ export class Pipeline implements Enroller {
     this.o.log.info({ pod: `${s.ref.namespace}/${s.ref.name}`, writes: r.writes }, 'pod released from the maps');
     this.o.hooks?.released?.(s.ref, e.cookie);
     // a pod waiting for this netns may take it now, and room in the maps may let a pod in that did not fit
-    for (const [k, p] of this.pods) if (k !== s.key && (p.writeError !== undefined || p.status?.reason === 'another pod already claims the same network namespace')) this.dirty.add(k);
+    for (const [k, p] of this.pods)
+      if (k !== s.key && (p.writeError !== undefined || p.status?.reason === 'another pod already claims the same network namespace')) this.dirty.add(k);
   }
 
   private writeIndexFor(touched: Set<string>): void {
@@ -1001,7 +1019,6 @@ export class Pipeline implements Enroller {
   }
 }
 
-
 const round = (ms: number): number => Math.round(ms * 100) / 100;
 
 /** What of a pod's runtime facts its entries depend on: its DNS servers, the ifindexes of its named interfaces. */
@@ -1024,4 +1041,3 @@ function weight(raw: unknown): number {
   for (const v of Object.values(a)) if (typeof v === 'string') n += v.length;
   return n;
 }
-

@@ -193,7 +193,15 @@ export class Mirror {
   readonly byIp6 = new Map<string, bigint>();
   readonly ids = new IdAllocator();
   /** entries per map, as far as this mirror knows (capacity checks before writing) */
-  readonly counts: Record<SetMap | 'pods' | 'pod_info', number> = { pods: 0, pod_info: 0, pod_ports: 0, pod_cidrs4: 0, pod_cidrs6: 0, pod_dns: 0, pod_ifaces: 0 };
+  readonly counts: Record<SetMap | 'pods' | 'pod_info', number> = {
+    pods: 0,
+    pod_info: 0,
+    pod_ports: 0,
+    pod_cidrs4: 0,
+    pod_cidrs6: 0,
+    pod_dns: 0,
+    pod_ifaces: 0,
+  };
 
   static from(actual: Actual): Mirror {
     const m = new Mirror();
@@ -256,7 +264,8 @@ export function heldMatches(h: HeldPod, e: PodEntries): boolean {
 }
 
 function deleteOps(id: number, sets: HeldSets, info: Info | undefined): Op[] {
-  const one = <M extends SetMap>(m: M): Array<SetOp<M>> => [...(sets[m] as Map<string, KeyOf<M>>).values()].map((key) => ({ map: m, op: 'delete', key }) as SetOp<M>);
+  const one = <M extends SetMap>(m: M): Array<SetOp<M>> =>
+    [...(sets[m] as Map<string, KeyOf<M>>).values()].map((key) => ({ map: m, op: 'delete', key }) as SetOp<M>);
   const out: Op[] = SET_MAPS.flatMap(one);
   if (info !== undefined) out.push({ map: 'pod_info', op: 'delete', key: id });
   return out;
@@ -270,7 +279,14 @@ function deleteOps(id: number, sets: HeldSets, info: Info | undefined): Op[] {
 export function planPod(cookie: bigint, want: PodEntries | undefined, held: HeldPod | undefined, ids: IdAllocator): PodPlan {
   if (want === undefined) {
     if (!held) return { cookie, id: undefined, fresh: undefined, sets: [], flip: undefined, cleanup: [] };
-    return { cookie, id: undefined, fresh: undefined, sets: [], flip: { map: 'pods', op: 'delete', key: cookie }, cleanup: deleteOps(held.config.pod_id, held.sets, held.info) };
+    return {
+      cookie,
+      id: undefined,
+      fresh: undefined,
+      sets: [],
+      flip: { map: 'pods', op: 'delete', key: cookie },
+      cleanup: deleteOps(held.config.pod_id, held.sets, held.info),
+    };
   }
   if (held && heldMatches(held, want)) return { cookie, id: held.config.pod_id, fresh: undefined, sets: [], flip: undefined, cleanup: [] };
   const id = ids.allocate();

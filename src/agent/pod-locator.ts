@@ -118,7 +118,10 @@ export function oldestFirst(a: ProcId, b: ProcId): number {
 
 /** uid -> netns cookie as the pins hold them (pods: cookie -> pod id; pod_info: pod id -> uid). A uid that
  * two cookies claim is left out: the authority decides alone. */
-export function pinnedNetns(pods: ReadonlyArray<readonly [bigint, { pod_id: number }]>, info: ReadonlyArray<readonly [number, { uid: string }]>): Map<string, bigint> {
+export function pinnedNetns(
+  pods: ReadonlyArray<readonly [bigint, { pod_id: number }]>,
+  info: ReadonlyArray<readonly [number, { uid: string }]>,
+): Map<string, bigint> {
   const uidOf = new Map(info.map(([id, i]) => [id, i.uid]));
   const out = new Map<string, bigint>();
   const twice = new Set<string>();
@@ -264,7 +267,11 @@ export class PodLocator {
       // (the oldest: most likely the longest to stay). Inode numbers are reused, so the cookie must match too.
       const w = procs.find((p) => p.ino === b.ino && cookieOf(p) === b.cookie);
       if (w) {
-        if (b.witness) this.log?.info({ pod, netns: b.ino.toString(), was: b.witness.pid, now: w.pid }, 'the process holding the pod netns is gone or left it; another process of the pod holds it');
+        if (b.witness)
+          this.log?.info(
+            { pod, netns: b.ino.toString(), was: b.witness.pid, now: w.pid },
+            'the process holding the pod netns is gone or left it; another process of the pod holds it',
+          );
         b.witness = { pid: w.pid, start: w.start };
         b.cgroup = dir;
         return located(b, dir);
@@ -275,7 +282,10 @@ export class PodLocator {
         return located(b, dir);
       }
       this.bindings.delete(uid);
-      this.log?.info({ pod, netns: b.ino.toString(), how: b.how }, 'no process of the pod is in its netns any more (its sandbox is gone): asking the sandbox process again');
+      this.log?.info(
+        { pod, netns: b.ino.toString(), how: b.how },
+        'no process of the pod is in its netns any more (its sandbox is gone): asking the sandbox process again',
+      );
     }
     return this.fromSandbox(uid, pod, dir, procs);
   }
@@ -283,7 +293,8 @@ export class PodLocator {
   private fromSandbox(uid: string, pod: string, dir: string, procs: Proc[]): Location {
     const sandbox = procs[0];
     if (!sandbox) return { found: false, reason: `no process in ${dir} yet`, waiting: true };
-    if (sandbox.ino === this.hostIno) return { found: false, reason: `the pod shares the node network namespace (its sandbox process ${sandbox.pid} is in it)` };
+    if (sandbox.ino === this.hostIno)
+      return { found: false, reason: `the pod shares the node network namespace (its sandbox process ${sandbox.pid} is in it)` };
     const cookie = cookieOf(sandbox);
     if (cookie === undefined) return { found: false, reason: `the sandbox process ${sandbox.pid} of the pod exited while it was looked at` };
     if (this.retired.get(uid)?.has(cookie)) return { found: false, reason: `the pod's network namespace was torn down (CNI DEL); waiting for its new sandbox` };
@@ -291,9 +302,19 @@ export class PodLocator {
     const pinned = this.restored.get(uid);
     this.restored.delete(uid);
     if (pinned !== undefined && pinned !== cookie) {
-      this.log?.warn({ pod, pinnedCookie: pinned.toString(), sandboxPid: sandbox.pid, netns: sandbox.ino.toString(), cookie: cookie.toString() }, 'the pinned netns of the pod is not the netns of its sandbox process: following the sandbox process');
+      this.log?.warn(
+        { pod, pinnedCookie: pinned.toString(), sandboxPid: sandbox.pid, netns: sandbox.ino.toString(), cookie: cookie.toString() },
+        'the pinned netns of the pod is not the netns of its sandbox process: following the sandbox process',
+      );
     }
-    const b: Binding = { ino: sandbox.ino, cookie, how: pinned === cookie ? 'pins' : 'sandbox', cgroup: dir, foundPid: sandbox.pid, witness: { pid: sandbox.pid, start: sandbox.start } };
+    const b: Binding = {
+      ino: sandbox.ino,
+      cookie,
+      how: pinned === cookie ? 'pins' : 'sandbox',
+      cgroup: dir,
+      foundPid: sandbox.pid,
+      witness: { pid: sandbox.pid, start: sandbox.start },
+    };
     this.bindings.set(uid, b);
     this.log?.info({ pod, netns: b.ino.toString(), cookie: cookie.toString(), how: b.how, sandboxPid: sandbox.pid }, 'pod network namespace bound');
     return located(b, dir);

@@ -14,7 +14,21 @@
 import type { MapsView } from '../dataplane/dataplane.js';
 import { MAPS } from '../dataplane/layouts.js';
 import type { KeyOf, TypedMap } from '../dataplane/typed-map.js';
-import { canonKey, planGrowth, SET_MAPS, type Actual, type HeldPod, type HeldSets, type Mirror, type Op, type PodPlan, type SetMap, type SetOp, type ValueMap, type ValueOp } from './plan.js';
+import {
+  canonKey,
+  planGrowth,
+  SET_MAPS,
+  type Actual,
+  type HeldPod,
+  type HeldSets,
+  type Mirror,
+  type Op,
+  type PodPlan,
+  type SetMap,
+  type SetOp,
+  type ValueMap,
+  type ValueOp,
+} from './plan.js';
 
 const keysOf = <K, V>(m: TypedMap<K, V>): K[] => m.entries().map(([k]) => k);
 
@@ -215,7 +229,8 @@ export function writeIndex(w: MapWriter, mirror: Mirror, ops: Op[]): number {
 export function collectGarbage(w: MapWriter, mirror: Mirror): number {
   let n = 0;
   for (const [id, g] of [...mirror.garbage]) {
-    const one = <M extends SetMap>(m: M): Array<SetOp<M>> => [...(g.sets[m] as Map<string, KeyOf<M>>).values()].map((key) => ({ map: m, op: 'delete', key }) as SetOp<M>);
+    const one = <M extends SetMap>(m: M): Array<SetOp<M>> =>
+      [...(g.sets[m] as Map<string, KeyOf<M>>).values()].map((key) => ({ map: m, op: 'delete', key }) as SetOp<M>);
     const ops: SetOp[] = SET_MAPS.flatMap(one);
     for (const op of ops) {
       try {

@@ -7,7 +7,20 @@
 // annotation errors), never a credential, so `meshlane status` works for any user on the node. The
 // temporary file is created exclusively (O_EXCL) without following symlinks (O_NOFOLLOW), so a file or
 // link planted in the state dir can neither be truncated nor redirect the write.
-import { chmodSync, closeSync, fchmodSync, fsyncSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, constants as fsc, unlinkSync, writeSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  fchmodSync,
+  fsyncSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  constants as fsc,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import type { CaptureSettings, PodRef } from '../model/types.js';
@@ -102,7 +115,8 @@ export function prepareStateDir(stateDir: string): string {
   if (!st.isDirectory()) throw new UserError(`--state-dir ${stateDir} is not a directory: ${fix}`);
   const uid = process.getuid?.() ?? 0;
   if (st.uid !== uid) throw new UserError(`--state-dir ${stateDir} is owned by uid ${st.uid}, not by uid ${uid}: ${fix}`);
-  if (st.mode & GROUP_OTHER_WRITE) throw new UserError(`--state-dir ${stateDir} is writable by group or others (mode ${(st.mode & 0o7777).toString(8)}): ${fix}`);
+  if (st.mode & GROUP_OTHER_WRITE)
+    throw new UserError(`--state-dir ${stateDir} is writable by group or others (mode ${(st.mode & 0o7777).toString(8)}): ${fix}`);
   // whoever may rename entries of the parent can swap the directory for their own
   const parent = lstatSync(dirname(dir));
   if (parent.uid !== uid && parent.uid !== 0) throw new UserError(`the parent of --state-dir ${stateDir} is owned by uid ${parent.uid}: ${fix}`);
@@ -156,7 +170,8 @@ export class StatusWriter {
     } catch (e) {
       this.failures++;
       const msg = (e as Error).message;
-      if (msg !== this.lastError) this.log.error({ err: msg, failures: this.failures, stateDir: this.stateDir }, 'writing status.json failed; capture is unaffected, retrying');
+      if (msg !== this.lastError)
+        this.log.error({ err: msg, failures: this.failures, stateDir: this.stateDir }, 'writing status.json failed; capture is unaffected, retrying');
       this.lastError = msg;
       return false;
     }

@@ -4,10 +4,8 @@ import { DEFAULT_BPFFS } from '../util/paths.js';
 import { DEFAULT_STATE_DIR } from '../agent/status.js';
 import { UserError } from '../util/errors.js';
 
-export const bpffsOption = (): Option =>
-  new Option('--bpffs <dir>', 'bpffs directory for meshlane\'s pinned maps and links').default(DEFAULT_BPFFS);
-export const stateDirOption = (): Option =>
-  new Option('--state-dir <dir>', 'where the agent publishes status.json').default(DEFAULT_STATE_DIR);
+export const bpffsOption = (): Option => new Option('--bpffs <dir>', "bpffs directory for meshlane's pinned maps and links").default(DEFAULT_BPFFS);
+export const stateDirOption = (): Option => new Option('--state-dir <dir>', 'where the agent publishes status.json').default(DEFAULT_STATE_DIR);
 export const jsonOption = (): Option => new Option('--json', 'machine-readable output');
 
 export function requireRoot(what: string): void {

@@ -59,7 +59,8 @@ const modeOf = (st: Stats): string => (st.mode & 0o7777).toString(8).padStart(4,
 export function refused(bpffs: string, what: string, fix = FIX_TREE): UserError {
   return new UserError(`--bpffs ${bpffs}: ${what}: ${fix}`);
 }
-const FIX_TREE = 'only root may make or change anything in meshlane\'s tree: check what it holds, remove it, and start again (meshlane makes its directories itself, mode 0700)';
+const FIX_TREE =
+  "only root may make or change anything in meshlane's tree: check what it holds, remove it, and start again (meshlane makes its directories itself, mode 0700)";
 const FIX_ROOT = `pass a --bpffs that root owns and only root can write to, or one that does not exist yet (meshlane makes it, mode 0700; default ${DEFAULT_BPFFS})`;
 const FIX_PARENT = `others could swap the tree: pass a --bpffs whose parents only root can write to (default ${DEFAULT_BPFFS})`;
 
@@ -202,7 +203,15 @@ export function scanTree(bpffs: string): Tree {
     else tree.pins.push({ rel: rel(root, path), path, kind, name });
   };
   const foreign = (path: string, st: Stats): void => {
-    tree.foreign.push({ rel: rel(root, path), path, why: st.isSymbolicLink() ? 'is a symbolic link (never followed)' : st.isDirectory() ? 'is a directory meshlane did not make' : 'has a name outside meshlane\'s layout' });
+    tree.foreign.push({
+      rel: rel(root, path),
+      path,
+      why: st.isSymbolicLink()
+        ? 'is a symbolic link (never followed)'
+        : st.isDirectory()
+          ? 'is a directory meshlane did not make'
+          : "has a name outside meshlane's layout",
+    });
   };
   if (checkDir(bpffs, mapsDir(root))) {
     tree.meshlane = true;

@@ -73,7 +73,7 @@ export class Btf {
     if (hdrLen + strOff + strLen > buf.length || hdrLen + typeOff + typeLen > buf.length) throw new Error('BTF sections out of bounds');
     this.types = buf.subarray(hdrLen + typeOff, hdrLen + typeOff + typeLen);
     this.strings = buf.subarray(hdrLen + strOff, hdrLen + strOff + strLen);
-    for (let o = 0; o + TYPE_HEADER <= this.types.length; ) {
+    for (let o = 0; o + TYPE_HEADER <= this.types.length;) {
       this.at.push(o);
       const info = this.types.readUInt32LE(o + 4);
       o += TYPE_HEADER + extra((info >>> 24) & 0x1f, info & 0xffff);

@@ -25,8 +25,22 @@ import { objectsFor, netnsPrograms, staticPrograms, type ObjectDef } from './pro
 import { typedMap, type KeyOf, type TypedMap, type ValueOf } from './typed-map.js';
 import { AGENT_CAPS, capsMessage, requireFeatures } from './features.js';
 import {
-  COOKIE_PIN, PROGRAM_PIN, MOUNT_DATA, MOUNT_FLAGS, checkBpffs, linksDir, makeDir, mapsDir, netnsLinksDir, netnsProgramDir, openPin, prepareBpffs,
-  present, refused, type Prepared, type Tree,
+  COOKIE_PIN,
+  PROGRAM_PIN,
+  MOUNT_DATA,
+  MOUNT_FLAGS,
+  checkBpffs,
+  linksDir,
+  makeDir,
+  mapsDir,
+  netnsLinksDir,
+  netnsProgramDir,
+  openPin,
+  prepareBpffs,
+  present,
+  refused,
+  type Prepared,
+  type Tree,
 } from './bpffs.js';
 import { MapType } from './uapi.js';
 import { carries, pinsAtCommit, planMaps, startCarry, type Carrier, type CarryReport, type MapStep, type PinnedVersion } from './migrate.js';
@@ -77,9 +91,13 @@ export function ensureBpffs(dir: string): Prepared {
       native.mountBpffs(mountAt, MOUNT_DATA, MOUNT_FLAGS);
     } catch (e) {
       if (isErrno(e, 'EPERM') || isErrno(e, 'EACCES')) {
-        throw new UserError(`bpffs is not mounted at ${mountAt} and meshlane may not mount it: ${PRIVILEGE_HINT}, or mount it with 'mount -t bpf -o ${MOUNT_DATA} bpf ${mountAt}'`);
+        throw new UserError(
+          `bpffs is not mounted at ${mountAt} and meshlane may not mount it: ${PRIVILEGE_HINT}, or mount it with 'mount -t bpf -o ${MOUNT_DATA} bpf ${mountAt}'`,
+        );
       }
-      throw new UserError(`bpffs is not mounted at ${mountAt} and mounting it failed (${(e as Error).message}): mount it with 'mount -t bpf -o ${MOUNT_DATA} bpf ${mountAt}'`);
+      throw new UserError(
+        `bpffs is not mounted at ${mountAt} and mounting it failed (${(e as Error).message}): mount it with 'mount -t bpf -o ${MOUNT_DATA} bpf ${mountAt}'`,
+      );
     }
   });
 }
@@ -142,7 +160,9 @@ export class Dataplane {
           if (!isMapName(spec.name)) continue; // .rodata / .bss of the object itself
           const def: MapDef = MAPS[spec.name];
           if (spec.keySize !== def.key.size || spec.valueSize !== def.value.size) {
-            throw new Error(`map ${spec.name} in ${o.file}: key/value ${spec.keySize}/${spec.valueSize} bytes, layouts.ts says ${def.key.size}/${def.value.size}`);
+            throw new Error(
+              `map ${spec.name} in ${o.file}: key/value ${spec.keySize}/${spec.valueSize} bytes, layouts.ts says ${def.key.size}/${def.value.size}`,
+            );
           }
           let map = handles.get(spec.name);
           if (map === undefined && steps.get(spec.name)?.action === 'reuse') {
@@ -150,7 +170,12 @@ export class Dataplane {
             map = openPin(bpffs, pin, native.openMap);
             handles.set(spec.name, map);
             const info = map.info;
-            if (info.type !== spec.type || info.keySize !== spec.keySize || info.valueSize !== spec.valueSize || (info.maxEntries !== spec.maxEntries && spec.type !== MapType.SK_STORAGE)) {
+            if (
+              info.type !== spec.type ||
+              info.keySize !== spec.keySize ||
+              info.valueSize !== spec.valueSize ||
+              (info.maxEntries !== spec.maxEntries && spec.type !== MapType.SK_STORAGE)
+            ) {
               throw new UserError(`pinned map ${pin} does not match its layout version: remove it with 'meshlane uninstall --bpffs ${bpffs}'`);
             }
           }
@@ -207,7 +232,8 @@ export class Dataplane {
       if (st.action === 'reuse' || st.action === 'create') continue;
       const c = this.carriers.find((x) => x.report.map === st.map)?.report;
       const fields = { map: st.map, action: st.action, from: st.from?.rel, to: `maps/${st.map}_v${st.version}`, carried: c?.first, left: c?.left || undefined };
-      if (st.action === 'lose' || st.action === 'drop') this.log?.warn({ ...fields, lost: st.note }, `map ${st.map}: layout version ${st.from?.version} -> ${st.version}, nothing carried`);
+      if (st.action === 'lose' || st.action === 'drop')
+        this.log?.warn({ ...fields, lost: st.note }, `map ${st.map}: layout version ${st.from?.version} -> ${st.version}, nothing carried`);
       else this.log?.info({ ...fields, note: st.note }, `map ${st.map}: layout version ${st.from?.version} -> ${st.version} (${st.action})`);
     }
   }
@@ -290,7 +316,13 @@ export class Dataplane {
         }
         const pin = join(linksDir(this.bpffs), p.name);
         if (present(pin)) {
-          updatePinnedLink(this.bpffs, pin, prog, wantId, `the pinned link ${pin} is attached to another cgroup than ${dir}: run 'meshlane uninstall --bpffs ${this.bpffs}' first, or use the same --cgroup-root`);
+          updatePinnedLink(
+            this.bpffs,
+            pin,
+            prog,
+            wantId,
+            `the pinned link ${pin} is attached to another cgroup than ${dir}: run 'meshlane uninstall --bpffs ${this.bpffs}' first, or use the same --cgroup-root`,
+          );
           report.push({ program: p.name, action: 'updated' });
         } else {
           using link = prog.attachCgroup(cgroup, p.attach.type);
@@ -318,7 +350,9 @@ export class Dataplane {
       using link = BpfLink.open(pin);
       const id = link.info().cgroupId;
       if (id !== undefined && BigInt(id) !== wantId) {
-        throw new UserError(`the pinned link ${pin} is attached to another cgroup than ${dir}: run 'meshlane uninstall --bpffs ${this.bpffs}' first, or use the same --cgroup-root`);
+        throw new UserError(
+          `the pinned link ${pin} is attached to another cgroup than ${dir}: run 'meshlane uninstall --bpffs ${this.bpffs}' first, or use the same --cgroup-root`,
+        );
       }
     }
   }
@@ -415,11 +449,20 @@ function pinnedVersions(bpffs: string, tree: Tree): Map<string, PinnedVersion[]>
 
 /** The migration plan for the pins under `bpffs`; refuses (UserError) when a map cannot be carried. */
 function planMigration(bpffs: string, tree: Tree): MapStep[] {
-  const plan = planMaps(MAP_NAMES.map((n) => MAPS[n]), pinnedVersions(bpffs, tree));
+  const plan = planMaps(
+    MAP_NAMES.map((n) => MAPS[n]),
+    pinnedVersions(bpffs, tree),
+  );
   const refused = plan.filter((st) => st.action === 'refuse');
   const first = refused[0];
   if (first?.from) {
-    const more = refused.length > 1 ? ` (and ${refused.slice(1).map((r) => r.from?.rel).join(', ')})` : '';
+    const more =
+      refused.length > 1
+        ? ` (and ${refused
+            .slice(1)
+            .map((r) => r.from?.rel)
+            .join(', ')})`
+        : '';
     throw new UserError(
       `--bpffs ${bpffs}: ${first.from.rel}${more} holds layout version ${first.from.version} of map ${first.map}, which this build (version ${first.version}) cannot carry: ${first.note}; nothing was changed and the attached programs keep capturing: run the build that pinned it, or one that declares a migration from it, or stop capture with 'meshlane uninstall --bpffs ${bpffs}' and start again`,
     );
@@ -506,7 +549,8 @@ export function listPins(bpffs: string): { links: string[]; maps: string[] } {
   const pins = (d: string): string[] => safeReaddir(d).filter((f) => isPin(join(d, f)));
   const links: string[] = pins(linksDir(bpffs));
   if (isDir(netnsLinksDir(bpffs))) {
-    for (const prog of safeReaddir(netnsLinksDir(bpffs))) if (isDir(netnsProgramDir(bpffs, prog))) for (const c of pins(netnsProgramDir(bpffs, prog))) links.push(`netns/${prog}/${c}`);
+    for (const prog of safeReaddir(netnsLinksDir(bpffs)))
+      if (isDir(netnsProgramDir(bpffs, prog))) for (const c of pins(netnsProgramDir(bpffs, prog))) links.push(`netns/${prog}/${c}`);
   }
   return { links, maps: isDir(mapsDir(bpffs)) ? pins(mapsDir(bpffs)) : [] };
 }
@@ -575,7 +619,8 @@ export function removePins(bpffs: string): UninstallReport {
       else detachPinnedLink(bpffs, pin.path);
       report.removed.push(pin.rel);
     }
-    for (const prog of safeReaddir(netnsLinksDir(dir))) if (PROGRAM_PIN.test(prog) && isDir(netnsProgramDir(dir, prog))) rmdirIfEmpty(netnsProgramDir(dir, prog));
+    for (const prog of safeReaddir(netnsLinksDir(dir)))
+      if (PROGRAM_PIN.test(prog) && isDir(netnsProgramDir(dir, prog))) rmdirIfEmpty(netnsProgramDir(dir, prog));
     for (const d of [netnsLinksDir(dir), linksDir(dir), mapsDir(dir)]) if (isDir(d)) rmdirIfEmpty(d);
     if (tree.meshlane) report.removedDir = rmdirIfEmpty(dir);
   } catch (e) {

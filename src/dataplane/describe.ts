@@ -8,7 +8,10 @@ import { BypassReason, GlobalFlags, Handover, IfaceKind } from './layouts.js';
 import { formatSize } from './splice.js';
 
 const names = (table: Record<string, number>, v: number): string => Object.entries(table).find(([, n]) => n === v)?.[0] ?? String(v);
-const flagNames = (v: number): string[] => Object.entries(PodFlags).filter(([, b]) => (v & b) !== 0).map(([n]) => n);
+const flagNames = (v: number): string[] =>
+  Object.entries(PodFlags)
+    .filter(([, b]) => (v & b) !== 0)
+    .map(([n]) => n);
 
 export type Row = Record<string, unknown>;
 
@@ -34,8 +37,7 @@ export function describeMaps(maps: Partial<MapsView>, only?: MapName): Partial<R
       proxy_gids: c.gids.slice(0, c.n_gids),
       flags: flagNames(c.flags),
     }));
-  if (want('pod_ports'))
-    out.pod_ports = maps.pod_ports!.entries().map(([k]) => ({ pod: pod(k.pod_id), kind: names(PortKind, k.kind), port: k.port }));
+  if (want('pod_ports')) out.pod_ports = maps.pod_ports!.entries().map(([k]) => ({ pod: pod(k.pod_id), kind: names(PortKind, k.kind), port: k.port }));
   for (const n of ['pod_cidrs4', 'pod_cidrs6'] as const) {
     if (want(n))
       out[n] = maps[n]!.entries().map(([k]) => ({
@@ -52,12 +54,13 @@ export function describeMaps(maps: Partial<MapsView>, only?: MapName): Partial<R
       to: `${k.dst}:${k.dst_port}`,
       original_dst: origText(v),
     }));
-  if (want('pod_info'))
-    out.pod_info = maps.pod_info!.entries().map(([id, i]) => ({ pod_id: id, namespace: i.namespace_, name: i.name, uid: i.uid }));
+  if (want('pod_info')) out.pod_info = maps.pod_info!.entries().map(([id, i]) => ({ pod_id: id, namespace: i.namespace_, name: i.name, uid: i.uid }));
   if (want('pod_by_ip4')) out.pod_by_ip4 = maps.pod_by_ip4!.entries().map(([ip, cookie]) => ({ ip, netns_cookie: cookie }));
   if (want('pod_by_ip6')) out.pod_by_ip6 = maps.pod_by_ip6!.entries().map(([k, cookie]) => ({ ip: k.addr, netns_cookie: cookie }));
   if (want('listeners'))
-    out.listeners = maps.listeners!.entries().map(([k, sock]) => ({ netns_cookie: k.netns_cookie, port: k.port, family: k.family === AF_INET ? 'ipv4' : 'ipv6', socket_cookie: sock }));
+    out.listeners = maps
+      .listeners!.entries()
+      .map(([k, sock]) => ({ netns_cookie: k.netns_cookie, port: k.port, family: k.family === AF_INET ? 'ipv4' : 'ipv6', socket_cookie: sock }));
   if (want('pod_ifaces'))
     out.pod_ifaces = maps.pod_ifaces!.entries().map(([k]) => ({ pod: pod(k.pod_id), kind: names(IfaceKind, k.kind), ifindex: k.ifindex }));
   if (want('pod_dns')) out.pod_dns = maps.pod_dns!.entries().map(([k]) => ({ pod: pod(k.pod_id), nameserver: plainIp(k.addr) }));
@@ -73,14 +76,17 @@ export function describeMaps(maps: Partial<MapsView>, only?: MapName): Partial<R
     const flags = g?.flags ?? 0;
     out.global = [
       {
-        flags: Object.entries(GlobalFlags).filter(([, b]) => (flags & b) !== 0).map(([n]) => n),
+        flags: Object.entries(GlobalFlags)
+          .filter(([, b]) => (flags & b) !== 0)
+          .map(([n]) => n),
         splice: (flags & GlobalFlags.SPLICE) !== 0,
         splice_budget: g ? formatSize(Number(g.splice_budget)) : undefined,
         splice_grace_ms: g ? Number(g.splice_grace_ns / 1_000_000n) : undefined,
       },
     ];
   }
-  if (want('splice_state')) out.splice_state = 'socket local storage: one entry per spliced socket, freed with the socket (not listable); splice_* counters in stats';
+  if (want('splice_state'))
+    out.splice_state = 'socket local storage: one entry per spliced socket, freed with the socket (not listable); splice_* counters in stats';
   if (want('splice_marks')) {
     // the kernel addresses in the values are not shown; the cookies say which sockets
     const now = monotonicNs();
@@ -97,7 +103,7 @@ export function describeMaps(maps: Partial<MapsView>, only?: MapName): Partial<R
     const podOf = new Map([...(maps.pods?.entries() ?? [])].map(([cookie, c]) => [cookie, pod(c.pod_id)]));
     out.handover = maps.handover!.entries().map(([cookie, c]) => ({
       netns_cookie: cookie,
-      pod: cookie === Handover.NODE_KEY ? '(the node)' : podOf.get(cookie) ?? '(not captured)',
+      pod: cookie === Handover.NODE_KEY ? '(the node)' : (podOf.get(cookie) ?? '(not captured)'),
       inflight: c.inflight,
       refused_at_limit: c.refused_pod,
       refused_node_full: c.refused_node,
@@ -107,10 +113,8 @@ export function describeMaps(maps: Partial<MapsView>, only?: MapName): Partial<R
     const l = maps.limits!.get(0);
     out.limits = [{ handover_per_pod: l?.handover_per_pod || Handover.DEFAULT_PER_POD }];
   }
-  if (want('stats'))
-    out.stats = Stat.map((name, i) => ({ counter: name, value: maps.stats!.get(i) ?? 0n }));
-  if (want('bypass_stats'))
-    out.bypass_stats = BypassReason.map((reason, i) => ({ reason, value: maps.bypass_stats!.get(i) ?? 0n }));
+  if (want('stats')) out.stats = Stat.map((name, i) => ({ counter: name, value: maps.stats!.get(i) ?? 0n }));
+  if (want('bypass_stats')) out.bypass_stats = BypassReason.map((reason, i) => ({ reason, value: maps.bypass_stats!.get(i) ?? 0n }));
   return out;
 }
 
@@ -131,4 +135,3 @@ export function origText(o: { family: number; port: number; addr: string; kind: 
 export const MAP_TITLES: Record<MapName, string> = Object.fromEntries(
   Object.entries(MAPS).map(([n, d]) => [n, `${n} (${d.what}) [maps/${d.name}_v${d.version}]`]),
 ) as Record<MapName, string>;
-

@@ -28,7 +28,7 @@ export type CapName = keyof typeof Cap;
 export const AGENT_CAPS: ReadonlyArray<[CapName, string]> = [
   ['CAP_SYS_ADMIN', 'bpf(), mounting bpffs, entering pod network namespaces'],
   ['CAP_NET_ADMIN', 'attaching to cgroups (kernels before 6.x ask for it alone)'],
-  ['CAP_SYS_PTRACE', 'opening pods\' network namespaces and proxy listeners (pidfd_getfd)'],
+  ['CAP_SYS_PTRACE', "opening pods' network namespaces and proxy listeners (pidfd_getfd)"],
 ];
 
 /** The effective capability set of this process (CapEff in /proc/self/status). */
@@ -106,4 +106,3 @@ export function requireFeatures(): void {
     throw new UserError(`kernel ${r.kernel} lacks what meshlane needs: ${r.missing.join(', ')}; run it on Linux 5.15 or newer with BTF and CONFIG_CGROUP_BPF`);
   }
 }
-

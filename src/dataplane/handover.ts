@@ -172,16 +172,25 @@ export class HandoverWatch {
       if (newAtLimit + newNodeFull <= 0 || now - b.at < LOG_EVERY_MS) continue;
       const fields = { pod: `${p.ref.namespace}/${p.ref.name}`, inflight: h.inflight, limit: h.limit, nodeInflight: r.node.inflight };
       if (newAtLimit > 0) {
-        this.log.warn({ ...fields, refused: newAtLimit, refusedAtLimit: h.refusedAtLimit }, "new connections refused (EPERM): the pod holds its limit of connections between connect() and its proxy's accept (is its proxy accepting?); other pods are not affected");
+        this.log.warn(
+          { ...fields, refused: newAtLimit, refusedAtLimit: h.refusedAtLimit },
+          "new connections refused (EPERM): the pod holds its limit of connections between connect() and its proxy's accept (is its proxy accepting?); other pods are not affected",
+        );
       }
       if (newNodeFull > 0) {
-        this.log.warn({ ...fields, refused: newNodeFull, refusedNodeFull: h.refusedNodeFull, capacity: r.node.capacity }, "new connections refused (EPERM): the node's hand-over map is near its capacity");
+        this.log.warn(
+          { ...fields, refused: newNodeFull, refusedNodeFull: h.refusedNodeFull, capacity: r.node.capacity },
+          "new connections refused (EPERM): the node's hand-over map is near its capacity",
+        );
       }
       this.logged.set(key, { atLimit: h.refusedAtLimit, nodeFull: h.refusedNodeFull, at: now });
     }
     for (const k of this.logged.keys()) if (!live.has(k)) this.logged.delete(k);
     if (r.node.handoverFull > this.full.atLimit && now - this.full.at >= LOG_EVERY_MS) {
-      this.log.error({ handoverFull: r.node.handoverFull, nodeInflight: r.node.inflight, capacity: r.node.capacity }, 'hand-overs the node could not store (orig_by_tuple full): those connections reached their proxy without an original destination');
+      this.log.error(
+        { handoverFull: r.node.handoverFull, nodeInflight: r.node.inflight, capacity: r.node.capacity },
+        'hand-overs the node could not store (orig_by_tuple full): those connections reached their proxy without an original destination',
+      );
       this.full = { atLimit: r.node.handoverFull, nodeFull: 0, at: now };
     }
   }

@@ -37,7 +37,10 @@ export function mapFingerprint(def: Pick<MapDef, 'key' | 'value' | 'type' | 'max
   return createHash('sha256').update(text).digest('hex').slice(0, 16);
 }
 
-const typeName = (t: number): string => Object.entries(MapType).find(([, v]) => v === t)?.[0]?.toLowerCase() ?? `type ${t}`;
+const typeName = (t: number): string =>
+  Object.entries(MapType)
+    .find(([, v]) => v === t)?.[0]
+    ?.toLowerCase() ?? `type ${t}`;
 
 /** The lock line for a map at its current version. */
 export function lockLine(def: MapDef): string {
@@ -62,7 +65,8 @@ export function parseLock(text: string): { entries: LockEntry[]; problems: strin
     const e: LockEntry = { map: m[1]!, version: Number(m[2]), fingerprint: m[3]!, line: i + 1 };
     const key = `${e.map} ${e.version}`;
     const first = seen.get(key);
-    if (first !== undefined) problems.push(`${LOCK_PATH}:${e.line}: map ${e.map} version ${e.version} is already locked at line ${first}: each (map, version) has one line`);
+    if (first !== undefined)
+      problems.push(`${LOCK_PATH}:${e.line}: map ${e.map} version ${e.version} is already locked at line ${first}: each (map, version) has one line`);
     else seen.set(key, e.line);
     entries.push(e);
   });

@@ -118,8 +118,10 @@ export function shapeDiff(got: MapShape, want: MapShape): string | undefined {
 
 /** Why counters cannot be carried between these shapes (per-CPU u64 arrays keyed by u32), or undefined. */
 function countersDiff(def: MapDef, got: MapShape): string | undefined {
-  if (got.type !== MapType.PERCPU_ARRAY || got.keySize !== 4 || got.valueSize !== 8) return `it is not an array of per-CPU u64 counters (type ${got.type}, key ${got.keySize} B, value ${got.valueSize} B)`;
-  if (def.type !== MapType.PERCPU_ARRAY || def.key.size !== 4 || def.value.size !== 8) return `this build's ${def.name} is not an array of per-CPU u64 counters`;
+  if (got.type !== MapType.PERCPU_ARRAY || got.keySize !== 4 || got.valueSize !== 8)
+    return `it is not an array of per-CPU u64 counters (type ${got.type}, key ${got.keySize} B, value ${got.valueSize} B)`;
+  if (def.type !== MapType.PERCPU_ARRAY || def.key.size !== 4 || def.value.size !== 8)
+    return `this build's ${def.name} is not an array of per-CPU u64 counters`;
   return undefined;
 }
 
@@ -188,12 +190,20 @@ export function planMap(def: MapDef, pins: readonly PinnedVersion[]): MapStep {
   if (def.carry === 'counters') {
     const why = countersDiff(def, from.shape);
     if (!why) return step('counters');
-    return newer ? step('drop', { note: `${from.rel} is layout version ${from.version}, newer than this build's ${def.version}, and ${why}: ${lossOf(def)}` }) : step('refuse', { note: why });
+    return newer
+      ? step('drop', { note: `${from.rel} is layout version ${from.version}, newer than this build's ${def.version}, and ${why}: ${lossOf(def)}` })
+      : step('refuse', { note: why });
   }
   if (newer) {
     const back = def.carry === 'state' ? copyBack(def, from.shape) : undefined;
-    if (back) return step('copy', { migration: back, note: `${from.rel} is layout version ${from.version}, newer than this build's ${def.version}, with the same key and value layout: copied back` });
-    return step('drop', { note: `${from.rel} is layout version ${from.version}, newer than this build's ${def.version}, which cannot read it: ${lossOf(def)}` });
+    if (back)
+      return step('copy', {
+        migration: back,
+        note: `${from.rel} is layout version ${from.version}, newer than this build's ${def.version}, with the same key and value layout: copied back`,
+      });
+    return step('drop', {
+      note: `${from.rel} is layout version ${from.version}, newer than this build's ${def.version}, which cannot read it: ${lossOf(def)}`,
+    });
   }
   const m = def.from?.[from.version];
   if (!m) return step('refuse', { note: `this build declares no migration of ${def.name} from version ${from.version} (layouts.ts, ${def.name}.from)` });
@@ -225,9 +235,14 @@ export function checkMigrations(defs: readonly MapDef[], lockText: string): stri
       problems.push(missingCarry(def));
       continue;
     }
-    if ((kind === 'sockets') !== (def.type === MapType.SOCKHASH)) problems.push(`map ${def.name}: carry '${kind}' but type ${def.type} (a SOCKHASH is 'sockets', and only it)`);
-    if ((kind === 'socket-storage') !== (def.type === MapType.SK_STORAGE)) problems.push(`map ${def.name}: carry '${kind}' but type ${def.type} (socket local storage is 'socket-storage', and only it)`);
-    if (kind === 'counters' && countersDiff(def, { type: def.type, keySize: def.key.size, valueSize: def.value.size, maxEntries: def.maxEntries, flags: def.flags })) {
+    if ((kind === 'sockets') !== (def.type === MapType.SOCKHASH))
+      problems.push(`map ${def.name}: carry '${kind}' but type ${def.type} (a SOCKHASH is 'sockets', and only it)`);
+    if ((kind === 'socket-storage') !== (def.type === MapType.SK_STORAGE))
+      problems.push(`map ${def.name}: carry '${kind}' but type ${def.type} (socket local storage is 'socket-storage', and only it)`);
+    if (
+      kind === 'counters' &&
+      countersDiff(def, { type: def.type, keySize: def.key.size, valueSize: def.value.size, maxEntries: def.maxEntries, flags: def.flags })
+    ) {
       problems.push(`map ${def.name}: 'counters' must be a per-CPU array of u64 keyed by u32`);
     }
     if (kind === 'state' && def.percpu) problems.push(`map ${def.name}: a per-CPU map cannot be 'state' (only 'counters' carries per-CPU values)`);
@@ -245,10 +260,18 @@ export function checkMigrations(defs: readonly MapDef[], lockText: string): stri
       if (m.how === 'copy' || m.how === 'convert') {
         const locked = older.find((e) => e.version === version);
         const was = expectedShape(def, m);
-        const fp = mapFingerprint({ key: m.how === 'convert' ? m.was.key : def.key, value: m.how === 'convert' ? m.was.value : def.value, type: was.type, maxEntries: was.maxEntries, flags: was.flags });
+        const fp = mapFingerprint({
+          key: m.how === 'convert' ? m.was.key : def.key,
+          value: m.how === 'convert' ? m.was.value : def.value,
+          type: was.type,
+          maxEntries: was.maxEntries,
+          flags: was.flags,
+        });
         if (!locked) problems.push(`${at}: version ${version} is not in the lock, so what it was cannot be checked`);
         else if (locked.fingerprint !== fp) {
-          problems.push(`${at}: declares a version ${version} (fingerprint ${fp}) that is not the locked one (${locked.fingerprint}, lock line ${locked.line})${m.how === 'copy' ? ': the key or value layout changed, so it needs a converter, not a copy' : ''}`);
+          problems.push(
+            `${at}: declares a version ${version} (fingerprint ${fp}) that is not the locked one (${locked.fingerprint}, lock line ${locked.line})${m.how === 'copy' ? ': the key or value layout changed, so it needs a converter, not a copy' : ''}`,
+          );
         }
         if (m.how === 'convert' && mapFingerprint({ ...def, key: m.to.key, value: m.to.value }) !== mapFingerprint(def)) {
           problems.push(`${at}: the converter produces other layouts than the map's own`);
@@ -256,12 +279,16 @@ export function checkMigrations(defs: readonly MapDef[], lockText: string): stri
         // a downgrade to the older build copies a newer version of the same key and value sizes back
         // byte for byte (copyBack): a converted layout must differ in a size, or that copy is garbage
         if (m.how === 'convert' && m.was.key.size === def.key.size && m.was.value.size === def.value.size) {
-          problems.push(`${at}: a converter between layouts of the same sizes (key ${def.key.size} B, value ${def.value.size} B): a downgrade to the older build would copy the new entries back as bytes of its own layout; change a size (a field, or explicit padding) so the older build drops them instead`);
+          problems.push(
+            `${at}: a converter between layouts of the same sizes (key ${def.key.size} B, value ${def.value.size} B): a downgrade to the older build would copy the new entries back as bytes of its own layout; change a size (a field, or explicit padding) so the older build drops them instead`,
+          );
         }
       }
     }
     if (kind === 'state' || kind === 'sockets' || kind === 'socket-storage') {
-      for (const e of older) if (!def.from?.[e.version]) problems.push(`map ${def.name}: no migration from locked version ${e.version} (lock line ${e.line}): declare one in layouts.ts (${def.name}.from)`);
+      for (const e of older)
+        if (!def.from?.[e.version])
+          problems.push(`map ${def.name}: no migration from locked version ${e.version} (lock line ${e.line}): declare one in layouts.ts (${def.name}.from)`);
     }
   }
   return problems;
@@ -374,7 +401,10 @@ function entriesCarrier(report: CarryReport, from: RawMap, to: RawMap, convert: 
     try {
       to.update(k, v, MapUpdate.ANY);
     } catch (e) {
-      throw new Error(`carrying map ${report.map} from version ${report.from}: the new map takes no more entries (${(e as Error).message}); it holds ${to.info.maxEntries}`, { cause: e });
+      throw new Error(
+        `carrying map ${report.map} from version ${report.from}: the new map takes no more entries (${(e as Error).message}); it holds ${to.info.maxEntries}`,
+        { cause: e },
+      );
     }
   };
   for (const [k, v] of from.entries()) {

@@ -116,7 +116,8 @@ export function preparePodNetns(pods: MapsView['pods'], cookie: bigint, nsPath: 
     log.debug({ netns: nsPath, ...ips, addedPassthrough: r.addedPassthrough }, 'pod network namespace prepared (::6 on lo, source routing for bound sockets)');
   } catch (e) {
     const msg = (e as Error).message;
-    if (failed.get(cookie) !== msg) log.warn({ netns: nsPath, err: msg }, 'preparing the pod network namespace failed (::6 on lo, source routing); retrying on the next pass');
+    if (failed.get(cookie) !== msg)
+      log.warn({ netns: nsPath, err: msg }, 'preparing the pod network namespace failed (::6 on lo, source routing); retrying on the next pass');
     if (failed.size >= MapLimits.PODS) failed.clear();
     failed.set(cookie, msg);
   }

@@ -64,16 +64,32 @@ export const OBJECTS: ObjectDef[] = [
     // install that still had them in dns.bpf.o gets them swapped in place.
     file: 'peername.bpf.o',
     programs: [
-      { name: 'meshlane_getpeername4', attach: cgroup(AttachType.CGROUP_INET4_GETPEERNAME), what: 'a redirected socket reports the address it dialled as its peer (IPv4)' },
-      { name: 'meshlane_getpeername6', attach: cgroup(AttachType.CGROUP_INET6_GETPEERNAME), what: 'a redirected socket reports the address it dialled as its peer (IPv6)' },
+      {
+        name: 'meshlane_getpeername4',
+        attach: cgroup(AttachType.CGROUP_INET4_GETPEERNAME),
+        what: 'a redirected socket reports the address it dialled as its peer (IPv4)',
+      },
+      {
+        name: 'meshlane_getpeername6',
+        attach: cgroup(AttachType.CGROUP_INET6_GETPEERNAME),
+        what: 'a redirected socket reports the address it dialled as its peer (IPv6)',
+      },
     ],
   },
   {
     file: 'splice.bpf.o',
     splice: true,
     programs: [
-      { name: 'meshlane_splice', attach: { kind: 'sockmap', type: AttachType.SK_MSG_VERDICT, map: 'sock_pairs' }, what: 'same-node socket splicing with a bounded backlog (sk_msg on sock_pairs)' },
-      { name: 'meshlane_splice_sockops', attach: cgroup(AttachType.CGROUP_SOCK_OPS), what: 'puts same-node sockets into sock_pairs; takes them out after a fallback' },
+      {
+        name: 'meshlane_splice',
+        attach: { kind: 'sockmap', type: AttachType.SK_MSG_VERDICT, map: 'sock_pairs' },
+        what: 'same-node socket splicing with a bounded backlog (sk_msg on sock_pairs)',
+      },
+      {
+        name: 'meshlane_splice_sockops',
+        attach: cgroup(AttachType.CGROUP_SOCK_OPS),
+        what: 'puts same-node sockets into sock_pairs; takes them out after a fallback',
+      },
     ],
   },
 ];

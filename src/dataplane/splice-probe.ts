@@ -44,7 +44,11 @@ export async function probeSpliceBound(objDir = join(packageRoot(), 'bpf', 'buil
   const made: Array<{ close(): void }> = [];
   try {
     let prog: BpfProgram;
-    let maps: { pairs: TypedMap<KeyOf<'sock_pairs'>, ValueOf<'sock_pairs'>>; global: TypedMap<KeyOf<'global'>, ValueOf<'global'>>; stats: TypedMap<KeyOf<'stats'>, ValueOf<'stats'>> };
+    let maps: {
+      pairs: TypedMap<KeyOf<'sock_pairs'>, ValueOf<'sock_pairs'>>;
+      global: TypedMap<KeyOf<'global'>, ValueOf<'global'>>;
+      stats: TypedMap<KeyOf<'stats'>, ValueOf<'stats'>>;
+    };
     try {
       // a private instance: its own maps, closed (and freed) at the end
       using obj = new BpfObject(path);
@@ -63,7 +67,11 @@ export async function probeSpliceBound(objDir = join(packageRoot(), 'bpf', 'buil
     prog.attachTo(maps.pairs.handle, AttachType.SK_MSG_VERDICT);
     maps.global.set(0, { flags: GlobalFlags.SPLICE, pad: 0, splice_budget: BigInt(PROBE_BUDGET), splice_grace_ns: SPLICE_GRACE_NS });
     const counter = (name: (typeof Stat)[number]): bigint => maps.stats.get(stat(name)) ?? 0n;
-    return await withTimeout(loopbackCheck(maps.pairs, counter), PROBE_TIMEOUT_MS, `the probe's transfer over 127.0.0.1 did not finish within ${PROBE_TIMEOUT_MS} ms`);
+    return await withTimeout(
+      loopbackCheck(maps.pairs, counter),
+      PROBE_TIMEOUT_MS,
+      `the probe's transfer over 127.0.0.1 did not finish within ${PROBE_TIMEOUT_MS} ms`,
+    );
   } catch (e) {
     return no(`the probe failed: ${firstLine(e)}`);
   } finally {
@@ -72,7 +80,10 @@ export async function probeSpliceBound(objDir = join(packageRoot(), 'bpf', 'buil
 }
 
 /** Three messages of PROBE_MSG through a TCP pair in the probe's sockhash; the receiver reads only after. */
-async function loopbackCheck(pairs: TypedMap<KeyOf<'sock_pairs'>, ValueOf<'sock_pairs'>>, counter: (name: (typeof Stat)[number]) => bigint): Promise<SpliceProbe> {
+async function loopbackCheck(
+  pairs: TypedMap<KeyOf<'sock_pairs'>, ValueOf<'sock_pairs'>>,
+  counter: (name: (typeof Stat)[number]) => bigint,
+): Promise<SpliceProbe> {
   const server: Server = createServer({ pauseOnConnect: true });
   let client: Socket | undefined;
   let peer: Socket | undefined;
@@ -109,7 +120,8 @@ async function loopbackCheck(pairs: TypedMap<KeyOf<'sock_pairs'>, ValueOf<'sock_
       peer!.once('error', reject);
       peer!.once('end', () => reject(new Error(`EOF after ${got} of ${data.length} bytes`)));
     });
-    const send = (i: number): Promise<void> => new Promise((resolve, reject) => client!.write(data.subarray(i * PROBE_MSG, (i + 1) * PROBE_MSG), (e) => (e ? reject(e) : resolve())));
+    const send = (i: number): Promise<void> =>
+      new Promise((resolve, reject) => client!.write(data.subarray(i * PROBE_MSG, (i + 1) * PROBE_MSG), (e) => (e ? reject(e) : resolve())));
     // one write at a time, each one sendmsg and one run of the program
     await send(0);
     const first = { fallback: counter('splice_fallback'), noPeer: counter('splice_no_peer') };
@@ -119,10 +131,19 @@ async function loopbackCheck(pairs: TypedMap<KeyOf<'sock_pairs'>, ValueOf<'sock_
     peer.resume();
     await all;
     const inOrder = Buffer.concat(received).subarray(0, data.length).equals(data) && got === data.length;
-    if (first.noPeer > 0n || after.noPeer > 0n) return { ok: false, reason: 'the probe could not redirect between its own sockets (bpf_msg_redirect_hash found no peer)' };
-    if (first.fallback > 0n) return { ok: false, reason: `one message of ${PROBE_MSG} bytes already crossed a budget of ${PROBE_BUDGET}: the receiver is charged more than the bytes redirected to it` };
-    if (after.fallback === 0n) return { ok: false, reason: 'redirected bytes are not charged to the receiving socket (sk_rmem_alloc stays 0: it lacks the Dec 2024 tcp_bpf patches of Linux 6.13)' };
-    if (after.retargetFail > 0n) return { ok: false, reason: 'the message that crossed the budget could not be re-targeted at the sender\'s own TCP path' };
+    if (first.noPeer > 0n || after.noPeer > 0n)
+      return { ok: false, reason: 'the probe could not redirect between its own sockets (bpf_msg_redirect_hash found no peer)' };
+    if (first.fallback > 0n)
+      return {
+        ok: false,
+        reason: `one message of ${PROBE_MSG} bytes already crossed a budget of ${PROBE_BUDGET}: the receiver is charged more than the bytes redirected to it`,
+      };
+    if (after.fallback === 0n)
+      return {
+        ok: false,
+        reason: 'redirected bytes are not charged to the receiving socket (sk_rmem_alloc stays 0: it lacks the Dec 2024 tcp_bpf patches of Linux 6.13)',
+      };
+    if (after.retargetFail > 0n) return { ok: false, reason: "the message that crossed the budget could not be re-targeted at the sender's own TCP path" };
     if (!inOrder) return { ok: false, reason: 'the bytes arrived out of order after the fallback' };
     return { ok: true };
   } finally {
@@ -153,4 +174,3 @@ export async function spliceAtStart(o: { want: SpliceWant; budget?: number; objD
   // entry, so a later start without --no-splice turns splicing on for new connections at once
   return decideSplice(o.want, await probeSpliceBound(o.objDir), o.budget ?? SPLICE_BUDGET_DEFAULT);
 }
-

@@ -20,13 +20,43 @@ const int = <V>(kind: string, size: number, read: Field<V>['read'], write: Field
   write,
 });
 
-export const u8 = int<number>('u8', 1, (b, o) => b.readUInt8(o), (b, o, v) => void b.writeUInt8(v, o));
-export const u16 = int<number>('u16', 2, (b, o) => b.readUInt16LE(o), (b, o, v) => void b.writeUInt16LE(v, o));
-export const u32 = int<number>('u32', 4, (b, o) => b.readUInt32LE(o), (b, o, v) => void b.writeUInt32LE(v, o));
-export const u64 = int<bigint>('u64', 8, (b, o) => b.readBigUInt64LE(o), (b, o, v) => void b.writeBigUInt64LE(v, o));
-export const i64 = int<bigint>('i64', 8, (b, o) => b.readBigInt64LE(o), (b, o, v) => void b.writeBigInt64LE(v, o));
+export const u8 = int<number>(
+  'u8',
+  1,
+  (b, o) => b.readUInt8(o),
+  (b, o, v) => void b.writeUInt8(v, o),
+);
+export const u16 = int<number>(
+  'u16',
+  2,
+  (b, o) => b.readUInt16LE(o),
+  (b, o, v) => void b.writeUInt16LE(v, o),
+);
+export const u32 = int<number>(
+  'u32',
+  4,
+  (b, o) => b.readUInt32LE(o),
+  (b, o, v) => void b.writeUInt32LE(v, o),
+);
+export const u64 = int<bigint>(
+  'u64',
+  8,
+  (b, o) => b.readBigUInt64LE(o),
+  (b, o, v) => void b.writeBigUInt64LE(v, o),
+);
+export const i64 = int<bigint>(
+  'i64',
+  8,
+  (b, o) => b.readBigInt64LE(o),
+  (b, o, v) => void b.writeBigInt64LE(v, o),
+);
 /** a port in network byte order, exposed as a number */
-export const be16 = int<number>('be16', 2, (b, o) => b.readUInt16BE(o), (b, o, v) => void b.writeUInt16BE(v, o));
+export const be16 = int<number>(
+  'be16',
+  2,
+  (b, o) => b.readUInt16BE(o),
+  (b, o, v) => void b.writeUInt16BE(v, o),
+);
 
 /** an IPv4 address in network order, exposed as dotted text ('' for 0.0.0.0 is not used: 0.0.0.0) */
 export const ip4: Field<string> = {
@@ -158,8 +188,6 @@ export function scalar<V>(field: Field<V>): StructLayout<V> {
 
 /** What a layout looks like, for the version fingerprint: names, offsets, kinds, size. */
 export function fingerprint(...layouts: Array<StructLayout<unknown>>): string {
-  const text = layouts
-    .map((l) => `${l.kind}/${l.size}{${l.fields.map((f) => `${f.name}@${f.offset}:${f.field.kind}`).join(',')}}`)
-    .join('|');
+  const text = layouts.map((l) => `${l.kind}/${l.size}{${l.fields.map((f) => `${f.name}@${f.offset}:${f.field.kind}`).join(',')}}`).join('|');
   return createHash('sha256').update(text).digest('hex').slice(0, 12);
 }

@@ -19,7 +19,16 @@ import { installCleanupHandlers, Sandbox, type SandboxMember, type SandboxPod, t
 import { UserError } from '../util/errors.js';
 import { packageRoot } from '../util/paths.js';
 import {
-  APP_UID, EXCLUDE_ANNOTATION, EXCLUDE_RANGE, INBOUND_PORT, NODE_NAME, OUTBOUND_PORT, PRODUCTPAGE, PROXY_UID, RATINGS, SERVICE,
+  APP_UID,
+  EXCLUDE_ANNOTATION,
+  EXCLUDE_RANGE,
+  INBOUND_PORT,
+  NODE_NAME,
+  OUTBOUND_PORT,
+  PRODUCTPAGE,
+  PROXY_UID,
+  RATINGS,
+  SERVICE,
   clusterFile,
 } from './objects.js';
 import { connectFrom, LineLog, waitReady, type ConnectResult } from './procs.js';
@@ -174,13 +183,19 @@ async function buildNode(d: Demo): Promise<void> {
   const serverReady = waitReady(server, new LineLog(server), 'the reviews server');
   d.checkpoint();
 
-  const pp = await sb.addPod({ namespace: PRODUCTPAGE.namespace, name: PRODUCTPAGE.name, uid: PRODUCTPAGE.uid, ipv4: PRODUCTPAGE.ipv4, ipv6: PRODUCTPAGE.ipv6 });
+  const pp = await sb.addPod({
+    namespace: PRODUCTPAGE.namespace,
+    name: PRODUCTPAGE.name,
+    uid: PRODUCTPAGE.uid,
+    ipv4: PRODUCTPAGE.ipv4,
+    ipv6: PRODUCTPAGE.ipv6,
+  });
   d.productpage = pp;
-  const proxy = pp.spawn(
-    process.execPath,
-    [d.endpoint, 'proxy', '--outbound', String(OUTBOUND_PORT), '--inbound', String(INBOUND_PORT), '--forward'],
-    { uid: PROXY_UID, gid: PROXY_UID, container: 'istio-proxy' },
-  );
+  const proxy = pp.spawn(process.execPath, [d.endpoint, 'proxy', '--outbound', String(OUTBOUND_PORT), '--inbound', String(INBOUND_PORT), '--forward'], {
+    uid: PROXY_UID,
+    gid: PROXY_UID,
+    container: 'istio-proxy',
+  });
   d.proxy = proxy;
   d.proxyLog = new LineLog(proxy);
   const proxyReady = waitReady(proxy, d.proxyLog, 'the productpage proxy');
@@ -194,8 +209,12 @@ async function buildNode(d: Demo): Promise<void> {
   d.removeSandboxHandlers = installCleanupHandlers(sb);
 
   d.say(`      service "${SERVICE.name}": VIP ${SERVICE.vip4} and [${SERVICE.vip6}] port ${SERVICE.port}, on host netns ${svc.netns}`);
-  d.say(`      pod ${PRODUCTPAGE.namespace}/${PRODUCTPAGE.name} ${PRODUCTPAGE.ipv4} ${PRODUCTPAGE.ipv6} (netns ${pp.netns}): app container (uid ${APP_UID}) + proxy (uid ${PROXY_UID}) on ${OUTBOUND_PORT}/${INBOUND_PORT}, forwarding to SO_ORIGINAL_DST like Envoy`);
-  d.say(`      pod ${RATINGS.namespace}/${RATINGS.name} ${RATINGS.ipv4} ${RATINGS.ipv6} (netns ${d.ratings.netns}): no sidecar; namespace "${RATINGS.namespace}" is not labelled for injection`);
+  d.say(
+    `      pod ${PRODUCTPAGE.namespace}/${PRODUCTPAGE.name} ${PRODUCTPAGE.ipv4} ${PRODUCTPAGE.ipv6} (netns ${pp.netns}): app container (uid ${APP_UID}) + proxy (uid ${PROXY_UID}) on ${OUTBOUND_PORT}/${INBOUND_PORT}, forwarding to SO_ORIGINAL_DST like Envoy`,
+  );
+  d.say(
+    `      pod ${RATINGS.namespace}/${RATINGS.name} ${RATINGS.ipv4} ${RATINGS.ipv6} (netns ${d.ratings.netns}): no sidecar; namespace "${RATINGS.namespace}" is not labelled for injection`,
+  );
 }
 
 async function startAgent(d: Demo): Promise<void> {
@@ -207,7 +226,14 @@ async function startAgent(d: Demo): Promise<void> {
     d.say(`      removed ${removed.length} pins an earlier demo left under ${DEMO_BPFFS}`);
   }
   const log = pino({ level: 'debug', base: { app: 'meshlane' } }, pino.destination({ dest: d.logFile, sync: true }));
-  d.agent = new Agent({ source: new ClusterFileSourceAdapter(d.clusterPath, NODE_NAME), cgroupRoot: sb.cgroupRoot, bpffs: DEMO_BPFFS, stateDir: d.stateDir, nodeName: NODE_NAME, log });
+  d.agent = new Agent({
+    source: new ClusterFileSourceAdapter(d.clusterPath, NODE_NAME),
+    cgroupRoot: sb.cgroupRoot,
+    bpffs: DEMO_BPFFS,
+    stateDir: d.stateDir,
+    nodeName: NODE_NAME,
+    log,
+  });
   await d.agent.start();
   d.checkpoint();
   const st = await waitFor(`the agent to capture ${PRODUCTPAGE.namespace}/${PRODUCTPAGE.name}`, 10_000, () => {
@@ -261,7 +287,13 @@ async function probe(d: Demo, p: Probe): Promise<Verdict> {
   let verdict: Verdict = 'direct';
   if (seen !== undefined) {
     verdict = 'captured';
-    const x = JSON.parse(seen) as { port: number; peer: string; orig?: { address?: string; port?: number; error?: string }; upstream?: { local: string }; error?: string };
+    const x = JSON.parse(seen) as {
+      port: number;
+      peer: string;
+      orig?: { address?: string; port?: number; error?: string };
+      upstream?: { local: string };
+      error?: string;
+    };
     const orig = x.orig?.address !== undefined ? hostPort(x.orig.address, x.orig.port ?? 0) : `error ${x.orig?.error}`;
     const then = x.upstream ? `forwarded it from ${x.upstream.local}` : `could not forward it: ${x.error}`;
     d.say(`        proxy saw:  listener ${x.port}, peer ${x.peer}, SO_ORIGINAL_DST ${orig}; ${then}`);
@@ -279,10 +311,38 @@ async function connections(d: Demo): Promise<void> {
   const pp = d.productpage!;
   d.step(3, 'connections');
   const app: SpawnOptions = { uid: APP_UID, gid: APP_UID, container: 'app' };
-  await probe(d, { who: `${PRODUCTPAGE.name} app (uid ${APP_UID})`, member: pp, as: app, to: { addr: SERVICE.vip4, port: SERVICE.port }, expect: 'captured', why: 'the app\'s outbound TCP goes to the proxy\'s 15001' });
-  await probe(d, { who: `${PRODUCTPAGE.name} app (uid ${APP_UID})`, member: pp, as: app, to: { addr: SERVICE.vip6, port: SERVICE.port }, expect: 'captured', why: 'IPv6 too' });
-  await probe(d, { who: `${PRODUCTPAGE.name} proxy (uid ${PROXY_UID})`, member: pp, as: { uid: PROXY_UID, gid: PROXY_UID, container: 'istio-proxy' }, to: { addr: SERVICE.vip4, port: SERVICE.port }, expect: 'direct', why: 'the proxy\'s own traffic is never captured' });
-  await probe(d, { who: `${RATINGS.name} app (uid ${APP_UID}, namespace ${RATINGS.namespace})`, member: d.ratings!, as: app, to: { addr: SERVICE.vip4, port: SERVICE.port }, expect: 'direct', why: 'a pod meshlane does not capture is untouched' });
+  await probe(d, {
+    who: `${PRODUCTPAGE.name} app (uid ${APP_UID})`,
+    member: pp,
+    as: app,
+    to: { addr: SERVICE.vip4, port: SERVICE.port },
+    expect: 'captured',
+    why: "the app's outbound TCP goes to the proxy's 15001",
+  });
+  await probe(d, {
+    who: `${PRODUCTPAGE.name} app (uid ${APP_UID})`,
+    member: pp,
+    as: app,
+    to: { addr: SERVICE.vip6, port: SERVICE.port },
+    expect: 'captured',
+    why: 'IPv6 too',
+  });
+  await probe(d, {
+    who: `${PRODUCTPAGE.name} proxy (uid ${PROXY_UID})`,
+    member: pp,
+    as: { uid: PROXY_UID, gid: PROXY_UID, container: 'istio-proxy' },
+    to: { addr: SERVICE.vip4, port: SERVICE.port },
+    expect: 'direct',
+    why: "the proxy's own traffic is never captured",
+  });
+  await probe(d, {
+    who: `${RATINGS.name} app (uid ${APP_UID}, namespace ${RATINGS.namespace})`,
+    member: d.ratings!,
+    as: app,
+    to: { addr: SERVICE.vip4, port: SERVICE.port },
+    expect: 'direct',
+    why: 'a pod meshlane does not capture is untouched',
+  });
 }
 
 function indent(text: string, by: string): string {
@@ -325,8 +385,22 @@ async function flip(d: Demo): Promise<void> {
   });
   d.say(`      agent applied it: ${settingsLine(p.settings)}`);
   const app: SpawnOptions = { uid: APP_UID, gid: APP_UID, container: 'app' };
-  await probe(d, { who: `${PRODUCTPAGE.name} app (uid ${APP_UID})`, member: pp, as: app, to: { addr: SERVICE.vip4, port: SERVICE.port }, expect: 'direct', why: `${SERVICE.vip4} is in the excluded ${EXCLUDE_RANGE}` });
-  await probe(d, { who: `${PRODUCTPAGE.name} app (uid ${APP_UID})`, member: pp, as: app, to: { addr: SERVICE.vip6, port: SERVICE.port }, expect: 'captured', why: 'the excluded range is IPv4 only' });
+  await probe(d, {
+    who: `${PRODUCTPAGE.name} app (uid ${APP_UID})`,
+    member: pp,
+    as: app,
+    to: { addr: SERVICE.vip4, port: SERVICE.port },
+    expect: 'direct',
+    why: `${SERVICE.vip4} is in the excluded ${EXCLUDE_RANGE}`,
+  });
+  await probe(d, {
+    who: `${PRODUCTPAGE.name} app (uid ${APP_UID})`,
+    member: pp,
+    as: app,
+    to: { addr: SERVICE.vip6, port: SERVICE.port },
+    expect: 'captured',
+    why: 'the excluded range is IPv4 only',
+  });
 }
 
 // ---- run ------------------------------------------------------------------------------------------------
@@ -369,7 +443,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<void> {
   const removeOwnHandlers = onTermination(onSignal, onExit);
 
   const started = Date.now();
-  d.say('meshlane demo: a pod\'s outbound traffic captured into its sidecar proxy with eBPF, not one iptables rule.');
+  d.say("meshlane demo: a pod's outbound traffic captured into its sidecar proxy with eBPF, not one iptables rule.");
   let failure: unknown;
   try {
     d.building = buildNode(d).then(
@@ -399,7 +473,10 @@ export async function runDemo(opts: DemoOptions = {}): Promise<void> {
   d.removeSandboxHandlers?.();
   removeOwnHandlers();
   errors.push(...destroyErrors);
-  d.step(6, `cleanup: agent stopped, pins under ${DEMO_BPFFS} removed, sandbox ${DEMO_PREFIX} destroyed${errors.length ? ` (with errors: ${errors.join('; ')})` : ''}`);
+  d.step(
+    6,
+    `cleanup: agent stopped, pins under ${DEMO_BPFFS} removed, sandbox ${DEMO_PREFIX} destroyed${errors.length ? ` (with errors: ${errors.join('; ')})` : ''}`,
+  );
   d.say(`agent log: ${d.logFile}${d.keep ? `; cluster file and status kept in ${d.work}` : ''}`);
   if (failure !== undefined) {
     const msg = failure instanceof Error ? failure.message : String(failure);

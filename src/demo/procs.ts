@@ -52,8 +52,12 @@ export function waitReady(child: ChildProcess, log: LineLog, what: string, timeo
 async function readiness(child: ChildProcess, log: LineLog, what: string, timeoutMs = 10_000): Promise<void> {
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const exited = new Promise<string>((resolve) => child.once('exit', (code, sig) => resolve(`${what} exited (${code ?? sig}) before it was ready: ${stderr.trim()}`)));
-  const ready = log.wait(0, (l) => l === 'ready', timeoutMs).then((l) => (l === undefined ? `${what} not ready after ${timeoutMs} ms: ${stderr.trim()}` : undefined));
+  const exited = new Promise<string>((resolve) =>
+    child.once('exit', (code, sig) => resolve(`${what} exited (${code ?? sig}) before it was ready: ${stderr.trim()}`)),
+  );
+  const ready = log
+    .wait(0, (l) => l === 'ready', timeoutMs)
+    .then((l) => (l === undefined ? `${what} not ready after ${timeoutMs} ms: ${stderr.trim()}` : undefined));
   const err = await Promise.race([ready, exited]);
   if (err !== undefined) throw new Error(err);
 }

@@ -60,7 +60,8 @@ export function netnsLine(n: PodNetnsStatus): string {
 
 /** The node's hand-over map (orig_by_tuple): how full, the limits, what was refused. */
 export function handoverLine(h: NodeHandover): string {
-  const refused = h.refusedPodLimit + h.refusedNodeFull > 0 ? `; refused: ${h.refusedPodLimit} at a pod's limit, ${h.refusedNodeFull} with the map near full` : '';
+  const refused =
+    h.refusedPodLimit + h.refusedNodeFull > 0 ? `; refused: ${h.refusedPodLimit} at a pod's limit, ${h.refusedNodeFull} with the map near full` : '';
   const full = h.handoverFull > 0 ? `; not stored (map full): ${h.handoverFull}` : '';
   return `hand-over map: ${h.inflight} of ${h.capacity} connections between connect() and accept() (new ones refused from ${h.refuseFrom}); per pod at most ${h.perPodLimit}${refused}${full}`;
 }
@@ -75,7 +76,8 @@ export function podStatusLines(st: AgentStatus): string[] {
     out.push(`    ${settingsLine(p.settings)}`);
     if (p.handover) {
       const h = p.handover;
-      const refused = h.refusedAtLimit + h.refusedNodeFull > 0 ? `; refused: ${h.refusedAtLimit} at its limit, ${h.refusedNodeFull} with the node's map near full` : '';
+      const refused =
+        h.refusedAtLimit + h.refusedNodeFull > 0 ? `; refused: ${h.refusedAtLimit} at its limit, ${h.refusedNodeFull} with the node's map near full` : '';
       out.push(`    connections between connect() and accept(): ${h.inflight} (limit ${h.limit})${refused}`);
     }
     for (const e of p.errors) out.push(`    error: ${e}`);
@@ -115,11 +117,18 @@ export function renderStatus(i: StatusInput): string {
   out.push(`capture: ${i.links.length ? `active (${i.links.length} programs linked under ${i.bpffs})` : `not installed (nothing linked under ${i.bpffs})`}`);
   const st = i.status;
   out.push(`splicing: ${spliceLine(i.dataplane, st)}`);
-  if (i.dataplane) out.push(`counters: ${Object.entries(i.dataplane.counters).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+  if (i.dataplane)
+    out.push(
+      `counters: ${Object.entries(i.dataplane.counters)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(' ')}`,
+    );
   if (!st) {
     out.push(`agent: no status at ${statusPath(i.stateDir)} (the agent has not run with --state-dir ${i.stateDir})`);
   } else {
-    out.push(`agent: ${i.agentRunning ? `running (pid ${st.pid})` : `not running (last seen pid ${st.pid} at ${st.updatedAt})`}; source: ${st.source}; cgroup root: ${st.cgroupRoot}`);
+    out.push(
+      `agent: ${i.agentRunning ? `running (pid ${st.pid})` : `not running (last seen pid ${st.pid} at ${st.updatedAt})`}; source: ${st.source}; cgroup root: ${st.cgroupRoot}`,
+    );
     if (st.sourceError) out.push(`source error: ${st.sourceError}`);
     if (st.handover) out.push(handoverLine(st.handover));
     out.push(...podStatusLines(st));

@@ -47,13 +47,15 @@ export function describeNetworkError(e: unknown): KubeRequestError {
   const code = typeof (e as { code?: unknown })?.code === 'string' ? (e as { code: string }).code : undefined;
   const msg = e instanceof Error ? e.message : String(e);
   let what: string;
-  if (code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'ETIMEDOUT' || code === 'ENOTFOUND' || code === 'EAI_AGAIN') what = `unreachable (${code})`;
+  if (code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'ETIMEDOUT' || code === 'ENOTFOUND' || code === 'EAI_AGAIN')
+    what = `unreachable (${code})`;
   // node's word for a response whose connection closed (or was reset) before its end: a watch without
   // the terminating chunk
   else if (code === 'ECONNRESET' && msg === 'aborted') what = `cut the connection mid-answer (${code})`;
   else if (code === 'ECONNRESET' || code === 'EPIPE') what = `dropped the connection (${code})`;
   else if (code === 'ERR_STREAM_PREMATURE_CLOSE') what = `closed the stream mid-way (${code})`;
-  else if (code !== undefined && TLS_CODES.test(code)) what = `has a certificate the configured CA does not accept (${code}): check certificate-authority in the kubeconfig (in a pod: the service account's ca.crt)`;
+  else if (code !== undefined && TLS_CODES.test(code))
+    what = `has a certificate the configured CA does not accept (${code}): check certificate-authority in the kubeconfig (in a pod: the service account's ca.crt)`;
   else what = `failed (${code ?? (msg.split('\n')[0] ?? '').trim()})`;
   return new KubeRequestError(what, code !== undefined ? { code } : {});
 }
@@ -130,7 +132,10 @@ export class KubeClient {
   /** One request with a JSON answer; rejects with KubeRequestError. */
   async json(method: string, path: string, opts: RequestOpts = {}): Promise<unknown> {
     const ctl = linked(opts.signal);
-    const timer = opts.timeoutMs !== undefined ? setTimeout(() => ctl.abort(new KubeRequestError(`did not answer within ${Math.round(opts.timeoutMs! / 1000)} s`, { timeout: true })), opts.timeoutMs) : undefined;
+    const timer =
+      opts.timeoutMs !== undefined
+        ? setTimeout(() => ctl.abort(new KubeRequestError(`did not answer within ${Math.round(opts.timeoutMs! / 1000)} s`, { timeout: true })), opts.timeoutMs)
+        : undefined;
     try {
       const res = await this.send(method, path, opts, ctl.signal);
       const text = await readAll(res);

@@ -28,24 +28,29 @@ const firstLine = (e: unknown): string => ((e instanceof Error ? e.message : Str
 
 /** The checks client-node leaves to the first request, as one-line errors about `where`. */
 function checkConfig(kc: KubeConfig, where: string): string {
-  if (kc.getContexts().length === 0) throw new UserError(`${where} has no contexts (is it a kubeconfig?): give a kubeconfig with clusters, users, contexts and current-context`);
+  if (kc.getContexts().length === 0)
+    throw new UserError(`${where} has no contexts (is it a kubeconfig?): give a kubeconfig with clusters, users, contexts and current-context`);
   const ctxName = kc.getCurrentContext();
   if (!ctxName) throw new UserError(`${where} has no current-context: set one (kubectl config use-context NAME --kubeconfig FILE)`);
   const ctx = kc.getContextObject(ctxName);
   if (!ctx) throw new UserError(`${where}: the current-context '${ctxName}' is not among its contexts: fix current-context`);
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new UserError(`${where}: context '${ctxName}' names cluster '${ctx.cluster}', which is not in the file: add it or fix the context`);
-  if (ctx.user && !kc.getCurrentUser()) throw new UserError(`${where}: context '${ctxName}' names user '${ctx.user}', which is not in the file: add it or fix the context`);
+  if (ctx.user && !kc.getCurrentUser())
+    throw new UserError(`${where}: context '${ctxName}' names user '${ctx.user}', which is not in the file: add it or fix the context`);
   let url: URL;
   try {
     url = new URL(cluster.server);
   } catch {
     throw new UserError(`${where}: cluster '${cluster.name}' has server '${cluster.server}', which is not a URL: give https://HOST:PORT`);
   }
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new UserError(`${where}: cluster '${cluster.name}' has server '${cluster.server}': give https://HOST:PORT`);
+  if (url.protocol !== 'https:' && url.protocol !== 'http:')
+    throw new UserError(`${where}: cluster '${cluster.name}' has server '${cluster.server}': give https://HOST:PORT`);
   if (url.protocol === 'http:' && !cluster.skipTLSVerify) {
     // client-node 1.x refuses this at every request; say so once, at start
-    throw new UserError(`${where}: cluster '${cluster.name}' has a plain http:// server: use https://, or set insecure-skip-tls-verify: true for a plain-HTTP test server`);
+    throw new UserError(
+      `${where}: cluster '${cluster.name}' has a plain http:// server: use https://, or set insecure-skip-tls-verify: true for a plain-HTTP test server`,
+    );
   }
   const files: Array<[string, string | undefined]> = [
     ['certificate-authority', cluster.caFile],
@@ -53,7 +58,8 @@ function checkConfig(kc: KubeConfig, where: string): string {
     ['client-key', kc.getCurrentUser()?.keyFile],
   ];
   for (const [field, file] of files) {
-    if (file !== undefined && file !== '' && !existsSync(file)) throw new UserError(`${where}: ${field} ${file} does not exist: fix the path or use ${field}-data`);
+    if (file !== undefined && file !== '' && !existsSync(file))
+      throw new UserError(`${where}: ${field} ${file} does not exist: fix the path or use ${field}-data`);
   }
   return cluster.server;
 }
@@ -65,10 +71,12 @@ export function kubeconfigConnection(file: string): KubeConnection {
     try {
       text = readFileSync(file, 'utf8');
     } catch (e) {
-      if (isErrno(e, 'ENOENT')) throw new UserError(`cannot read kubeconfig ${file}: file not found: give the path of a kubeconfig (e.g. kubectl config view --minify --raw > FILE)`);
+      if (isErrno(e, 'ENOENT'))
+        throw new UserError(`cannot read kubeconfig ${file}: file not found: give the path of a kubeconfig (e.g. kubectl config view --minify --raw > FILE)`);
       throw new UserError(`cannot read kubeconfig ${file}: ${firstLine(e)}`);
     }
-    if (text.trim() === '') throw new UserError(`cannot read kubeconfig ${file}: the file is empty: give a kubeconfig with clusters, users, contexts and current-context`);
+    if (text.trim() === '')
+      throw new UserError(`cannot read kubeconfig ${file}: the file is empty: give a kubeconfig with clusters, users, contexts and current-context`);
     const kc = new KubeConfig();
     try {
       // loadFromFile, with the text we already read (it resolves relative paths against the file's directory)
@@ -96,7 +104,10 @@ export function inClusterConnection(env: Env): KubeConnection {
   const port = env.KUBERNETES_SERVICE_PORT ?? '';
   const where = 'in-cluster config';
   if (host === '') throw new UserError(`${where}: KUBERNETES_SERVICE_HOST is not set: run the agent in a pod, or give --kubeconfig FILE`);
-  if (!/^\d{1,5}$/.test(port)) throw new UserError(`${where}: KUBERNETES_SERVICE_PORT is ${port === '' ? 'not set' : `'${port}', not a port`}: run the agent in a pod (kubelet sets it), or give --kubeconfig FILE`);
+  if (!/^\d{1,5}$/.test(port))
+    throw new UserError(
+      `${where}: KUBERNETES_SERVICE_PORT is ${port === '' ? 'not set' : `'${port}', not a port`}: run the agent in a pod (kubelet sets it), or give --kubeconfig FILE`,
+    );
   // loadFromCluster's rules: plain http on the usual insecure ports, brackets around an IPv6 address
   const scheme = port === '80' || port === '8080' || port === '8001' ? 'http' : 'https';
   const server = `${scheme}://${isIPv6(host) ? `[${host}]` : host}:${port}`;
@@ -108,7 +119,8 @@ export function inClusterConnection(env: Env): KubeConnection {
       ['service account token', token],
       ['service account CA', ca],
     ] as const) {
-      if (!existsSync(file)) throw new UserError(`${where}: no ${what} at ${file}: mount the service account (automountServiceAccountToken: true), or give --kubeconfig FILE`);
+      if (!existsSync(file))
+        throw new UserError(`${where}: no ${what} at ${file}: mount the service account (automountServiceAccountToken: true), or give --kubeconfig FILE`);
     }
     const kc = new KubeConfig();
     const namespace = existsSync(nsFile) ? readFileSync(nsFile, 'utf8') : undefined;

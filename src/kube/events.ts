@@ -154,7 +154,10 @@ export class EventRecorder implements PodEventSink {
       } catch (e) {
         // never fatal: Events are best effort
         this.counts.failed++;
-        this.o.log?.warn({ pod: `${item.pod.namespace}/${item.pod.name}`, reason: item.reason, err: (e as Error).message }, 'could not post a Kubernetes Event');
+        this.o.log?.warn(
+          { pod: `${item.pod.namespace}/${item.pod.name}`, reason: item.reason, err: (e as Error).message },
+          'could not post a Kubernetes Event',
+        );
       }
     }
     this.draining = undefined;
@@ -181,7 +184,19 @@ export class EventRecorder implements PodEventSink {
 
   /** client-go's getEventKey (joined unambiguously) */
   private key(item: Item, message: string): string {
-    return JSON.stringify([COMPONENT, this.o.nodeName, 'Pod', item.pod.namespace, item.pod.name, '', realUid(item.pod.uid) ?? '', 'v1', 'Warning', item.reason, message]);
+    return JSON.stringify([
+      COMPONENT,
+      this.o.nodeName,
+      'Pod',
+      item.pod.namespace,
+      item.pod.name,
+      '',
+      realUid(item.pod.uid) ?? '',
+      'v1',
+      'Warning',
+      item.reason,
+      message,
+    ]);
   }
 
   /** client-go's EventSourceObjectSpamFilter: a token bucket per source + object */
@@ -209,7 +224,10 @@ export class EventRecorder implements PodEventSink {
     const message = ev.message as string;
     if (!this.allowed(item, now.getTime())) {
       this.counts.dropped++;
-      this.o.log?.debug({ pod: `${item.pod.namespace}/${item.pod.name}`, reason: item.reason }, 'Kubernetes Event dropped: too many for this pod (spam filter)');
+      this.o.log?.debug(
+        { pod: `${item.pod.namespace}/${item.pod.name}`, reason: item.reason },
+        'Kubernetes Event dropped: too many for this pod (spam filter)',
+      );
       return;
     }
     const key = this.key(item, message);
@@ -218,7 +236,12 @@ export class EventRecorder implements PodEventSink {
     const call = async (method: string, path: string, body: unknown, contentType?: string): Promise<unknown> => {
       for (let attempt = 1; ; attempt++) {
         try {
-          return await client.json(method, path, { body, signal: this.stopCtl.signal, timeoutMs: this.o.requestTimeoutMs, ...(contentType ? { contentType } : {}) });
+          return await client.json(method, path, {
+            body,
+            signal: this.stopCtl.signal,
+            timeoutMs: this.o.requestTimeoutMs,
+            ...(contentType ? { contentType } : {}),
+          });
         } catch (e) {
           const err = e instanceof KubeRequestError ? e : new KubeRequestError(String(e));
           const s = err.info.status;
@@ -234,12 +257,22 @@ export class EventRecorder implements PodEventSink {
     if (prev) {
       obs = { name: prev.name, count: prev.count + 1, firstTimestamp: prev.firstTimestamp };
       try {
-        stored = await call('PATCH', `/api/v1/namespaces/${ns}/events/${encodeURIComponent(prev.name)}`, { count: obs.count, lastTimestamp: ev.lastTimestamp, message }, 'application/strategic-merge-patch+json');
+        stored = await call(
+          'PATCH',
+          `/api/v1/namespaces/${ns}/events/${encodeURIComponent(prev.name)}`,
+          { count: obs.count, lastTimestamp: ev.lastTimestamp, message },
+          'application/strategic-merge-patch+json',
+        );
         this.counts.patched++;
       } catch (e) {
         if (!(e instanceof KubeRequestError && e.info.status === 404)) throw e;
         // expired meanwhile: create it again under its name, the count carried on (client-go does the same)
-        stored = await call('POST', `/api/v1/namespaces/${ns}/events`, { ...ev, metadata: { name: prev.name, namespace: item.pod.namespace }, count: obs.count, firstTimestamp: obs.firstTimestamp });
+        stored = await call('POST', `/api/v1/namespaces/${ns}/events`, {
+          ...ev,
+          metadata: { name: prev.name, namespace: item.pod.namespace },
+          count: obs.count,
+          firstTimestamp: obs.firstTimestamp,
+        });
         this.counts.created++;
       }
     } else {
@@ -256,9 +289,15 @@ export class EventRecorder implements PodEventSink {
 /** The Event for one of a pod's errors from the pod model: the reason, and a message that says the fix. */
 export function podErrorEvent(error: string): { reason: string; message: string } {
   if (/ for annotation '/.test(error)) {
-    return { reason: 'InvalidCaptureAnnotation', message: `${error}: meshlane ignores this annotation (its default applies, which never widens the bypass); correct or remove it in the pod's template` };
+    return {
+      reason: 'InvalidCaptureAnnotation',
+      message: `${error}: meshlane ignores this annotation (its default applies, which never widens the bypass); correct or remove it in the pod's template`,
+    };
   }
-  return { reason: 'InvalidCaptureSetting', message: `${error}: meshlane applies the narrowest bypass for this setting until it is fixed in the pod's template` };
+  return {
+    reason: 'InvalidCaptureSetting',
+    message: `${error}: meshlane applies the narrowest bypass for this setting until it is fixed in the pod's template`,
+  };
 }
 
 /**

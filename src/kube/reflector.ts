@@ -248,7 +248,12 @@ export class Reflector {
     const arm = (): void => {
       clearTimeout(timer);
       timer = setTimeout(
-        () => ctl.abort(new KubeRequestError(`sent nothing on the watch of ${this.spec.resource} for ${Math.round(staleMs / 1000)} s (a dead connection?)`, { timeout: true })),
+        () =>
+          ctl.abort(
+            new KubeRequestError(`sent nothing on the watch of ${this.spec.resource} for ${Math.round(staleMs / 1000)} s (a dead connection?)`, {
+              timeout: true,
+            }),
+          ),
         staleMs,
       );
     };
@@ -316,7 +321,10 @@ export class Reflector {
         const reason = typeof obj.reason === 'string' ? obj.reason : undefined;
         const message = typeof obj.message === 'string' ? obj.message : '';
         const info = { ...(code !== undefined ? { status: code } : {}), ...(reason ? { reason } : {}) };
-        throw new WatchErrorEvent(`sent an ERROR event${code !== undefined ? ` ${code}` : ''}${reason ? ` ${reason}` : ''}${message ? `: ${message.slice(0, 200)}` : ''}`, info);
+        throw new WatchErrorEvent(
+          `sent an ERROR event${code !== undefined ? ` ${code}` : ''}${reason ? ` ${reason}` : ''}${message ? `: ${message.slice(0, 200)}` : ''}`,
+          info,
+        );
       }
       default:
         // an event type this client does not know: skip it, as client-go's watch decoder would not

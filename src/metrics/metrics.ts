@@ -26,7 +26,8 @@ export interface StatMetric {
 /** Help text of every metric fed from the `stats` map (one metric may take several counters). */
 export const STAT_METRIC_HELP: Record<string, string> = {
   meshlane_connect_decisions_total: 'connect() calls of captured pods decided by the connect4/6 programs (TCP, and connected UDP)',
-  meshlane_connections_captured_total: 'connections redirected to the pod proxy, by direction and by the hook that captured them (connect: at connect(); sk_lookup: arriving from outside the pod)',
+  meshlane_connections_captured_total:
+    'connections redirected to the pod proxy, by direction and by the hook that captured them (connect: at connect(); sk_lookup: arriving from outside the pod)',
   meshlane_connections_bypassed_total: 'connect() decisions not to capture (meshlane_bypass_decisions_total has them by reason)',
   meshlane_original_dst_served_total: 'SO_ORIGINAL_DST answers given to proxies',
   meshlane_proxy_port_uncaptured_total: 'connections accepted on a proxy port that were not captured (dialled directly)',
@@ -69,7 +70,9 @@ export const STAT_METRICS: { [K in (typeof Stat)[number]]: StatMetric } & Record
 };
 
 /** The metrics of the kernel counters the objects have (Stat), each with its label names and series. */
-export function statMetricPlan(stats: readonly string[] = Stat): Map<string, { labelNames: string[]; series: Array<{ index: number; labels: Record<string, string> }> }> {
+export function statMetricPlan(
+  stats: readonly string[] = Stat,
+): Map<string, { labelNames: string[]; series: Array<{ index: number; labels: Record<string, string> }> }> {
   const plan = new Map<string, { labelNames: string[]; series: Array<{ index: number; labels: Record<string, string> }> }>();
   stats.forEach((name, index) => {
     const m = STAT_METRICS[name];
@@ -77,7 +80,8 @@ export function statMetricPlan(stats: readonly string[] = Stat): Map<string, { l
     const labels = m.labels ?? {};
     let p = plan.get(m.metric);
     if (!p) plan.set(m.metric, (p = { labelNames: Object.keys(labels).sort(), series: [] }));
-    if (Object.keys(labels).sort().join() !== p.labelNames.join()) throw new Error(`${m.metric}: every counter of one metric has the same label names (${name})`);
+    if (Object.keys(labels).sort().join() !== p.labelNames.join())
+      throw new Error(`${m.metric}: every counter of one metric has the same label names (${name})`);
     p.series.push({ index, labels });
   });
   return plan;
@@ -181,7 +185,12 @@ export class AgentMetrics {
     });
     const capacity = new Gauge({ name: 'meshlane_map_capacity', help: 'max_entries of each BPF map', labelNames: ['map'], registers });
     for (const d of counted) capacity.set({ map: d.name }, d.maxEntries);
-    this.mapFull = new Counter({ name: 'meshlane_map_full_total', help: 'map writes refused because the map was full (the pod keeps its last good entries, or is not enrolled)', labelNames: ['map'], registers });
+    this.mapFull = new Counter({
+      name: 'meshlane_map_full_total',
+      help: 'map writes refused because the map was full (the pod keeps its last good entries, or is not enrolled)',
+      labelNames: ['map'],
+      registers,
+    });
 
     // ---- the pipeline ----
     this.reconcile = new Histogram({
@@ -197,7 +206,12 @@ export class AgentMetrics {
       buckets: SECONDS_BUCKETS,
       registers,
     });
-    this.podErrors = new Counter({ name: 'meshlane_pod_errors_total', help: 'pods that entered an error, by kind (each pod once per kind until it clears)', labelNames: ['kind'], registers });
+    this.podErrors = new Counter({
+      name: 'meshlane_pod_errors_total',
+      help: 'pods that entered an error, by kind (each pod once per kind until it clears)',
+      labelNames: ['kind'],
+      registers,
+    });
     new Gauge({
       name: 'meshlane_pods_with_errors',
       help: 'pods with an error right now, by kind',
@@ -230,9 +244,27 @@ export class AgentMetrics {
         this.reset();
         for (const [resource, c] of Object.entries(k)) this.inc({ resource }, Math.max(0, c[key] - (firstFree ? 1 : 0)));
       };
-    new Counter({ name: 'meshlane_kube_relists_total', help: 'complete lists of a resource after the first (a watch that could not resume: 410 Gone, an ERROR event)', labelNames: ['resource'], registers, collect: kube('listed', true) });
-    new Counter({ name: 'meshlane_kube_watch_restarts_total', help: 'watches of a resource opened after the first (the server ended one, it broke, or went silent); attempts that failed are in meshlane_kube_request_failures_total', labelNames: ['resource'], registers, collect: kube('opened', true) });
-    new Counter({ name: 'meshlane_kube_request_failures_total', help: 'lists and watches of a resource that failed (unreachable, an error answer, a broken stream, an ERROR event)', labelNames: ['resource'], registers, collect: kube('failures', false) });
+    new Counter({
+      name: 'meshlane_kube_relists_total',
+      help: 'complete lists of a resource after the first (a watch that could not resume: 410 Gone, an ERROR event)',
+      labelNames: ['resource'],
+      registers,
+      collect: kube('listed', true),
+    });
+    new Counter({
+      name: 'meshlane_kube_watch_restarts_total',
+      help: 'watches of a resource opened after the first (the server ended one, it broke, or went silent); attempts that failed are in meshlane_kube_request_failures_total',
+      labelNames: ['resource'],
+      registers,
+      collect: kube('opened', true),
+    });
+    new Counter({
+      name: 'meshlane_kube_request_failures_total',
+      help: 'lists and watches of a resource that failed (unreachable, an error answer, a broken stream, an ERROR event)',
+      labelNames: ['resource'],
+      registers,
+      collect: kube('failures', false),
+    });
     new Gauge({
       name: 'meshlane_source_connected',
       help: '1 while the source follows changes (the Kubernetes API watches are open; a cluster file is always 1)',
@@ -255,8 +287,19 @@ export class AgentMetrics {
     });
 
     // ---- CNI ----
-    this.cniRequests = new Counter({ name: 'meshlane_cni_requests_total', help: 'CNI requests served on the agent socket, by command and result (ok, error)', labelNames: ['command', 'result'], registers });
-    this.cniDuration = new Histogram({ name: 'meshlane_cni_request_duration_seconds', help: 'time to serve a CNI request in the agent, by command', labelNames: ['command'], buckets: CNI_BUCKETS, registers });
+    this.cniRequests = new Counter({
+      name: 'meshlane_cni_requests_total',
+      help: 'CNI requests served on the agent socket, by command and result (ok, error)',
+      labelNames: ['command', 'result'],
+      registers,
+    });
+    this.cniDuration = new Histogram({
+      name: 'meshlane_cni_request_duration_seconds',
+      help: 'time to serve a CNI request in the agent, by command',
+      labelNames: ['command'],
+      buckets: CNI_BUCKETS,
+      registers,
+    });
 
     // ---- the agent ----
     new Gauge({
@@ -267,7 +310,10 @@ export class AgentMetrics {
         this.set(safe(() => probe().ready?.()) ? 1 : 0);
       },
     });
-    new Gauge({ name: 'meshlane_build_info', help: 'the agent build (always 1)', labelNames: ['version'], registers }).set({ version: opts.version ?? 'unknown' }, 1);
+    new Gauge({ name: 'meshlane_build_info', help: 'the agent build (always 1)', labelNames: ['version'], registers }).set(
+      { version: opts.version ?? 'unknown' },
+      1,
+    );
     if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
 
     const probe = (): MetricsProbe => this.probe;

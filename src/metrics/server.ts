@@ -35,7 +35,9 @@ export function parseMetricsAddress(s: string): ListenAddress | undefined {
   const host = m[1] ?? m[2]!;
   const port = Number(m[3]);
   if (m[1] !== undefined ? isIP(host) !== 6 : isIP(host) !== 4) {
-    throw new UserError(`--metrics-address ${JSON.stringify(s)}: ${JSON.stringify(host)} is not an IP${m[1] !== undefined ? 'v6' : 'v4'} address (a name would need a lookup at start): ${FIX}`);
+    throw new UserError(
+      `--metrics-address ${JSON.stringify(s)}: ${JSON.stringify(host)} is not an IP${m[1] !== undefined ? 'v6' : 'v4'} address (a name would need a lookup at start): ${FIX}`,
+    );
   }
   if (port < 1 || port > 65535) throw new UserError(`--metrics-address ${JSON.stringify(s)}: port ${port} is out of range: ${FIX}`);
   return { host, port };
@@ -136,7 +138,11 @@ export function metricsFromFlag(flag: string): { address: ListenAddress; metrics
 }
 
 /** Listen for the agent (before agent.start(), so that /readyz says 503 while it starts). */
-export function serveAgent(m: { address: ListenAddress; metrics: AgentMetrics } | undefined, agent: ServedAgent, log?: Logger): Promise<MetricsServer | undefined> {
+export function serveAgent(
+  m: { address: ListenAddress; metrics: AgentMetrics } | undefined,
+  agent: ServedAgent,
+  log?: Logger,
+): Promise<MetricsServer | undefined> {
   if (!m) return Promise.resolve(undefined);
   return MetricsServer.listen(m.address, m.metrics, { live: () => agent.live(), readiness: () => agent.health() }, log);
 }

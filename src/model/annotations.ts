@@ -217,7 +217,9 @@ const PROXY_FIELD = `spec.containers[${PROXY_CONTAINER}]`;
 function proxyId(v: unknown, field: string, fallback: string, errors: string[]): number | undefined {
   if (v === undefined || v === null) return undefined;
   if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= 0xffffffff) return v === 0 ? undefined : v;
-  errors.push(`invalid value '${JSON.stringify(v) ?? String(v)}' for ${PROXY_FIELD}.securityContext.${field}: not a ${field === 'runAsUser' ? 'uid' : 'gid'} (a non-negative integer); ${fallback}`);
+  errors.push(
+    `invalid value '${JSON.stringify(v) ?? String(v)}' for ${PROXY_FIELD}.securityContext.${field}: not a ${field === 'runAsUser' ? 'uid' : 'gid'} (a non-negative integer); ${fallback}`,
+  );
   return undefined;
 }
 
@@ -264,9 +266,7 @@ function inboundPorts(r: Reader): InboundPorts {
 }
 
 function outboundInclude(r: Reader): CaptureSettings['outboundInclude'] {
-  const v = r.get(ANNOTATIONS.includeOutboundIPRanges, (t) =>
-    wildcardOr(t, (x) => parseCidrList(x, 'includeOutboundIPRanges', true)),
-  );
+  const v = r.get(ANNOTATIONS.includeOutboundIPRanges, (t) => wildcardOr(t, (x) => parseCidrList(x, 'includeOutboundIPRanges', true)));
   if (v === undefined || v === '*') return { all: true, cidrs: [] };
   return { all: false, cidrs: v };
 }
@@ -275,7 +275,10 @@ function interfaces(r: Reader, s: CaptureSettings): void {
   const A = ANNOTATIONS;
   const exclude = r.get(A.excludeInterfaces, parseInterfaceList) ?? [];
   s.excludeInterfaces = exclude;
-  if (exclude.length > 0) r.unsupported.push(`${A.excludeInterfaces} is enforced for inbound only: outbound connections are decided at connect(), before an output interface is known (interfaces: ${exclude.join(',')})`);
+  if (exclude.length > 0)
+    r.unsupported.push(
+      `${A.excludeInterfaces} is enforced for inbound only: outbound connections are decided at connect(), before an output interface is known (interfaces: ${exclude.join(',')})`,
+    );
   // the new name wins when both are set (Istio's injection template)
   const rerouteName = r.has(A.rerouteVirtualInterfaces) ? A.rerouteVirtualInterfaces : A.kubevirtInterfaces;
   const reroute = r.get(rerouteName, parseInterfaceList) ?? [];

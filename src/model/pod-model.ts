@@ -228,14 +228,26 @@ function decidePod(raw: unknown, namespaces: Map<string, NamespaceInfo>, opts: B
   if (reason) return { ref, reason };
   // only the string entries reach the annotation parser: a malformed one has been reported and reads
   // as absent, so its default applies
-  const { settings, errors: annErrors, unsupported } = parseCaptureSettings({
+  const {
+    settings,
+    errors: annErrors,
+    unsupported,
+  } = parseCaptureSettings({
     metadata: { annotations: annotations.map },
     spec: { containers: containers.list },
   });
   if (settings.interceptionMode === 'NONE') return { ref, reason: 'interception mode is NONE' };
   const ips = podIps(status, errors);
   if (ips === undefined) return { ref, reason: 'no pod IP yet' };
-  const qos = field(status.value, 'qosClass', 'status.qosClass', isQos, 'Guaranteed, Burstable or BestEffort', "the pod's cgroup is looked for as BestEffort", errors);
+  const qos = field(
+    status.value,
+    'qosClass',
+    'status.qosClass',
+    isQos,
+    'Guaranteed, Burstable or BestEffort',
+    "the pod's cgroup is looked for as BestEffort",
+    errors,
+  );
   return {
     ref,
     ips,
@@ -259,7 +271,15 @@ function placementReason(spec: Obj, status: Obj, opts: BuildModelOptions, errors
   if (phase === 'Succeeded' || phase === 'Failed') return `pod phase is ${phase}`;
   // hostNetwork that cannot be read is taken to be false: capture is then attempted, and the locator
   // refuses a pod whose network namespace is the node's, so a host-network pod is never enrolled
-  const host = field(spec, 'hostNetwork', 'spec.hostNetwork', isBoolean, 'a boolean', 'taken as false (a pod sharing the node network namespace is never enrolled)', errors);
+  const host = field(
+    spec,
+    'hostNetwork',
+    'spec.hostNetwork',
+    isBoolean,
+    'a boolean',
+    'taken as false (a pod sharing the node network namespace is never enrolled)',
+    errors,
+  );
   if (host === true) return 'pod uses hostNetwork';
   return undefined;
 }

@@ -19,9 +19,7 @@ export const addonPath = join(packageRoot(), 'native', 'build', 'Release', 'mesh
 
 function load(): NativeAddon {
   if (!existsSync(addonPath)) {
-    throw new UserError(
-      'the native addon is not built (native/build/Release/meshlane.node missing): run the setup command from the README',
-    );
+    throw new UserError('the native addon is not built (native/build/Release/meshlane.node missing): run the setup command from the README');
   }
   const a = createRequire(import.meta.url)(addonPath) as NativeAddon;
   a.setErrorClasses({ BpfError, LoadError });

@@ -119,7 +119,10 @@ function usage(msg: string): never {
   process.exit(2);
 }
 
-function listenAll(specs: Array<{ port: number; onConnection: (s: Socket) => void; allowHalfOpen?: boolean; host?: string }>, ready: () => void = () => out('ready')): void {
+function listenAll(
+  specs: Array<{ port: number; onConnection: (s: Socket) => void; allowHalfOpen?: boolean; host?: string }>,
+  ready: () => void = () => out('ready'),
+): void {
   let pending = specs.length;
   const servers: Server[] = [];
   for (const spec of specs) {
@@ -163,8 +166,7 @@ function forward(direction: 'outbound' | 'inbound'): (s: Socket) => void {
       client.destroy();
       return;
     }
-    const localAddress =
-      direction === 'inbound' ? (isIPv4(orig.address) ? '127.0.0.6' : '::6') : undefined;
+    const localAddress = direction === 'inbound' ? (isIPv4(orig.address) ? '127.0.0.6' : '::6') : undefined;
     const upstream = netConnect({ host: orig.address, port: orig.port, localAddress, allowHalfOpen: true });
     let logged = false;
     upstream.once('connect', () => {
@@ -411,7 +413,11 @@ async function main(): Promise<void> {
       // istio-agent's DNS proxy listens on localhost only: its UDP replies leave from 127.0.0.1 / ::1
       const dnsPorts = values.dns === undefined ? [] : parsePorts(values.dns, 'dns');
       const loopbacks = ['127.0.0.1', '::1'];
-      await udpListen(dnsPorts.flatMap((port) => loopbacks.map((host) => ({ host, port }))), 'proxy-dns', true);
+      await udpListen(
+        dnsPorts.flatMap((port) => loopbacks.map((host) => ({ host, port }))),
+        'proxy-dns',
+        true,
+      );
       listenAll([
         ...dnsPorts.flatMap((port) => loopbacks.map((host) => ({ port, host, onConnection: replyOnce('proxy-dns', true) }))),
         ...outbound.map((port) => ({
@@ -436,7 +442,11 @@ async function main(): Promise<void> {
       const ports = parsePorts(values.ports ?? usage('udp-serve needs --ports'), 'ports');
       const addrs = values.addrs === undefined ? ['::'] : values.addrs.split(',').filter((a) => a !== '');
       for (const a of addrs) if (!isIPv4(a) && !isIPv6(a)) usage(`bad address in --addrs: '${a}'`);
-      await udpListen(addrs.flatMap((host) => ports.map((port) => ({ host, port }))), tag, false);
+      await udpListen(
+        addrs.flatMap((host) => ports.map((port) => ({ host, port }))),
+        tag,
+        false,
+      );
       out('ready');
       break;
     }

@@ -125,7 +125,6 @@ export interface ExecResult {
   code: number;
 }
 
-
 async function ip(...args: string[]): Promise<string> {
   try {
     const { stdout } = await execFile('ip', args);
@@ -240,16 +239,7 @@ export abstract class SandboxMember {
    */
   spawn(command: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
     const cg = this.leafCgroup(opts.container);
-    const argv = [
-      '-c',
-      'echo $$ > "$1" || exit 125; shift; exec "$@"',
-      'meshlane-sandbox',
-      join(cg, 'cgroup.procs'),
-      'ip',
-      'netns',
-      'exec',
-      this.netns,
-    ];
+    const argv = ['-c', 'echo $$ > "$1" || exit 125; shift; exec "$@"', 'meshlane-sandbox', join(cg, 'cgroup.procs'), 'ip', 'netns', 'exec', this.netns];
     if (opts.uid !== undefined || opts.gid !== undefined) {
       argv.push('setpriv');
       if (opts.uid !== undefined) argv.push('--reuid', String(opts.uid));
@@ -373,7 +363,15 @@ export class SandboxHost extends SandboxMember {
   readonly cgroupDir: string;
   readonly hostVeth: string | undefined;
 
-  constructor(sandbox: Sandbox, readonly name: string, netns: string, ipv4: string, ipv6: string | undefined, cgroupDir: string, hostVeth?: string) {
+  constructor(
+    sandbox: Sandbox,
+    readonly name: string,
+    netns: string,
+    ipv4: string,
+    ipv6: string | undefined,
+    cgroupDir: string,
+    hostVeth?: string,
+  ) {
     super(sandbox, netns, ipv4, ipv6);
     this.cgroupDir = cgroupDir;
     this.hostVeth = hostVeth;
@@ -436,10 +434,7 @@ export class Sandbox {
 
   private async setup(): Promise<void> {
     await mkdir(this.cgroupRoot);
-    const qosDirs =
-      this.cgroupDriver === 'systemd'
-        ? ['kubepods-besteffort.slice', 'kubepods-burstable.slice']
-        : ['besteffort', 'burstable'];
+    const qosDirs = this.cgroupDriver === 'systemd' ? ['kubepods-besteffort.slice', 'kubepods-burstable.slice'] : ['besteffort', 'burstable'];
     await mkdir(this.kubepodsDir);
     for (const d of qosDirs) await mkdir(join(this.kubepodsDir, d));
     await mkdir(join(this.cgroupRoot, 'hosts'));
@@ -454,7 +449,12 @@ export class Sandbox {
     await ip('-n', ns, 'addr', 'add', `${NODE_IPV6}/64`, 'dev', BRIDGE, 'nodad');
     await ip('-n', ns, 'link', 'set', BRIDGE, 'up');
     await ip(
-      'netns', 'exec', ns, 'sysctl', '-q', '-w',
+      'netns',
+      'exec',
+      ns,
+      'sysctl',
+      '-q',
+      '-w',
       'net.ipv4.ip_forward=1',
       'net.ipv6.conf.all.forwarding=1',
       // pods and hosts share one segment: the node forwarding pod -> Service VIP -> host must not redirect
@@ -489,7 +489,8 @@ export class Sandbox {
     this.pods.push(pod);
     await mkdir(pod.cgroupDir);
     await this.plumb(pod.netns, pod.hostVeth, spec.ipv4, spec.ipv6);
-    if (spec.ipv6 !== undefined && spec.passthroughV6 !== false) await ip('-n', pod.netns, 'addr', 'add', `${INBOUND_PASSTHROUGH_V6}/128`, 'dev', 'lo', 'nodad');
+    if (spec.ipv6 !== undefined && spec.passthroughV6 !== false)
+      await ip('-n', pod.netns, 'addr', 'add', `${INBOUND_PASSTHROUGH_V6}/128`, 'dev', 'lo', 'nodad');
     if (spec.resolvConf !== undefined) {
       mkdirSync(join(ETC_NETNS, pod.netns), { recursive: true });
       writeFileSync(join(ETC_NETNS, pod.netns, 'resolv.conf'), spec.resolvConf);
@@ -604,7 +605,12 @@ export class Sandbox {
    */
   private async netnsDefaults(ns: string): Promise<void> {
     await ip(
-      'netns', 'exec', ns, 'sysctl', '-q', '-w',
+      'netns',
+      'exec',
+      ns,
+      'sysctl',
+      '-q',
+      '-w',
       'net.ipv6.conf.default.accept_dad=0',
       'net.ipv6.conf.all.accept_dad=0',
       'net.ipv6.conf.default.accept_redirects=0',

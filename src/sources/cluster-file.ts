@@ -46,7 +46,8 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 // YAML that no reader can tell from an intended value.
 
 const LIST_ITEM_KIND: Record<string, 'Pod' | 'Namespace' | undefined> = { List: undefined, PodList: 'Pod', NamespaceList: 'Namespace' };
-const FIX = 'write a List of Namespaces and Pods (kubectl get namespaces,pods -A -o yaml), whole (to a temporary file, then rename it over); an empty List releases every pod';
+const FIX =
+  'write a List of Namespaces and Pods (kubectl get namespaces,pods -A -o yaml), whole (to a temporary file, then rename it over); an empty List releases every pod';
 
 class Shape extends Error {}
 

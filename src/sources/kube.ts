@@ -87,12 +87,17 @@ export class KubeSource implements Source {
       ['Pod', { kind: 'Pod', resource: 'pods', path: '/api/v1/pods', fieldSelector: `spec.nodeName=${this.opts.nodeName}` }],
     ];
     for (const [kind, spec] of specs) {
-      const r = new Reflector(this.client, spec, {
-        listed: (items) => this.onListed(kind, items),
-        upsert: (o) => this.onChange(kind, 'upsert', o),
-        remove: (o) => this.onChange(kind, 'delete', o),
-        changed: () => this.healthChanged(),
-      }, this.tuning);
+      const r = new Reflector(
+        this.client,
+        spec,
+        {
+          listed: (items) => this.onListed(kind, items),
+          upsert: (o) => this.onChange(kind, 'upsert', o),
+          remove: (o) => this.onChange(kind, 'delete', o),
+          changed: () => this.healthChanged(),
+        },
+        this.tuning,
+      );
       this.reflectors.set(kind, r);
     }
     for (const r of this.reflectors.values()) r.start();

@@ -20,9 +20,7 @@ export interface SourceOptions {
 }
 
 export type SourceChoice =
-  | { kind: 'cluster-file'; file: string; nodeName?: string }
-  | { kind: 'kubeconfig'; file: string; nodeName: string }
-  | { kind: 'in-cluster'; nodeName: string };
+  { kind: 'cluster-file'; file: string; nodeName?: string } | { kind: 'kubeconfig'; file: string; nodeName: string } | { kind: 'in-cluster'; nodeName: string };
 
 const WAYS = 'give exactly one of --cluster-file FILE or --kubeconfig FILE, or neither in a pod (in-cluster config, when KUBERNETES_SERVICE_HOST is set)';
 
@@ -34,14 +32,18 @@ const NODE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])
 export function chooseSource(opts: SourceOptions, env: Env): SourceChoice {
   if (opts.clusterFile === '') throw new UserError(`--cluster-file is empty: give the file's path`);
   if (opts.kubeconfig === '') throw new UserError(`--kubeconfig is empty: give the file's path`);
-  if (opts.nodeName === '') throw new UserError(`--node-name is empty: give this node's name (as kubectl get nodes shows it), or leave the flag out to use NODE_NAME`);
+  if (opts.nodeName === '')
+    throw new UserError(`--node-name is empty: give this node's name (as kubectl get nodes shows it), or leave the flag out to use NODE_NAME`);
   const fromFlag = opts.nodeName !== undefined;
   const nodeName = opts.nodeName ?? (env.NODE_NAME === '' ? undefined : env.NODE_NAME);
   if (nodeName !== undefined && (nodeName.length > 253 || !NODE_NAME.test(nodeName))) {
-    throw new UserError(`${fromFlag ? '--node-name' : 'NODE_NAME'} '${nodeName.slice(0, 80)}' is not a node name (lowercase letters, digits, '-' and '.'): give this node's name as kubectl get nodes shows it`);
+    throw new UserError(
+      `${fromFlag ? '--node-name' : 'NODE_NAME'} '${nodeName.slice(0, 80)}' is not a node name (lowercase letters, digits, '-' and '.'): give this node's name as kubectl get nodes shows it`,
+    );
   }
   if (opts.clusterFile !== undefined && opts.kubeconfig !== undefined) throw new UserError(`--cluster-file and --kubeconfig both given: ${WAYS}`);
-  if (opts.clusterFile !== undefined) return nodeName !== undefined ? { kind: 'cluster-file', file: opts.clusterFile, nodeName } : { kind: 'cluster-file', file: opts.clusterFile };
+  if (opts.clusterFile !== undefined)
+    return nodeName !== undefined ? { kind: 'cluster-file', file: opts.clusterFile, nodeName } : { kind: 'cluster-file', file: opts.clusterFile };
   const inCluster = opts.kubeconfig === undefined && (env.KUBERNETES_SERVICE_HOST ?? '') !== '';
   if (opts.kubeconfig === undefined && !inCluster) throw new UserError(`no source of pods: ${WAYS}`);
   if (nodeName === undefined) {
@@ -73,7 +75,13 @@ export async function sourceFromOptions(opts: SourceOptions, env: Env, extras: S
   if (choice.kind === 'cluster-file') return new ClusterFileSourceAdapter(choice.file, choice.nodeName);
   const { inClusterConnection, kubeconfigConnection } = await import('../kube/config.js');
   const kube = (connection: KubeConnection, nodeName: string): KubeSource =>
-    new KubeSource({ connection, nodeName, ...(extras.log ? { log: extras.log } : {}), ...(extras.tuning ? { tuning: extras.tuning } : {}), ...(extras.onHealth ? { onHealth: extras.onHealth } : {}) });
+    new KubeSource({
+      connection,
+      nodeName,
+      ...(extras.log ? { log: extras.log } : {}),
+      ...(extras.tuning ? { tuning: extras.tuning } : {}),
+      ...(extras.onHealth ? { onHealth: extras.onHealth } : {}),
+    });
   return choice.kind === 'kubeconfig' ? kube(kubeconfigConnection(choice.file), choice.nodeName) : kube(inClusterConnection(env), choice.nodeName);
 }
 

@@ -110,7 +110,7 @@ export function formatIp(family: Family, bytes: ArrayLike<number>): string {
   for (let i = 0; i < 16; i += 2) groups.push(((bytes[i] as number) << 8) | (bytes[i + 1] as number));
   let bestStart = -1;
   let bestLen = 1; // a single zero group is never compressed
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (groups[i] !== 0) {
       i++;
       continue;
@@ -162,7 +162,6 @@ export function bytesToIp6(b: ArrayLike<number>): string {
   if (b.length !== 16) throw new RangeError(`an IPv6 address has 16 bytes, got ${b.length}`);
   return formatIp(6, b);
 }
-
 
 function isV4Mapped(b: ArrayLike<number>): boolean {
   return b.length === 16 && V4_MAPPED_PREFIX.every((x, i) => b[i] === x);

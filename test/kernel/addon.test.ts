@@ -349,8 +349,14 @@ test('map ops: round trip, sizes checked against the shape cached in the handle'
   assert.equal(counts.delete(u32(7)), false);
   assert.equal(counts.lookup(u32(7)), null);
 
-  const keys = counts.keys().map((k) => k.readUInt32LE(0)).sort((a, b) => a - b);
-  assert.deepEqual(keys, [...Array(40).keys()].map((i) => i + 1).filter((i) => i !== 7));
+  const keys = counts
+    .keys()
+    .map((k) => k.readUInt32LE(0))
+    .sort((a, b) => a - b);
+  assert.deepEqual(
+    keys,
+    [...Array(40).keys()].map((i) => i + 1).filter((i) => i !== 7),
+  );
   const entries = counts.entries(); // batch lookup on a hash map
   assert.equal(entries.length, 39);
   for (const [k, v] of entries) assert.equal(v.readBigUInt64LE(0), BigInt(k.readUInt32LE(0) * 100));
@@ -362,10 +368,13 @@ test('map ops: round trip, sizes checked against the shape cached in the handle'
   assert.deepEqual(cidrs.lookup(lpmKey(32, '10.9.9.9')), u32(8));
   assert.equal(cidrs.lookup(lpmKey(32, '192.168.0.1')), null);
   const lpm = cidrs.entries().map(([k, v]) => [k.readUInt32LE(0), v.readUInt32LE(0)]);
-  assert.deepEqual(lpm.sort((a, b) => a[0]! - b[0]!), [
-    [8, 8],
-    [24, 24],
-  ]);
+  assert.deepEqual(
+    lpm.sort((a, b) => a[0]! - b[0]!),
+    [
+      [8, 8],
+      [24, 24],
+    ],
+  );
   assert.equal(cidrs.keys().length, 2);
   assert.equal(cidrs.delete(lpmKey(24, '10.1.2.0')), true);
   assert.deepEqual(cidrs.lookup(lpmKey(32, '10.1.2.3')), u32(8));
@@ -403,7 +412,7 @@ test('map ops of the wrong size throw before any syscall, and a right-sized op m
   assert.equal(other.closed, false, 'a refused handle stays with the caller');
 });
 
-test('reuseMap makes a second object share the first one\'s map', (t) => {
+test("reuseMap makes a second object share the first one's map", (t) => {
   const add = cleanup(t);
   const a = openLoaded(add, 1);
   const aCounts = owned(add, a.map('counts'));
@@ -439,10 +448,13 @@ test('pin, objGet and openMap under a fresh bpffs directory', (t) => {
   // a pin that is not a map is no MapFd
   const progPin = join(dir, 'prog');
   native.pin(owned(add, obj.program('fixture_connect4')), progPin);
-  throwsBpf(() => native.openMap(progPin), (e) => {
-    assert.equal(e.code, 'EINVAL');
-    assert.match(e.message, /is not a BPF map \(anon_inode:bpf-prog\)/);
-  });
+  throwsBpf(
+    () => native.openMap(progPin),
+    (e) => {
+      assert.equal(e.code, 'EINVAL');
+      assert.match(e.message, /is not a BPF map \(anon_inode:bpf-prog\)/);
+    },
+  );
   const prog = owned(add, native.objGet(progPin));
   assert.ok(!(prog instanceof native.MapFd));
   assert.equal(native.progInfo(prog).name, 'fixture_connect');
@@ -565,7 +577,10 @@ test('netns cookies and SO_ORIGINAL_DST', async (t) => {
   assert.equal(native.netnsCookie(`/run/netns/${ns}`), other, 'stable');
   assert.equal(native.netnsCookie('/proc/self/ns/net'), own, 'this thread never left its netns');
 
-  throwsBpf(() => native.originalDst(fd, 4), (e) => assert.ok(e.code === 'ENOENT' || e.code === 'ENOPROTOOPT', `got ${e.code}`));
+  throwsBpf(
+    () => native.originalDst(fd, 4),
+    (e) => assert.ok(e.code === 'ENOENT' || e.code === 'ENOPROTOOPT', `got ${e.code}`),
+  );
   assert.throws(() => native.originalDst(fd, 5 as 4), TypeError);
   throwsBpf(() => native.socketNetnsCookie(987654), { code: 'EBADF' });
   throwsBpf(() => native.netnsCookie('/nonexistent/ns'), { code: 'ENOENT', syscall: 'open' });

@@ -11,10 +11,26 @@ import type { SandboxPod } from '../../src/sandbox/sandbox.js';
 import { staticPrograms } from '../../src/dataplane/programs.js';
 import { PinnedMaps } from '../../src/dataplane/dataplane.js';
 import {
-  APP, POD_UID, SVC_V4, ENDPOINT,
-  makeTopology, destroyTopology, namespaceObject, podObject, runCase, startAgent, stopAgent, cleanupAgent, waitFor,
-  startSession, startProxy, waitReady, cli, dumpJson,
-  type Topology, type AgentRun,
+  APP,
+  POD_UID,
+  SVC_V4,
+  ENDPOINT,
+  makeTopology,
+  destroyTopology,
+  namespaceObject,
+  podObject,
+  runCase,
+  startAgent,
+  stopAgent,
+  cleanupAgent,
+  waitFor,
+  startSession,
+  startProxy,
+  waitReady,
+  cli,
+  dumpJson,
+  type Topology,
+  type AgentRun,
 } from '../support/harness.js';
 
 const OTHER_UID = '0a7e2b44-51f3-4c2e-8d1a-7b6c5d4e3f21';
@@ -134,7 +150,7 @@ test('a pod whose cgroup and processes appear later is picked up when they do', 
   assert.match(await vip(pod), /^svc:80 peer=10\.244\.0\.30 app-sees=10\.96\.0\.10:80$/, 'deleted from the file: no longer captured');
 });
 
-test('a pods entry removed behind the agent\'s back is repaired within the 10 s resync', async () => {
+test("a pods entry removed behind the agent's back is repaired within the 10 s resync", async () => {
   const cookie = BigInt(podState(POD_UID)!.netnsCookie!);
   const pinned = new PinnedMaps(agent!.bpffs);
   try {
@@ -143,19 +159,29 @@ test('a pods entry removed behind the agent\'s back is repaired within the 10 s 
     pinned.close();
   }
   assert.match(await vip(), direct, 'without its pods entry the pod is not captured');
-  await waitFor(() => {
-    const p = new PinnedMaps(agent!.bpffs);
-    try {
-      return p.maps.pods!.get(cookie) !== null;
-    } finally {
-      p.close();
-    }
-  }, 15_000, 'the agent to restore the pods entry');
+  await waitFor(
+    () => {
+      const p = new PinnedMaps(agent!.bpffs);
+      try {
+        return p.maps.pods!.get(cookie) !== null;
+      } finally {
+        p.close();
+      }
+    },
+    15_000,
+    'the agent to restore the pods entry',
+  );
   assert.match(await vip(), captured);
 });
 
 test('SIGKILL leaves capture in place; a restart adopts the pins and drops what vanished meanwhile', async () => {
-  const extra = podObject({ name: 'gone', uid: LATE_UID, ipv4: '10.244.0.30', ipv6: '', annotations: { 'traffic.sidecar.istio.io/excludeOutboundPorts': '9999' } });
+  const extra = podObject({
+    name: 'gone',
+    uid: LATE_UID,
+    ipv4: '10.244.0.30',
+    ipv6: '',
+    annotations: { 'traffic.sidecar.istio.io/excludeOutboundPorts': '9999' },
+  });
   await apply([demoNs(), legacyNs, podObject(), otherPod, extra], LATE_UID, 'captured');
   const before = dumpJson(agent!.bpffs);
   assert.equal((before.maps.pods as unknown[]).length, 2);
@@ -176,15 +202,30 @@ test('SIGKILL leaves capture in place; a restart adopts the pins and drops what 
 
   const d = dumpJson(agent.bpffs);
   const pods = d.maps.pods as Array<{ pod: string }>;
-  assert.deepEqual(pods.map((p) => p.pod), ['demo/client']);
+  assert.deepEqual(
+    pods.map((p) => p.pod),
+    ['demo/client'],
+  );
   const ports = d.maps.pod_ports as Array<{ pod: string; port: number }>;
-  assert.ok(ports.every((p) => p.pod === 'demo/client'), `no entries left of the vanished pod: ${JSON.stringify(ports)}`);
-  assert.deepEqual((d.maps.pod_info as Array<{ name: string }>).map((i) => i.name), ['client']);
+  assert.ok(
+    ports.every((p) => p.pod === 'demo/client'),
+    `no entries left of the vanished pod: ${JSON.stringify(ports)}`,
+  );
+  assert.deepEqual(
+    (d.maps.pod_info as Array<{ name: string }>).map((i) => i.name),
+    ['client'],
+  );
   const cookie = podState(POD_UID)!.netnsCookie!;
-  const cgroupPrograms = staticPrograms().filter((p) => p.attach.kind === 'cgroup').map((p) => p.name);
+  const cgroupPrograms = staticPrograms()
+    .filter((p) => p.attach.kind === 'cgroup')
+    .map((p) => p.name);
   assert.ok(cgroupPrograms.includes('meshlane_connect4'));
   assert.deepEqual(d.links.filter((l) => !l.startsWith('netns/')).sort(), [...cgroupPrograms].sort(), 'one pinned link per cgroup program');
-  assert.deepEqual(d.links.filter((l) => l.startsWith('netns/')), [`netns/meshlane_sk_lookup/${cookie}`], 'one netns link, for the pod that stays');
+  assert.deepEqual(
+    d.links.filter((l) => l.startsWith('netns/')),
+    [`netns/meshlane_sk_lookup/${cookie}`],
+    'one netns link, for the pod that stays',
+  );
   const attached = execFileSync('bpftool', ['cgroup', 'show', topo.sb.cgroupRoot], { encoding: 'utf8' });
   assert.equal(attached.split('\n').filter((l) => /meshlane_/.test(l)).length, cgroupPrograms.length, `one link per program, no duplicates:\n${attached}`);
 

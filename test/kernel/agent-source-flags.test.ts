@@ -32,11 +32,24 @@ after(() => {
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
 
-const SAFE = ['--cgroup-root', '/nonexistent/meshlane-agent-flags', '--bpffs', '/nonexistent/meshlane-agent-flags', '--state-dir', '/nonexistent/meshlane-agent-flags'];
+const SAFE = [
+  '--cgroup-root',
+  '/nonexistent/meshlane-agent-flags',
+  '--bpffs',
+  '/nonexistent/meshlane-agent-flags',
+  '--state-dir',
+  '/nonexistent/meshlane-agent-flags',
+];
 
 function run(args: string[], env: Record<string, string> = {}, asUser = false): SpawnSyncReturns<string> {
   const cmd = asUser ? [...UNPRIVILEGED, process.execPath, CLI(), 'agent', ...args, ...SAFE] : [process.execPath, CLI(), 'agent', ...args, ...SAFE];
-  return spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', timeout: TIMEOUT_MS, killSignal: 'SIGKILL', cwd: tmp, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env } });
+  return spawnSync(cmd[0]!, cmd.slice(1), {
+    encoding: 'utf8',
+    timeout: TIMEOUT_MS,
+    killSignal: 'SIGKILL',
+    cwd: tmp,
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
+  });
 }
 
 function oneLine(r: SpawnSyncReturns<string>, re: RegExp): string {
@@ -65,7 +78,10 @@ test('no source at all, or two: one line naming the three ways', () => {
 
 test('the Kubernetes API without a node name, or with a wrong one', () => {
   oneLine(run(['--kubeconfig', good]), /^meshlane: the Kubernetes API source \(--kubeconfig\) needs this node's name: give --node-name NAME, or set NODE_NAME/);
-  oneLine(run([], { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: '1' }), /^meshlane: the Kubernetes API source \(in-cluster\) needs this node's name/);
+  oneLine(
+    run([], { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: '1' }),
+    /^meshlane: the Kubernetes API source \(in-cluster\) needs this node's name/,
+  );
   oneLine(run(['--kubeconfig', good], { NODE_NAME: '' }), /needs this node's name/);
   oneLine(run(['--kubeconfig', good, '--node-name', 'Node_1']), /^meshlane: --node-name 'Node_1' is not a node name/);
   oneLine(run(['--kubeconfig', good], { NODE_NAME: 'a,b' }), /^meshlane: NODE_NAME 'a,b' is not a node name/);

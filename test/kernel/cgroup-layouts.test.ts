@@ -6,9 +6,19 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { podCgroupCandidates } from '../../src/agent/pod-locator.js';
 import {
-  APP, POD_UID, SVC_V4,
-  makeTopology, destroyTopology, namespaceObject, podObject, runCase, startAgent, cleanupAgent, waitFor,
-  type Topology, type AgentRun,
+  APP,
+  POD_UID,
+  SVC_V4,
+  makeTopology,
+  destroyTopology,
+  namespaceObject,
+  podObject,
+  runCase,
+  startAgent,
+  cleanupAgent,
+  waitFor,
+  type Topology,
+  type AgentRun,
 } from '../support/harness.js';
 
 const layouts = [

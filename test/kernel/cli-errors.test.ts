@@ -93,7 +93,18 @@ const cliUnprivileged = (...args: string[]): Run => run(UNPRIVILEGED[0]!, [...UN
  * bpffs at /sys/fs/bpf there first), exec'd so that a timeout kills the CLI itself.
  */
 const cliNoBpffs = (...args: string[]): Run =>
-  run('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'while umount /sys/fs/bpf 2>/dev/null; do :; done; exec "$@"', 'sh', process.execPath, CLI(), ...args]);
+  run('unshare', [
+    '-m',
+    '--propagation',
+    'private',
+    'sh',
+    '-c',
+    'while umount /sys/fs/bpf 2>/dev/null; do :; done; exec "$@"',
+    'sh',
+    process.execPath,
+    CLI(),
+    ...args,
+  ]);
 
 function describe(r: Run): string {
   return `exit status ${r.status}, signal ${r.signal}${r.error ? `, ${r.error.message}` : ''}\n--- stderr ---\n${r.stderr}--- stdout ---\n${r.stdout}`;
@@ -148,7 +159,17 @@ test('a bad value for a choice option (agent --log-level)', () => {
 // errors of the commands themselves (as root)
 
 const agentArgs = (clusterFile: string, bpffs: string): string[] => [
-  'agent', '--cluster-file', clusterFile, '--cgroup-root', cgroup, '--bpffs', bpffs, '--state-dir', join(tmp, 'state-fail'), '--cni-socket', join(tmp, 'cni', 'cni.sock'),
+  'agent',
+  '--cluster-file',
+  clusterFile,
+  '--cgroup-root',
+  cgroup,
+  '--bpffs',
+  bpffs,
+  '--state-dir',
+  join(tmp, 'state-fail'),
+  '--cni-socket',
+  join(tmp, 'cni', 'cni.sock'),
 ];
 
 test('agent --cluster-file /nonexistent', () => {
@@ -161,13 +182,26 @@ test('agent --cluster-file <invalid YAML>', () => {
 
 test('agent --cgroup-root /tmp (not a cgroup2 directory)', () => {
   assertOneLine(
-    cliNoBpffs('agent', '--cluster-file', emptyCluster, '--cgroup-root', '/tmp', '--bpffs', '/sys/fs/bpf/meshlane-cli-errors', '--state-dir', join(tmp, 'state-fail')),
+    cliNoBpffs(
+      'agent',
+      '--cluster-file',
+      emptyCluster,
+      '--cgroup-root',
+      '/tmp',
+      '--bpffs',
+      '/sys/fs/bpf/meshlane-cli-errors',
+      '--state-dir',
+      join(tmp, 'state-fail'),
+    ),
     /--cgroup-root \/tmp is not a cgroup v2 directory/,
   );
 });
 
 test('dump with nothing pinned under --bpffs', () => {
-  assertOneLine(cli('dump', '--bpffs', '/sys/fs/bpf/meshlane-nothing-here'), /no meshlane maps are pinned under \/sys\/fs\/bpf\/meshlane-nothing-here.*meshlane agent/);
+  assertOneLine(
+    cli('dump', '--bpffs', '/sys/fs/bpf/meshlane-nothing-here'),
+    /no meshlane maps are pinned under \/sys\/fs\/bpf\/meshlane-nothing-here.*meshlane agent/,
+  );
 });
 
 test('dump with no bpffs mounted: says nothing is pinned / bpffs is not mounted, and the fix', () => {
@@ -204,7 +238,21 @@ function failedStart(name: string, o: { args?: string[]; setup?: string; after?:
   const bpffs = o.bpffs ?? BPFFS;
   const out = join(tmp, `start-${name}`);
   mkdirSync(out);
-  const args = ['agent', '--cluster-file', emptyCluster, '--cgroup-root', cgroup, '--bpffs', bpffs, '--state-dir', join(out, 'state'), '--cni-socket', join(out, 'cni', 'cni.sock'), ...(o.logLevel ? ['--log-level', o.logLevel] : []), ...(o.args ?? [])];
+  const args = [
+    'agent',
+    '--cluster-file',
+    emptyCluster,
+    '--cgroup-root',
+    cgroup,
+    '--bpffs',
+    bpffs,
+    '--state-dir',
+    join(out, 'state'),
+    '--cni-socket',
+    join(out, 'cni', 'cni.sock'),
+    ...(o.logLevel ? ['--log-level', o.logLevel] : []),
+    ...(o.args ?? []),
+  ];
   const script = `
 while umount /sys/fs/bpf 2>/dev/null; do :; done
 export OUT=${out} CLI="$1"
@@ -268,11 +316,20 @@ test('agent on a read-only bpffs: one line, exit 2 at once, nothing pinned', () 
 test('agent --state-dir naming a file, or a path under a file, or on a read-only mount: one line, exit 2 at once, nothing pinned', () => {
   const file = join(tmp, 'state-file');
   writeFileSync(file, 'x');
-  assertFailedStart(failedStart('state-file', { args: ['--state-dir', file] }), /--state-dir \S+state-file is a file, not a directory: give --state-dir a directory/);
-  assertFailedStart(failedStart('state-under-file', { args: ['--state-dir', join(file, 'sub')] }), /--state-dir \S+state-file\/sub: \S+state-file is not a directory/);
+  assertFailedStart(
+    failedStart('state-file', { args: ['--state-dir', file] }),
+    /--state-dir \S+state-file is a file, not a directory: give --state-dir a directory/,
+  );
+  assertFailedStart(
+    failedStart('state-under-file', { args: ['--state-dir', join(file, 'sub')] }),
+    /--state-dir \S+state-file\/sub: \S+state-file is not a directory/,
+  );
   const ro = join(tmp, 'ro');
   mkdirSync(ro);
-  assertFailedStart(failedStart('state-ro', { setup: `mount -t tmpfs -o ro tmpfs ${ro}`, args: ['--state-dir', join(ro, 'state')] }), /--state-dir \S+\/ro\/state: \S+\/ro is on a read-only filesystem/);
+  assertFailedStart(
+    failedStart('state-ro', { setup: `mount -t tmpfs -o ro tmpfs ${ro}`, args: ['--state-dir', join(ro, 'state')] }),
+    /--state-dir \S+\/ro\/state: \S+\/ro is on a read-only filesystem/,
+  );
   assert.equal(readFileSync(file, 'utf8'), 'x');
 });
 
@@ -336,9 +393,17 @@ test('a failed agent start leaves nothing pinned: it fails after every object lo
   t.after(full.release);
   const mine = attachedTo(cgroup);
   const f = failedStart('attach-debug', { logLevel: 'debug' });
-  const line = assertFailedStart(f, /attaching the programs to cgroup \S+ failed \(E2BIG in bpf_link_create\): cgroup \S+ already has as many programs on one hook as the kernel allows/, false);
+  const line = assertFailedStart(
+    f,
+    /attaching the programs to cgroup \S+ failed \(E2BIG in bpf_link_create\): cgroup \S+ already has as many programs on one hook as the kernel allows/,
+    false,
+  );
   assert.equal(f.pinsBefore, '', 'nothing was pinned before');
-  const logs = f.stderr.trimEnd().split('\n').filter((l) => l !== line).map((l) => JSON.parse(l) as { msg: string; program?: string; removed?: string[] });
+  const logs = f.stderr
+    .trimEnd()
+    .split('\n')
+    .filter((l) => l !== line)
+    .map((l) => JSON.parse(l) as { msg: string; program?: string; removed?: string[] });
   const attachedBefore = logs.filter((l) => l.msg === 'program attached').map((l) => l.program);
   assert.deepEqual(attachedBefore.slice(0, 2), ['meshlane_connect4', 'meshlane_connect6'], `it attached programs before failing:\n${f.ctx}`);
   const removed = logs.find((l) => l.msg === 'start failed: removed what it had pinned')?.removed ?? [];
@@ -380,7 +445,10 @@ find ${BPFFS} 2>/dev/null > $OUT/pins-end`;
   const ctx = `${f.ctx}\ninstall A:\n${f.file('a.err')}`;
   assert.equal(f.file('a.rc').trim(), '0', ctx);
   assert.match(f.pinsBefore, /\/links\/meshlane_connect4\n/, ctx);
-  assertFailedStart(f, /the pinned link \S+ is attached to another cgroup than \S+meshlane-cli-errors-b-\d+: run 'meshlane uninstall --bpffs \S+' first, or use the same --cgroup-root/);
+  assertFailedStart(
+    f,
+    /the pinned link \S+ is attached to another cgroup than \S+meshlane-cli-errors-b-\d+: run 'meshlane uninstall --bpffs \S+' first, or use the same --cgroup-root/,
+  );
   assert.match(f.file('dump-before'), /"global"/, ctx);
   assert.equal(f.file('dump-after'), f.file('dump-before'), 'the maps of install A are as they were (the splicing switch included)');
   assert.match(f.file('links-before'), /^\d+: cgroup /m, ctx);
@@ -394,13 +462,7 @@ find ${BPFFS} 2>/dev/null > $OUT/pins-end`;
 // no privilege
 
 test('every command that needs root, run as an unprivileged user, says so', () => {
-  const cases: string[][] = [
-    ['agent', '--cluster-file', 'X'],
-    ['dump'],
-    ['dump', '--bpffs', '/sys/fs/bpf/meshlane-nothing-here'],
-    ['uninstall'],
-    ['demo'],
-  ];
+  const cases: string[][] = [['agent', '--cluster-file', 'X'], ['dump'], ['dump', '--bpffs', '/sys/fs/bpf/meshlane-nothing-here'], ['uninstall'], ['demo']];
   for (const args of cases) {
     const line = assertOneLine(cliUnprivileged(...args), /root/);
     assert.match(line, /sudo|privileged/, line);

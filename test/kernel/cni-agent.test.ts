@@ -28,8 +28,22 @@ import * as native from '../../src/native/addon.js';
 import { KubeApiServer } from '../support/kube/server.js';
 import type { KubeObject } from '../support/kube/resources.js';
 import {
-  APP, PROXY, SVC_V4, OTHER_V4, ENDPOINT,
-  namespaceObject, podObject, runCase, startKubeAgent, stopAgent, cleanupAgent, waitFor, dumpJson, startProxy, waitReady, cli,
+  APP,
+  PROXY,
+  SVC_V4,
+  OTHER_V4,
+  ENDPOINT,
+  namespaceObject,
+  podObject,
+  runCase,
+  startKubeAgent,
+  stopAgent,
+  cleanupAgent,
+  waitFor,
+  dumpJson,
+  startProxy,
+  waitReady,
+  cli,
   type AgentRun,
 } from '../support/harness.js';
 
@@ -152,7 +166,8 @@ async function settled(p: Pod, ok: (st: ReturnType<typeof podState>) => boolean,
   return podState(p)!;
 }
 const cookieOf = (p: Pod): string => native.netnsCookie(p.sp.netnsPath).toString();
-const captured = (ip: string): RegExp => new RegExp(`^proxy-outbound:15001 peer=${ip.replace(/\./g, '\\.')} orig=10\\.96\\.0\\.10:80 app-sees=10\\.96\\.0\\.10:80$`);
+const captured = (ip: string): RegExp =>
+  new RegExp(`^proxy-outbound:15001 peer=${ip.replace(/\./g, '\\.')} orig=10\\.96\\.0\\.10:80 app-sees=10\\.96\\.0\\.10:80$`);
 
 /** The runtime's next steps after ADD: the sandbox process, then the containers (here the proxy). */
 async function startContainers(p: Pod): Promise<void> {
@@ -191,7 +206,7 @@ after(async () => {
 
 let web: Pod;
 
-test('ADD of a captured pod: its netns is enrolled when ADD returns, then the pod\'s traffic is captured; status says via=cni', async () => {
+test("ADD of a captured pod: its netns is enrolled when ADD returns, then the pod's traffic is captured; status says via=cni", async () => {
   web = await makePod('demo', 'web');
   const cookiesBefore = pinnedCookies();
   const add = await plugin(runtimeEnv('ADD', web), config(web));
@@ -201,12 +216,15 @@ test('ADD of a captured pod: its netns is enrolled when ADD returns, then the po
   const cookie = cookieOf(web);
   assert.ok(!cookiesBefore.includes(cookie));
   assert.ok(pinnedCookies().includes(cookie), 'the pods entry is in the map');
-  assert.ok(netnsLinks().some((l) => l.endsWith(`/${cookie}`)), 'the per-netns program is attached');
+  assert.ok(
+    netnsLinks().some((l) => l.endsWith(`/${cookie}`)),
+    'the per-netns program is attached',
+  );
   const st = await settled(web, (x) => x?.state === 'captured', 'captured in status');
   assert.equal(st.via, 'cni');
   assert.equal(st.netns?.how, 'cni');
   assert.equal(st.netnsCookie, cookie);
-  assert.deepEqual(st.ips, [web.ip], 'the prevResult\'s IP stands in while the API shows none');
+  assert.deepEqual(st.ips, [web.ip], "the prevResult's IP stands in while the API shows none");
   await startContainers(web);
   await settled(web, (x) => x?.ips.length === 1, 'still captured');
   assert.match(await runCase(web.sp, { name: 'vip', uid: APP, gid: APP, to: `${SVC_V4}:80` }), captured(web.ip));
@@ -266,7 +284,7 @@ test('ADD of a pod the API never shows fails after the wait (fail closed); nothi
   assert.equal(del.code, 0, show(del));
 });
 
-test('agent slow: the pod shows in the agent\'s source only after ADD started; ADD waits for it and succeeds', async () => {
+test("agent slow: the pod shows in the agent's source only after ADD started; ADD waits for it and succeeds", async () => {
   // the agent lags the API: its pod watch ends and the next one is held back while the pod is created
   const watchesPods = (r: { verb: string; resource: string }): boolean => r.verb === 'watch' && r.resource === 'pods';
   const hold = api.delay({ ms: 2500, count: 1, match: watchesPods });
@@ -275,7 +293,16 @@ test('agent slow: the pod shows in the agent\'s source only after ADD started; A
   const p = await makePod('demo', 'late');
   const logged = agent!.log().split('\n').length;
   const running = plugin(runtimeEnv('ADD', p, { uid: false }), config(p)); // an older runtime: no K8S_POD_UID
-  await waitFor(() => agent!.log().split('\n').slice(logged - 1).some((l) => l.includes('ADD: waiting for the source') && l.includes('demo/late')), 10_000, 'the agent waiting for the pod');
+  await waitFor(
+    () =>
+      agent!
+        .log()
+        .split('\n')
+        .slice(logged - 1)
+        .some((l) => l.includes('ADD: waiting for the source') && l.includes('demo/late')),
+    10_000,
+    'the agent waiting for the pod',
+  );
   assert.equal(podState(p), undefined, 'the agent did not know the pod when ADD came');
   const add = await running;
   assert.equal(add.code, 0, show(add));
@@ -325,7 +352,12 @@ for (const family of [4, 6] as const) {
     assert.equal(add.code, 0, show(add));
     await p.sp.startSandbox();
     // the init container: the first container of the pod, before the sidecar
-    const r = await p.sp.exec('/usr/bin/python3', [VALIDATOR(), '--timeout', '20', ...(family === 6 ? ['--v6'] : [])], { uid: PROXY, gid: PROXY, container: 'istio-validation', timeoutMs: 40_000 });
+    const r = await p.sp.exec('/usr/bin/python3', [VALIDATOR(), '--timeout', '20', ...(family === 6 ? ['--v6'] : [])], {
+      uid: PROXY,
+      gid: PROXY,
+      container: 'istio-validation',
+      timeoutMs: 40_000,
+    });
     const last = r.stdout.trim().split('\n').pop() ?? '';
     assert.equal(r.code, 0, `validation failed:\n${r.stdout}\n${r.stderr}`);
     const out = JSON.parse(last) as { passed: boolean; dials: number; listener: string; errors: string[] };
@@ -340,7 +372,23 @@ test('a CNI socket the agent may not serve fails the start with one line and exi
   const bpffs = '/sys/fs/bpf/meshlane-test-cni-bad';
   const file = join(tmp, 'not-a-socket');
   writeFileSync(file, 'x');
-  const args = (socket: string, wait = '5'): string[] => ['agent', '--kubeconfig', kubeconfig, '--node-name', NODE, '--cgroup-root', sb.cgroupRoot, '--bpffs', bpffs, '--state-dir', join(tmp, 'bad-state'), '--cni-socket', socket, '--cni-pod-wait', wait];
+  const args = (socket: string, wait = '5'): string[] => [
+    'agent',
+    '--kubeconfig',
+    kubeconfig,
+    '--node-name',
+    NODE,
+    '--cgroup-root',
+    sb.cgroupRoot,
+    '--bpffs',
+    bpffs,
+    '--state-dir',
+    join(tmp, 'bad-state'),
+    '--cni-socket',
+    socket,
+    '--cni-pod-wait',
+    wait,
+  ];
   try {
     for (const [socket, wait, want] of [
       [file, '5', /^meshlane: .*not-a-socket exists and is not a socket; meshlane does not remove it: remove it or pass another --cni-socket$/],
@@ -350,7 +398,10 @@ test('a CNI socket the agent may not serve fails the start with one line and exi
     ] as const) {
       const r = cli(args(socket, wait));
       assert.equal(r.code, 2, `${socket}: ${r.stdout}${r.stderr}`);
-      const lines = r.stderr.trim().split('\n').filter((l) => !l.startsWith('{')); // JSON log lines may precede it
+      const lines = r.stderr
+        .trim()
+        .split('\n')
+        .filter((l) => !l.startsWith('{')); // JSON log lines may precede it
       assert.equal(lines.length, 1, r.stderr);
       assert.match(lines[0]!, want);
       assert.ok(!existsSync(bpffs) || readdirSync(bpffs).length === 0, `pins made: ${existsSync(bpffs) ? readdirSync(bpffs).join(' ') : ''}`);

@@ -20,7 +20,13 @@ const BRIDGE = {
   cniVersion: '1.0.0',
   name: 'containerd-net',
   plugins: [
-    { type: 'bridge', bridge: 'cni0', isGateway: true, ipMasq: true, ipam: { type: 'host-local', ranges: [[{ subnet: '10.88.0.0/16' }]], routes: [{ dst: '0.0.0.0/0' }] } },
+    {
+      type: 'bridge',
+      bridge: 'cni0',
+      isGateway: true,
+      ipMasq: true,
+      ipam: { type: 'host-local', ranges: [[{ subnet: '10.88.0.0/16' }]], routes: [{ dst: '0.0.0.0/0' }] },
+    },
     { type: 'portmap', capabilities: { portMappings: true } },
   ],
 };
@@ -98,7 +104,10 @@ test('cni install: a plain .conf is converted', () => {
 
 test('cni install errors: no config, a config that does not parse (left as it is), a bin dir uid 1000 may not write', () => {
   const none = dirs();
-  oneLine(cli('cni', 'install', ...none.flags), /^meshlane: no CNI network config \(\*\.conflist, \*\.conf, \*\.json\) in .*: install the primary CNI first, or pass --cni-conf-dir\n$/);
+  oneLine(
+    cli('cni', 'install', ...none.flags),
+    /^meshlane: no CNI network config \(\*\.conflist, \*\.conf, \*\.json\) in .*: install the primary CNI first, or pass --cni-conf-dir\n$/,
+  );
   oneLine(cli('cni', 'install', '--cni-conf-dir', join(tmp, 'nowhere'), '--cni-bin-dir', none.bin), /does not exist/);
 
   const broken = dirs({ '10-containerd-net.conflist': '{"plugins": [{"type": "bridge"},' });
@@ -109,7 +118,11 @@ test('cni install errors: no config, a config that does not parse (left as it is
   const ro = dirs({ '10-containerd-net.conflist': BRIDGE });
   oneLine(cliAs1000('cni', 'install', ...ro.flags), /cannot write meshlane-cni in .*bin \(EACCES\): run as root, or pass a writable --cni-bin-dir/);
   assert.deepEqual(readdirSync(ro.bin), []);
-  assert.deepEqual(types(join(ro.conf, '10-containerd-net.conflist')), ['bridge', 'portmap'], 'the config is not touched when the executable cannot be installed');
+  assert.deepEqual(
+    types(join(ro.conf, '10-containerd-net.conflist')),
+    ['bridge', 'portmap'],
+    'the config is not touched when the executable cannot be installed',
+  );
 
   oneLine(cli('cni', 'install', '--bogus'), /unknown option '--bogus'/);
 });

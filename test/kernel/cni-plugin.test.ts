@@ -73,7 +73,8 @@ function plugin(
     let stdout = '';
     let stderr = '';
     const kill = setTimeout(() => p.kill('SIGKILL'), PLUGIN_KILL_MS);
-    if (opts.closeStdout) p.stdout.destroy(); // a runtime that stopped reading
+    if (opts.closeStdout)
+      p.stdout.destroy(); // a runtime that stopped reading
     else p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     p.stdin.on('error', () => {}); // the plugin may stop reading (input too large) before we are done
@@ -208,7 +209,7 @@ test('ADD, CHECK, DEL with the agent up: ADD returns the prevResult once the age
   const add = await plugin(runtimeEnv('ADD'), config(socket));
   assert.equal(add.code, 0, show(add));
   assert.ok(released, 'the plugin returned before the agent was done');
-  assert.deepEqual(JSON.parse(add.stdout), prevResult(), 'the prevResult, passed through, in the config\'s cniVersion');
+  assert.deepEqual(JSON.parse(add.stdout), prevResult(), "the prevResult, passed through, in the config's cniVersion");
   assert.equal(h.adds.length, 1);
   const req = h.adds[0]!;
   assert.deepEqual(req.pod, { namespace: 'shop', name: 'web-1', uid: POD_UID, infraContainerId: CONTAINER_ID });
@@ -236,7 +237,7 @@ test('ADD, CHECK, DEL with the agent up: ADD returns the prevResult once the age
   assert.ok(!existsSync(socket), 'close removes the socket');
 });
 
-test('the agent refuses a pod: ADD fails with the agent\'s error; DEL succeeds even when the agent fails', async () => {
+test("the agent refuses a pod: ADD fails with the agent's error; DEL succeeds even when the agent fails", async () => {
   const h = new FakeHandler();
   h.onAdd = async () => {
     throw new CniError(CniCode.TryAgainLater, 'pod shop/web-1 not found', 'not in the API after 10 s');
@@ -265,7 +266,11 @@ test('the agent checks what a CNI plugin must: unsupported version, not chained,
   cniError(await plugin(runtimeEnv('ADD'), config(socket, { prevResult: undefined })), CniCode.InvalidConfig, /chained/);
   cniError(await plugin({ ...runtimeEnv('ADD'), CNI_ARGS: 'K8S_POD_NAME' }, config(socket)), CniCode.InvalidEnvironment, /CNI_ARGS/);
   // cut short: the plugin still finds the socket (and the version for an error of its own), the agent cannot decode it
-  const cut = cniError(await plugin(runtimeEnv('ADD'), `{"socket": ${JSON.stringify(socket)}, "cniVersion": "0.4.0", "name": `), CniCode.DecodingFailure, /decode/);
+  const cut = cniError(
+    await plugin(runtimeEnv('ADD'), `{"socket": ${JSON.stringify(socket)}, "cniVersion": "0.4.0", "name": `),
+    CniCode.DecodingFailure,
+    /decode/,
+  );
   assert.equal(cut.cniVersion, '1.0.0', 'the agent could not read a version: the fallback');
   assert.equal(h.adds.length, 0, 'none of these reached the handler');
 });
@@ -299,7 +304,10 @@ test('agent died leaving its socket: the plugin says connection refused; a new s
   const add = await plugin(runtimeEnv('ADD'), config(socket));
   assert.equal(add.code, 0, show(add));
   // a second server on the same path is refused: the first one is alive
-  await assert.rejects(CniServer.listen({ socketPath: socket, handler: h }), (err: unknown) => err instanceof UserError && /another process serves/.test(err.message));
+  await assert.rejects(
+    CniServer.listen({ socketPath: socket, handler: h }),
+    (err: unknown) => err instanceof UserError && /another process serves/.test(err.message),
+  );
   assert.equal((await plugin(runtimeEnv('ADD'), config(socket))).code, 0, 'the first server still serves');
 });
 
@@ -308,11 +316,14 @@ test('a socket path that is not a socket: the plugin says so; the server refuses
   const path = join(dir, 'cni.sock');
   writeFileSync(path, 'not a socket');
   cniError(await plugin(runtimeEnv('ADD'), config(path)), CniCode.TryAgainLater, /unreachable/, /not a socket/);
-  await assert.rejects(CniServer.listen({ socketPath: path, handler: new FakeHandler() }), (e: unknown) => e instanceof UserError && /is not a socket/.test(e.message));
+  await assert.rejects(
+    CniServer.listen({ socketPath: path, handler: new FakeHandler() }),
+    (e: unknown) => e instanceof UserError && /is not a socket/.test(e.message),
+  );
   assert.equal(readFileSync(path, 'utf8'), 'not a socket');
 });
 
-test('agent slow: the plugin gives up after its timeout with a clear message, and the agent\'s handler is told', async () => {
+test("agent slow: the plugin gives up after its timeout with a clear message, and the agent's handler is told", async () => {
   const h = new FakeHandler();
   let release: () => void = () => {};
   h.onAdd = (_req, signal) =>
@@ -355,7 +366,9 @@ test('requests are served concurrently', async () => {
     await together;
   };
   const { socket } = await serve(h);
-  const runs = await Promise.all(Array.from({ length: N }, (_, i) => plugin({ ...runtimeEnv('ADD'), CNI_CONTAINERID: `c${i}` }, config(socket, { timeoutSeconds: 20 }))));
+  const runs = await Promise.all(
+    Array.from({ length: N }, (_, i) => plugin({ ...runtimeEnv('ADD'), CNI_CONTAINERID: `c${i}` }, config(socket, { timeoutSeconds: 20 }))),
+  );
   for (const r of runs) assert.equal(r.code, 0, show(r));
   assert.deepEqual(h.adds.map((a) => a.containerId).sort(), ['c0', 'c1', 'c2', 'c3']);
 });
@@ -426,7 +439,10 @@ test('the server refuses a symlink at the socket path, a symlinked or foreign-wr
   const link = join(dir, 'cni.sock');
   symlinkSync(target, link);
   const refused = (socketPath: string, re: RegExp): Promise<void> =>
-    assert.rejects(CniServer.listen({ socketPath, handler: new FakeHandler() }), (e: unknown) => e instanceof UserError && re.test(e.message) && !e.message.includes('\n'));
+    assert.rejects(
+      CniServer.listen({ socketPath, handler: new FakeHandler() }),
+      (e: unknown) => e instanceof UserError && re.test(e.message) && !e.message.includes('\n'),
+    );
   await refused(link, /is a symlink; refusing to follow it/);
   assert.ok(lstatSync(link).isSymbolicLink(), 'the symlink is left');
   assert.equal(readFileSync(target, 'utf8'), 'precious', 'its target is untouched');
@@ -459,7 +475,13 @@ test('bad invocations answered by the plugin alone: missing env, unknown command
   cniError(await plugin(env, config(socket, { timeoutSeconds: 0 })), CniCode.InvalidConfig, /invalid network config/, /timeoutSeconds/);
   cniError(await plugin(env, config(socket, { timeoutSeconds: '5' })), CniCode.InvalidConfig, /invalid network config/, /timeoutSeconds/);
   // a "socket" inside prevResult is not the config's
-  const nested = JSON.stringify({ cniVersion: '0.4.0', name: 'n', type: 'meshlane-cni', socket, prevResult: { ...prevResult(), socket: '/elsewhere', cniVersion: '9.9.9' } });
+  const nested = JSON.stringify({
+    cniVersion: '0.4.0',
+    name: 'n',
+    type: 'meshlane-cni',
+    socket,
+    prevResult: { ...prevResult(), socket: '/elsewhere', cniVersion: '9.9.9' },
+  });
   const e = cniError(await plugin(env, nested), CniCode.TryAgainLater, /unreachable/);
   assert.ok(e.details.includes(socket), e.details);
   assert.equal(e.cniVersion, '0.4.0');

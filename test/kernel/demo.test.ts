@@ -93,8 +93,16 @@ test('meshlane demo shows the capture, the flip, and cleans up', { skip: skipUnl
 
   const [beforeFlip = '', afterFlip = ''] = out.split(/\[5\/6\] flip/);
   // the app's connection to the VIP went through the proxy: listener 15001, peer = pod IP, original dst = VIP
-  assert.match(beforeFlip, /app \(uid 1000\) -> 10\.96\.0\.10:80\n.*\n\s+proxy saw: +listener 15001, peer 10\.244\.0\.10, SO_ORIGINAL_DST 10\.96\.0\.10:80;.*\n\s+=> captured/, ctx);
-  assert.match(beforeFlip, /app \(uid 1000\) -> \[fd00:96::10\]:80\n.*\n\s+proxy saw: +listener 15001, peer fd00:244::10, SO_ORIGINAL_DST \[fd00:96::10\]:80;.*\n\s+=> captured/, ctx);
+  assert.match(
+    beforeFlip,
+    /app \(uid 1000\) -> 10\.96\.0\.10:80\n.*\n\s+proxy saw: +listener 15001, peer 10\.244\.0\.10, SO_ORIGINAL_DST 10\.96\.0\.10:80;.*\n\s+=> captured/,
+    ctx,
+  );
+  assert.match(
+    beforeFlip,
+    /app \(uid 1000\) -> \[fd00:96::10\]:80\n.*\n\s+proxy saw: +listener 15001, peer fd00:244::10, SO_ORIGINAL_DST \[fd00:96::10\]:80;.*\n\s+=> captured/,
+    ctx,
+  );
   assert.match(beforeFlip, /proxy \(uid 1337\) -> 10\.96\.0\.10:80\n.*\n\s+proxy saw: +nothing\n\s+=> direct/, ctx);
   assert.match(beforeFlip, /ratings app .* -> 10\.96\.0\.10:80\n.*come from 10\.244\.0\.20\n\s+proxy saw: +nothing\n\s+=> direct/, ctx);
   assert.match(beforeFlip, /iptables nat rules in productpage's netns: 0/, ctx);

@@ -15,9 +15,27 @@ import { PodFlags } from '../../src/dataplane/layouts.js';
 import { istioIptablesRules } from '../oracle/istio-iptables.js';
 import { applyIstioRules, flushIstioRules } from '../oracle/apply.js';
 import {
-  APP, PROXY, POD_V4, POD_V6, SVC_V4, SVC_V6, OTHER_V4, POD_UID, ENDPOINT,
-  destroyTopology, namespaceObject, podObject, outcomeOf, startAgent, stopAgent, cleanupAgent, waitForPodSettings, waitReady,
-  type Topology, type AgentRun, type PodObjectOptions,
+  APP,
+  PROXY,
+  POD_V4,
+  POD_V6,
+  SVC_V4,
+  SVC_V6,
+  OTHER_V4,
+  POD_UID,
+  ENDPOINT,
+  destroyTopology,
+  namespaceObject,
+  podObject,
+  outcomeOf,
+  startAgent,
+  stopAgent,
+  cleanupAgent,
+  waitForPodSettings,
+  waitReady,
+  type Topology,
+  type AgentRun,
+  type PodObjectOptions,
 } from '../support/harness.js';
 
 const SVC_HOST_V4 = '10.244.0.200';
@@ -173,9 +191,10 @@ function udpOutcome(json: string, c: DnsCase): string {
 
 async function runDnsCase(t: Topology, c: DnsCase): Promise<string> {
   const from = c.from === undefined ? [] : ['--from', c.from];
-  const args = c.proto === 'udp'
-    ? [ENDPOINT(), 'udp-query', '--to', c.to, '--timeout', '1500', ...(c.connected ? ['--connected'] : []), ...from]
-    : [ENDPOINT(), 'connect', '--to', c.to, '--timeout', '2000', ...from];
+  const args =
+    c.proto === 'udp'
+      ? [ENDPOINT(), 'udp-query', '--to', c.to, '--timeout', '1500', ...(c.connected ? ['--connected'] : []), ...from]
+      : [ENDPOINT(), 'connect', '--to', c.to, '--timeout', '2000', ...from];
   const r = await t.pod.exec('node', args, { uid: c.uid, gid: c.gid, container: 'app', timeoutMs: 10_000 });
   return c.proto === 'udp' ? udpOutcome(r.stdout, c) : outcomeOf(r.stdout, { appLocal: true });
 }
@@ -205,13 +224,26 @@ async function makeDnsTopology(prefix: string): Promise<Topology> {
       { what: 'service TCP server', p: svc.spawn('node', [ENDPOINT(), 'serve', '--ports', '53,80', '--tag', 'svc']) },
       {
         what: 'service UDP server',
-        p: svc.spawn('node', [ENDPOINT(), 'udp-serve', '--ports', '53,5353', '--tag', 'svc', '--addrs', [SVC_V4, OTHER_V4, SVC_HOST_V4, SVC_V6, SVC_HOST_V6].join(',')]),
+        p: svc.spawn('node', [
+          ENDPOINT(),
+          'udp-serve',
+          '--ports',
+          '53,5353',
+          '--tag',
+          'svc',
+          '--addrs',
+          [SVC_V4, OTHER_V4, SVC_HOST_V4, SVC_V6, SVC_HOST_V6].join(','),
+        ]),
       },
       { what: 'app TCP server', p: pod.spawn('node', [ENDPOINT(), 'serve', '--ports', '53,8080', '--tag', 'app'], { container: 'app' }) },
       { what: 'app UDP server', p: pod.spawn('node', [ENDPOINT(), 'udp-serve', '--ports', '53', '--tag', 'app'], { container: 'app' }) },
       {
         what: 'proxy',
-        p: pod.spawn('node', [ENDPOINT(), 'proxy', '--outbound', '15001', '--inbound', '15006', '--dns', '15053'], { uid: PROXY, gid: PROXY, container: 'istio-proxy' }),
+        p: pod.spawn('node', [ENDPOINT(), 'proxy', '--outbound', '15001', '--inbound', '15006', '--dns', '15053'], {
+          uid: PROXY,
+          gid: PROXY,
+          container: 'istio-proxy',
+        }),
       },
     ];
     procs.push(...spawned.map((s) => s.p));
@@ -256,8 +288,14 @@ test('oracle: DNS cases under the iptables rules of istio-iptables', async () =>
     const on = oracle.get(VARIANTS[0]!.name)!;
     assert.equal(on.get('app -> server :53/udp'), `proxy-dns:15053 from=${SVC_V4}:53 sender=${POD_V4} app-local=0.0.0.0`);
     assert.equal(on.get('app -> server :53/udp connected'), `proxy-dns:15053 from=${SVC_V4}:53 sender=${POD_V4} app-local=${POD_V4} getpeername=${SVC_V4}:53`);
-    assert.match(on.get('app -> server :53/tcp')!, /^proxy-dns:15053 peer=10\.244\.0\.10 orig=10\.96\.0\.10:53 app-sees=10\.96\.0\.10:53 app-local=10\.244\.0\.10$/);
-    assert.match(on.get('app -> server :53/tcp, bound to 0.0.0.0 first')!, /^proxy-dns:15053 peer=10\.244\.0\.10 orig=10\.96\.0\.10:53 app-sees=10\.96\.0\.10:53 app-local=10\.244\.0\.10$/);
+    assert.match(
+      on.get('app -> server :53/tcp')!,
+      /^proxy-dns:15053 peer=10\.244\.0\.10 orig=10\.96\.0\.10:53 app-sees=10\.96\.0\.10:53 app-local=10\.244\.0\.10$/,
+    );
+    assert.match(
+      on.get('app -> server :53/tcp, bound to 0.0.0.0 first')!,
+      /^proxy-dns:15053 peer=10\.244\.0\.10 orig=10\.96\.0\.10:53 app-sees=10\.96\.0\.10:53 app-local=10\.244\.0\.10$/,
+    );
     assert.equal(oracle.get('DNS off')!.get('app -> server :53/udp'), `svc:53 from=${SVC_V4}:53 sender=${POD_V4} app-local=0.0.0.0`);
   } finally {
     await destroyTopology(topo);
@@ -290,7 +328,11 @@ test('meshlane: the same DNS cases decide the same', async (t) => {
       const rows = v.cases.map((c) => ({ case: c.name, iptables: want.get(c.name), meshlane: got.get(c.name) }));
       if (process.env.DNS_PARITY_VERBOSE) for (const r of rows) console.log(`${v.name} | ${r.case} | ${r.iptables} | ${r.meshlane}`);
       const diff = rows.filter((r) => r.iptables !== r.meshlane);
-      assert.deepEqual(diff, [], `cases where meshlane differs from istio-iptables:\n${diff.map((r) => `  ${r.case}: iptables=${r.iptables} meshlane=${r.meshlane}`).join('\n')}`);
+      assert.deepEqual(
+        diff,
+        [],
+        `cases where meshlane differs from istio-iptables:\n${diff.map((r) => `  ${r.case}: iptables=${r.iptables} meshlane=${r.meshlane}`).join('\n')}`,
+      );
     });
   }
 });

@@ -17,9 +17,23 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import type { SandboxPod } from '../../src/sandbox/sandbox.js';
 import {
-  APP, POD_UID, PROXY, SVC_V4,
-  makeTopology, destroyTopology, namespaceObject, podObject, runCase, startAgent, cleanupAgent, waitFor, dumpJson, cli, waitReady,
-  type Topology, type AgentRun,
+  APP,
+  POD_UID,
+  PROXY,
+  SVC_V4,
+  makeTopology,
+  destroyTopology,
+  namespaceObject,
+  podObject,
+  runCase,
+  startAgent,
+  cleanupAgent,
+  waitFor,
+  dumpJson,
+  cli,
+  waitReady,
+  type Topology,
+  type AgentRun,
 } from '../support/harness.js';
 
 /** Debian's python3 (setup.sh installs it): a pyenv shim under /root is out of reach of uid 1000/1337 */
@@ -118,7 +132,11 @@ test("a pod whose proxy stops accepting is refused at its limit (EPERM, no bypas
   const { proc, counts } = await openConnects();
   const eperm = counts.EPERM ?? 0;
   const inProgress = counts.EINPROGRESS ?? 0;
-  assert.deepEqual(Object.keys(counts).filter((k) => k !== 'EPERM' && k !== 'EINPROGRESS'), [], `only EPERM and EINPROGRESS: ${JSON.stringify(counts)}`);
+  assert.deepEqual(
+    Object.keys(counts).filter((k) => k !== 'EPERM' && k !== 'EINPROGRESS'),
+    [],
+    `only EPERM and EINPROGRESS: ${JSON.stringify(counts)}`,
+  );
   assert.ok(eperm > 0, `A is refused once it holds its limit: ${JSON.stringify(counts)}`);
   // the limit, plus the two connections the listener's accept queue took (their hand-over was consumed)
   assert.ok(inProgress >= LIMIT && inProgress <= LIMIT + 4, `A got its limit and no more: ${JSON.stringify(counts)}`);
@@ -145,8 +163,16 @@ test("a pod whose proxy stops accepting is refused at its limit (EPERM, no bypas
 
   const text = cli(['status', '--bpffs', agent!.bpffs, '--state-dir', agent!.stateDir]);
   assert.equal(text.code, 0, text.stderr);
-  assert.match(text.stdout, new RegExp(`demo/stuck captured[^\\n]*\\n(?:    [^\\n]*\\n)*    connections between connect\\(\\) and accept\\(\\): \\d+ \\(limit ${LIMIT}\\); refused: ${eperm} at its limit, 0 with the node's map near full`));
-  assert.match(text.stdout, new RegExp(`hand-over map: \\d+ of 65536 [^\\n]*per pod at most ${LIMIT}; refused: ${eperm} at a pod's limit, 0 with the map near full`));
+  assert.match(
+    text.stdout,
+    new RegExp(
+      `demo/stuck captured[^\\n]*\\n(?:    [^\\n]*\\n)*    connections between connect\\(\\) and accept\\(\\): \\d+ \\(limit ${LIMIT}\\); refused: ${eperm} at its limit, 0 with the node's map near full`,
+    ),
+  );
+  assert.match(
+    text.stdout,
+    new RegExp(`hand-over map: \\d+ of 65536 [^\\n]*per pod at most ${LIMIT}; refused: ${eperm} at a pod's limit, 0 with the map near full`),
+  );
   assert.match(text.stdout, new RegExp(`refused_pod_limit=${eperm}`));
 
   const dump = dumpJson(agent!.bpffs);
@@ -157,7 +183,10 @@ test("a pod whose proxy stops accepting is refused at its limit (EPERM, no bypas
   assert.deepEqual(dump.maps.limits, [{ handover_per_pod: LIMIT }]);
 
   // the log: one line for the burst of refusals, not one per connection
-  const lines = agent!.log().split('\n').filter((l) => l.includes('the pod holds its limit'));
+  const lines = agent!
+    .log()
+    .split('\n')
+    .filter((l) => l.includes('the pod holds its limit'));
   assert.equal(lines.length, 1, lines.join('\n'));
   assert.match(lines[0]!, /"pod":"demo\/stuck"/);
   assert.match(lines[0]!, new RegExp(`"refused":${eperm}\\b`));
@@ -176,7 +205,11 @@ test("a pod whose proxy stops accepting is refused at its limit (EPERM, no bypas
   const cookie = podState(STUCK.uid)!.netnsCookie!;
   agent!.write([ns, podObject()]);
   await waitFor(() => podState(STUCK.uid) === undefined, 10_000, 'A released');
-  await waitFor(() => !(dumpJson(agent!.bpffs).maps.handover as Array<Record<string, unknown>>).some((r) => r.netns_cookie === cookie), 10_000, "A's count removed from the map");
+  await waitFor(
+    () => !(dumpJson(agent!.bpffs).maps.handover as Array<Record<string, unknown>>).some((r) => r.netns_cookie === cookie),
+    10_000,
+    "A's count removed from the map",
+  );
   // B still captured and working
   assert.match(await runCase(topo.pod, { name: 'b-after', uid: APP, gid: APP, to: `${SVC_V4}:80` }), captured);
 });

@@ -10,10 +10,23 @@ import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { renameSync, writeFileSync } from 'node:fs';
 import {
-  APP, POD_UID, SVC_V4,
-  makeTopology, destroyTopology, namespaceObject, podObject, runCase, startAgent, cleanupAgent, waitFor, cli, dumpJson,
-  waitForPodSettings, clusterList,
-  type Topology, type AgentRun,
+  APP,
+  POD_UID,
+  SVC_V4,
+  makeTopology,
+  destroyTopology,
+  namespaceObject,
+  podObject,
+  runCase,
+  startAgent,
+  cleanupAgent,
+  waitFor,
+  cli,
+  dumpJson,
+  waitForPodSettings,
+  clusterList,
+  type Topology,
+  type AgentRun,
 } from '../support/harness.js';
 import { defaultCaptureSettings } from '../../src/model/annotations.js';
 
@@ -53,7 +66,10 @@ async function assertStillCaptured(what: string, outcome = captured): Promise<vo
   assert.equal(p?.state, 'captured', `${what}: the pod is no longer captured in status`);
   const cookie = p.netnsCookie!;
   const pods = dumpJson(agent!.bpffs).maps.pods as Array<{ netns_cookie: string | number; pod: string }>;
-  assert.ok(pods.some((e) => String(e.netns_cookie) === cookie && e.pod === 'demo/client'), `${what}: the pods entry is gone: ${JSON.stringify(pods)}`);
+  assert.ok(
+    pods.some((e) => String(e.netns_cookie) === cookie && e.pod === 'demo/client'),
+    `${what}: the pods entry is gone: ${JSON.stringify(pods)}`,
+  );
   assert.match(await vip(), outcome, `${what}: traffic no longer goes through the proxy`);
 }
 
@@ -165,7 +181,10 @@ test('a wrongly typed value drops only that setting: the pod stays captured, the
   noIp.status.podIPs = [{ ip: 'fd00::zz' }];
   replaceFile(clusterList([demoNs(), noIp]));
   await waitFor(() => podState()?.ips.length === 0, 10_000, 'the pod with no valid IP');
-  assert.ok(podState()!.errors.some((e) => /no valid pod IP/.test(e)), JSON.stringify(podState()!.errors));
+  assert.ok(
+    podState()!.errors.some((e) => /no valid pod IP/.test(e)),
+    JSON.stringify(podState()!.errors),
+  );
   // (with no pod IP known, the source is not bound to it: the proxy sees the kernel's choice)
   await assertStillCaptured('no valid pod IP', /^proxy-outbound:15001 peer=\S+ orig=10\.96\.0\.10:80 app-sees=10\.96\.0\.10:80$/);
 

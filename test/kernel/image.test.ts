@@ -17,7 +17,20 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { cpSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { Sandbox, type SandboxHost, type SandboxPod } from '../../src/sandbox/sandbox.js';
@@ -66,7 +79,13 @@ function dockerignored(path: string): boolean {
     .split('\n')
     .map((l) => l.trim())
     .filter((l) => l && !l.startsWith('#'));
-  const re = (p: string): RegExp => new RegExp(`^${p.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]')}$`);
+  const re = (p: string): RegExp =>
+    new RegExp(
+      `^${p
+        .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+        .replace(/\*/g, '[^/]*')
+        .replace(/\?/g, '[^/]')}$`,
+    );
   const parts = path.split('/');
   return pats.some((p) => parts.some((_, i) => re(p).test(parts.slice(0, i + 1).join('/'))));
 }
@@ -112,7 +131,10 @@ test('every COPY source exists: the build stage’s in a clean checkout (tracked
     assert.equal(c.from, undefined);
     for (const s of c.sources) {
       const p = s.replace(/^\.\//, '').replace(/\/$/, '');
-      assert.ok([...tracked].some((f) => f === p || f.startsWith(`${p}/`)), `build COPY line ${c.line}: ${s} is in the checkout`);
+      assert.ok(
+        [...tracked].some((f) => f === p || f.startsWith(`${p}/`)),
+        `build COPY line ${c.line}: ${s} is in the checkout`,
+      );
       assert.ok(!dockerignored(p), `build COPY line ${c.line}: ${s} is not .dockerignored`);
     }
   }
@@ -120,7 +142,15 @@ test('every COPY source exists: the build stage’s in a clean checkout (tracked
   for (const made of ['node_modules', 'dist', 'native/build', 'bpf/build', 'cni/build']) assert.ok(dockerignored(made), `${made} is .dockerignored`);
   // the build stage makes what scripts/setup.sh makes (the README's build), and prunes the dev dependencies
   const run = runs(build!).join(' && ');
-  for (const step of ['npm ci', 'make -C cni all check', 'make -C bpf', 'node-gyp rebuild --directory native', 'tsc -p tsconfig.build.json', 'npm prune --omit=dev']) assert.ok(run.includes(step), `the build stage runs ${step}`);
+  for (const step of [
+    'npm ci',
+    'make -C cni all check',
+    'make -C bpf',
+    'node-gyp rebuild --directory native',
+    'tsc -p tsconfig.build.json',
+    'npm prune --omit=dev',
+  ])
+    assert.ok(run.includes(step), `the build stage runs ${step}`);
   assert.deepEqual(JSON.parse(readFileSync(join(ROOT, 'tsconfig.build.json'), 'utf8')).include, ['src/**/*.ts'], 'the image compiles src/ only');
   for (const c of copies(runtime)) for (const s of c.sources) assert.ok(existsSync(buildPath(s)), `runtime COPY line ${c.line}: ${s} exists after the build`);
 });
@@ -143,9 +173,17 @@ function pkg(dir: string, name: string): string[] {
 }
 
 test('the runtime tree holds the built files and the production packages, nothing else: no test or bench code, no TypeScript, no dev dependency', () => {
-  const files = sh('find', ['.', '-path', './node_modules', '-prune', '-o', '-type', 'f', '-print'], { cwd: tree }).split('\n').filter(Boolean).map((f) => f.slice(2)).sort();
+  const files = sh('find', ['.', '-path', './node_modules', '-prune', '-o', '-type', 'f', '-print'], { cwd: tree })
+    .split('\n')
+    .filter(Boolean)
+    .map((f) => f.slice(2))
+    .sort();
   assert.ok(files.includes('dist/src/cli/main.js') && files.includes('native/build/Release/meshlane.node') && files.includes('cni/build/meshlane-cni'));
-  assert.deepEqual(files.filter((f) => /^dist\/(test|bench)\//.test(f) || f.endsWith('.ts') || /^(test|bench|src)\//.test(f)), [], 'no test, bench or TypeScript source');
+  assert.deepEqual(
+    files.filter((f) => /^dist\/(test|bench)\//.test(f) || f.endsWith('.ts') || /^(test|bench|src)\//.test(f)),
+    [],
+    'no test, bench or TypeScript source',
+  );
   const bpf = files.filter((f) => f.startsWith('bpf/'));
   assert.ok(bpf.length > 0 && bpf.every((f) => /^bpf\/build\/[a-z]+\.bpf\.o$/.test(f)), `only BPF objects under bpf/: ${bpf.join(' ')}`);
   const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean; devOptional?: boolean }> };
@@ -240,153 +278,205 @@ interface Ns {
 
 function inNamespace(argv: string[], env: Record<string, string>, logFile: string): Ns {
   const out = createWriteStream(logFile);
-  const proc = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', NS_SCRIPT, 'sh', ...argv], { env: { PATH: IMAGE_PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', NS_SCRIPT, 'sh', ...argv], {
+    env: { PATH: IMAGE_PATH, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   proc.stdout?.pipe(out);
   proc.stderr?.pipe(out);
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
   return { proc, log: () => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : ''), exited };
 }
 
-test('the entry command with the DaemonSet’s agent args, env and capabilities starts the agent from the tree: in-cluster, it captures; SIGTERM leaves capture; the uninstall DaemonSet’s command removes it', { timeout: 180_000 }, async (t) => {
-  const entry = execForm(runtime, 'ENTRYPOINT');
-  const cmd = execForm(runtime, 'CMD');
-  const ds = agentDaemonSet();
-  const agentC = container(ds, 'agent');
-  assert.deepEqual(entry.slice(1), [`${workdir(runtime)}/dist/src/cli/main.js`], 'ENTRYPOINT: node and the CLI');
-  assert.equal(entry[0], 'node');
-  assert.deepEqual(cmd, ['agent'], 'the image alone starts the agent');
-  assert.equal(agentC.command, undefined, 'the DaemonSet keeps the image’s ENTRYPOINT');
-  assert.equal(agentC.args?.[0], cmd[0]);
-  assert.deepEqual((agentC.securityContext?.capabilities?.add ?? []).map((c) => `CAP_${c}`).sort(), AGENT_CAPS.map(([c]) => c).sort(), 'the DaemonSet adds exactly the capabilities the agent checks for');
+test(
+  'the entry command with the DaemonSet’s agent args, env and capabilities starts the agent from the tree: in-cluster, it captures; SIGTERM leaves capture; the uninstall DaemonSet’s command removes it',
+  { timeout: 180_000 },
+  async (t) => {
+    const entry = execForm(runtime, 'ENTRYPOINT');
+    const cmd = execForm(runtime, 'CMD');
+    const ds = agentDaemonSet();
+    const agentC = container(ds, 'agent');
+    assert.deepEqual(entry.slice(1), [`${workdir(runtime)}/dist/src/cli/main.js`], 'ENTRYPOINT: node and the CLI');
+    assert.equal(entry[0], 'node');
+    assert.deepEqual(cmd, ['agent'], 'the image alone starts the agent');
+    assert.equal(agentC.command, undefined, 'the DaemonSet keeps the image’s ENTRYPOINT');
+    assert.equal(agentC.args?.[0], cmd[0]);
+    assert.deepEqual(
+      (agentC.securityContext?.capabilities?.add ?? []).map((c) => `CAP_${c}`).sort(),
+      AGENT_CAPS.map(([c]) => c).sort(),
+      'the DaemonSet adds exactly the capabilities the agent checks for',
+    );
 
-  const dir = mkdtempSync(join(tmp, 'agent-'));
-  const stateDir = join(dir, 'state');
-  mkdirSync(stateDir);
-  const sb = await Sandbox.create({ prefix: 'mlimg', cgroupDriver: 'systemd' });
-  const api = await KubeApiServer.start();
-  const procs: ChildProcess[] = [];
-  // eslint-disable-next-line prefer-const -- set later; the after hook may run before (a failed set-up) and must see undefined
-  let agent: Ns | undefined;
-  t.after(async () => {
-    if (agent && agent.proc.exitCode === null && agent.proc.signalCode === null) {
-      agent.proc.kill('SIGKILL');
-      await agent.exited;
+    const dir = mkdtempSync(join(tmp, 'agent-'));
+    const stateDir = join(dir, 'state');
+    mkdirSync(stateDir);
+    const sb = await Sandbox.create({ prefix: 'mlimg', cgroupDriver: 'systemd' });
+    const api = await KubeApiServer.start();
+    const procs: ChildProcess[] = [];
+    // eslint-disable-next-line prefer-const -- set later; the after hook may run before (a failed set-up) and must see undefined
+    let agent: Ns | undefined;
+    t.after(async () => {
+      if (agent && agent.proc.exitCode === null && agent.proc.signalCode === null) {
+        agent.proc.kill('SIGKILL');
+        await agent.exited;
+      }
+      for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
+      try {
+        uninstall(BPFFS);
+      } catch {
+        /* nothing pinned */
+      }
+      await sb.destroy();
+      await api.close();
+    });
+    const svc: SandboxHost = await sb.addHost('svc', { ipv4: '10.244.0.200', ipv6: 'fd00:244::200', extraV4: [SVC_V4, OTHER_V4], extraV6: [SVC_V6] });
+    const server = svc.spawn('node', [ENDPOINT(), 'serve', '--ports', '80', '--tag', 'svc']);
+    procs.push(server);
+    await waitReady(server, 'service server');
+    api.store.create('namespaces', namespaceObject('demo', { 'istio-injection': 'enabled' }) as KubeObject);
+    const stored = api.store.create('pods', podObject({ namespace: 'demo', name: 'client', ipv4: '10.244.0.10', ipv6: '' }) as KubeObject);
+    const pod: SandboxPod = await sb.addPod({ namespace: 'demo', name: 'client', uid: stored.metadata.uid, ipv4: '10.244.0.10' });
+    const proxy = startProxy(pod);
+    procs.push(proxy);
+    await waitReady(proxy, 'proxy');
+    const vip = (): Promise<string> => runCase(pod, { name: 'vip', uid: APP, gid: APP, to: `${SVC_V4}:80` });
+    assert.match(await vip(), /^svc:80 /, 'not captured before the agent');
+
+    // the service account as kubelet projects it
+    const sa = join(dir, 'sa');
+    const ts = join(sa, '..2026_12_01_00_00_00.000000000');
+    mkdirSync(ts, { recursive: true });
+    writeFileSync(join(ts, 'token'), api.token);
+    writeFileSync(join(ts, 'ca.crt'), api.certs.caPem);
+    writeFileSync(join(ts, 'namespace'), ds.metadata.namespace ?? '');
+    symlinkSync(relative(sa, ts), join(sa, '..data_tmp'));
+    renameSync(join(sa, '..data_tmp'), join(sa, '..data'));
+    for (const f of ['token', 'ca.crt', 'namespace']) symlinkSync(join('..data', f), join(sa, f));
+
+    // the downward API's NODE_NAME, the in-cluster service environment kubelet sets
+    const env: Record<string, string> = { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(api.port) };
+    for (const e of agentC.env ?? []) {
+      if (e.valueFrom?.fieldRef?.fieldPath === 'spec.nodeName') env[e.name] = NODE;
+      else if (e.value !== undefined) env[e.name] = e.value;
+      else assert.fail(`env ${e.name}: a source this test does not know`);
     }
-    for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
-    try {
-      uninstall(BPFFS);
-    } catch {
-      /* nothing pinned */
+    const known = sh(process.execPath, [join(tree, 'dist/src/cli/main.js'), 'agent', '--help']);
+    const args = runArgs(agentC.args ?? [], known, t);
+    const nsEnv = { ...env, STATE_DIR: stateDir, SA_DIR: sa, CGROUP: sb.cgroupRoot, WORKDIR: workdir(runtime), TREE: tree, CAPS: capSet(agentC) };
+    agent = inNamespace([...entry, ...args], nsEnv, join(dir, 'agent.log'));
+    const a = agent;
+    await waitFor(
+      () => {
+        if (a.proc.exitCode !== null) throw new Error(`the agent exited ${a.proc.exitCode}: ${a.log()}`);
+        const st = readStatus(stateDir);
+        return st?.pods.some((p) => p.ref.uid === stored.metadata.uid && p.state === 'captured') === true && st.health?.ready === true;
+      },
+      30_000,
+      `the pod captured and the agent ready (log: ${join(dir, 'agent.log')})`,
+    ).catch((e: Error) => {
+      throw new Error(`${e.message}\n${a.log()}`);
+    });
+    const st = readStatus(stateDir)!;
+    assert.equal(st.cgroupRoot, flag(agentC.args ?? [], '--cgroup-root'), 'attached at the DaemonSet’s --cgroup-root');
+    assert.ok(st.source.includes('in-cluster'), st.source);
+    assert.match(await vip(), /^proxy-outbound:15001 peer=10\.244\.0\.10 orig=10\.96\.0\.10:80 /, 'captured by the agent from the tree');
+    const eff = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${st.pid}/status`, 'utf8'))?.[1];
+    assert.equal(
+      BigInt(`0x${eff}`),
+      AGENT_CAPS.reduce((m, [c]) => m | (1n << BigInt(Cap[c])), 0n),
+      'the agent ran with exactly those capabilities',
+    );
+    assert.ok(api.requests.some((r) => r.userAgent === 'meshlane-agent' && r.resource === 'pods'));
+
+    if (known.includes('--metrics-address')) {
+      // kubelet's probes, as the DaemonSet defines them (kubelet is on the node's network: hostNetwork)
+      for (const probe of [agentC.startupProbe, agentC.livenessProbe, agentC.readinessProbe]) {
+        const g = probe!.httpGet!;
+        const r = await fetch(`http://${g.host}:${g.port}${g.path}`);
+        assert.equal(r.status, 200, `${g.path}: ${await r.text()}`);
+      }
     }
-    await sb.destroy();
-    await api.close();
-  });
-  const svc: SandboxHost = await sb.addHost('svc', { ipv4: '10.244.0.200', ipv6: 'fd00:244::200', extraV4: [SVC_V4, OTHER_V4], extraV6: [SVC_V6] });
-  const server = svc.spawn('node', [ENDPOINT(), 'serve', '--ports', '80', '--tag', 'svc']);
-  procs.push(server);
-  await waitReady(server, 'service server');
-  api.store.create('namespaces', namespaceObject('demo', { 'istio-injection': 'enabled' }) as KubeObject);
-  const stored = api.store.create('pods', podObject({ namespace: 'demo', name: 'client', ipv4: '10.244.0.10', ipv6: '' }) as KubeObject);
-  const pod: SandboxPod = await sb.addPod({ namespace: 'demo', name: 'client', uid: stored.metadata.uid, ipv4: '10.244.0.10' });
-  const proxy = startProxy(pod);
-  procs.push(proxy);
-  await waitReady(proxy, 'proxy');
-  const vip = (): Promise<string> => runCase(pod, { name: 'vip', uid: APP, gid: APP, to: `${SVC_V4}:80` });
-  assert.match(await vip(), /^svc:80 /, 'not captured before the agent');
 
-  // the service account as kubelet projects it
-  const sa = join(dir, 'sa');
-  const ts = join(sa, '..2026_12_01_00_00_00.000000000');
-  mkdirSync(ts, { recursive: true });
-  writeFileSync(join(ts, 'token'), api.token);
-  writeFileSync(join(ts, 'ca.crt'), api.certs.caPem);
-  writeFileSync(join(ts, 'namespace'), ds.metadata.namespace ?? '');
-  symlinkSync(relative(sa, ts), join(sa, '..data_tmp'));
-  renameSync(join(sa, '..data_tmp'), join(sa, '..data'));
-  for (const f of ['token', 'ca.crt', 'namespace']) symlinkSync(join('..data', f), join(sa, f));
+    // SIGTERM (a rolling update, a deleted DaemonSet): capture stays
+    a.proc.kill('SIGTERM');
+    assert.equal(await a.exited, 0, a.log());
+    assert.match(await vip(), /^proxy-outbound:15001 /, 'still captured with the agent gone');
+    assert.ok(dumpJson(BPFFS).links.length > 0);
 
-  // the downward API's NODE_NAME, the in-cluster service environment kubelet sets
-  const env: Record<string, string> = { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(api.port) };
-  for (const e of agentC.env ?? []) {
-    if (e.valueFrom?.fieldRef?.fieldPath === 'spec.nodeName') env[e.name] = NODE;
-    else if (e.value !== undefined) env[e.name] = e.value;
-    else assert.fail(`env ${e.name}: a source this test does not know`);
-  }
-  const known = sh(process.execPath, [join(tree, 'dist/src/cli/main.js'), 'agent', '--help']);
-  const args = runArgs(agentC.args ?? [], known, t);
-  const nsEnv = { ...env, STATE_DIR: stateDir, SA_DIR: sa, CGROUP: sb.cgroupRoot, WORKDIR: workdir(runtime), TREE: tree, CAPS: capSet(agentC) };
-  agent = inNamespace([...entry, ...args], nsEnv, join(dir, 'agent.log'));
-  const a = agent;
-  await waitFor(() => {
-    if (a.proc.exitCode !== null) throw new Error(`the agent exited ${a.proc.exitCode}: ${a.log()}`);
-    const st = readStatus(stateDir);
-    return st?.pods.some((p) => p.ref.uid === stored.metadata.uid && p.state === 'captured') === true && st.health?.ready === true;
-  }, 30_000, `the pod captured and the agent ready (log: ${join(dir, 'agent.log')})`).catch((e: Error) => {
-    throw new Error(`${e.message}\n${a.log()}`);
-  });
-  const st = readStatus(stateDir)!;
-  assert.equal(st.cgroupRoot, flag(agentC.args ?? [], '--cgroup-root'), 'attached at the DaemonSet’s --cgroup-root');
-  assert.ok(st.source.includes('in-cluster'), st.source);
-  assert.match(await vip(), /^proxy-outbound:15001 peer=10\.244\.0\.10 orig=10\.96\.0\.10:80 /, 'captured by the agent from the tree');
-  const eff = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${st.pid}/status`, 'utf8'))?.[1];
-  assert.equal(BigInt(`0x${eff}`), AGENT_CAPS.reduce((m, [c]) => m | (1n << BigInt(Cap[c])), 0n), 'the agent ran with exactly those capabilities');
-  assert.ok(api.requests.some((r) => r.userAgent === 'meshlane-agent' && r.resource === 'pods'));
+    // the uninstall DaemonSet's command from the same tree, with its capabilities
+    const un = container(uninstallDaemonSet(), 'uninstall');
+    const confDir = join(dir, 'net.d');
+    const binDir = join(dir, 'bin');
+    mkdirSync(confDir);
+    mkdirSync(binDir);
+    const unArgs = (un.args ?? []).map((x) =>
+      x
+        .replace(/^--bpffs=.*/, `--bpffs=${BPFFS}`)
+        .replace(/^--cni-bin-dir=.*/, `--cni-bin-dir=${binDir}`)
+        .replace(/^--cni-conf-dir=.*/, `--cni-conf-dir=${confDir}`),
+    );
+    const u = inNamespace(
+      [...entry, ...unArgs],
+      { STATE_DIR: stateDir, SA_DIR: '', CGROUP: '', WORKDIR: workdir(runtime), TREE: tree, CAPS: capSet(un) },
+      join(dir, 'uninstall.log'),
+    );
+    assert.equal(await u.exited, 0, u.log());
+    assert.match(u.log(), /removed \d+ pins under/);
+    assert.match(await vip(), /^svc:80 /, 'uninstalled: direct again');
+    assert.ok(!existsSync(BPFFS) || readdirSync(BPFFS).length === 0, 'no pin left');
+  },
+);
 
-  if (known.includes('--metrics-address')) {
-    // kubelet's probes, as the DaemonSet defines them (kubelet is on the node's network: hostNetwork)
-    for (const probe of [agentC.startupProbe, agentC.livenessProbe, agentC.readinessProbe]) {
-      const g = probe!.httpGet!;
-      const r = await fetch(`http://${g.host}:${g.port}${g.path}`);
-      assert.equal(r.status, 200, `${g.path}: ${await r.text()}`);
-    }
-  }
-
-  // SIGTERM (a rolling update, a deleted DaemonSet): capture stays
-  a.proc.kill('SIGTERM');
-  assert.equal(await a.exited, 0, a.log());
-  assert.match(await vip(), /^proxy-outbound:15001 /, 'still captured with the agent gone');
-  assert.ok(dumpJson(BPFFS).links.length > 0);
-
-  // the uninstall DaemonSet's command from the same tree, with its capabilities
-  const un = container(uninstallDaemonSet(), 'uninstall');
-  const confDir = join(dir, 'net.d');
-  const binDir = join(dir, 'bin');
-  mkdirSync(confDir);
-  mkdirSync(binDir);
-  const unArgs = (un.args ?? []).map((x) => x.replace(/^--bpffs=.*/, `--bpffs=${BPFFS}`).replace(/^--cni-bin-dir=.*/, `--cni-bin-dir=${binDir}`).replace(/^--cni-conf-dir=.*/, `--cni-conf-dir=${confDir}`));
-  const u = inNamespace([...entry, ...unArgs], { STATE_DIR: stateDir, SA_DIR: '', CGROUP: '', WORKDIR: workdir(runtime), TREE: tree, CAPS: capSet(un) }, join(dir, 'uninstall.log'));
-  assert.equal(await u.exited, 0, u.log());
-  assert.match(u.log(), /removed \d+ pins under/);
-  assert.match(await vip(), /^svc:80 /, 'uninstalled: direct again');
-  assert.ok(!existsSync(BPFFS) || readdirSync(BPFFS).length === 0, 'no pin left');
-});
-
-test('the CNI container’s command from the tree, with no capability: the static plugin installed and chained with the DaemonSet’s socket, kept on SIGTERM', { timeout: 60_000 }, async (t) => {
-  const ds = agentDaemonSet();
-  const c = container(ds, 'cni');
-  const dir = mkdtempSync(join(tmp, 'cni-'));
-  const binDir = join(dir, 'bin');
-  const confDir = join(dir, 'net.d');
-  const stateDir = join(dir, 'state');
-  for (const d of [binDir, confDir, stateDir]) mkdirSync(d);
-  const primary = { cniVersion: '1.0.0', name: 'k8s-pod-network', plugins: [{ type: 'bridge', bridge: 'cni0', ipam: { type: 'host-local', subnet: '10.244.0.0/24' } }] };
-  writeFileSync(join(confDir, '10-bridge.conflist'), JSON.stringify(primary));
-  const args = (c.args ?? []).map((x) => x.replace(/^--cni-bin-dir=.*/, `--cni-bin-dir=${binDir}`).replace(/^--cni-conf-dir=.*/, `--cni-conf-dir=${confDir}`));
-  const entry = execForm(runtime, 'ENTRYPOINT');
-  const p = inNamespace([...entry, ...args], { STATE_DIR: stateDir, SA_DIR: '', CGROUP: '', WORKDIR: workdir(runtime), TREE: tree, CAPS: capSet(c) }, join(dir, 'cni.log'));
-  t.after(() => {
-    if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill('SIGKILL');
-  });
-  const conf = (): { plugins: Array<{ type: string; socket?: string }> } => JSON.parse(readFileSync(join(confDir, '10-bridge.conflist'), 'utf8'));
-  await waitFor(() => {
-    if (p.proc.exitCode !== null) throw new Error(`cni install exited ${p.proc.exitCode}: ${p.log()}`);
-    return existsSync(join(binDir, 'meshlane-cni')) && conf().plugins.some((x) => x.type === 'meshlane-cni');
-  }, 15_000, 'meshlane-cni installed and chained');
-  assert.deepEqual(conf().plugins.map((x) => x.type), ['bridge', 'meshlane-cni']);
-  assert.equal(conf().plugins[1]!.socket, flag(c.args ?? [], '--cni-socket'));
-  assert.ok(readFileSync(join(binDir, 'meshlane-cni')).equals(readFileSync(join(tree, 'cni/build/meshlane-cni'))), 'the tree’s plugin');
-  assert.equal(statSync(join(binDir, 'meshlane-cni')).mode & 0o777, 0o755);
-  p.proc.kill('SIGTERM');
-  assert.equal(await p.exited, 0, p.log());
-  assert.ok(conf().plugins.some((x) => x.type === 'meshlane-cni'), 'SIGTERM leaves the chain in place (only uninstall removes it)');
-});
+test(
+  'the CNI container’s command from the tree, with no capability: the static plugin installed and chained with the DaemonSet’s socket, kept on SIGTERM',
+  { timeout: 60_000 },
+  async (t) => {
+    const ds = agentDaemonSet();
+    const c = container(ds, 'cni');
+    const dir = mkdtempSync(join(tmp, 'cni-'));
+    const binDir = join(dir, 'bin');
+    const confDir = join(dir, 'net.d');
+    const stateDir = join(dir, 'state');
+    for (const d of [binDir, confDir, stateDir]) mkdirSync(d);
+    const primary = {
+      cniVersion: '1.0.0',
+      name: 'k8s-pod-network',
+      plugins: [{ type: 'bridge', bridge: 'cni0', ipam: { type: 'host-local', subnet: '10.244.0.0/24' } }],
+    };
+    writeFileSync(join(confDir, '10-bridge.conflist'), JSON.stringify(primary));
+    const args = (c.args ?? []).map((x) =>
+      x.replace(/^--cni-bin-dir=.*/, `--cni-bin-dir=${binDir}`).replace(/^--cni-conf-dir=.*/, `--cni-conf-dir=${confDir}`),
+    );
+    const entry = execForm(runtime, 'ENTRYPOINT');
+    const p = inNamespace(
+      [...entry, ...args],
+      { STATE_DIR: stateDir, SA_DIR: '', CGROUP: '', WORKDIR: workdir(runtime), TREE: tree, CAPS: capSet(c) },
+      join(dir, 'cni.log'),
+    );
+    t.after(() => {
+      if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill('SIGKILL');
+    });
+    const conf = (): { plugins: Array<{ type: string; socket?: string }> } => JSON.parse(readFileSync(join(confDir, '10-bridge.conflist'), 'utf8'));
+    await waitFor(
+      () => {
+        if (p.proc.exitCode !== null) throw new Error(`cni install exited ${p.proc.exitCode}: ${p.log()}`);
+        return existsSync(join(binDir, 'meshlane-cni')) && conf().plugins.some((x) => x.type === 'meshlane-cni');
+      },
+      15_000,
+      'meshlane-cni installed and chained',
+    );
+    assert.deepEqual(
+      conf().plugins.map((x) => x.type),
+      ['bridge', 'meshlane-cni'],
+    );
+    assert.equal(conf().plugins[1]!.socket, flag(c.args ?? [], '--cni-socket'));
+    assert.ok(readFileSync(join(binDir, 'meshlane-cni')).equals(readFileSync(join(tree, 'cni/build/meshlane-cni'))), 'the tree’s plugin');
+    assert.equal(statSync(join(binDir, 'meshlane-cni')).mode & 0o777, 0o755);
+    p.proc.kill('SIGTERM');
+    assert.equal(await p.exited, 0, p.log());
+    assert.ok(
+      conf().plugins.some((x) => x.type === 'meshlane-cni'),
+      'SIGTERM leaves the chain in place (only uninstall removes it)',
+    );
+  },
+);

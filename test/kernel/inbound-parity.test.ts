@@ -11,9 +11,25 @@ import { istioIptablesRules } from '../oracle/istio-iptables.js';
 import { applyIstioRules, flushIstioRules } from '../oracle/apply.js';
 import type { SandboxMember, SandboxPod } from '../../src/sandbox/sandbox.js';
 import {
-  APP, POD_V4, POD_V6, POD_UID,
-  makeTopology, destroyTopology, namespaceObject, podObject, runCases, runCase, startAgent, cleanupAgent, waitForPodSettings, waitFor,
-  type Case, type Topology, type TopologyOptions, type AgentRun, type PodObjectOptions,
+  APP,
+  POD_V4,
+  POD_V6,
+  POD_UID,
+  makeTopology,
+  destroyTopology,
+  namespaceObject,
+  podObject,
+  runCases,
+  runCase,
+  startAgent,
+  cleanupAgent,
+  waitForPodSettings,
+  waitFor,
+  type Case,
+  type Topology,
+  type TopologyOptions,
+  type AgentRun,
+  type PodObjectOptions,
 } from '../support/harness.js';
 import { execFile as execFileCb } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -63,7 +79,11 @@ const VARIANTS: Variant[] = [
   {
     name: 'includeInboundPorts=8080',
     pod: { annotations: { 'traffic.sidecar.istio.io/includeInboundPorts': '8080' } },
-    cases: (c) => [from(c.remote, 'remote -> :8080', to4(8080)), from(c.remote, 'remote -> :9090', to4(9090)), from(c.remote, 'remote -> [v6]:9090', to6(9090))],
+    cases: (c) => [
+      from(c.remote, 'remote -> :8080', to4(8080)),
+      from(c.remote, 'remote -> :9090', to4(9090)),
+      from(c.remote, 'remote -> [v6]:9090', to6(9090)),
+    ],
   },
   {
     name: 'includeInboundPorts="" (no inbound capture)',
@@ -73,7 +93,11 @@ const VARIANTS: Variant[] = [
   {
     name: 'excludeInboundPorts=9090',
     pod: { annotations: { 'traffic.sidecar.istio.io/excludeInboundPorts': '9090' } },
-    cases: (c) => [from(c.remote, 'remote -> :9090', to4(9090)), from(c.remote, 'remote -> :8080', to4(8080)), from(c.remote, 'remote -> [v6]:9090', to6(9090))],
+    cases: (c) => [
+      from(c.remote, 'remote -> :9090', to4(9090)),
+      from(c.remote, 'remote -> :8080', to4(8080)),
+      from(c.remote, 'remote -> [v6]:9090', to6(9090)),
+    ],
   },
   {
     name: 'status port 9090',
@@ -121,7 +145,11 @@ test('oracle: inbound cases under the iptables rules of istio-iptables', async (
         await flushIstioRules(topo.pod.netns);
       }
     }
-    assert.match(oracle.get('default settings')!.get('remote -> :8080')!, /^proxy-inbound:15006 peer=10\.244\.0\.200 orig=10\.244\.0\.10:8080 app-sees=10\.244\.0\.10:8080$/, 'the oracle captured');
+    assert.match(
+      oracle.get('default settings')!.get('remote -> :8080')!,
+      /^proxy-inbound:15006 peer=10\.244\.0\.200 orig=10\.244\.0\.10:8080 app-sees=10\.244\.0\.10:8080$/,
+      'the oracle captured',
+    );
   } finally {
     await destroyTopology(topo);
     topo = undefined;
@@ -141,7 +169,11 @@ test('meshlane: the same inbound cases decide the same', async (t) => {
       const got = await runCases(topo!.pod, cases);
       const want = oracle.get(v.name)!;
       const diff = cases.map((c) => ({ c: c.name, iptables: want.get(c.name), meshlane: got.get(c.name) })).filter((r) => r.iptables !== r.meshlane);
-      assert.deepEqual(diff, [], `meshlane differs from istio-iptables:\n${diff.map((r) => `  ${r.c}: iptables=${r.iptables} meshlane=${r.meshlane}`).join('\n')}`);
+      assert.deepEqual(
+        diff,
+        [],
+        `meshlane differs from istio-iptables:\n${diff.map((r) => `  ${r.c}: iptables=${r.iptables} meshlane=${r.meshlane}`).join('\n')}`,
+      );
     });
   }
 

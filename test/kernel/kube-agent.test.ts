@@ -22,8 +22,22 @@ import { Sandbox, type SandboxHost, type SandboxPod } from '../../src/sandbox/sa
 import { KubeApiServer, type EndMode } from '../support/kube/server.js';
 import type { KubeObject } from '../support/kube/resources.js';
 import {
-  APP, SVC_V4, SVC_V6, OTHER_V4, ENDPOINT,
-  namespaceObject, podObject, runCase, startKubeAgent, stopAgent, cleanupAgent, waitFor, dumpJson, startSession, startProxy, waitReady,
+  APP,
+  SVC_V4,
+  SVC_V6,
+  OTHER_V4,
+  ENDPOINT,
+  namespaceObject,
+  podObject,
+  runCase,
+  startKubeAgent,
+  stopAgent,
+  cleanupAgent,
+  waitFor,
+  dumpJson,
+  startSession,
+  startProxy,
+  waitReady,
   type AgentRun,
 } from '../support/harness.js';
 
@@ -65,7 +79,8 @@ const podState = (name: string) => agent!.status()?.pods.find((p) => p.ref.uid =
 const skipped = (name: string) => agent!.status()?.skipped.find((p) => p.ref.uid === uidOf(name));
 const health = () => agent!.status()?.health;
 const vip = (name = 'client') => runCase(pods.get(name)!.sp, { name: 'vip', uid: APP, gid: APP, to: `${SVC_V4}:80` });
-const captured = (ip: string): RegExp => new RegExp(`^proxy-outbound:15001 peer=${ip.replace(/\./g, '\\.')} orig=10\\.96\\.0\\.10:80 app-sees=10\\.96\\.0\\.10:80$`);
+const captured = (ip: string): RegExp =>
+  new RegExp(`^proxy-outbound:15001 peer=${ip.replace(/\./g, '\\.')} orig=10\\.96\\.0\\.10:80 app-sees=10\\.96\\.0\\.10:80$`);
 const direct = (ip: string): RegExp => new RegExp(`^svc:80 peer=${ip.replace(/\./g, '\\.')} app-sees=10\\.96\\.0\\.10:80$`);
 const pinnedCookies = (): string[] => (dumpJson(agent!.bpffs).maps.pods as Array<{ netns_cookie: string | number }>).map((p) => String(p.netns_cookie)).sort();
 
@@ -73,7 +88,8 @@ async function until(what: string, pred: () => boolean, ms = 10_000): Promise<vo
   await waitFor(pred, ms, what);
 }
 
-const patchNs = (name: string, labels: Record<string, string | null>): void => void api.store.patch('namespaces', undefined, name, MERGE, { metadata: { labels } });
+const patchNs = (name: string, labels: Record<string, string | null>): void =>
+  void api.store.patch('namespaces', undefined, name, MERGE, { metadata: { labels } });
 const patchPod = (name: string, meta: { labels?: Record<string, string | null>; annotations?: Record<string, string | null> }): void =>
   void api.store.patch('pods', 'demo', name, MERGE, { metadata: meta });
 
@@ -104,7 +120,7 @@ after(async () => {
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
 
-test('initial sync: the node\'s pods of captured namespaces are captured, the rest not; other nodes\' pods are not listed; ready', async () => {
+test("initial sync: the node's pods of captured namespaces are captured, the rest not; other nodes' pods are not listed; ready", async () => {
   await until('the initial sync', () => podState('client')?.state === 'captured' && podState('rev')?.state === 'captured');
   assert.match(await vip(), captured(pods.get('client')!.ip));
   assert.match(await vip('rev'), captured(pods.get('rev')!.ip), 'istio.io/rev captures');
@@ -115,7 +131,11 @@ test('initial sync: the node\'s pods of captured namespaces are captured, the re
   await until('ready', () => health()?.ready === true);
   assert.ok(st.source.startsWith(`Kubernetes API ${api.url}`), st.source);
   // only the node's pods are asked for
-  assert.ok(api.requests.filter((r) => r.resource === 'pods' && (r.verb === 'list' || r.verb === 'watch')).every((r) => r.query.fieldSelector === `spec.nodeName=${NODE}`));
+  assert.ok(
+    api.requests
+      .filter((r) => r.resource === 'pods' && (r.verb === 'list' || r.verb === 'watch'))
+      .every((r) => r.query.fieldSelector === `spec.nodeName=${NODE}`),
+  );
 });
 
 test('every toggle through the watch; a long-lived captured connection is untouched', async () => {
@@ -181,7 +201,7 @@ test('a malformed annotation: a Warning Event on the pod (deduplicated), besides
   await until('the error cleared', () => podState('client')?.errors.length === 0);
 });
 
-test('a deleted pod\'s entries go', async () => {
+test("a deleted pod's entries go", async () => {
   await addPod('demo', 'doomed');
   await until('captured', () => podState('doomed')?.state === 'captured');
   const cookie = podState('doomed')!.netnsCookie!;
@@ -218,7 +238,11 @@ for (const [what, how] of ways) {
     fault.clear();
     await until('the deleted pod gone', () => podState(name) === undefined, 20_000);
     assert.ok(!pinnedCookies().includes(cookie));
-    if (how === '410') assert.ok(api.requests.some((r) => r.resource === 'pods' && r.verb === 'list' && r.seq > 1), 'relisted');
+    if (how === '410')
+      assert.ok(
+        api.requests.some((r) => r.resource === 'pods' && r.verb === 'list' && r.seq > 1),
+        'relisted',
+      );
     await until('ready again', () => health()?.ready === true, 20_000);
   });
 }

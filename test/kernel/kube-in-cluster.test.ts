@@ -111,7 +111,10 @@ class Probe {
 }
 
 function startProbe(t: TestContext, env: NodeJS.ProcessEnv, args: string[] = []): Probe {
-  const child = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', NS_SCRIPT, 'sh', process.execPath, PROBE(), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', NS_SCRIPT, 'sh', process.execPath, PROBE(), ...args], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const p = new Probe(child);
   t.after(async () => {
     if (p.exited !== undefined || child.pid === undefined) return;
@@ -137,49 +140,64 @@ function tmp(t: TestContext): string {
 test('in-cluster without a service account mounted: one line naming the token path and the fix (the probe and the CLI), exit 2', T, async (t) => {
   const p = startProbe(t, nsEnv(undefined, undefined));
   const line = await p.waitFor('a start error', (l) => 'startError' in l);
-  assert.equal(line.startError, `in-cluster config: no service account token at ${SA}/token: mount the service account (automountServiceAccountToken: true), or give --kubeconfig FILE`);
+  assert.equal(
+    line.startError,
+    `in-cluster config: no service account token at ${SA}/token: mount the service account (automountServiceAccountToken: true), or give --kubeconfig FILE`,
+  );
   await p.waitFor('exit', () => p.exited !== undefined).catch(() => undefined);
   assert.equal(p.exited, 2);
 
-  const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', NS_SCRIPT, 'sh', process.execPath, CLI(), 'agent'], { env: nsEnv(undefined, undefined), encoding: 'utf8', timeout: 15_000, killSignal: 'SIGKILL' });
+  const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', NS_SCRIPT, 'sh', process.execPath, CLI(), 'agent'], {
+    env: nsEnv(undefined, undefined),
+    encoding: 'utf8',
+    timeout: 15_000,
+    killSignal: 'SIGKILL',
+  });
   assert.equal(r.status, 2, r.stderr);
-  assert.equal(r.stderr, `meshlane: in-cluster config: no service account token at ${SA}/token: mount the service account (automountServiceAccountToken: true), or give --kubeconfig FILE\n`);
+  assert.equal(
+    r.stderr,
+    `meshlane: in-cluster config: no service account token at ${SA}/token: mount the service account (automountServiceAccountToken: true), or give --kubeconfig FILE\n`,
+  );
   assert.equal(r.stdout, '');
 });
 
-test('in-cluster: the configuration is client-node’s loadFromCluster(); the source syncs; a rotated token is picked up after the old one is refused', T, async (t) => {
-  const s = await KubeApiServer.start({ token: 'token-one' });
-  t.after(() => s.close());
-  s.store.create('pods', pod({ name: 'mine', node: 'n1' }));
-  s.store.create('pods', pod({ name: 'theirs', node: 'n2' }));
-  const sa = new ServiceAccountDir(tmp(t));
-  sa.write({ token: 'token-one', 'ca.crt': s.certs.caPem, namespace: 'meshlane' });
+test(
+  'in-cluster: the configuration is client-node’s loadFromCluster(); the source syncs; a rotated token is picked up after the old one is refused',
+  T,
+  async (t) => {
+    const s = await KubeApiServer.start({ token: 'token-one' });
+    t.after(() => s.close());
+    s.store.create('pods', pod({ name: 'mine', node: 'n1' }));
+    s.store.create('pods', pod({ name: 'theirs', node: 'n2' }));
+    const sa = new ServiceAccountDir(tmp(t));
+    sa.write({ token: 'token-one', 'ca.crt': s.certs.caPem, namespace: 'meshlane' });
 
-  const p = startProbe(t, nsEnv(s, sa.dir), ['--compare-in-cluster']);
-  const cmp = await p.waitFor('the configurations compared', (l) => 'inCluster' in l || 'compareError' in l);
-  assert.equal(cmp.compareError, undefined, p.dump());
-  assert.deepEqual(cmp.inCluster, cmp.loadFromCluster, 'ours is loadFromCluster() with the environment given');
-  const desc = await p.waitFor('the description', (l) => 'description' in l);
-  assert.equal(desc.description, `Kubernetes API https://127.0.0.1:${s.port} (in-cluster)`);
-  const first = await p.waitFor('the first replace', (l) => (l.event as { type?: string } | undefined)?.type === 'replace');
-  assert.deepEqual((first.event as { pods: string[] }).pods, ['default/mine']);
-  assert.ok(s.requests.length > 0 && s.requests.every((r) => r.user === 'meshlane-test'), 'authenticated with the mounted token');
+    const p = startProbe(t, nsEnv(s, sa.dir), ['--compare-in-cluster']);
+    const cmp = await p.waitFor('the configurations compared', (l) => 'inCluster' in l || 'compareError' in l);
+    assert.equal(cmp.compareError, undefined, p.dump());
+    assert.deepEqual(cmp.inCluster, cmp.loadFromCluster, 'ours is loadFromCluster() with the environment given');
+    const desc = await p.waitFor('the description', (l) => 'description' in l);
+    assert.equal(desc.description, `Kubernetes API https://127.0.0.1:${s.port} (in-cluster)`);
+    const first = await p.waitFor('the first replace', (l) => (l.event as { type?: string } | undefined)?.type === 'replace');
+    assert.deepEqual((first.event as { pods: string[] }).pods, ['default/mine']);
+    assert.ok(s.requests.length > 0 && s.requests.every((r) => r.user === 'meshlane-test'), 'authenticated with the mounted token');
 
-  // the old token is refused from now on (a server that knows only the new one, same store and port)
-  await s.close();
-  const rotated = new KubeApiServer({ port: s.port, certs: s.certs, store: s.store, token: 'token-two' });
-  t.after(() => rotated.close());
-  await rotated.start();
-  await p.waitFor('a 401 reported', (l) => typeof l.error === 'string' && /refused the credentials \(401 Unauthorized\)/.test(l.error));
-  assert.ok(rotated.requests.some((r) => r.status === 401));
-  // kubelet rotates the token: the source keeps working without a restart
-  sa.write({ token: 'token-two', 'ca.crt': s.certs.caPem, namespace: 'meshlane' });
-  s.store.create('pods', pod({ name: 'after-rotation', node: 'n1' }));
-  await p.waitFor('the pod created after the rotation', (l) => {
-    const e = l.event as { type?: string; name?: string; pods?: string[] } | undefined;
-    return (e?.type === 'upsert' && e.name === 'default/after-rotation') || (e?.type === 'replace' && (e.pods ?? []).includes('default/after-rotation'));
-  });
-  const ok = rotated.requests.filter((r) => r.status !== 401);
-  assert.ok(ok.length > 0 && ok.every((r) => r.user === 'meshlane-test'), 'the new token is used');
-  assert.equal(p.exited, undefined, 'still running');
-});
+    // the old token is refused from now on (a server that knows only the new one, same store and port)
+    await s.close();
+    const rotated = new KubeApiServer({ port: s.port, certs: s.certs, store: s.store, token: 'token-two' });
+    t.after(() => rotated.close());
+    await rotated.start();
+    await p.waitFor('a 401 reported', (l) => typeof l.error === 'string' && /refused the credentials \(401 Unauthorized\)/.test(l.error));
+    assert.ok(rotated.requests.some((r) => r.status === 401));
+    // kubelet rotates the token: the source keeps working without a restart
+    sa.write({ token: 'token-two', 'ca.crt': s.certs.caPem, namespace: 'meshlane' });
+    s.store.create('pods', pod({ name: 'after-rotation', node: 'n1' }));
+    await p.waitFor('the pod created after the rotation', (l) => {
+      const e = l.event as { type?: string; name?: string; pods?: string[] } | undefined;
+      return (e?.type === 'upsert' && e.name === 'default/after-rotation') || (e?.type === 'replace' && (e.pods ?? []).includes('default/after-rotation'));
+    });
+    const ok = rotated.requests.filter((r) => r.status !== 401);
+    assert.ok(ok.length > 0 && ok.every((r) => r.user === 'meshlane-test'), 'the new token is used');
+    assert.equal(p.exited, undefined, 'still running');
+  },
+);

@@ -57,7 +57,10 @@ for (const obj of objects) {
       const v = vars.find((x) => x.name === def.name);
       assert.ok(v, `map ${def.name} is not in ${obj}`);
       const mapStruct = resolve(types, v.type_id!);
-      for (const [part, layout] of [['key', def.key], ['value', def.value]] as const) {
+      for (const [part, layout] of [
+        ['key', def.key],
+        ['value', def.value],
+      ] as const) {
         const m = mapStruct.members!.find((x) => x.name === part)!;
         const ptr = types.get(m.type_id)!;
         assert.equal(ptr.kind, 'PTR');
@@ -109,7 +112,11 @@ for (const obj of objects) {
         assert.deepEqual(declared, { type: def.type, maxEntries: def.maxEntries, flags: def.flags }, `map ${def.name}: bpf/maps.h (BTF) and layouts.ts differ`);
         const spec = specs.find((x) => x.name === def.name);
         assert.ok(spec, `libbpf does not list map ${def.name} in ${obj}`);
-        assert.deepEqual({ type: spec.type, maxEntries: spec.maxEntries }, { type: def.type, maxEntries: def.maxEntries }, `map ${def.name}: libbpf and layouts.ts differ`);
+        assert.deepEqual(
+          { type: spec.type, maxEntries: spec.maxEntries },
+          { type: def.type, maxEntries: def.maxEntries },
+          `map ${def.name}: libbpf and layouts.ts differ`,
+        );
         checked++;
       }
       assert.equal(checked, Object.keys(MAPS).length);

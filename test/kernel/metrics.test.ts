@@ -17,9 +17,25 @@ import type { KubeObject } from '../support/kube/resources.js';
 import { countedMaps } from '../../src/metrics/metrics.js';
 import { BypassReason } from '../../src/dataplane/layouts.js';
 import {
-  APP, PROXY, POD_V4, SVC_V4,
-  makeTopology, destroyTopology, namespaceObject, podObject, runCase, startAgent, startKubeAgent, stopAgent, cleanupAgent, waitFor, dumpJson, cli, clusterList,
-  type Topology, type AgentRun,
+  APP,
+  PROXY,
+  POD_V4,
+  SVC_V4,
+  makeTopology,
+  destroyTopology,
+  namespaceObject,
+  podObject,
+  runCase,
+  startAgent,
+  startKubeAgent,
+  stopAgent,
+  cleanupAgent,
+  waitFor,
+  dumpJson,
+  cli,
+  clusterList,
+  type Topology,
+  type AgentRun,
 } from '../support/harness.js';
 
 const NS = namespaceObject('demo', { 'istio-injection': 'enabled' });
@@ -157,7 +173,11 @@ test('the counters move by exactly what the traffic did, scraped while it runs',
   assert.equal(moved.proxy_owner, P, JSON.stringify(moved));
   assert.equal(moved.local, L + Q, JSON.stringify(moved));
   assert.equal(delta(s0, s1, BYPASSED), L + P + Q, 'bypassed: the sum of the reasons');
-  assert.equal(BypassReason.reduce((n, r) => n + delta(s0, s1, reason(r)), 0), L + P + Q, 'no other reason moved');
+  assert.equal(
+    BypassReason.reduce((n, r) => n + delta(s0, s1, reason(r)), 0),
+    L + P + Q,
+    'no other reason moved',
+  );
   assert.equal(delta(s0, s1, DECISIONS), N + L + P + Q, 'every connect of the pod was decided once (inbound is not a connect of the pod)');
   assert.equal(delta(s0, s1, 'meshlane_dns_redirects_total'), 0);
   assert.equal(delta(s0, s1, 'meshlane_inbound_dropped_total{reason="no_listener"}'), 0);
@@ -192,17 +212,36 @@ test('a bad --metrics-address and a port in use: one line, exit 2, nothing pinne
   const file = join(tmp, 'cluster.json');
   writeFileSync(file, clusterList([NS]));
   const bpffs = '/sys/fs/bpf/meshlane-test-metrics-refused';
-  const run = (address: string) => cli(['agent', '--cluster-file', file, '--cgroup-root', topo.sb.cgroupRoot, '--bpffs', bpffs, '--state-dir', join(tmp, 'state'), '--metrics-address', address]);
+  const run = (address: string) =>
+    cli([
+      'agent',
+      '--cluster-file',
+      file,
+      '--cgroup-root',
+      topo.sb.cgroupRoot,
+      '--bpffs',
+      bpffs,
+      '--state-dir',
+      join(tmp, 'state'),
+      '--metrics-address',
+      address,
+    ]);
   const bad = run('localhost:9464');
   assert.equal(bad.code, 2);
-  assert.equal(bad.stderr, 'meshlane: --metrics-address "localhost:9464": "localhost" is not an IPv4 address (a name would need a lookup at start): give --metrics-address HOST:PORT (an IP address and a port 1-65535, e.g. 127.0.0.1:9464 or [::1]:9464), or off\n');
+  assert.equal(
+    bad.stderr,
+    'meshlane: --metrics-address "localhost:9464": "localhost" is not an IPv4 address (a name would need a lookup at start): give --metrics-address HOST:PORT (an IP address and a port 1-65535, e.g. 127.0.0.1:9464 or [::1]:9464), or off\n',
+  );
   const busy = createServer();
   const taken = await freePort();
   await new Promise<void>((r) => busy.listen(taken, '127.0.0.1', r));
   try {
     const inUse = run(`127.0.0.1:${taken}`);
     assert.equal(inUse.code, 2, inUse.stderr);
-    assert.equal(inUse.stderr, `meshlane: cannot serve metrics on 127.0.0.1:${taken}: 127.0.0.1:${taken} is in use by another process: stop it, or give another --metrics-address HOST:PORT (or off)\n`);
+    assert.equal(
+      inUse.stderr,
+      `meshlane: cannot serve metrics on 127.0.0.1:${taken}: 127.0.0.1:${taken} is in use by another process: stop it, or give another --metrics-address HOST:PORT (or off)\n`,
+    );
   } finally {
     await new Promise<void>((r) => busy.close(() => r()));
   }
@@ -259,7 +298,7 @@ test('/readyz is 503 while the Kubernetes API has not delivered its state, 200 a
   const w0 = api.requests.filter(watchesPods).length;
   assert.equal(api.endWatches('graceful', watchesPods), 1);
   await waitFor(() => api!.requests.filter(watchesPods).length >= w0 + 1, 10_000, 'the re-watch');
-  const afterEnd = (await scrape());
+  const afterEnd = await scrape();
   assert.equal(get(afterEnd, series('watch_restarts')), r0 + 1);
   assert.equal(get(afterEnd, series('relists')), l0);
   // history compacted while the watch was cut: 410 on the re-watch, one relist

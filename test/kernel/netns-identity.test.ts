@@ -18,10 +18,27 @@ import { parseCaptureSettings, type PodLike } from '../../src/model/annotations.
 import { PinnedMaps } from '../../src/dataplane/dataplane.js';
 import { SANDBOX_CONTAINER, type SandboxPod } from '../../src/sandbox/sandbox.js';
 import {
-  APP, POD_UID, POD_V4, SVC_V4, ENDPOINT,
-  makeTopology, destroyTopology, namespaceObject, podObject, runCase, startAgent, stopAgent, cleanupAgent, waitFor, waitForPodSettings,
-  startProxy, waitReady, cli, dumpJson,
-  type Topology, type AgentRun,
+  APP,
+  POD_UID,
+  POD_V4,
+  SVC_V4,
+  ENDPOINT,
+  makeTopology,
+  destroyTopology,
+  namespaceObject,
+  podObject,
+  runCase,
+  startAgent,
+  stopAgent,
+  cleanupAgent,
+  waitFor,
+  waitForPodSettings,
+  startProxy,
+  waitReady,
+  cli,
+  dumpJson,
+  type Topology,
+  type AgentRun,
 } from '../support/harness.js';
 
 const PEER_UID = '5e2f8a31-7c4d-4b6e-9f10-2a3b4c5d6e7f';
@@ -89,10 +106,14 @@ function firstContainer(pod: SandboxPod): string {
 /** Wait until a process of the pod has become `comm` as `uid` in a netns other than the pod's and the node's. */
 async function waitElsewhere(pod: SandboxPod, p: ChildProcess, comm: string, uid: string): Promise<bigint> {
   const own = BigInt(podNetns(pod).ino);
-  await waitFor(() => {
-    const ino = procIno(p.pid!);
-    return procComm(p.pid!) === comm && procUid(p.pid!) === uid && ino !== undefined && ino !== own && ino !== HOST_INO;
-  }, 10_000, `process ${p.pid} (${comm}) in a netns of its own`);
+  await waitFor(
+    () => {
+      const ino = procIno(p.pid!);
+      return procComm(p.pid!) === comm && procUid(p.pid!) === uid && ino !== undefined && ino !== own && ino !== HOST_INO;
+    },
+    10_000,
+    `process ${p.pid} (${comm}) in a netns of its own`,
+  );
   return procIno(p.pid!)!;
 }
 
@@ -119,9 +140,17 @@ async function assertPodOwnsItsNetns(what: string, how: 'sandbox' | 'pins', pod:
   const d = dumpJson(agent!.bpffs);
   const pods = (d.maps.pods as Array<{ netns_cookie: string; pod: string }>).map((p) => [p.pod, String(p.netns_cookie)]);
   assert.deepEqual(pods, [['demo/client', own.cookie]], `${what}: the pods map keys the pod by its own netns (cookie ${own.cookie})`);
-  assert.deepEqual(d.links.filter((l) => l.startsWith('netns/')), [`netns/meshlane_sk_lookup/${own.cookie}`], `${what}: the inbound program is on the pod's own netns`);
+  assert.deepEqual(
+    d.links.filter((l) => l.startsWith('netns/')),
+    [`netns/meshlane_sk_lookup/${own.cookie}`],
+    `${what}: the inbound program is on the pod's own netns`,
+  );
   assert.match(await runCase(pod, { name: 'out', uid: APP, gid: APP, to: `${SVC_V4}:80` }), outboundCaptured, `${what}: outbound reaches the proxy`);
-  assert.match(await runCase(pod, { name: 'in', uid: APP, gid: APP, to: `${POD_V4}:8080`, on: peer }), inboundCaptured, `${what}: inbound from another pod reaches the proxy`);
+  assert.match(
+    await runCase(pod, { name: 'in', uid: APP, gid: APP, to: `${POD_V4}:8080`, on: peer }),
+    inboundCaptured,
+    `${what}: inbound from another pod reaches the proxy`,
+  );
   const st = podState();
   assert.equal(st?.state, 'captured', what);
   assert.equal(st?.netnsCookie, own.cookie, `${what}: status cookie`);
@@ -146,7 +175,9 @@ test('an unprivileged process of the pod that unshares its netns moves nothing: 
   // the sandbox models a real pod: its sandbox process is the pod's oldest, in its own container, in the netns
   const sandboxPid = topo.pod.sandboxPid;
   assert.equal(procIno(sandboxPid)?.toString(), podNetns(topo.pod).ino);
-  const v2 = readFileSync(`/proc/${sandboxPid}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'));
+  const v2 = readFileSync(`/proc/${sandboxPid}/cgroup`, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('0::'));
   assert.equal(v2, `0::${topo.pod.containerCgroup(SANDBOX_CONTAINER).slice(topo.sb.cgroup2Mount.length)}`);
   assert.equal(procUid(sandboxPid), '65535');
   for (const p of topo.procs) assert.ok(procStart(sandboxPid) <= procStart(p.pid!), `the sandbox process started before ${p.pid}`);
@@ -155,7 +186,11 @@ test('an unprivileged process of the pod that unshares its netns moves nothing: 
   const container = firstContainer(topo.pod);
   const attacker = topo.pod.spawn('sh', ['-c', 'read go; exec unshare -Urn sleep 600'], { uid: APP, gid: APP, container });
   t.after(() => kill(attacker));
-  await waitFor(() => procUid(attacker.pid!) === '1000' && procIno(attacker.pid!)?.toString() === podNetns(topo.pod).ino, 10_000, 'the process in the pod netns');
+  await waitFor(
+    () => procUid(attacker.pid!) === '1000' && procIno(attacker.pid!)?.toString() === podNetns(topo.pod).ino,
+    10_000,
+    'the process in the pod netns',
+  );
 
   agent = await startAgent(topo.sb, [NS, LEGACY, podObject(), peerObject], 'netns-identity');
   await waitFor(() => podState()?.state === 'captured', 10_000, 'the pod captured');
@@ -169,7 +204,9 @@ test('an unprivileged process of the pod that unshares its netns moves nothing: 
 
   const own = podNetns(topo.pod);
   assert.ok(statusText().includes(`    netns=${own.ino} via sandbox process ${sandboxPid}\n`), statusText());
-  const json = JSON.parse(cli(['status', '--json', '--bpffs', agent.bpffs, '--state-dir', agent.stateDir]).stdout) as { status: { pods: Array<{ ref: { uid: string }; netns?: unknown }> } };
+  const json = JSON.parse(cli(['status', '--json', '--bpffs', agent.bpffs, '--state-dir', agent.stateDir]).stdout) as {
+    status: { pods: Array<{ ref: { uid: string }; netns?: unknown }> };
+  };
   assert.deepEqual(json.status.pods.find((p) => p.ref.uid === POD_UID)?.netns, { inode: own.ino, how: 'sandbox', pid: sandboxPid }, '--json');
 
   // SIGKILL and a restart with the unshared process still there: the pins and the sandbox process agree
@@ -195,7 +232,7 @@ test('an unprivileged process of the pod that unshares its netns moves nothing: 
   assert.match(agent.log(), /the pinned netns of the pod is not the netns of its sandbox process/);
 });
 
-test('younger processes of the pod in other netns (their own, another pod\'s) move nothing, also across a restart', async (t) => {
+test("younger processes of the pod in other netns (their own, another pod's) move nothing, also across a restart", async (t) => {
   const container = firstContainer(topo.pod);
   // root in the pod (a privileged container, a debugging tool) sitting in the peer pod's netns
   const inPeer = topo.pod.spawn('nsenter', [`--net=/proc/${peer.sandboxPid}/ns/net`, 'sleep', '600'], { container });
@@ -214,7 +251,7 @@ test('younger processes of the pod in other netns (their own, another pod\'s) mo
   assert.match(await runCase(peer, { name: 'peer out', uid: APP, gid: APP, to: `${SVC_V4}:80` }), /^svc:80 peer=10\.244\.0\.11 app-sees=10\.96\.0\.10:80$/);
 });
 
-test('the sandbox process exits: the pod\'s other processes hold the netns; the sandbox recreated in a new netns: the binding moves', async () => {
+test("the sandbox process exits: the pod's other processes hold the netns; the sandbox recreated in a new netns: the binding moves", async () => {
   const was = podNetns(topo.pod);
   const oldPause = topo.pod.sandboxPid;
   process.kill(oldPause, 'SIGKILL');
@@ -226,7 +263,10 @@ test('the sandbox process exits: the pod\'s other processes hold the netns; the 
   assert.equal(st?.netns?.pid, oldPause);
   const heldBy = st?.netns?.heldBy;
   assert.ok(heldBy !== undefined && procIno(heldBy)?.toString() === was.ino, `held by a process in the pod's netns: ${JSON.stringify(st?.netns)}`);
-  assert.match(statusText(), new RegExp(`netns=${was.ino} (via sandbox process|restored from pins, confirmed by sandbox process) ${oldPause} \\(gone; held by process ${heldBy}\\)`));
+  assert.match(
+    statusText(),
+    new RegExp(`netns=${was.ino} (via sandbox process|restored from pins, confirmed by sandbox process) ${oldPause} \\(gone; held by process ${heldBy}\\)`),
+  );
   assert.match(await runCase(topo.pod, { name: 'out', uid: APP, gid: APP, to: `${SVC_V4}:80` }), outboundCaptured);
 
   // kubelet's answer to a dead sandbox: every container stopped, a new sandbox in a new netns, containers again

@@ -94,7 +94,10 @@ for (const c of cases) {
       if (inserted.length > 0) {
         const prerouting = savedRules(nat).filter((l) => l.startsWith('-A PREROUTING '));
         const firstIfaces = prerouting.slice(0, inserted.length).map((l) => /-i (\S+)/.exec(l)?.[1]);
-        assert.deepEqual(firstIfaces, inserted.reverse().map((l) => /-i (\S+)/.exec(l)?.[1]));
+        assert.deepEqual(
+          firstIfaces,
+          inserted.reverse().map((l) => /-i (\S+)/.exec(l)?.[1]),
+        );
       }
       const wantRaw = restoreLines(text, 'raw');
       if (wantRaw.length > 0) {

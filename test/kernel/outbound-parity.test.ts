@@ -11,9 +11,26 @@ import type { PodLike } from '../../src/model/annotations.js';
 import { istioIptablesRules } from '../oracle/istio-iptables.js';
 import { applyIstioRules, flushIstioRules } from '../oracle/apply.js';
 import {
-  APP, PROXY, POD_V4, POD_V6, SVC_V4, SVC_V6, OTHER_V4, POD_UID,
-  makeTopology, destroyTopology, namespaceObject, podObject, runCases, startAgent, cleanupAgent, waitForPodSettings,
-  type Case, type Topology, type AgentRun, type PodObjectOptions,
+  APP,
+  PROXY,
+  POD_V4,
+  POD_V6,
+  SVC_V4,
+  SVC_V6,
+  OTHER_V4,
+  POD_UID,
+  makeTopology,
+  destroyTopology,
+  namespaceObject,
+  podObject,
+  runCases,
+  startAgent,
+  cleanupAgent,
+  waitForPodSettings,
+  type Case,
+  type Topology,
+  type AgentRun,
+  type PodObjectOptions,
 } from '../support/harness.js';
 
 const v6 = (a: string, port: number): string => `[${a}]:${port}`;
@@ -92,12 +109,16 @@ const VARIANTS: Variant[] = [
   },
   {
     name: 'include 10.0.0.0/8, exclude 10.96.0.0/16',
-    pod: { annotations: { 'traffic.sidecar.istio.io/includeOutboundIPRanges': '10.0.0.0/8', 'traffic.sidecar.istio.io/excludeOutboundIPRanges': '10.96.0.0/16' } },
+    pod: {
+      annotations: { 'traffic.sidecar.istio.io/includeOutboundIPRanges': '10.0.0.0/8', 'traffic.sidecar.istio.io/excludeOutboundIPRanges': '10.96.0.0/16' },
+    },
     cases: [app('app -> excluded inside include', `${SVC_V4}:80`), app('app -> included', `${OTHER_V4}:80`)],
   },
   {
     name: 'include 10.96.0.0/16, exclude 10.0.0.0/8 (exclude wins)',
-    pod: { annotations: { 'traffic.sidecar.istio.io/includeOutboundIPRanges': '10.96.0.0/16', 'traffic.sidecar.istio.io/excludeOutboundIPRanges': '10.0.0.0/8' } },
+    pod: {
+      annotations: { 'traffic.sidecar.istio.io/includeOutboundIPRanges': '10.96.0.0/16', 'traffic.sidecar.istio.io/excludeOutboundIPRanges': '10.0.0.0/8' },
+    },
     cases: [app('app -> included but excluded', `${SVC_V4}:80`)],
   },
   {
@@ -188,9 +209,15 @@ test('oracle: the cases under the iptables rules of istio-iptables', async () =>
       }
     }
     // sanity: the oracle really redirected (so a broken rule set cannot pass as "nothing captured")
-    assert.match(oracle.get('default settings')!.get('app -> service VIP')!, /^proxy-outbound:15001 peer=10\.244\.0\.10 orig=10\.96\.0\.10:80 app-sees=10\.96\.0\.10:80 app-local=10\.244\.0\.10$/);
+    assert.match(
+      oracle.get('default settings')!.get('app -> service VIP')!,
+      /^proxy-outbound:15001 peer=10\.244\.0\.10 orig=10\.96\.0\.10:80 app-sees=10\.96\.0\.10:80 app-local=10\.244\.0\.10$/,
+    );
     // and a socket bound to the wildcard address first keeps the pod IP as its source under REDIRECT
-    assert.match(oracle.get('default settings')!.get('app -> service VIP, bound to 0.0.0.0:40001 first')!, /^proxy-outbound:15001 peer=10\.244\.0\.10 orig=10\.96\.0\.10:80 app-sees=10\.96\.0\.10:80 app-local=10\.244\.0\.10$/);
+    assert.match(
+      oracle.get('default settings')!.get('app -> service VIP, bound to 0.0.0.0:40001 first')!,
+      /^proxy-outbound:15001 peer=10\.244\.0\.10 orig=10\.96\.0\.10:80 app-sees=10\.96\.0\.10:80 app-local=10\.244\.0\.10$/,
+    );
     assert.match(oracle.get('default settings')!.get('proxy -> own pod IP (hairpin)')!, /^proxy-inbound:15006 /);
   } finally {
     await destroyTopology(topo);
@@ -213,7 +240,10 @@ test('meshlane: the same cases decide the same', async (t) => {
       assert.deepEqual(
         rows.filter((r) => r.iptables !== r.meshlane),
         [],
-        `cases where meshlane differs from istio-iptables:\n${rows.filter((r) => r.iptables !== r.meshlane).map((r) => `  ${r.case}: iptables=${r.iptables} meshlane=${r.meshlane}`).join('\n')}`,
+        `cases where meshlane differs from istio-iptables:\n${rows
+          .filter((r) => r.iptables !== r.meshlane)
+          .map((r) => `  ${r.case}: iptables=${r.iptables} meshlane=${r.meshlane}`)
+          .join('\n')}`,
       );
     });
   }

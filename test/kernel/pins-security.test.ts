@@ -16,8 +16,21 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import {
-  chmodSync, chownSync, existsSync, linkSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync,
-  statSync, symlinkSync, unlinkSync, writeFileSync,
+  chmodSync,
+  chownSync,
+  existsSync,
+  linkSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  rmdirSync,
+  statSync,
+  symlinkSync,
+  unlinkSync,
+  writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -71,7 +84,7 @@ after(() => {
     }
   }
   if (tmp) rmSync(tmp, { recursive: true, force: true });
-  assert.deepEqual(bpffsMounts(), hostBpffs, 'the machine\'s bpffs mounts changed');
+  assert.deepEqual(bpffsMounts(), hostBpffs, "the machine's bpffs mounts changed");
   assert.deepEqual(testDirs(), [], 'test directories left under /sys/fs/bpf');
   for (const c of cgroups) assert.ok(!existsSync(c), `cgroup ${c} left behind`);
 });
@@ -146,7 +159,17 @@ function assertOneLine(r: Run, mentions?: RegExp): string {
 const meshlane = (...args: string[]): Run => run(process.execPath, [CLI(), ...args]);
 const asUser = (...cmd: string[]): Run => run(AS_USER[0]!, [...AS_USER.slice(1), ...cmd]);
 const agentArgs = (bpffs: string, cgroup = cgA, stateDir = join(tmp, 'state')): string[] => [
-  'agent', '--cluster-file', emptyCluster, '--cgroup-root', cgroup, '--bpffs', bpffs, '--state-dir', stateDir, '--cni-socket', join(stateDir, 'cni.sock'),
+  'agent',
+  '--cluster-file',
+  emptyCluster,
+  '--cgroup-root',
+  cgroup,
+  '--bpffs',
+  bpffs,
+  '--state-dir',
+  stateDir,
+  '--cni-socket',
+  join(stateDir, 'cni.sock'),
 ];
 /** An agent start that must fail: the CLI in the foreground, killed if it does not exit. */
 const agentFails = (bpffs: string, ...pre: string[]): Run => {
@@ -179,14 +202,20 @@ async function installWith(bpffs: string, cgroup: string, umask = '022'): Promis
   const stateDir = join(tmp, `state-${bpffs.split('/').pop()}`);
   rmSync(stateDir, { recursive: true, force: true });
   const logFile = join(tmp, `agent-${bpffs.split('/').pop()}.log`);
-  const proc = spawn('sh', ['-c', `umask ${umask}; exec "$@" > ${logFile} 2>&1`, 'sh', process.execPath, CLI(), ...agentArgs(bpffs, cgroup, stateDir)], { stdio: 'ignore' });
+  const proc = spawn('sh', ['-c', `umask ${umask}; exec "$@" > ${logFile} 2>&1`, 'sh', process.execPath, CLI(), ...agentArgs(bpffs, cgroup, stateDir)], {
+    stdio: 'ignore',
+  });
   const exited = new Promise((r) => proc.once('exit', r));
   try {
-    await waitFor(() => {
-      if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${readFileSync(logFile, 'utf8')}`);
-      // status.json is first written before the programs are attached: wait for the whole start
-      return existsSync(join(stateDir, 'status.json')) && /"msg":"capture active/.test(readFileSync(logFile, 'utf8'));
-    }, TIMEOUT_MS, `the agent on ${bpffs} to attach and publish its status`);
+    await waitFor(
+      () => {
+        if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${readFileSync(logFile, 'utf8')}`);
+        // status.json is first written before the programs are attached: wait for the whole start
+        return existsSync(join(stateDir, 'status.json')) && /"msg":"capture active/.test(readFileSync(logFile, 'utf8'));
+      },
+      TIMEOUT_MS,
+      `the agent on ${bpffs} to attach and publish its status`,
+    );
   } finally {
     if (proc.exitCode === null) proc.kill('SIGTERM');
     await exited;
@@ -210,12 +239,16 @@ function linkCgroups(bpffs: string): Record<string, number> {
 
 const attachedTo = (cg: string): Record<string, number> => {
   const id = Number(cgroupId(cg));
-  return Object.fromEntries(staticPrograms().filter((p) => p.attach.kind === 'cgroup').map((p) => [p.name, id]));
+  return Object.fromEntries(
+    staticPrograms()
+      .filter((p) => p.attach.kind === 'cgroup')
+      .map((p) => [p.name, id]),
+  );
 };
 
 // ---------------------------------------------------------------------------------------------------
 
-test('a --bpffs tree that is not root\'s alone is refused at start: one line, exit 2, nothing pinned', () => {
+test("a --bpffs tree that is not root's alone is refused at start: one line, exit 2, nothing pinned", () => {
   const dir = `${PREFIX}-pre`;
   const target = `${PREFIX}-target`;
   const parent = `${PREFIX}-parent`;
@@ -248,7 +281,7 @@ test('a --bpffs tree that is not root\'s alone is refused at start: one line, ex
       says: /links\S* is writable by (group or )?others/,
     },
     {
-      name: 'links/ a symbolic link to a directory of root\'s',
+      name: "links/ a symbolic link to a directory of root's",
       make: () => {
         rootDir(dir);
         rootDir(target);
@@ -257,7 +290,7 @@ test('a --bpffs tree that is not root\'s alone is refused at start: one line, ex
       says: /links\S* is a symbolic link/,
     },
     {
-      name: 'the --bpffs directory a symbolic link of uid 1000 to a directory of root\'s',
+      name: "the --bpffs directory a symbolic link of uid 1000 to a directory of root's",
       make: () => {
         rootDir(target);
         assert.equal(asUser('ln', '-s', target, dir).status, 0);
@@ -269,7 +302,10 @@ test('a --bpffs tree that is not root\'s alone is refused at start: one line, ex
       make: () => {
         rootDir(dir);
         rootDir(join(dir, 'maps'));
-        assert.equal(run('bpftool', ['map', 'create', join(dir, 'maps', 'pods_v1'), 'type', 'hash', 'key', '8', 'value', '8', 'entries', '4', 'name', 'pods']).status, 0);
+        assert.equal(
+          run('bpftool', ['map', 'create', join(dir, 'maps', 'pods_v1'), 'type', 'hash', 'key', '8', 'value', '8', 'entries', '4', 'name', 'pods']).status,
+          0,
+        );
         chownSync(join(dir, 'maps', 'pods_v1'), USER, USER);
       },
       says: /maps\/pods_v1 is owned by uid 1000/,
@@ -335,7 +371,7 @@ test('what the agent makes is 0700 root whatever the umask: uid 1000 can neither
   }
 });
 
-test('the agent\'s own mount of bpffs is mode 0700, nosuid, nodev, noexec', () => {
+test("the agent's own mount of bpffs is mode 0700, nosuid, nodev, noexec", () => {
   const out = join(tmp, 'mount');
   mkdirSync(out, { recursive: true });
   const bpffs = '/sys/fs/bpf/meshlane-test-pins-mount';
@@ -369,7 +405,7 @@ exit 0
   assert.match(f('left'), /No such file/, `uninstall left:\n${f('left')}`);
 });
 
-test('a symbolic or hard link planted in one installation\'s links/ never makes the agent or uninstall touch another\'s link', async () => {
+test("a symbolic or hard link planted in one installation's links/ never makes the agent or uninstall touch another's link", async () => {
   const a = `${PREFIX}-a`;
   const b = `${PREFIX}-b`;
   const c = `${PREFIX}-c`;
@@ -386,7 +422,7 @@ test('a symbolic or hard link planted in one installation\'s links/ never makes 
     const startA = assertOneLine(agentFails(a), /links\/meshlane_old_(connect|sockops)/);
     assert.match(startA, /symbolic link|hard link|names/, startA);
     assert.deepEqual(linkCgroups(b), attachedTo(cgB), `B's links after A's start was refused (${startA})`);
-    assert.deepEqual(linkCgroups(a), attachedTo(cgA), 'A\'s links after its refused start');
+    assert.deepEqual(linkCgroups(a), attachedTo(cgA), "A's links after its refused start");
 
     const u = meshlane('uninstall', '--bpffs', a);
     assert.equal(u.status, 0, describe(u));
@@ -401,9 +437,9 @@ test('a symbolic or hard link planted in one installation\'s links/ never makes 
     assert.equal(asUser('mkdir', '-p', join(c, 'links')).status, 0);
     assert.equal(asUser('ln', '-s', join(b, 'links', 'meshlane_connect4'), join(c, 'links', 'meshlane_connect4')).status, 0);
     assertOneLine(agentFails(c), /owned by uid 1000/);
-    assert.deepEqual(linkCgroups(b), attachedTo(cgB), 'B\'s links after the agent was pointed at uid 1000\'s tree');
+    assert.deepEqual(linkCgroups(b), attachedTo(cgB), "B's links after the agent was pointed at uid 1000's tree");
     assertOneLine(meshlane('uninstall', '--bpffs', c), /owned by uid 1000/);
-    assert.deepEqual(linkCgroups(b), attachedTo(cgB), 'B\'s links after uninstall was pointed at uid 1000\'s tree');
+    assert.deepEqual(linkCgroups(b), attachedTo(cgB), "B's links after uninstall was pointed at uid 1000's tree");
 
     const ub = meshlane('uninstall', '--bpffs', b);
     assert.equal(ub.status, 0, describe(ub));
@@ -425,7 +461,7 @@ test('uninstall --bpffs <a directory not on bpffs> says so and removes nothing',
   const empty = join(tmp, 'empty-not-bpffs');
   mkdirSync(empty);
   assertOneLine(meshlane('uninstall', '--bpffs', empty), /is not on a bpf filesystem/);
-  assert.ok(existsSync(empty), 'uninstall removed an empty directory that is not meshlane\'s');
+  assert.ok(existsSync(empty), "uninstall removed an empty directory that is not meshlane's");
 });
 
 test('uninstall removes only what meshlane made: an unrelated directory stays, unknown entries stay and are reported', async () => {
@@ -446,7 +482,10 @@ test('uninstall removes only what meshlane made: an unrelated directory stays, u
 
     await installWith(own, cgA);
     mkdirSync(join(own, 'maps', 'notours'), { mode: 0o700 });
-    assert.equal(run('bpftool', ['map', 'create', join(own, 'links', 'other_pin'), 'type', 'array', 'key', '4', 'value', '4', 'entries', '1', 'name', 'other']).status, 0);
+    assert.equal(
+      run('bpftool', ['map', 'create', join(own, 'links', 'other_pin'), 'type', 'array', 'key', '4', 'value', '4', 'entries', '1', 'name', 'other']).status,
+      0,
+    );
     const r3 = meshlane('uninstall', '--bpffs', own);
     assert.equal(r3.status, 0, describe(r3));
     assert.deepEqual(pinsUnder(own), ['links/other_pin'], `what uninstall left:\n${r3.stdout}`);

@@ -12,9 +12,21 @@ import type { SandboxPod } from '../../src/sandbox/sandbox.js';
 import { MapLimits } from '../../src/dataplane/layouts.js';
 import { PinnedMaps } from '../../src/dataplane/dataplane.js';
 import {
-  APP, POD_UID, SVC_V4, POD_V4,
-  makeTopology, destroyTopology, namespaceObject, podObject, runCase, startAgent, cleanupAgent, waitFor, dumpJson,
-  type Topology, type AgentRun,
+  APP,
+  POD_UID,
+  SVC_V4,
+  POD_V4,
+  makeTopology,
+  destroyTopology,
+  namespaceObject,
+  podObject,
+  runCase,
+  startAgent,
+  cleanupAgent,
+  waitFor,
+  dumpJson,
+  type Topology,
+  type AgentRun,
 } from '../support/harness.js';
 
 const direct = /^svc:80 peer=10\.244\.0\.10 app-sees=10\.96\.0\.10:80$/;
@@ -59,19 +71,27 @@ const podState = (uid: string) => agent!.status()?.pods.find((p) => p.ref.uid ==
 function cidrsOf(name: string): string[] {
   const pinned = new PinnedMaps(agent!.bpffs);
   try {
-    const ids = new Set(pinned.maps.pod_info!.entries().filter(([, i]) => i.name === name).map(([id]) => id));
-    return pinned.maps.pod_cidrs4!.entries().filter(([k]) => ids.has(k.pod_id)).map(([k]) => k.addr);
+    const ids = new Set(
+      pinned.maps
+        .pod_info!.entries()
+        .filter(([, i]) => i.name === name)
+        .map(([id]) => id),
+    );
+    return pinned.maps
+      .pod_cidrs4!.entries()
+      .filter(([k]) => ids.has(k.pod_id))
+      .map(([k]) => k.addr);
   } finally {
     pinned.close();
   }
 }
 const cidrCount = (name: string): number => cidrsOf(name).length;
 
-test('a pod with 40,000 CIDRs does not hold up another pod\'s change', async () => {
+test("a pod with 40,000 CIDRs does not hold up another pod's change", async () => {
   agent!.write([ns, podObject(), big(0, 40_000)]);
   // right behind it, another pod's change: it applies while the big pod is still being written
   agent!.write([ns, podObject({ annotations: { [EXCLUDE]: '10.96.0.0/16' } }), big(0, 40_000)]);
-  await waitFor(() => podState(POD_UID)?.settings.outboundExclude.length === 1, 10_000, 'the small pod\'s change applied');
+  await waitFor(() => podState(POD_UID)?.settings.outboundExclude.length === 1, 10_000, "the small pod's change applied");
   assert.match(await vip(), direct);
   await waitFor(() => podState(BIG[0]!.uid)?.state === 'captured', 30_000, 'the big pod captured');
   assert.equal(cidrCount('big1'), 40_000);
@@ -94,12 +114,26 @@ test('a full map is the error of the pod that does not fit: never half-written, 
   assert.deepEqual(agent!.status()!.health?.fullMaps, ['pod_cidrs4']);
   assert.match(agent!.log(), /map pod_cidrs4 is full/);
   // every other pod goes on: another pod's change applies (real traffic), a new small pod is captured
-  agent!.write([ns, podObject({ annotations: { [EXCLUDE]: '10.96.0.0/16' } }), big(0, per), big(1, per, per), big(2, 10_000, 2 * per), podObject({ name: TWIN.name, uid: TWIN.uid, ipv4: TWIN.ipv4, ipv6: '' })]);
-  await waitFor(() => podState(POD_UID)?.settings.outboundExclude.length === 1 && podState(TWIN.uid)?.state === 'captured', 10_000, 'the other pods\' changes');
+  agent!.write([
+    ns,
+    podObject({ annotations: { [EXCLUDE]: '10.96.0.0/16' } }),
+    big(0, per),
+    big(1, per, per),
+    big(2, 10_000, 2 * per),
+    podObject({ name: TWIN.name, uid: TWIN.uid, ipv4: TWIN.ipv4, ipv6: '' }),
+  ]);
+  await waitFor(() => podState(POD_UID)?.settings.outboundExclude.length === 1 && podState(TWIN.uid)?.state === 'captured', 10_000, "the other pods' changes");
   assert.match(await vip(), direct);
   // a re-tune of a big pod that does not fit beside its old generation: it stays on its last good entries
   const before = podState(BIG[0]!.uid)!;
-  agent!.write([ns, podObject({ annotations: { [EXCLUDE]: '10.96.0.0/16' } }), big(0, per, 100_000), big(1, per, per), big(2, 10_000, 2 * per), podObject({ name: TWIN.name, uid: TWIN.uid, ipv4: TWIN.ipv4, ipv6: '' })]);
+  agent!.write([
+    ns,
+    podObject({ annotations: { [EXCLUDE]: '10.96.0.0/16' } }),
+    big(0, per, 100_000),
+    big(1, per, per),
+    big(2, 10_000, 2 * per),
+    podObject({ name: TWIN.name, uid: TWIN.uid, ipv4: TWIN.ipv4, ipv6: '' }),
+  ]);
   await waitFor(() => (podState(BIG[0]!.uid)?.errors ?? []).some((e) => /map pod_cidrs4 is full/.test(e)), 30_000, 'the re-tune refused');
   const kept = podState(BIG[0]!.uid)!;
   assert.equal(kept.state, 'captured', 'still captured, on its last good entries');
@@ -127,11 +161,20 @@ test('two pods with one IP: the pod that held it first keeps it (its inbound rea
   // a second pod object claims the client's address (a stale object, a confused IPAM)
   const twin = podObject({ name: TWIN.name, uid: TWIN.uid, ipv4: POD_V4, ipv6: '' });
   agent!.write([ns, podObject(), twin]);
-  await waitFor(() => podState(TWIN.uid)?.state === 'captured' && (podState(TWIN.uid)?.errors ?? []).some((e) => e.startsWith('pod IP 10.244.0.10 is held by demo/client')), 10_000, 'the twin told');
-  assert.ok(podState(POD_UID)!.errors.some((e) => e.startsWith(`pod IP 10.244.0.10 is also claimed by demo/twin (uid ${TWIN.uid}): this pod held it first and keeps it`)), JSON.stringify(podState(POD_UID)!.errors));
+  await waitFor(
+    () => podState(TWIN.uid)?.state === 'captured' && (podState(TWIN.uid)?.errors ?? []).some((e) => e.startsWith('pod IP 10.244.0.10 is held by demo/client')),
+    10_000,
+    'the twin told',
+  );
+  assert.ok(
+    podState(POD_UID)!.errors.some((e) =>
+      e.startsWith(`pod IP 10.244.0.10 is also claimed by demo/twin (uid ${TWIN.uid}): this pod held it first and keeps it`),
+    ),
+    JSON.stringify(podState(POD_UID)!.errors),
+  );
   const index = dumpJson(agent!.bpffs).maps.pod_by_ip4 as Array<{ ip: string; netns_cookie: string | number }>;
   assert.equal(String(index.find((e) => e.ip === POD_V4)?.netns_cookie), podState(POD_UID)!.netnsCookie, 'the index points at the client');
-  assert.match(await inbound(), /^proxy-inbound:15006 peer=10\.244\.0\.200 orig=10\.244\.0\.10:8080/, 'inbound still reaches the client\'s proxy');
+  assert.match(await inbound(), /^proxy-inbound:15006 peer=10\.244\.0\.200 orig=10\.244\.0\.10:8080/, "inbound still reaches the client's proxy");
   // the twin goes: the errors clear
   agent!.write([ns, podObject()]);
   await waitFor(() => podState(TWIN.uid) === undefined && podState(POD_UID)!.errors.length === 0, 10_000, 'the conflict cleared');

@@ -23,7 +23,8 @@ after(async () => {
 });
 
 const nsPath = (p: SandboxPod): string => `/run/netns/${p.netns}`;
-const ipJson = async <T>(p: SandboxPod, ...args: string[]): Promise<T> => JSON.parse((await execFile('ip', ['-j', '-n', p.netns, ...args])).stdout || '[]') as T;
+const ipJson = async <T>(p: SandboxPod, ...args: string[]): Promise<T> =>
+  JSON.parse((await execFile('ip', ['-j', '-n', p.netns, ...args])).stdout || '[]') as T;
 
 interface RuleRow {
   priority: number;

@@ -51,15 +51,24 @@ test('deploy/rbac.yaml allows exactly the requests the agent made in the kube te
   }
   for (const rel of KUBE_TESTS) {
     const base = rel.split('/')[1]!;
-    assert.ok(lines.some((l) => l.file === base && l.userAgent === AGENT_UA), `the agent made requests in ${rel}`);
+    assert.ok(
+      lines.some((l) => l.file === base && l.userAgent === AGENT_UA),
+      `the agent made requests in ${rel}`,
+    );
   }
   const agent = lines.filter((l) => l.userAgent === AGENT_UA);
   const rules = agentRules();
   assert.ok(rules.length > 0, 'a ClusterRole is bound to the DaemonSet’s service account');
-  const kinds = (rs: RequestLogLine[]): string[] => [...new Set(rs.map((r) => `${r.verb} ${r.apiGroup || 'core'}/${r.resource}${r.subresource ? `/${r.subresource}` : ''}${r.isResourceRequest ? '' : ` ${r.path}`}`))].sort();
+  const kinds = (rs: RequestLogLine[]): string[] =>
+    [
+      ...new Set(
+        rs.map((r) => `${r.verb} ${r.apiGroup || 'core'}/${r.resource}${r.subresource ? `/${r.subresource}` : ''}${r.isResourceRequest ? '' : ` ${r.path}`}`),
+      ),
+    ].sort();
   t.diagnostic(`${agent.length} requests of the agent: ${kinds(agent).join(', ')}`);
   assert.deepEqual(kinds(notAllowed(rules, agent)), [], 'requests the ClusterRole does not allow');
   assert.deepEqual(unusedGrants(rules, agent), [], 'grants of the ClusterRole no request used');
   // what RBAC cannot express: pods are only ever asked for this node's (a field selector), never all
-  for (const r of agent.filter((q) => q.resource === 'pods')) assert.match(r.query.fieldSelector ?? '', /^spec\.nodeName=[^,]+$/, `${r.verb} pods without spec.nodeName: ${r.path}`);
+  for (const r of agent.filter((q) => q.resource === 'pods'))
+    assert.match(r.query.fieldSelector ?? '', /^spec\.nodeName=[^,]+$/, `${r.verb} pods without spec.nodeName: ${r.path}`);
 });

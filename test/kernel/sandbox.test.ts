@@ -112,15 +112,25 @@ for (const driver of ['systemd', 'cgroupfs'] as const) {
     for (const d of layout) assert.ok(statSync(join(sb.cgroupRoot, d)).isDirectory(), d);
 
     const podA = await sb.addPod({
-      namespace: 'default', name: 'client', uid: '1b4e28ba-2fa1-11d2-883f-0016d3cca427',
-      ipv4: '10.244.0.11', ipv6: 'fd00:244::11',
+      namespace: 'default',
+      name: 'client',
+      uid: '1b4e28ba-2fa1-11d2-883f-0016d3cca427',
+      ipv4: '10.244.0.11',
+      ipv6: 'fd00:244::11',
     });
     const podB = await sb.addPod({
-      namespace: 'default', name: 'server', uid: '6fa459ea-ee8a-3ca4-894e-db77e160355e', qos: 'Guaranteed',
-      ipv4: '10.244.0.12', ipv6: 'fd00:244::12',
+      namespace: 'default',
+      name: 'server',
+      uid: '6fa459ea-ee8a-3ca4-894e-db77e160355e',
+      qos: 'Guaranteed',
+      ipv4: '10.244.0.12',
+      ipv6: 'fd00:244::12',
     });
     const host = await sb.addHost('remote', {
-      ipv4: '10.244.0.100', ipv6: 'fd00:244::100', extraV4: ['10.96.0.10'], extraV6: ['fd00:96::10'],
+      ipv4: '10.244.0.100',
+      ipv6: 'fd00:244::100',
+      extraV4: ['10.96.0.10'],
+      extraV6: ['fd00:96::10'],
     });
     for (const n of [podA.netns, podB.netns, host.netns, sb.nodeNetns]) assert.ok(n.length <= 15, n);
 
@@ -130,9 +140,7 @@ for (const driver of ['systemd', 'cgroupfs'] as const) {
         ? `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${uidA}.slice`
         : 'kubepods/besteffort/pod1b4e28ba-2fa1-11d2-883f-0016d3cca427';
     const expectedB =
-      driver === 'systemd'
-        ? 'kubepods.slice/kubepods-pod6fa459ea_ee8a_3ca4_894e_db77e160355e.slice'
-        : 'kubepods/pod6fa459ea-ee8a-3ca4-894e-db77e160355e';
+      driver === 'systemd' ? 'kubepods.slice/kubepods-pod6fa459ea_ee8a_3ca4_894e_db77e160355e.slice' : 'kubepods/pod6fa459ea-ee8a-3ca4-894e-db77e160355e';
     assert.equal(podA.cgroupDir, join(sb.cgroupRoot, expectedA));
     assert.equal(podB.cgroupDir, join(sb.cgroupRoot, expectedB));
     assert.ok(statSync(podA.cgroupDir).isDirectory());
@@ -217,8 +225,12 @@ for (const driver of ['systemd', 'cgroupfs'] as const) {
 
     await t.test('proxy --forward behind iptables REDIRECT rules (what istio-iptables would do)', { skip: skipUnless('addon') }, async () => {
       const podC = await sb.addPod({
-        namespace: 'default', name: 'meshed', uid: 'c0ffee00-0000-4000-8000-000000000001', qos: 'Burstable',
-        ipv4: '10.244.0.13', ipv6: 'fd00:244::13',
+        namespace: 'default',
+        name: 'meshed',
+        uid: 'c0ffee00-0000-4000-8000-000000000001',
+        qos: 'Burstable',
+        ipv4: '10.244.0.13',
+        ipv6: 'fd00:244::13',
       });
       await startEndpoint(podC, ['serve', '--ports', '8080', '--tag', 'app-c'], { uid: 1000 });
       const proxy = await startEndpoint(podC, ['proxy', '--forward'], { uid: 1337, container: 'istio-proxy' });
@@ -294,5 +306,8 @@ test('create removes the leftovers of an earlier run with the same prefix', { ti
   assert.deepEqual(await second.destroy(), []);
   assert.deepEqual(await first.destroy(), []);
   assert.equal(existsSync(second.cgroupRoot), false);
-  assert.deepEqual((await netnsNames()).filter((n) => n.startsWith('mlsbl-')), []);
+  assert.deepEqual(
+    (await netnsNames()).filter((n) => n.startsWith('mlsbl-')),
+    [],
+  );
 });

@@ -55,7 +55,11 @@ test('the default agent: the kernel check passes, splicing is on and bounded (st
   const st = cli(['status', '--bpffs', BPFFS, '--state-dir', w.agent!.stateDir]);
   assert.equal(st.code, 0, st.stderr);
   assert.match(st.stdout, /^splicing: on \(bounded: at most 4 MiB unread per direction, then that connection goes through TCP\)$/m, st.stdout);
-  assert.match(st.stdout, /^counters: .* splice_fallback=\d+ splice_fallback_peer=\d+ splice_no_peer=\d+ splice_switched_off=\d+ splice_left=\d+ splice_retarget_fail=0$/m, st.stdout);
+  assert.match(
+    st.stdout,
+    /^counters: .* splice_fallback=\d+ splice_fallback_peer=\d+ splice_no_peer=\d+ splice_switched_off=\d+ splice_left=\d+ splice_retarget_fail=0$/m,
+    st.stdout,
+  );
   const g = dumpJson(BPFFS).maps.global;
   assert.deepEqual(g, [{ flags: ['SPLICE'], splice: true, splice_budget: '4 MiB', splice_grace_ms: 1000 }]);
   assert.ok(dumpJson(BPFFS).links.includes('meshlane_splice_sockops'), 'the splice sockops program is linked');
@@ -65,7 +69,11 @@ test('the default agent: the kernel check passes, splicing is on and bounded (st
  * The slow reader of the issue: 512 MiB from B, the reader reads nothing until `stalled` says the
  * writer is as far ahead as it will get (then the gate opens and it reads everything).
  */
-async function slowReader(id: string, stalled: (d: Record<string, number>, growth: number) => boolean, what: string): Promise<{ peak: number; d: Record<string, number> }> {
+async function slowReader(
+  id: string,
+  stalled: (d: Record<string, number>, growth: number) => boolean,
+  what: string,
+): Promise<{ peak: number; d: Record<string, number> }> {
   const c0 = w.counters();
   const gate = w.file(`${id}.gate`);
   const { value: r, peakGrowth } = await peakTcpMem(async (base) => {
@@ -85,7 +93,9 @@ test('a slow reader behind a fast writer through app, proxy, proxy, app: node TC
   // bounded: the reader holds until every hop (proxy A -> app, proxy B -> proxy A, server -> proxy B)
   // has fallen back, i.e. the writer is held back by TCP all along the path
   const bounded = await slowReader('slow-bounded', (d) => d.splice_fallback! >= 3, 'the three hops behind the stalled reader to fall back');
-  t.diagnostic(`bounded (4 MiB): peak node TCP memory +${mib(bounded.peak)}; fallbacks ${bounded.d.splice_fallback}, followed ${bounded.d.splice_fallback_peer}, left ${bounded.d.splice_left}`);
+  t.diagnostic(
+    `bounded (4 MiB): peak node TCP memory +${mib(bounded.peak)}; fallbacks ${bounded.d.splice_fallback}, followed ${bounded.d.splice_fallback_peer}, left ${bounded.d.splice_left}`,
+  );
   assert.ok(bounded.d.splice_fallback! >= 1, `the stalled reader made no direction fall back: ${JSON.stringify(bounded.d)}`);
   assert.equal(bounded.d.splice_retarget_fail, 0);
   assert.ok(bounded.peak < SLOW_BOUND, `node TCP memory grew by ${mib(bounded.peak)} with a ${mib(BUDGET)} budget (bound ${mib(SLOW_BOUND)})`);
@@ -94,7 +104,11 @@ test('a slow reader behind a fast writer through app, proxy, proxy, app: node TC
   await w.startAgent(['--splice-budget', '1GiB']);
   // a budget nothing reaches: the reader holds until the kernel holds more than the bound (what the
   // bound prevents); if that never comes, this test could not tell bounded from unbounded
-  const wide = await slowReader('slow-wide', (_d, growth) => growth > SLOW_BOUND, `node TCP memory to grow past ${mib(SLOW_BOUND)} behind the stalled reader with a 1 GiB budget`);
+  const wide = await slowReader(
+    'slow-wide',
+    (_d, growth) => growth > SLOW_BOUND,
+    `node TCP memory to grow past ${mib(SLOW_BOUND)} behind the stalled reader with a 1 GiB budget`,
+  );
   t.diagnostic(`budget 1 GiB: peak node TCP memory +${mib(wide.peak)}; fallbacks ${wide.d.splice_fallback}`);
   assert.equal(wide.d.splice_fallback, 0, 'a 1 GiB budget is never reached by a 512 MiB transfer');
   await stopAgent(w.agent, 'SIGTERM');
@@ -106,7 +120,11 @@ test('a reader that stalls and resumes: its direction falls back, the sockets le
   const gate = w.file('pause.gate');
   // the reader stops after 16 MiB and holds until its direction fell back and the sender (proxy A) left
   // sock_pairs; its own socket can leave only once it has read what was redirected to it, after the gate
-  const run = w.client(toB, ['--mode', 'source', '--bytes', String(128 * MiB), '--pause-after', String(16 * MiB), '--hold-until', gate, '--seed', '72', '--id', 'pause'], 60_000);
+  const run = w.client(
+    toB,
+    ['--mode', 'source', '--bytes', String(128 * MiB), '--pause-after', String(16 * MiB), '--hold-until', gate, '--seed', '72', '--id', 'pause'],
+    60_000,
+  );
   try {
     await w.untilCounters(c0, (d) => d.splice_fallback! >= 1 && d.splice_left! >= 1, 'the stalled direction to fall back and its sender to leave sock_pairs');
   } finally {
@@ -127,9 +145,13 @@ test('writes larger than the budget: the fallback falls inside one write (the re
   // has backed up behind it and fallen back. 48 writes (288 MiB) is more than the path's buffers hold.
   const chunk = 6 * MiB + 4093;
   const gate = w.file('midmsg.gate');
-  const run = w.client(toB, ['--mode', 'source', '--bytes', String(48 * chunk), '--chunk', String(chunk), '--hold-until', gate, '--seed', '73', '--id', 'midmsg'], 90_000);
+  const run = w.client(
+    toB,
+    ['--mode', 'source', '--bytes', String(48 * chunk), '--chunk', String(chunk), '--hold-until', gate, '--seed', '73', '--id', 'midmsg'],
+    90_000,
+  );
   try {
-    await w.untilCounters(c0, (d) => d.splice_fallback! >= 3, 'every hop behind the stalled reader to fall back (the server\'s inside a write)');
+    await w.untilCounters(c0, (d) => d.splice_fallback! >= 3, "every hop behind the stalled reader to fall back (the server's inside a write)");
   } finally {
     w.open(gate);
   }
@@ -144,11 +166,15 @@ test('many connections, some falling back: 20 stalled and 20 fast readers, every
   const gate = w.file('many.gate');
   // the 20 stalled readers hold until their 20 connections have fallen back (16 MiB each, 4 times the
   // budget: each one must); the fast ones run meanwhile (some of them may fall back too)
-  const slow = w.client(toB, ['--mode', 'source', '--bytes', String(16 * MiB), '--concurrency', '20', '--hold-until', gate, '--seed', '300', '--id', 'many-slow'], 90_000);
+  const slow = w.client(
+    toB,
+    ['--mode', 'source', '--bytes', String(16 * MiB), '--concurrency', '20', '--hold-until', gate, '--seed', '300', '--id', 'many-slow'],
+    90_000,
+  );
   const fast = w.client(toB, ['--mode', 'source', '--bytes', String(16 * MiB), '--concurrency', '20', '--seed', '400', '--id', 'many-fast'], 90_000);
   assertAllOk(await fast, '20 fast readers');
   try {
-    await w.untilCounters(c0, (d) => d.splice_fallback! >= 20, 'the stalled readers\' connections to fall back');
+    await w.untilCounters(c0, (d) => d.splice_fallback! >= 20, "the stalled readers' connections to fall back");
   } finally {
     w.open(gate);
   }
@@ -166,7 +192,11 @@ test('the agent SIGKILLed and restarted mid-transfer: the new programs take over
   // stalled readers: their directions fall back (48 MiB each), and their own sockets can leave only once
   // they read again, after the restart, in the new sockops program (the splice state is pinned)
   const gate = w.file('restart.gate');
-  const running = w.client(toB, ['--mode', 'source', '--bytes', String(48 * MiB), '--concurrency', '4', '--hold-until', gate, '--seed', '500', '--id', 'restart'], 90_000);
+  const running = w.client(
+    toB,
+    ['--mode', 'source', '--bytes', String(48 * MiB), '--concurrency', '4', '--hold-until', gate, '--seed', '500', '--id', 'restart'],
+    90_000,
+  );
   let c1: Record<string, number>;
   try {
     await w.untilCounters(c0, (d) => d.splice_fallback! >= 4, 'the 4 stalled directions to fall back');
@@ -180,7 +210,9 @@ test('the agent SIGKILLed and restarted mid-transfer: the new programs take over
   const c2 = w.counters();
   const before = delta(c0, c1);
   const since = delta(c1, c2);
-  t.diagnostic(`before the restart was done: fallbacks ${before.splice_fallback}, left ${before.splice_left}; after: fallbacks ${since.splice_fallback}, left ${since.splice_left}`);
+  t.diagnostic(
+    `before the restart was done: fallbacks ${before.splice_fallback}, left ${before.splice_left}; after: fallbacks ${since.splice_fallback}, left ${since.splice_left}`,
+  );
   assert.ok(before.splice_fallback! + since.splice_fallback! >= 4, JSON.stringify({ before, since }));
   assert.ok(since.splice_left! >= 4, `the stalled readers' sockets left sock_pairs after the restart: ${JSON.stringify(since)}`);
 });
@@ -193,7 +225,28 @@ test('the switch turned off live: live directions go to the stack and leave sock
   // 8 echo connections write and read 4 MiB, then hold (neither side sends) until the switch is off; the
   // 28 MiB each sends after it go through TCP
   const gate = w.file('switch.gate');
-  const running = w.client(toB, ['--mode', 'echo', '--bytes', String(32 * MiB), '--chunk', '65536', '--concurrency', '8', '--pause-after', String(4 * MiB), '--hold-until', gate, '--seed', '600', '--id', 'switch'], 90_000);
+  const running = w.client(
+    toB,
+    [
+      '--mode',
+      'echo',
+      '--bytes',
+      String(32 * MiB),
+      '--chunk',
+      '65536',
+      '--concurrency',
+      '8',
+      '--pause-after',
+      String(4 * MiB),
+      '--hold-until',
+      gate,
+      '--seed',
+      '600',
+      '--id',
+      'switch',
+    ],
+    90_000,
+  );
   try {
     await w.untilCounters(c0, (d) => d.spliced! >= 48, 'the 8 connections (6 sockets each) in sock_pairs');
     await stopAgent(w.agent, 'SIGTERM');
@@ -205,7 +258,10 @@ test('the switch turned off live: live directions go to the stack and leave sock
   const d = delta(c0, w.counters());
   t.diagnostic(`switched off ${d.splice_switched_off}, followed ${d.splice_fallback_peer}, fallbacks ${d.splice_fallback}, left ${d.splice_left}`);
   assert.equal(d.splice_fallback, 0, 'no direction reached the budget');
-  assert.ok(d.splice_switched_off! >= 1 && d.splice_switched_off! + d.splice_fallback_peer! >= 8, `every connection's live directions went to the stack: ${JSON.stringify(d)}`);
+  assert.ok(
+    d.splice_switched_off! >= 1 && d.splice_switched_off! + d.splice_fallback_peer! >= 8,
+    `every connection's live directions went to the stack: ${JSON.stringify(d)}`,
+  );
   assert.ok(d.splice_left! >= 8, `and their sockets left sock_pairs while open: ${JSON.stringify(d)}`);
   const c1 = w.counters();
   const lo0 = await w.loBytes();
@@ -215,8 +271,14 @@ test('the switch turned off live: live directions go to the stack and leave sock
 });
 
 test('--splice-budget out of range, or not a size: one line, exit 2, before anything starts', () => {
-  for (const [v, re] of [['512KiB', /^meshlane: --splice-budget 512KiB is out of range: give a size from 1 MiB to 1 GiB/], ['huge', /^meshlane: --splice-budget 'huge' is not a size/]] as const) {
-    const r = spawnSync(process.execPath, [CLI(), 'agent', '--cluster-file', '/nonexistent', '--bpffs', BPFFS, '--splice-budget', v], { encoding: 'utf8', timeout: 30_000 });
+  for (const [v, re] of [
+    ['512KiB', /^meshlane: --splice-budget 512KiB is out of range: give a size from 1 MiB to 1 GiB/],
+    ['huge', /^meshlane: --splice-budget 'huge' is not a size/],
+  ] as const) {
+    const r = spawnSync(process.execPath, [CLI(), 'agent', '--cluster-file', '/nonexistent', '--bpffs', BPFFS, '--splice-budget', v], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     assert.equal(r.status, 2, r.stderr);
     assert.match(r.stderr, re);
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
@@ -232,9 +294,30 @@ test('a kernel that cannot bound the backlog: splicing stays off and status says
   for (const f of readdirSync(built)) if (f.endsWith('.bpf.o')) copyFileSync(join(built, f), join(objs, f));
   copyFileSync(join(packageRoot(), 'test', 'fixtures', 'splice-uncharged.bpf.o'), join(objs, 'splice.bpf.o'));
   await stopAgent(w.agent, 'SIGTERM');
-  const refused = spawnSync(process.execPath, [CLI(), 'agent', '--cluster-file', w.agent!.clusterFile, '--cgroup-root', w.topo.sb.cgroupRoot, '--bpffs', BPFFS, '--state-dir', join(tmp, 'state-refused'), '--test-bpf-objects', objs, '--splice'], { encoding: 'utf8', timeout: 30_000 });
+  const refused = spawnSync(
+    process.execPath,
+    [
+      CLI(),
+      'agent',
+      '--cluster-file',
+      w.agent!.clusterFile,
+      '--cgroup-root',
+      w.topo.sb.cgroupRoot,
+      '--bpffs',
+      BPFFS,
+      '--state-dir',
+      join(tmp, 'state-refused'),
+      '--test-bpf-objects',
+      objs,
+      '--splice',
+    ],
+    { encoding: 'utf8', timeout: 30_000 },
+  );
   assert.equal(refused.status, 2, refused.stderr);
-  assert.match(refused.stderr, /^meshlane: --splice: kernel \S+ cannot bound the splice backlog: redirected bytes are not charged to the receiving socket .*: run without --splice \(splicing stays off\), or on Linux 6\.13 or newer\n$/);
+  assert.match(
+    refused.stderr,
+    /^meshlane: --splice: kernel \S+ cannot bound the splice backlog: redirected bytes are not charged to the receiving socket .*: run without --splice \(splicing stays off\), or on Linux 6\.13 or newer\n$/,
+  );
   await w.startAgent([], { objDir: objs });
   const st = cli(['status', '--bpffs', BPFFS, '--state-dir', w.agent!.stateDir]);
   assert.match(st.stdout, /^splicing: off: kernel \S+ cannot bound the splice backlog: redirected bytes are not charged to the receiving socket/m, st.stdout);

@@ -62,7 +62,9 @@ function scenarios(mode: 'bounded' | 'wide' | 'off'): void {
     const lo = (await w.loBytes()) - lo0;
     const c = w.counters();
     const moved = 32 * MiB * 2 + 16 * MiB * 2 + 8 * MiB;
-    t.diagnostic(`lo carried ${lo} of ${moved} bytes; fallbacks ${c.splice_fallback! - c0.splice_fallback!}, followed ${c.splice_fallback_peer! - c0.splice_fallback_peer!}, left ${c.splice_left! - c0.splice_left!}`);
+    t.diagnostic(
+      `lo carried ${lo} of ${moved} bytes; fallbacks ${c.splice_fallback! - c0.splice_fallback!}, followed ${c.splice_fallback_peer! - c0.splice_fallback_peer!}, left ${c.splice_left! - c0.splice_left!}`,
+    );
     // off: every byte crosses lo between the app and proxy A (and back for the echo); bounded: a fast
     // writer may run 4 MiB ahead of its reader, and that connection goes on through TCP (part of it)
     if (mode === 'wide') assert.ok(lo < moved / 20, `splice on, nothing to fall back: lo still carried ${lo} bytes of ${moved}`);
@@ -114,7 +116,10 @@ function scenarios(mode: 'bounded' | 'wide' | 'off'): void {
     assert.equal(c.reset, true, JSON.stringify(c));
     const s = await w.serverLine('b', `${mode}-rst-0`);
     t.diagnostic(`client sent ${c.sent} then RST; server: ${JSON.stringify({ received: s.received, end: s.end, error: s.error })}`);
-    assert.ok(typeof s.received === 'number' && s.received <= c.sent, `server got ${String(s.received)} bytes, the client sent ${c.sent}: ${JSON.stringify(s)}`);
+    assert.ok(
+      typeof s.received === 'number' && s.received <= c.sent,
+      `server got ${String(s.received)} bytes, the client sent ${c.sent}: ${JSON.stringify(s)}`,
+    );
     assertPrefix(41, s.received as number, s.receivedSha, 'reset upload');
   });
 
@@ -122,8 +127,38 @@ function scenarios(mode: 'bounded' | 'wide' | 'off'): void {
     // the server is killed once both transfers are under way (1 MiB in, 1 MiB out); they are far from done
     const downMark = w.file(`${mode}-kill-down.mark`);
     const upMark = w.file(`${mode}-kill-up.mark`);
-    const down = w.client(`${B_V4}:${KILL_PORT}`, ['--mode', 'source', '--bytes', String(256 * MiB), '--slow-ms', '1', '--mark-after', String(MiB), '--mark-file', downMark, '--seed', '51', '--id', `${mode}-kill-down`]);
-    const up = w.client(`${B_V4}:${KILL_PORT}`, ['--mode', 'sink', '--bytes', String(256 * MiB), '--server-slow-ms', '1', '--mark-after', String(MiB), '--mark-file', upMark, '--seed', '52', '--id', `${mode}-kill-up`]);
+    const down = w.client(`${B_V4}:${KILL_PORT}`, [
+      '--mode',
+      'source',
+      '--bytes',
+      String(256 * MiB),
+      '--slow-ms',
+      '1',
+      '--mark-after',
+      String(MiB),
+      '--mark-file',
+      downMark,
+      '--seed',
+      '51',
+      '--id',
+      `${mode}-kill-down`,
+    ]);
+    const up = w.client(`${B_V4}:${KILL_PORT}`, [
+      '--mode',
+      'sink',
+      '--bytes',
+      String(256 * MiB),
+      '--server-slow-ms',
+      '1',
+      '--mark-after',
+      String(MiB),
+      '--mark-file',
+      upMark,
+      '--seed',
+      '52',
+      '--id',
+      `${mode}-kill-up`,
+    ]);
     try {
       await w.marked(downMark, 'the download to be under way');
       await w.marked(upMark, 'the upload to be under way');

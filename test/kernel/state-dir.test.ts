@@ -13,8 +13,16 @@ import { join } from 'node:path';
 import { prepareStateDir, statusPath, writeStatus, type AgentStatus } from '../../src/agent/status.js';
 import { UserError } from '../../src/util/errors.js';
 import {
-  makeTopology, destroyTopology, namespaceObject, podObject, startAgent, cleanupAgent, waitFor, dumpJson,
-  type Topology, type AgentRun,
+  makeTopology,
+  destroyTopology,
+  namespaceObject,
+  podObject,
+  startAgent,
+  cleanupAgent,
+  waitFor,
+  dumpJson,
+  type Topology,
+  type AgentRun,
 } from '../support/harness.js';
 
 const USER = 1000;
@@ -26,7 +34,10 @@ before(() => {
 after(() => rmSync(work, { recursive: true, force: true }));
 
 const refused = (dir: string, why: RegExp): void => {
-  assert.throws(() => prepareStateDir(dir), (e: unknown) => e instanceof UserError && why.test(e.message) && !e.message.includes('\n'));
+  assert.throws(
+    () => prepareStateDir(dir),
+    (e: unknown) => e instanceof UserError && why.test(e.message) && !e.message.includes('\n'),
+  );
 };
 
 test('a missing state dir is created 0755 whatever the umask', () => {
@@ -40,7 +51,7 @@ test('a missing state dir is created 0755 whatever the umask', () => {
   }
 });
 
-test('a state dir that is a file, a symlink, another user\'s, or writable by others is refused', () => {
+test("a state dir that is a file, a symlink, another user's, or writable by others is refused", () => {
   const file = join(work, 'file');
   writeFileSync(file, '');
   refused(file, /is not a directory/);
@@ -134,11 +145,17 @@ test('while status cannot be written the agent goes on following its source, and
   rmSync(agent.stateDir, { force: true });
   mkdirSync(agent.stateDir, { mode: 0o755 });
   agent.write([ns, podObject()]);
-  await waitFor(() => {
-    const st = agent!.status();
-    return st !== undefined && st.pods.length === 1 && podIds() === 1;
-  }, 10_000, 'status.json written again after the repair').catch((e: Error) => {
-    throw new Error(`${e.message}; status: ${JSON.stringify(agent!.status()?.pods.map((p) => p.ref.name))}; log tail: ${agent!.log().split('\n').slice(-8).join(' | ')}`);
+  await waitFor(
+    () => {
+      const st = agent!.status();
+      return st !== undefined && st.pods.length === 1 && podIds() === 1;
+    },
+    10_000,
+    'status.json written again after the repair',
+  ).catch((e: Error) => {
+    throw new Error(
+      `${e.message}; status: ${JSON.stringify(agent!.status()?.pods.map((p) => p.ref.name))}; log tail: ${agent!.log().split('\n').slice(-8).join(' | ')}`,
+    );
   });
   assert.match(agent.log(), /status.json written again/);
 });

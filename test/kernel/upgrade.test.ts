@@ -34,7 +34,19 @@ import { staticPrograms } from '../../src/dataplane/programs.js';
 import { packageRoot } from '../../src/util/paths.js';
 import type { ConnResult, LoadResult } from '../support/load.js';
 import {
-  APP, CLI, POD_UID, SVC_V4, clusterList, destroyTopology, makeTopology, namespaceObject, podObject, startProxy, waitFor, waitReady, type Topology,
+  APP,
+  CLI,
+  POD_UID,
+  SVC_V4,
+  clusterList,
+  destroyTopology,
+  makeTopology,
+  namespaceObject,
+  podObject,
+  startProxy,
+  waitFor,
+  waitReady,
+  type Topology,
 } from '../support/harness.js';
 
 const BPFFS = '/sys/fs/bpf/meshlane-test-upgrade';
@@ -82,9 +94,28 @@ const clusterFile = (): string => join(tmp, 'cluster.json');
 function spawnAgent(cli: string): AgentProc {
   const logFile = join(tmp, `agent-${Date.now()}.log`);
   const out = createWriteStream(logFile);
-  const proc = spawn(process.execPath, [cli, 'agent', '--cluster-file', clusterFile(), '--cgroup-root', topo!.sb.cgroupRoot, '--bpffs', BPFFS, '--state-dir', stateDir(), '--cni-socket', join(tmp, 'cni', 'cni.sock'), '--log-level', 'debug'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const proc = spawn(
+    process.execPath,
+    [
+      cli,
+      'agent',
+      '--cluster-file',
+      clusterFile(),
+      '--cgroup-root',
+      topo!.sb.cgroupRoot,
+      '--bpffs',
+      BPFFS,
+      '--state-dir',
+      stateDir(),
+      '--cni-socket',
+      join(tmp, 'cni', 'cni.sock'),
+      '--log-level',
+      'debug',
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let text = '';
   for (const s of [proc.stdout, proc.stderr]) {
     s?.pipe(out);
@@ -97,11 +128,17 @@ function spawnAgent(cli: string): AgentProc {
 async function startAgent(cli = CLI()): Promise<AgentProc> {
   const a = spawnAgent(cli);
   try {
-    await waitFor(() => {
-      if (a.proc.exitCode !== null) throw new Error(`agent exited ${a.proc.exitCode}: ${a.log()}`);
-      const st = readStatus(stateDir());
-      return st !== undefined && st.pid === a.proc.pid && st.pods.some((p) => p.ref.uid === POD_UID && p.state === 'captured') && /capture active/.test(a.log());
-    }, START_TIMEOUT_MS, 'the agent to complete its start');
+    await waitFor(
+      () => {
+        if (a.proc.exitCode !== null) throw new Error(`agent exited ${a.proc.exitCode}: ${a.log()}`);
+        const st = readStatus(stateDir());
+        return (
+          st !== undefined && st.pid === a.proc.pid && st.pods.some((p) => p.ref.uid === POD_UID && p.state === 'captured') && /capture active/.test(a.log())
+        );
+      },
+      START_TIMEOUT_MS,
+      'the agent to complete its start',
+    );
   } catch (e) {
     a.proc.kill('SIGKILL');
     throw e;
@@ -138,10 +175,24 @@ interface Outcome {
 /** Run `act` under load; every outcome of the load, checked against what the proxy forwarded. */
 async function underLoad(act: () => Promise<void>): Promise<Outcome> {
   const firstLine = proxyLines.length;
-  const client = topo!.pod.spawn('node', [
-    LOAD(), 'client', '--to', `${SVC_V4}:${LOAD_PORT}`, '--interval', String(INTERVAL_MS),
-    '--streams', '2', '--stream-to', `${SVC_V4}:${STREAM_PORT}`, '--rate', String(1 << 20),
-  ], { uid: APP, gid: APP, container: 'app' });
+  const client = topo!.pod.spawn(
+    'node',
+    [
+      LOAD(),
+      'client',
+      '--to',
+      `${SVC_V4}:${LOAD_PORT}`,
+      '--interval',
+      String(INTERVAL_MS),
+      '--streams',
+      '2',
+      '--stream-to',
+      `${SVC_V4}:${STREAM_PORT}`,
+      '--rate',
+      String(1 << 20),
+    ],
+    { uid: APP, gid: APP, container: 'app' },
+  );
   let out = '';
   client.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   let err = '';
@@ -191,7 +242,11 @@ function assertClean(o: Outcome, what: string, window: { from: number; to: numbe
   const rel = (c: ConnResult): string => `#${c.id} at ${c.t - window.from} ms of the window: ${c.error ?? c.peer}`;
   const failed = o.load.conns.filter((c) => !c.ok);
   assert.equal(failed.length, 0, `${what}: ${failed.length} of ${o.load.conns.length} connections failed: ${failed.slice(0, 5).map(rel).join('; ')}`);
-  assert.equal(o.uncaptured.length, 0, `${what}: ${o.uncaptured.length} connections reached the server without the proxy: ${o.uncaptured.slice(0, 5).map(rel).join('; ')}`);
+  assert.equal(
+    o.uncaptured.length,
+    0,
+    `${what}: ${o.uncaptured.length} connections reached the server without the proxy: ${o.uncaptured.slice(0, 5).map(rel).join('; ')}`,
+  );
   assert.deepEqual(o.proxyErrors, [], `${what}: the proxy could not forward`);
   for (const s of o.load.streams) {
     assert.ok(s.ok, `${what}: stream ${s.id} broke: ${JSON.stringify(s)}`);
@@ -301,7 +356,10 @@ function patch(file: string, re: RegExp, replace: (...m: string[]) => string): v
   const text = readFileSync(file, 'utf8');
   const n = [...text.matchAll(new RegExp(re.source, `${re.flags.replace('g', '')}g`))].length;
   assert.equal(n, 1, `the upgrade test's change of ${file} no longer applies: ${re} matches ${n} times (update the patch in test/kernel/upgrade.test.ts)`);
-  writeFileSync(file, text.replace(re, (...m: unknown[]) => replace(...(m.filter((x) => typeof x === 'string') as string[]))));
+  writeFileSync(
+    file,
+    text.replace(re, (...m: unknown[]) => replace(...(m.filter((x) => typeof x === 'string') as string[]))),
+  );
 }
 
 function run(cmd: string, args: string[], cwd: string, what: string): void {
@@ -337,19 +395,32 @@ function buildNewer(): string {
   patch(ts, /(stats: \{ name: 'stats',[^\n]*?version: )(\d+),/, (_m, head, v) => `${head}${Number(v) + 1},`);
   // global: twice the capacity, carried by a copy (same key and value layout)
   patch(maps, /(__uint\(max_entries, )1(\);\s*__type\(key, __u32\);\s*__type\(value, struct global_config\);)/, (_m, a, b) => `${a}2${b}`);
-  patch(ts, /(global: \{ name: 'global',[^\n]*?maxEntries: )1(,[^\n]*?version: )(\d+),(?![^\n]*from:)/, (_m, a, b, v) => `${a}2${b}${Number(v) + 1}, from: { ${v}: copyFrom({ maxEntries: 1 }) },`);
+  patch(
+    ts,
+    /(global: \{ name: 'global',[^\n]*?maxEntries: )1(,[^\n]*?version: )(\d+),(?![^\n]*from:)/,
+    (_m, a, b, v) => `${a}2${b}${Number(v) + 1}, from: { ${v}: copyFrom({ maxEntries: 1 }) },`,
+  );
   // pod_info: a name field of Kubernetes' own limit (253), refilled by the agent
   patch(h, /#define POD_INFO_NAME_LEN 256/, () => '#define POD_INFO_NAME_LEN 253');
   patch(ts, /name: cstr\(256\)/, () => 'name: cstr(253)');
   patch(ts, /(pod_info: \{ name: 'pod_info',[^\n]*?version: )(\d+),/, (_m, head, v) => `${head}${Number(v) + 1},`);
   // pods: twice the capacity, refilled; every connect reads it, so it must be full before connect4 is swapped
-  patch(maps, /(__uint\(max_entries, MESHLANE_MAX_PODS)(\);\s*__type\(key, __u64\);[^\n]*\s*__type\(value, struct pod_config\);)/, (_m, a, b) => `${a} * 2${b}`);
+  patch(
+    maps,
+    /(__uint\(max_entries, MESHLANE_MAX_PODS)(\);\s*__type\(key, __u64\);[^\n]*\s*__type\(value, struct pod_config\);)/,
+    (_m, a, b) => `${a} * 2${b}`,
+  );
   patch(ts, /(pods: \{ name: 'pods',[^\n]*?maxEntries: MapLimits\.PODS)(,[^\n]*?version: )(\d+),/, (_m, a, b, v) => `${a} * 2${b}${Number(v) + 1},`);
 
   run('make', ['-s', '-C', 'bpf'], dir, 'make -C bpf');
   run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], dir, 'tsc');
   run(process.execPath, ['scripts/layouts-lock.mjs'], dir, 'layouts:lock');
-  run(process.execPath, ['--test', 'dist/test/unit/layouts.test.js', 'dist/test/unit/migrate.test.js'], dir, "the newer build's layout and migration unit tests");
+  run(
+    process.execPath,
+    ['--test', 'dist/test/unit/layouts.test.js', 'dist/test/unit/migrate.test.js'],
+    dir,
+    "the newer build's layout and migration unit tests",
+  );
   return dir;
 }
 
@@ -413,7 +484,11 @@ async function restartScenario(t: TestContext, what: string, signals: NodeJS.Sig
   assertSwapped(before, after, what);
   const c1 = counter(pinOf('stats', V.stats), CAPTURED_OUTBOUND);
   // every connection the app attempted (and the two streams) was redirected and counted exactly once
-  assert.equal(c1 - c0, BigInt(o.load.conns.length + o.load.streams.length), `${what}: captured_outbound counted ${c1 - c0}, the app made ${o.load.conns.length} connections and ${o.load.streams.length} streams`);
+  assert.equal(
+    c1 - c0,
+    BigInt(o.load.conns.length + o.load.streams.length),
+    `${what}: captured_outbound counted ${c1 - c0}, the app made ${o.load.conns.length} connections and ${o.load.streams.length} streams`,
+  );
   assert.match(agent!.log(), /"action":"updated"/, `${what}: the agent swapped the programs behind the pinned links`);
 }
 
@@ -456,7 +531,12 @@ test('a pinned layout version this build cannot carry: the start is refused in o
   assert.equal(code, 2, refused);
   const lines = refused.split('\n').filter((l) => l.startsWith('meshlane:'));
   assert.equal(lines.length, 1, refused);
-  assert.match(lines[0]!, new RegExp(`maps/global_v0 holds layout version 0 of map global, which this build \\(version ${V.global}\\) cannot carry: this build declares no migration of global from version 0`));
+  assert.match(
+    lines[0]!,
+    new RegExp(
+      `maps/global_v0 holds layout version 0 of map global, which this build \\(version ${V.global}\\) cannot carry: this build declares no migration of global from version 0`,
+    ),
+  );
   assert.match(lines[0]!, /nothing was changed/);
   assert.deepEqual(ids(), before, 'the refused start changed a link or a map');
   agent = await startAgent();
@@ -484,15 +564,27 @@ test('upgrade to a build whose map layouts changed, under load: entries carried,
   t.diagnostic(assertClean(o, 'upgrade', window));
   const idsAfter = ids();
   assertSwapped(idsBefore, idsAfter, 'upgrade');
-  for (const p of mapsBefore.filter((m) => !OLD_PINS.includes(m))) assert.equal(idsAfter.maps[p], idsBefore.maps[p], `upgrade: ${p} did not change its layout and must be reused`);
+  for (const p of mapsBefore.filter((m) => !OLD_PINS.includes(m)))
+    assert.equal(idsAfter.maps[p], idsBefore.maps[p], `upgrade: ${p} did not change its layout and must be reused`);
   const mapsAfter = listPins(BPFFS).maps;
-  assert.deepEqual(mapsAfter.sort(), [...mapsBefore.filter((p) => !OLD_PINS.includes(p)), ...NEW_PINS].sort(), 'the new versions pinned, the old ones gone, every other map kept');
+  assert.deepEqual(
+    mapsAfter.sort(),
+    [...mapsBefore.filter((p) => !OLD_PINS.includes(p)), ...NEW_PINS].sort(),
+    'the new versions pinned, the old ones gone, every other map kept',
+  );
   const c2 = counter(pinOf('stats', V.stats + 1), CAPTURED_OUTBOUND);
   assert.ok(c2 > c1, `captured_outbound did not go on counting in the new map: ${c1} -> ${c2}`);
   assert.ok(c2 - c0 <= BigInt(o.load.conns.length + o.load.streams.length), `captured_outbound counted more than the app connected (${c2 - c0})`);
-  assert.equal(withMap(pinOf('stats', V.stats + 1), (m) => m.info.maxEntries), Stat.length + 1, 'the new stats map has the new counter');
+  assert.equal(
+    withMap(pinOf('stats', V.stats + 1), (m) => m.info.maxEntries),
+    Stat.length + 1,
+    'the new stats map has the new counter',
+  );
   assert.equal(globalFlags(pinOf('global', V.global + 1)) & MARK, MARK, 'global was not carried into its new version');
-  assert.equal(withMap(pinOf('global', V.global + 1), (m) => m.info.maxEntries), 2);
+  assert.equal(
+    withMap(pinOf('global', V.global + 1), (m) => m.info.maxEntries),
+    2,
+  );
   assert.deepEqual(podsOf(newerCli()), podsBefore, 'the pods, their settings and names are the same after the upgrade');
   const log = agent!.log();
   assert.match(log, new RegExp(`"map":"stats","action":"counters","from":"maps/${pinOf('stats', V.stats)}"`), log);
@@ -517,7 +609,11 @@ test('downgrade back to this build, under load: the newer global copied back, co
   });
   t.diagnostic(assertClean(o, 'downgrade', window));
   assertSwapped(idsBefore, ids(), 'downgrade');
-  assert.deepEqual(listPins(BPFFS).maps.sort(), [...mapsBefore.filter((p) => !NEW_PINS.includes(p)), ...OLD_PINS].sort(), 'this build\'s versions pinned, the newer ones gone');
+  assert.deepEqual(
+    listPins(BPFFS).maps.sort(),
+    [...mapsBefore.filter((p) => !NEW_PINS.includes(p)), ...OLD_PINS].sort(),
+    "this build's versions pinned, the newer ones gone",
+  );
   const c2 = counter(pinOf('stats', V.stats), CAPTURED_OUTBOUND);
   assert.ok(c2 > c1, `captured_outbound was not carried back: ${c1} -> ${c2}`);
   assert.deepEqual(podsOf(CLI()), podsBefore, 'the pods, their settings and names are the same after the downgrade');
@@ -528,5 +624,8 @@ test('downgrade back to this build, under load: the newer global copied back, co
   assert.doesNotMatch(log, /"action":"drop"/, 'a downgrade to the previous build drops nothing');
   // the hand-set bit went up with the upgrade and comes back down with the downgrade
   assert.equal(globalFlags(pinOf('global', V.global)) & MARK, MARK, 'global was not carried back');
-  assert.equal(withMap(pinOf('global', V.global), (m) => m.info.maxEntries), MAPS.global.maxEntries);
+  assert.equal(
+    withMap(pinOf('global', V.global), (m) => m.info.maxEntries),
+    MAPS.global.maxEntries,
+  );
 });

@@ -29,13 +29,17 @@ function runWithInput(netns: string, cmd: string[], input: string): Promise<void
     const child = spawn('ip', ['netns', 'exec', netns, ...cmd], { stdio: ['pipe', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (d: string) => { stderr += d; });
+    child.stderr.on('data', (d: string) => {
+      stderr += d;
+    });
     child.on('error', reject);
     child.on('close', (code, signal) => {
       if (code === 0) resolve();
       else reject(new Error(`ip netns exec ${netns} ${cmd.join(' ')} failed (${code ?? signal}): ${stderr.trim()}`));
     });
-    child.stdin.on('error', () => { /* reported via close */ });
+    child.stdin.on('error', () => {
+      /* reported via close */
+    });
     child.stdin.end(input);
   });
 }
@@ -77,7 +81,11 @@ export async function flushIstioRules(netns: string, opts: Pick<ApplyOptions, 'l
   const b = bins(opts.legacy);
   const errors: string[] = [];
   for (const bin of [b.v4, b.v6]) {
-    for (const args of [['-t', 'nat', '-F'], ['-t', 'nat', '-X'], ['-t', 'raw', '-F']]) {
+    for (const args of [
+      ['-t', 'nat', '-F'],
+      ['-t', 'nat', '-X'],
+      ['-t', 'raw', '-F'],
+    ]) {
       try {
         await run(netns, [bin, ...args]);
       } catch (e) {

@@ -181,11 +181,49 @@ function buildFamily(s: CaptureSettings, opts: IstioRulesOptions, f: FamilyConst
 
   for (const uid of uids) {
     if (redirectDNS) {
-      A('nat', ISTIO_OUTPUT, '-o', 'lo', '!', '-d', f.loopback, '-p', 'tcp', '-m', 'multiport', '!', '--dports',
-        `53,${tunnel}`, '-m', 'owner', '--uid-owner', uid, '-j', ISTIO_IN_REDIRECT);
+      A(
+        'nat',
+        ISTIO_OUTPUT,
+        '-o',
+        'lo',
+        '!',
+        '-d',
+        f.loopback,
+        '-p',
+        'tcp',
+        '-m',
+        'multiport',
+        '!',
+        '--dports',
+        `53,${tunnel}`,
+        '-m',
+        'owner',
+        '--uid-owner',
+        uid,
+        '-j',
+        ISTIO_IN_REDIRECT,
+      );
     } else {
-      A('nat', ISTIO_OUTPUT, '-o', 'lo', '!', '-d', f.loopback, '-p', 'tcp', '!', '--dport', tunnel,
-        '-m', 'owner', '--uid-owner', uid, '-j', ISTIO_IN_REDIRECT);
+      A(
+        'nat',
+        ISTIO_OUTPUT,
+        '-o',
+        'lo',
+        '!',
+        '-d',
+        f.loopback,
+        '-p',
+        'tcp',
+        '!',
+        '--dport',
+        tunnel,
+        '-m',
+        'owner',
+        '--uid-owner',
+        uid,
+        '-j',
+        ISTIO_IN_REDIRECT,
+      );
     }
     if (!includeHasLoopback) {
       if (redirectDNS) {
@@ -199,8 +237,7 @@ function buildFamily(s: CaptureSettings, opts: IstioRulesOptions, f: FamilyConst
 
   for (const gid of gids) {
     // NB: no DNS variant here (Istio excludes port 53 only in the uid rule).
-    A('nat', ISTIO_OUTPUT, '-o', 'lo', '!', '-d', f.loopback, '-p', 'tcp', '!', '--dport', tunnel,
-      '-m', 'owner', '--gid-owner', gid, '-j', ISTIO_IN_REDIRECT);
+    A('nat', ISTIO_OUTPUT, '-o', 'lo', '!', '-d', f.loopback, '-p', 'tcp', '!', '--dport', tunnel, '-m', 'owner', '--gid-owner', gid, '-j', ISTIO_IN_REDIRECT);
     if (!includeHasLoopback) {
       if (redirectDNS) {
         A('nat', ISTIO_OUTPUT, '-o', 'lo', '-p', 'tcp', '!', '--dport', 53, '-m', 'owner', '!', '--gid-owner', gid, '-j', 'RETURN');
@@ -247,12 +284,7 @@ function buildFamily(s: CaptureSettings, opts: IstioRulesOptions, f: FamilyConst
 }
 
 /** HandleDNSUDP + addConntrackZoneDNSUDP (AppendOps). */
-function dnsUdpRules(
-  s: CaptureSettings,
-  f: FamilyConsts,
-  dnsServers: string[],
-  A: (table: Table, chain: string, ...p: (string | number)[]) => void,
-): void {
+function dnsUdpRules(s: CaptureSettings, f: FamilyConsts, dnsServers: string[], A: (table: Table, chain: string, ...p: (string | number)[]) => void): void {
   const dnsPort = s.dnsPort;
   for (const uid of s.proxyUids) A('nat', 'OUTPUT', '-p', 'udp', '--dport', 53, '-m', 'owner', '--uid-owner', uid, '-j', 'RETURN');
   for (const gid of s.proxyGids) A('nat', 'OUTPUT', '-p', 'udp', '--dport', 53, '-m', 'owner', '--gid-owner', gid, '-j', 'RETURN');
@@ -306,8 +338,15 @@ function toRestore(rules: Rule[], tables: Table[]): string {
 }
 
 function check(s: CaptureSettings): void {
-  const ports = [s.outboundPort, s.inboundPort, s.inboundTunnelPort, s.dnsPort, ...s.includeOutboundPorts,
-    ...s.excludeOutboundPorts, ...(s.inboundPorts.mode === 'all' ? s.inboundPorts.exclude : s.inboundPorts.include)];
+  const ports = [
+    s.outboundPort,
+    s.inboundPort,
+    s.inboundTunnelPort,
+    s.dnsPort,
+    ...s.includeOutboundPorts,
+    ...s.excludeOutboundPorts,
+    ...(s.inboundPorts.mode === 'all' ? s.inboundPorts.exclude : s.inboundPorts.include),
+  ];
   for (const p of ports) {
     if (!Number.isInteger(p) || p < 0 || p > 65535) throw new Error(`istio-iptables oracle: bad port ${p}`);
   }

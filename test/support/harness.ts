@@ -170,24 +170,63 @@ export async function startAgent(sb: Sandbox, items: object[], name: string, pri
 }
 
 /** Start `meshlane agent --kubeconfig FILE --node-name NODE` (the Kubernetes API source) the same way. */
-export async function startKubeAgent(sb: Sandbox, kubeconfig: string, nodeName: string, name: string, prior?: AgentRun, opts: { waitForStatus?: boolean; args?: string[] } = {}): Promise<AgentRun> {
+export async function startKubeAgent(
+  sb: Sandbox,
+  kubeconfig: string,
+  nodeName: string,
+  name: string,
+  prior?: AgentRun,
+  opts: { waitForStatus?: boolean; args?: string[] } = {},
+): Promise<AgentRun> {
   const dir = prior?.dir ?? mkdtempSync(join(tmpdir(), `meshlane-${name}-`));
   const noFile = (): void => {
     throw new Error('an agent on the Kubernetes API has no cluster file');
   };
-  return spawnAgent(sb, name, dir, ['--kubeconfig', kubeconfig, '--node-name', nodeName, ...(opts.args ?? [])], { clusterFile: '', write: noFile }, opts.waitForStatus ?? true);
+  return spawnAgent(
+    sb,
+    name,
+    dir,
+    ['--kubeconfig', kubeconfig, '--node-name', nodeName, ...(opts.args ?? [])],
+    { clusterFile: '', write: noFile },
+    opts.waitForStatus ?? true,
+  );
 }
 
-async function spawnAgent(sb: Sandbox, name: string, dir: string, sourceArgs: string[], file: { clusterFile: string; write: (items: object[]) => void }, waitForStatus = true): Promise<AgentRun> {
+async function spawnAgent(
+  sb: Sandbox,
+  name: string,
+  dir: string,
+  sourceArgs: string[],
+  file: { clusterFile: string; write: (items: object[]) => void },
+  waitForStatus = true,
+): Promise<AgentRun> {
   const stateDir = join(dir, 'state');
   const bpffs = `/sys/fs/bpf/meshlane-test-${name}`;
   const logFile = join(dir, `agent-${Date.now()}.log`);
   // the run's own CNI socket: never the node's default /var/run/meshlane/cni.sock
   const cniSocket = join(dir, 'cni', 'cni.sock');
   const out = createWriteStream(logFile);
-  const proc = spawn(process.execPath, [CLI(), 'agent', ...sourceArgs, '--cgroup-root', sb.cgroupRoot, '--bpffs', bpffs, '--state-dir', stateDir, '--cni-socket', cniSocket, '--log-level', 'debug'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const proc = spawn(
+    process.execPath,
+    [
+      CLI(),
+      'agent',
+      ...sourceArgs,
+      '--cgroup-root',
+      sb.cgroupRoot,
+      '--bpffs',
+      bpffs,
+      '--state-dir',
+      stateDir,
+      '--cni-socket',
+      cniSocket,
+      '--log-level',
+      'debug',
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   proc.stdout?.pipe(out);
   proc.stderr?.pipe(out);
   const run: AgentRun = {
@@ -204,12 +243,16 @@ async function spawnAgent(sb: Sandbox, name: string, dir: string, sourceArgs: st
   };
   if (!waitForStatus) return run;
   try {
-    await waitFor(() => {
-      if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${run.log()}`);
-      const st = run.status();
-      // the first status.json precedes the attach (it proves the state dir): wait for the one after it
-      return st !== undefined && st.pid === proc.pid && st.health?.programsAttached === true;
-    }, 15_000, 'the agent to publish its status');
+    await waitFor(
+      () => {
+        if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${run.log()}`);
+        const st = run.status();
+        // the first status.json precedes the attach (it proves the state dir): wait for the one after it
+        return st !== undefined && st.pid === proc.pid && st.health?.programsAttached === true;
+      },
+      15_000,
+      'the agent to publish its status',
+    );
   } catch (e) {
     // the caller never gets the run to clean up: no agent, pins or temp dir may outlive the test
     const exited = proc.exitCode !== null; // then the message has the log already
@@ -264,10 +307,14 @@ export async function waitFor(pred: () => boolean, timeoutMs: number, what: stri
 /** Wait until the agent has applied a snapshot in which the pod has exactly `settings`. */
 export async function waitForPodSettings(a: AgentRun, uid: string, settings: unknown): Promise<void> {
   const want = JSON.stringify(settings);
-  await waitFor(() => {
-    const p = a.status()?.pods.find((x) => x.ref.uid === uid);
-    return p?.state === 'captured' && JSON.stringify(p.settings) === want;
-  }, 10_000, `pod ${uid} captured with the new settings`);
+  await waitFor(
+    () => {
+      const p = a.status()?.pods.find((x) => x.ref.uid === uid);
+      return p?.state === 'captured' && JSON.stringify(p.settings) === want;
+    },
+    10_000,
+    `pod ${uid} captured with the new settings`,
+  );
 }
 
 // ---- connection cases ------------------------------------------------------------------------
@@ -296,7 +343,13 @@ export interface OutcomeOptions {
 /** What a connection hit, as a comparable string: the listener, the peer the listener saw, and for a
  * proxy listener the original destination it read with SO_ORIGINAL_DST. */
 export function outcomeOf(json: string, o: OutcomeOptions = {}): string {
-  let r: { ok: boolean; error?: string; remote?: string; local?: string; reply?: { tag: string; listen?: number; port: number; peer: string; orig?: { address?: string; port?: number; error?: string } } };
+  let r: {
+    ok: boolean;
+    error?: string;
+    remote?: string;
+    local?: string;
+    reply?: { tag: string; listen?: number; port: number; peer: string; orig?: { address?: string; port?: number; error?: string } };
+  };
   try {
     r = JSON.parse(json);
   } catch {
@@ -318,14 +371,33 @@ export function outcomeOf(json: string, o: OutcomeOptions = {}): string {
 }
 
 export async function runCase(pod: SandboxMember, c: Case, o: OutcomeOptions = {}): Promise<string> {
-  const args = [ENDPOINT(), 'connect', '--to', c.to, '--timeout', '2000', ...(c.from ? ['--from', c.from] : []), ...(c.fromPort ? ['--from-port', String(c.fromPort)] : [])];
+  const args = [
+    ENDPOINT(),
+    'connect',
+    '--to',
+    c.to,
+    '--timeout',
+    '2000',
+    ...(c.from ? ['--from', c.from] : []),
+    ...(c.fromPort ? ['--from-port', String(c.fromPort)] : []),
+  ];
   const r = await (c.on ?? pod).exec('node', args, { uid: c.uid, gid: c.gid, container: 'app', timeoutMs: 10_000 });
   return outcomeOf(r.stdout, o);
 }
 
 /** Start a long-lived session client in the pod (see endpoint.ts session); resolves to its outcome line. */
-export function startSession(pod: SandboxPod, to: string, rounds: number, intervalMs: number, uid = APP): Promise<{ ok: boolean; error?: string; reply?: { tag: string; port: number } }> {
-  const p = pod.spawn('node', [ENDPOINT(), 'session', '--to', to, '--rounds', String(rounds), '--interval', String(intervalMs)], { uid, gid: uid, container: 'app' });
+export function startSession(
+  pod: SandboxPod,
+  to: string,
+  rounds: number,
+  intervalMs: number,
+  uid = APP,
+): Promise<{ ok: boolean; error?: string; reply?: { tag: string; port: number } }> {
+  const p = pod.spawn('node', [ENDPOINT(), 'session', '--to', to, '--rounds', String(rounds), '--interval', String(intervalMs)], {
+    uid,
+    gid: uid,
+    container: 'app',
+  });
   let out = '';
   p.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   return new Promise((resolve) => p.once('exit', () => resolve(JSON.parse(out.trim() || '{"ok":false,"error":"no output"}'))));

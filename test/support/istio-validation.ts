@@ -38,7 +38,14 @@ export const GO_WHITE_SPACE: ReadonlyArray<[number, number, number]> = [
 export function unicodeIsSpace(r: number): boolean {
   if (r <= 0xff) {
     switch (r) {
-      case 0x09: case 0x0a: case 0x0b: case 0x0c: case 0x0d: case 0x20: case 0x85: case 0xa0:
+      case 0x09:
+      case 0x0a:
+      case 0x0b:
+      case 0x0c:
+      case 0x0d:
+      case 0x20:
+      case 0x85:
+      case 0xa0:
         return true;
     }
     return false;
@@ -102,9 +109,19 @@ export function strconvAtoi(s: string): number | undefined {
 /** strconv.ParseBool. */
 export function strconvParseBool(s: string): boolean | undefined {
   switch (s) {
-    case '1': case 't': case 'T': case 'true': case 'TRUE': case 'True':
+    case '1':
+    case 't':
+    case 'T':
+    case 'true':
+    case 'TRUE':
+    case 'True':
       return true;
-    case '0': case 'f': case 'F': case 'false': case 'FALSE': case 'False':
+    case '0':
+    case 'f':
+    case 'F':
+    case 'false':
+    case 'FALSE':
+    case 'False':
       return false;
   }
   return undefined;

@@ -154,7 +154,7 @@ function oneStream(host: string, port: number, id: string, seed: number, rate: n
       credit += (rate * TICK_MS) / 1000;
       while (credit >= chunk && s.writableLength < 4 * chunk) {
         const parts: Buffer[] = [];
-        for (let n = 0; n < chunk; ) {
+        for (let n = 0; n < chunk;) {
           const b = src.next(chunk - n);
           parts.push(b);
           n += b.length;
@@ -203,7 +203,8 @@ async function runClient(values: Record<string, string | undefined>): Promise<vo
   if (nStreams > 0) {
     const st = hostPort(values['stream-to'] ?? usage('--streams needs --stream-to HOST:PORT'));
     const seed = num('seed', 1);
-    for (let i = 0; i < nStreams; i++) streams.push(oneStream(st.host, st.port, `stream-${i}`, seed + i, num('rate', 512 * 1024), num('chunk', 16 * 1024), stopped));
+    for (let i = 0; i < nStreams; i++)
+      streams.push(oneStream(st.host, st.port, `stream-${i}`, seed + i, num('rate', 512 * 1024), num('chunk', 16 * 1024), stopped));
   }
   process.stdout.write('ready\n');
   const conns: Array<Promise<ConnResult>> = [];

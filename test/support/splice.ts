@@ -17,8 +17,18 @@ import type { MapName } from '../../src/dataplane/layouts.js';
 import { packageRoot } from '../../src/util/paths.js';
 import type { ClientResult } from './transfer.js';
 import {
-  APP, CLI, clusterList, destroyTopology, makeTopology, namespaceObject, podObject, startProxy, waitFor, waitReady,
-  type AgentRun, type Topology,
+  APP,
+  CLI,
+  clusterList,
+  destroyTopology,
+  makeTopology,
+  namespaceObject,
+  podObject,
+  startProxy,
+  waitFor,
+  waitReady,
+  type AgentRun,
+  type Topology,
 } from './harness.js';
 
 export const MiB = 1 << 20;
@@ -74,7 +84,12 @@ export class SpliceWorld {
    * Wait until the counters' growth since `from` satisfies `pred`: the kernel reached the state a test
    * holds its readers for. The timeout only ends a test whose state never comes; nothing depends on it.
    */
-  async untilCounters(from: Record<string, number>, pred: (d: Record<string, number>) => boolean, what: string, timeoutMs = 30_000): Promise<Record<string, number>> {
+  async untilCounters(
+    from: Record<string, number>,
+    pred: (d: Record<string, number>) => boolean,
+    what: string,
+    timeoutMs = 30_000,
+  ): Promise<Record<string, number>> {
     let d: Record<string, number> = {};
     await waitFor(() => pred((d = delta(from, this.counters()))), timeoutMs, `${what} (counters grew by ${JSON.stringify(d)})`);
     return d;
@@ -92,8 +107,13 @@ export class SpliceWorld {
       const world = w;
       // SPLICE_DEBUG=<file>: the proxies' lines (one per connection they forward) appended there
       const debug = process.env.SPLICE_DEBUG;
-      if (debug && debug.startsWith('/')) for (const [i, p] of [...topo.procs, proxyB].entries()) p.stdout?.on('data', (d: Buffer) => appendFileSync(debug, d.toString().replace(/^/gm, `[${i}] `)));
-      await Promise.all([waitReady(proxyB, 'proxy B'), ...Object.entries(servers).map(([name, [on, ports]]) => world.startServer(on === 'b' ? podB : topo.svc, name, ports))]);
+      if (debug && debug.startsWith('/'))
+        for (const [i, p] of [...topo.procs, proxyB].entries())
+          p.stdout?.on('data', (d: Buffer) => appendFileSync(debug, d.toString().replace(/^/gm, `[${i}] `)));
+      await Promise.all([
+        waitReady(proxyB, 'proxy B'),
+        ...Object.entries(servers).map(([name, [on, ports]]) => world.startServer(on === 'b' ? podB : topo.svc, name, ports)),
+      ]);
       return w;
     } catch (e) {
       if (w) await w.destroy();
@@ -117,19 +137,53 @@ export class SpliceWorld {
     const out = createWriteStream(logFile);
     const extra = opts.objDir ? ['--test-bpf-objects', opts.objDir] : [];
     const cniSocket = join(dir, 'cni', 'cni.sock');
-    const proc = spawn(process.execPath, [CLI(), 'agent', '--cluster-file', clusterFile, '--cgroup-root', this.topo.sb.cgroupRoot, '--bpffs', this.bpffs, '--state-dir', stateDir, '--cni-socket', cniSocket, ...extra, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const proc = spawn(
+      process.execPath,
+      [
+        CLI(),
+        'agent',
+        '--cluster-file',
+        clusterFile,
+        '--cgroup-root',
+        this.topo.sb.cgroupRoot,
+        '--bpffs',
+        this.bpffs,
+        '--state-dir',
+        stateDir,
+        '--cni-socket',
+        cniSocket,
+        ...extra,
+        ...args,
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     proc.stdout?.pipe(out);
     proc.stderr?.pipe(out);
-    const run: AgentRun = { proc, dir, clusterFile, stateDir, bpffs: this.bpffs, logFile, cniSocket, write, status: () => readStatus(stateDir), log: () => readFileSync(logFile, 'utf8') };
+    const run: AgentRun = {
+      proc,
+      dir,
+      clusterFile,
+      stateDir,
+      bpffs: this.bpffs,
+      logFile,
+      cniSocket,
+      write,
+      status: () => readStatus(stateDir),
+      log: () => readFileSync(logFile, 'utf8'),
+    };
     this.agent = run;
-    await waitFor(() => {
-      if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${run.log()}`);
-      // both pods captured, and the whole start done (programs attached: its last log line at start)
-      const st = run.status();
-      return st !== undefined && st.pid === proc.pid && st.pods.filter((p) => p.state === 'captured').length === 2 && /"msg":"capture active/.test(run.log());
-    }, 15_000, 'the agent to capture both pods and finish starting');
+    await waitFor(
+      () => {
+        if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${run.log()}`);
+        // both pods captured, and the whole start done (programs attached: its last log line at start)
+        const st = run.status();
+        return st !== undefined && st.pid === proc.pid && st.pods.filter((p) => p.state === 'captured').length === 2 && /"msg":"capture active/.test(run.log());
+      },
+      15_000,
+      'the agent to capture both pods and finish starting',
+    );
     return run;
   }
 
@@ -227,7 +281,9 @@ const PAGE = 4096;
 
 /** The node's TCP memory (/proc/net/sockstat, `TCP: ... mem N`, pages), in bytes. */
 export function tcpMemBytes(): number {
-  const line = readFileSync('/proc/net/sockstat', 'utf8').split('\n').find((l) => l.startsWith('TCP:'));
+  const line = readFileSync('/proc/net/sockstat', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('TCP:'));
   const f = line?.split(/\s+/) ?? [];
   const i = f.indexOf('mem');
   return i < 0 ? 0 : Number(f[i + 1]) * PAGE;

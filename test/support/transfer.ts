@@ -74,7 +74,7 @@ export class StreamReader {
 export function streamSha(seed: number, n: number): string {
   const h = createHash('sha256');
   const r = new StreamReader(seed);
-  for (let left = n; left > 0; ) {
+  for (let left = n; left > 0;) {
     const b = r.next(Math.min(left, BLOCK));
     h.update(b);
     left -= b.length;
@@ -363,7 +363,8 @@ function oneClient(o: ClientOpts): Promise<ClientResult> {
     const readBuf = o.readSize ? Buffer.alloc(o.readSize) : undefined;
     const opts: NetConnectOpts = { host: o.host, port: o.port, allowHalfOpen: true };
     // a fixed read buffer: every read is at most readSize bytes (partial reads)
-    if (readBuf) (opts as { onread?: unknown }).onread = { buffer: readBuf, callback: (n: number, b: Uint8Array) => void onData(Buffer.from(b.subarray(0, n))) };
+    if (readBuf)
+      (opts as { onread?: unknown }).onread = { buffer: readBuf, callback: (n: number, b: Uint8Array) => void onData(Buffer.from(b.subarray(0, n))) };
     const s = netConnect(opts);
     if (!readBuf) s.on('data', onData);
     s.on('error', (e: NodeJS.ErrnoException) => finish({ error: e.code ?? e.message, end: 'error' }));
@@ -393,17 +394,25 @@ function oneClient(o: ClientOpts): Promise<ClientResult> {
         return;
       }
       const gate = o.holdUntil !== undefined && o.pauseAfter !== undefined ? { after: o.pauseAfter, open: () => whenExists(o.holdUntil!) } : undefined;
-      void sendStream(s, o.seed, o.bytes, o.chunk, sh, (t) => {
-        r.sent = t;
-        if (o.mode === 'sink') mark(t);
-        if (o.resetAfter !== undefined && t >= o.resetAfter) {
-          r.sentSha = sh.digest('hex');
-          s.resetAndDestroy();
-          finish({ reset: true });
-          return false;
-        }
-        return true;
-      }, gate).then(() => {
+      void sendStream(
+        s,
+        o.seed,
+        o.bytes,
+        o.chunk,
+        sh,
+        (t) => {
+          r.sent = t;
+          if (o.mode === 'sink') mark(t);
+          if (o.resetAfter !== undefined && t >= o.resetAfter) {
+            r.sentSha = sh.digest('hex');
+            s.resetAndDestroy();
+            finish({ reset: true });
+            return false;
+          }
+          return true;
+        },
+        gate,
+      ).then(() => {
         if (done || s.destroyed) return;
         r.sentSha = sh.digest('hex');
         // sink: EOF tells the server we are done; echo: half-close when asked, else read the echo back first

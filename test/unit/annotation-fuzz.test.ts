@@ -45,7 +45,7 @@ function prng(seed: number): { int(n: number): number; chance(p: number): boolea
 
 // ---- Go's white space --------------------------------------------------------------------------
 
-test('goIsSpace is Go\'s unicode.IsSpace for every code unit; it differs from JavaScript only in U+FEFF and U+0085', () => {
+test("goIsSpace is Go's unicode.IsSpace for every code unit; it differs from JavaScript only in U+FEFF and U+0085", () => {
   const onlyJs: number[] = [];
   const onlyGo: number[] = [];
   for (let c = 0; c <= 0xffff; c++) {
@@ -64,7 +64,7 @@ test('goIsSpace is Go\'s unicode.IsSpace for every code unit; it differs from Ja
   }
 });
 
-test('the issue\'s two cases: \\ufeff80 is not a port (no bypass), \\u008580 is port 80', () => {
+test("the issue's two cases: \\ufeff80 is not a port (no bypass), \\u008580 is port 80", () => {
   const bom = parseCaptureSettings({ metadata: { annotations: { [ANNOTATIONS.excludeOutboundPorts]: '\ufeff80' } } });
   assert.deepEqual(bom.settings.excludeOutboundPorts, []);
   assert.equal(bom.errors.length, 1);
@@ -77,11 +77,30 @@ test('the issue\'s two cases: \\ufeff80 is not a port (no bypass), \\u008580 is 
 
 type R = ReturnType<typeof prng>;
 
-const GO_SPACES = [' ', '\t', '\n', '\v', '\f', '\r', '\u0085', '\u00a0', '\u1680', '\u2000', '\u2007', '\u200a', '\u2028', '\u2029', '\u202f', '\u205f', '\u3000'];
+const GO_SPACES = [
+  ' ',
+  '\t',
+  '\n',
+  '\v',
+  '\f',
+  '\r',
+  '\u0085',
+  '\u00a0',
+  '\u1680',
+  '\u2000',
+  '\u2007',
+  '\u200a',
+  '\u2028',
+  '\u2029',
+  '\u202f',
+  '\u205f',
+  '\u3000',
+];
 const NOT_SPACES = ['\ufeff', '\u200b', '\u180e', '\u0000', '\u00ad', '\u2060'];
 
 function pad(r: R, s: string): string {
-  const side = (): string => (r.chance(0.25) ? Array.from({ length: 1 + r.int(2) }, () => (r.chance(0.7) ? r.pick(GO_SPACES) : r.pick(NOT_SPACES))).join('') : '');
+  const side = (): string =>
+    r.chance(0.25) ? Array.from({ length: 1 + r.int(2) }, () => (r.chance(0.7) ? r.pick(GO_SPACES) : r.pick(NOT_SPACES))).join('') : '';
   return side() + s + side();
 }
 
@@ -108,7 +127,14 @@ function list(r: R, item: (r: R) => string, max: number): string {
 }
 
 function octet(r: R): string {
-  return r.pick([() => String(r.int(256)), () => String(r.int(256)), () => String(r.int(256)), () => '0' + String(r.int(256)), () => String(256 + r.int(800)), () => ''])();
+  return r.pick([
+    () => String(r.int(256)),
+    () => String(r.int(256)),
+    () => String(r.int(256)),
+    () => '0' + String(r.int(256)),
+    () => String(256 + r.int(800)),
+    () => '',
+  ])();
 }
 
 function v4(r: R): string {
@@ -153,7 +179,15 @@ function cidrItem(r: R): string {
     () => '٨',
     () => '1'.repeat(30),
   ])();
-  const s = r.pick([() => `${addr}/${bits}`, () => `${addr}/${bits}`, () => `${addr}/${bits}`, () => addr, () => `${addr}/${bits}/${bits}`, () => '*', () => ''])();
+  const s = r.pick([
+    () => `${addr}/${bits}`,
+    () => `${addr}/${bits}`,
+    () => `${addr}/${bits}`,
+    () => addr,
+    () => `${addr}/${bits}/${bits}`,
+    () => '*',
+    () => '',
+  ])();
   return r.chance(0.1) ? pad(r, s) : s;
 }
 
@@ -170,7 +204,28 @@ function mode(r: R): string {
   return pad(r, r.pick(['REDIRECT', 'TPROXY', 'NONE', 'redirect', 'Tproxy', 'none', '', 'REDIRECT,NONE', 'IPTABLES']));
 }
 
-const BOOLISH = ['1', 't', 'T', 'true', 'TRUE', 'True', '0', 'f', 'F', 'false', 'FALSE', 'False', 'yes', 'no', 'tRue', ' true', 'true ', '\ufefftrue', 'on', ''];
+const BOOLISH = [
+  '1',
+  't',
+  'T',
+  'true',
+  'TRUE',
+  'True',
+  '0',
+  'f',
+  'F',
+  'false',
+  'FALSE',
+  'False',
+  'yes',
+  'no',
+  'tRue',
+  ' true',
+  'true ',
+  '\ufefftrue',
+  'on',
+  '',
+];
 
 /** proxy.istio.io/config with the two fields that change capture (interceptionMode as a string). */
 function proxyConfig(r: R): string {
@@ -203,7 +258,10 @@ const GENERATORS: ReadonlyArray<[string, (r: R) => string]> = [
 function comparable(s: CaptureSettings): RefSettings {
   const key = (c: { family: 4 | 6; addr: string; prefix: number }): string => prefixKey(c.family, parseIp(c.addr)!.bytes, c.prefix);
   return {
-    inbound: s.inboundPorts.mode === 'all' ? { mode: 'all', exclude: sortedSet(s.inboundPorts.exclude) } : { mode: 'list', include: sortedSet(s.inboundPorts.include) },
+    inbound:
+      s.inboundPorts.mode === 'all'
+        ? { mode: 'all', exclude: sortedSet(s.inboundPorts.exclude) }
+        : { mode: 'list', include: sortedSet(s.inboundPorts.include) },
     outboundInclude: { all: s.outboundInclude.all, cidrs: [...new Set(s.outboundInclude.cidrs.map(key))].sort() },
     outboundExclude: [...new Set(s.outboundExclude.map(key))].sort(),
     includeOutboundPorts: sortedSet(s.includeOutboundPorts),
@@ -266,7 +324,11 @@ test(`every capture annotation, ${CASES} seeded cases, judged against Istio's va
     // an ISTIO_META_DNS_CAPTURE that is not a boolean is reported by meshlane, while Istio's validator
     // does not look at it (it reads as false later): both keep DNS capture off
     const pcDnsNote = pcText !== undefined && !pc!.rejected && errored.includes(PROXY_CONFIG);
-    assert.deepEqual(errored.filter((e) => !(pcDnsNote && e === PROXY_CONFIG)), wantRejected, `${where}: the annotations with an error (meshlane ${show(got.errors)})`);
+    assert.deepEqual(
+      errored.filter((e) => !(pcDnsNote && e === PROXY_CONFIG)),
+      wantRejected,
+      `${where}: the annotations with an error (meshlane ${show(got.errors)})`,
+    );
     assert.deepEqual(comparable(got.settings), want, `${where}: the settings`);
     assert.equal(got.settings.dns.enabled, pc !== undefined && !pc.rejected && pc.dns, `${where}: DNS capture`);
     for (const name of Object.keys(annotations)) seen.get(name)![wantRejected.includes(name) ? 'rejected' : 'accepted']++;

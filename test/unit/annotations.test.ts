@@ -1,14 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { canonicalIp } from '../../src/util/ip.js';
-import {
-  ANNOTATIONS as A,
-  defaultCaptureSettings,
-  parseCaptureSettings,
-  parseCidr,
-  type ContainerLike,
-  type PodLike,
-} from '../../src/model/annotations.js';
+import { ANNOTATIONS as A, defaultCaptureSettings, parseCaptureSettings, parseCidr, type ContainerLike, type PodLike } from '../../src/model/annotations.js';
 
 function pod(annotations: Record<string, string>, proxy: Omit<ContainerLike, 'name'> = {}): PodLike {
   return { metadata: { annotations }, spec: { containers: [{ name: 'app' }, { name: 'istio-proxy', ...proxy }] } };
@@ -106,9 +99,7 @@ test('excludeInboundPorts and status port: bad values are errors; the fixed excl
     `invalid value '70000' for annotation '${A.statusPort}': "70000" is not a valid port (must be 0-65535)`,
   ]);
   const star = parse({ [A.excludeInboundPorts]: '*' });
-  assert.deepEqual(star.errors, [
-    `invalid value '*' for annotation '${A.excludeInboundPorts}': "*" is not allowed in excludeInboundPorts`,
-  ]);
+  assert.deepEqual(star.errors, [`invalid value '*' for annotation '${A.excludeInboundPorts}': "*" is not allowed in excludeInboundPorts`]);
 });
 
 test('exclusions are still validated when includeInboundPorts is a list', () => {
@@ -157,8 +148,7 @@ test('CIDR lists are not trimmed: a space makes the whole annotation invalid', (
   const r = parse({ [A.includeOutboundIPRanges]: '10.0.0.0/8, 192.168.0.0/16' });
   assert.deepEqual(r.settings.outboundInclude, { all: true, cidrs: [] });
   assert.deepEqual(r.errors, [
-    `invalid value '10.0.0.0/8, 192.168.0.0/16' for annotation '${A.includeOutboundIPRanges}': ` +
-      `" 192.168.0.0/16" is not a valid CIDR`,
+    `invalid value '10.0.0.0/8, 192.168.0.0/16' for annotation '${A.includeOutboundIPRanges}': ` + `" 192.168.0.0/16" is not a valid CIDR`,
   ]);
 });
 
@@ -179,9 +169,7 @@ test('excludeOutboundIPRanges: list, * is an error, bad value -> empty', () => {
   ]);
   const star = parse({ [A.excludeOutboundIPRanges]: '*' });
   assert.deepEqual(star.settings.outboundExclude, []);
-  assert.deepEqual(star.errors, [
-    `invalid value '*' for annotation '${A.excludeOutboundIPRanges}': "*" is not allowed in excludeOutboundIPRanges`,
-  ]);
+  assert.deepEqual(star.errors, [`invalid value '*' for annotation '${A.excludeOutboundIPRanges}': "*" is not allowed in excludeOutboundIPRanges`]);
   assert.deepEqual(parse({ [A.excludeOutboundIPRanges]: '' }).settings.outboundExclude, []);
 });
 
@@ -214,8 +202,7 @@ test('interfaces: parsed, reported as unsupported; bad names rejected', () => {
   assert.deepEqual(bad.unsupported, []);
   assert.deepEqual(bad.errors, [
     `invalid value 'eth1, eth2' for annotation '${A.excludeInterfaces}': " eth2" is not a valid interface name`,
-    `invalid value 'a234567890123456' for annotation '${A.rerouteVirtualInterfaces}': ` +
-      `"a234567890123456" is longer than 15 characters`,
+    `invalid value 'a234567890123456' for annotation '${A.rerouteVirtualInterfaces}': ` + `"a234567890123456" is longer than 15 characters`,
   ]);
   assert.equal(parse({ [A.excludeInterfaces]: '1eth' }).errors.length, 1);
   assert.deepEqual(parse({ [A.excludeInterfaces]: 'a23456789012345' }).settings.excludeInterfaces, ['a23456789012345']);
@@ -224,7 +211,9 @@ test('interfaces: parsed, reported as unsupported; bad names rejected', () => {
 test('old kubevirtInterfaces is read; the new annotation wins when both are set', () => {
   const old = parse({ [A.kubevirtInterfaces]: 'vm0' });
   assert.deepEqual(old.settings.rerouteInterfaces, ['vm0']);
-  assert.deepEqual(old.unsupported, [`${A.kubevirtInterfaces} is not enforced by meshlane: it captures traffic forwarded through the pod, which no socket hook sees (interfaces: vm0)`]);
+  assert.deepEqual(old.unsupported, [
+    `${A.kubevirtInterfaces} is not enforced by meshlane: it captures traffic forwarded through the pod, which no socket hook sees (interfaces: vm0)`,
+  ]);
   const both = parse({ [A.kubevirtInterfaces]: 'vm0', [A.rerouteVirtualInterfaces]: 'vm1' });
   assert.deepEqual(both.settings.rerouteInterfaces, ['vm1']);
 });
@@ -237,9 +226,7 @@ test('interceptionMode: REDIRECT, TPROXY (unsupported note), NONE, bad', () => {
   assert.equal(parse({ [A.interceptionMode]: 'NONE' }).settings.interceptionMode, 'NONE');
   const bad = parse({ [A.interceptionMode]: 'redirect' });
   assert.equal(bad.settings.interceptionMode, 'REDIRECT');
-  assert.deepEqual(bad.errors, [
-    `invalid value 'redirect' for annotation '${A.interceptionMode}': must be one of REDIRECT, TPROXY, NONE`,
-  ]);
+  assert.deepEqual(bad.errors, [`invalid value 'redirect' for annotation '${A.interceptionMode}': must be one of REDIRECT, TPROXY, NONE`]);
 });
 
 test('proxy.istio.io/config: DNS capture from proxyMetadata (YAML or JSON)', () => {
@@ -253,10 +240,7 @@ test('proxy.istio.io/config: DNS capture from proxyMetadata (YAML or JSON)', () 
   assert.equal(parse({ [A.proxyConfig]: '' }).errors.length, 0);
   // interceptionMode in the ProxyConfig applies when the annotation is absent
   assert.equal(parse({ [A.proxyConfig]: 'interceptionMode: NONE' }).settings.interceptionMode, 'NONE');
-  assert.equal(
-    parse({ [A.proxyConfig]: 'interceptionMode: NONE', [A.interceptionMode]: 'REDIRECT' }).settings.interceptionMode,
-    'REDIRECT',
-  );
+  assert.equal(parse({ [A.proxyConfig]: 'interceptionMode: NONE', [A.interceptionMode]: 'REDIRECT' }).settings.interceptionMode, 'REDIRECT');
 });
 
 test('proxy.istio.io/config: malformed -> ignored with an error', () => {
@@ -284,9 +268,7 @@ test('DNS capture: the istio-proxy container env (what istio-cni reads) wins ove
   assert.equal(parse(cfgOn, env('false')).settings.dns.enabled, false);
   const bad = parse(cfgOn, env('yes please'));
   assert.equal(bad.settings.dns.enabled, true);
-  assert.deepEqual(bad.errors, [
-    `invalid value 'yes please' for env ISTIO_META_DNS_CAPTURE of container 'istio-proxy': "yes please" is not a boolean`,
-  ]);
+  assert.deepEqual(bad.errors, [`invalid value 'yes please' for env ISTIO_META_DNS_CAPTURE of container 'istio-proxy': "yes please" is not a boolean`]);
 });
 
 test('proxy uid/gid from the istio-proxy container securityContext', () => {

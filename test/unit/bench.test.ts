@@ -37,11 +37,18 @@ test('bench options: the full run by default, --quick shortens every default but
 });
 
 test('bench options: a value out of range or an unknown mode is a UsageError naming the option', () => {
-  const usage = (argv: string[], msg: string): void => assert.throws(() => parseOptions(argv), (e: unknown) => e instanceof UsageError && e.message === msg);
+  const usage = (argv: string[], msg: string): void =>
+    assert.throws(
+      () => parseOptions(argv),
+      (e: unknown) => e instanceof UsageError && e.message === msg,
+    );
   usage(['--rounds', '0'], '--rounds must be an integer in 1..20');
   usage(['--conc', '1,x'], '--conc must be an integer in 1..1000');
   usage(['--quiet-wait', '1.5'], '--quiet-wait must be an integer in 0..600');
-  usage(['--modes', 'none,envoy'], "--modes: unknown mode 'envoy' (none, iptables, meshlane, meshlane-nosplice, meshlane-pinned, meshlane-nosplice-pinned, meshlane-unbounded, meshlane-base)");
+  usage(
+    ['--modes', 'none,envoy'],
+    "--modes: unknown mode 'envoy' (none, iptables, meshlane, meshlane-nosplice, meshlane-pinned, meshlane-nosplice-pinned, meshlane-unbounded, meshlane-base)",
+  );
   usage(['--modes', 'meshlane-base'], '--modes meshlane-base and --base DIR go together');
   usage(['--base', '/tmp/base'], '--modes meshlane-base and --base DIR go together');
 });
@@ -72,20 +79,23 @@ function run(modes: Mode[], samples: Sample[]): { o: Options; r: Results } {
 }
 
 test('report: targets are ratios of medians to iptables, p99 lower is better, the hook cost paired, the slow reader against TCP', () => {
-  const { o, r } = run(['none', 'iptables', 'meshlane'], [
-    s(1, 'iptables', 'ka-c16', 1000, { p99_us: 1000 }),
-    s(1, 'meshlane', 'ka-c16', 1800, { p99_us: 710 }),
-    s(1, 'iptables', 'cps', 100),
-    s(1, 'meshlane', 'cps', 119),
-    s(1, 'iptables', 'bulk', 100),
-    s(1, 'meshlane', 'bulk', 130),
-    s(1, 'iptables', 'slow-reader', 50 * 1048576),
-    s(1, 'meshlane', 'slow-reader', 25 * 1048576),
-    s(1, 'none', 'hook-cps', 1000),
-    s(1, 'meshlane', 'hook-cps', 970),
-    s(1, 'meshlane', 'hook-cps-pinned', 900),
-    s(1, 'meshlane', 'hook-cps-unloaded', 1000),
-  ]);
+  const { o, r } = run(
+    ['none', 'iptables', 'meshlane'],
+    [
+      s(1, 'iptables', 'ka-c16', 1000, { p99_us: 1000 }),
+      s(1, 'meshlane', 'ka-c16', 1800, { p99_us: 710 }),
+      s(1, 'iptables', 'cps', 100),
+      s(1, 'meshlane', 'cps', 119),
+      s(1, 'iptables', 'bulk', 100),
+      s(1, 'meshlane', 'bulk', 130),
+      s(1, 'iptables', 'slow-reader', 50 * 1048576),
+      s(1, 'meshlane', 'slow-reader', 25 * 1048576),
+      s(1, 'none', 'hook-cps', 1000),
+      s(1, 'meshlane', 'hook-cps', 970),
+      s(1, 'meshlane', 'hook-cps-pinned', 900),
+      s(1, 'meshlane', 'hook-cps-unloaded', 1000),
+    ],
+  );
   r.tcpCap = 216 * 1048576;
   assert.deepEqual(targets(o, r), [
     'meshlane keep-alive c=16: 1.80x iptables req/s (target >= 1.80: met), p99 0.71x (target <= 0.70: NOT met)',
@@ -94,18 +104,29 @@ test('report: targets are ratios of medians to iptables, p99 lower is better, th
     'meshlane slow reader: peak node TCP memory +25 MiB, 0.50x iptables (target: bounded by what TCP flow control allows the 6 sockets, 216 MiB: met)',
     'meshlane non-captured pod (paired): 0.970x of no meshlane with the agent running, 0.900x with only the programs attached (target >= 0.970: met / NOT met)',
   ]);
-  assert.match(targets({ ...o, conc: [1] }, { ...r, samples: [s(1, 'iptables', 'ka-c1', 100, { p99_us: 1 }), s(1, 'meshlane', 'ka-c1', 139, { p99_us: 1 })] })[0]!, /1\.39x iptables req\/s \(target >= 1\.40: NOT met\)/);
+  assert.match(
+    targets({ ...o, conc: [1] }, { ...r, samples: [s(1, 'iptables', 'ka-c1', 100, { p99_us: 1 }), s(1, 'meshlane', 'ka-c1', 139, { p99_us: 1 })] })[0]!,
+    /1\.39x iptables req\/s \(target >= 1\.40: NOT met\)/,
+  );
   assert.deepEqual(targets({ ...o, modes: ['none', 'meshlane'] }, r), [], 'no targets without iptables to compare with');
 });
 
 test('report: the main table has the median, its spread and the ratio to iptables per mode', () => {
-  const { o, r } = run(['iptables', 'meshlane'], [
-    s(1, 'iptables', 'ka-c16', 1000),
-    s(2, 'iptables', 'ka-c16', 1200),
-    s(3, 'iptables', 'ka-c16', 1100),
-    s(1, 'meshlane', 'ka-c16', 1650),
-  ]);
-  const info = { started: new Date(0), finished: new Date(1000), command: 'bench', meshlane: '/m', revision: 'abc', loadAtStart: '0 0 0', kernel: 'k', haproxy: 'h', wrk: 'w' };
+  const { o, r } = run(
+    ['iptables', 'meshlane'],
+    [s(1, 'iptables', 'ka-c16', 1000), s(2, 'iptables', 'ka-c16', 1200), s(3, 'iptables', 'ka-c16', 1100), s(1, 'meshlane', 'ka-c16', 1650)],
+  );
+  const info = {
+    started: new Date(0),
+    finished: new Date(1000),
+    command: 'bench',
+    meshlane: '/m',
+    revision: 'abc',
+    loadAtStart: '0 0 0',
+    kernel: 'k',
+    haproxy: 'h',
+    wrk: 'w',
+  };
   const md = renderReport({ ...o, rounds: 3 }, r, info);
   const lines = md.split('\n');
   assert.equal(lines[0], 'Run 1970-01-01T00:00:00.000Z - 1970-01-01T00:00:01.000Z: `bench`');

@@ -15,11 +15,12 @@ test('every map pin and program name of meshlane has the shape uninstall removes
   for (const o of OBJECTS) for (const p of o.programs) assert.match(p.name, PROGRAM_PIN, p.name);
 });
 
-test('names that are not meshlane\'s do not have its shapes', () => {
+test("names that are not meshlane's do not have its shapes", () => {
   for (const f of ['maps.debug', 'progs.debug', 'netns', 'cilium_calls_65535', 'tc', 'pods', 'pods_v', 'Pods_v1', 'pods_v1.old', '.pods_v1', 'pods_v1/x']) {
     assert.doesNotMatch(f, MAP_PIN, f);
   }
-  for (const f of ['connect4', 'meshlane_', 'meshlane-connect4', 'xmeshlane_connect4', 'meshlane_connect4.bak', 'netns']) assert.doesNotMatch(f, PROGRAM_PIN, f);
+  for (const f of ['connect4', 'meshlane_', 'meshlane-connect4', 'xmeshlane_connect4', 'meshlane_connect4.bak', 'netns'])
+    assert.doesNotMatch(f, PROGRAM_PIN, f);
   for (const f of ['0', '012', '-1', '1a', '', ' 1']) assert.doesNotMatch(f, COOKIE_PIN, JSON.stringify(f));
   assert.match('4096', COOKIE_PIN);
 });

@@ -6,7 +6,9 @@ import { UserError } from '../../src/util/errors.js';
 const line = (id: number, root: string, mp: string, fs: string): string => `${id} 1 0:${id} ${root} ${mp} rw,relatime - ${fs} ${fs} rw`;
 
 test('cgroup2 mount: found by filesystem type, hybrid layout included', () => {
-  const mi = [line(30, '/', '/sys/fs/cgroup', 'tmpfs'), line(41, '/', '/sys/fs/cgroup/unified', 'cgroup2'), line(42, '/', '/sys/fs/cgroup/cpu', 'cgroup')].join('\n');
+  const mi = [line(30, '/', '/sys/fs/cgroup', 'tmpfs'), line(41, '/', '/sys/fs/cgroup/unified', 'cgroup2'), line(42, '/', '/sys/fs/cgroup/cpu', 'cgroup')].join(
+    '\n',
+  );
   assert.equal(cgroup2Mount(mi), '/sys/fs/cgroup/unified');
 });
 
@@ -21,5 +23,8 @@ test('cgroup2 mount: octal escapes in the mount point are undone', () => {
 });
 
 test('no cgroup2 mount: one clear line (a UserError) naming the fix', () => {
-  assert.throws(() => cgroup2Mount(line(30, '/', '/sys/fs/cgroup', 'tmpfs')), (e: unknown) => e instanceof UserError && /mount -t cgroup2/.test((e as Error).message));
+  assert.throws(
+    () => cgroup2Mount(line(30, '/', '/sys/fs/cgroup', 'tmpfs')),
+    (e: unknown) => e instanceof UserError && /mount -t cgroup2/.test((e as Error).message),
+  );
 });

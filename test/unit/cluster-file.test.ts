@@ -32,21 +32,31 @@ items:
 
 test('the same List in JSON, and typed lists whose items have no kind', () => {
   const podItem = (name: string) => ({ metadata: { name }, spec: { containers: [] }, status: {} });
-  const json = JSON.stringify({
-    apiVersion: 'v1',
-    kind: 'List',
-    items: [
-      { apiVersion: 'v1', kind: 'NamespaceList', items: [{ metadata: { name: 'a' } }] },
-      { apiVersion: 'v1', kind: 'PodList', items: [podItem('p1'), podItem('p2')] },
-    ],
-  }, null, '\t');
+  const json = JSON.stringify(
+    {
+      apiVersion: 'v1',
+      kind: 'List',
+      items: [
+        { apiVersion: 'v1', kind: 'NamespaceList', items: [{ metadata: { name: 'a' } }] },
+        { apiVersion: 'v1', kind: 'PodList', items: [podItem('p1'), podItem('p2')] },
+      ],
+    },
+    null,
+    '\t',
+  );
   const s = parseClusterFile(json, 'c.json');
   assert.deepEqual(names(s.namespaces), ['a']);
   assert.deepEqual(names(s.pods), ['p1', 'p2']);
 });
 
 test('keep: pods of another node are checked like every object but left out of the snapshot', () => {
-  const pod = (name: string, nodeName: string, status: unknown = {}) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name }, spec: { nodeName, containers: [] }, status });
+  const pod = (name: string, nodeName: string, status: unknown = {}) => ({
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name },
+    spec: { nodeName, containers: [] },
+    status,
+  });
   const keep = (p: unknown): boolean => (p as { spec: { nodeName: string } }).spec.nodeName === 'n1';
   const file = (items: unknown[]) => JSON.stringify({ apiVersion: 'v1', kind: 'List', items });
   const s = parseClusterFile(file([pod('a', 'n1'), pod('b', 'n2'), pod('c', 'n1')]), 'c.json', keep);
@@ -54,7 +64,15 @@ test('keep: pods of another node are checked like every object but left out of t
   // only other nodes' pods: a valid file with no pods here (not 'no Namespace or Pod in it')
   assert.deepEqual(parseClusterFile(file([pod('b', 'n2')]), 'c.json', keep).pods, []);
   // another node's pod cut short is still refused
-  assert.throws(() => parseClusterFile(file([pod('a', 'n1'), { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'b' }, spec: { nodeName: 'n2', containers: [] } }]), 'c.json', keep), /item 2 of the List: Pod default\/b has no status/);
+  assert.throws(
+    () =>
+      parseClusterFile(
+        file([pod('a', 'n1'), { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'b' }, spec: { nodeName: 'n2', containers: [] } }]),
+        'c.json',
+        keep,
+      ),
+    /item 2 of the List: Pod default\/b has no status/,
+  );
 });
 
 test('a multi-document YAML stream; empty documents and unknown kinds ignored', () => {
@@ -377,7 +395,8 @@ test('an explicit empty List is the one way to release everything', () => {
 test('the source: an empty file (the gap of a shell `>` rewrite) keeps the last good state', async () => {
   await withTempDir(async (dir) => {
     const file = join(dir, 'cluster.yaml');
-    const good = (name: string): string => JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [{ ...GOOD_POD, metadata: { ...GOOD_POD.metadata, name } }] });
+    const good = (name: string): string =>
+      JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [{ ...GOOD_POD, metadata: { ...GOOD_POD.metadata, name } }] });
     await writeFile(file, good('before'));
     const src = new ClusterFileSource(file);
     const rec = recorder(src);

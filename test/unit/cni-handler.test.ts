@@ -50,9 +50,19 @@ function status(state: 'captured' | 'pending', o: Partial<PodStatus> = {}): PodS
   };
 }
 
-const prevResult = { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: NETNS }], ips: [{ address: '10.1.0.5/24', interface: 0 }, { address: '10.9.9.9/24' }] };
+const prevResult = {
+  cniVersion: '1.0.0',
+  interfaces: [{ name: 'eth0', sandbox: NETNS }],
+  ips: [{ address: '10.1.0.5/24', interface: 0 }, { address: '10.9.9.9/24' }],
+};
 const base = { containerId: 'c1', ifname: 'eth0', args: {}, config: { cniVersion: '1.0.0', name: 'n', type: 'meshlane-cni' } };
-const add = (pod = true): CniAddRequest => ({ command: 'ADD', ...base, netns: NETNS, prevResult, ...(pod ? { pod: { namespace: 'shop', name: 'web', uid: 'u1' } } : {}) });
+const add = (pod = true): CniAddRequest => ({
+  command: 'ADD',
+  ...base,
+  netns: NETNS,
+  prevResult,
+  ...(pod ? { pod: { namespace: 'shop', name: 'web', uid: 'u1' } } : {}),
+});
 const signal = (): AbortSignal => new AbortController().signal;
 
 function handler(e: FakeEnroller, cookie: (p: string) => bigint = () => COOKIE): AgentCniHandler {
@@ -69,7 +79,7 @@ async function rejectsWith(p: Promise<unknown>, code: number, msg: RegExp, detai
   });
 }
 
-test('ADD of a captured pod: the prevResult\'s IPs as the hint, the netns enrolled with the container, the prevResult returned', async () => {
+test("ADD of a captured pod: the prevResult's IPs as the hint, the netns enrolled with the container, the prevResult returned", async () => {
   const e = new FakeEnroller();
   const out = await handler(e).add(add(), signal());
   assert.deepEqual(out, { result: prevResult });
@@ -101,10 +111,16 @@ test('ADD fails closed: pod unknown after the wait, enrolled only as pending, in
   await rejectsWith(handler(e).add(add(), signal()), CniCode.AgentFailure, /could not capture/);
   // CNI_NETNS that is not a netns
   e.after = status('captured');
-  await rejectsWith(handler(e, () => { throw new Error('ENOENT'); }).add(add(), signal()), CniCode.InvalidEnvironment, /not a network namespace/);
+  await rejectsWith(
+    handler(e, () => {
+      throw new Error('ENOENT');
+    }).add(add(), signal()),
+    CniCode.InvalidEnvironment,
+    /not a network namespace/,
+  );
 });
 
-test('ADD waits for the agent\'s start; a request whose time is up stops waiting', async () => {
+test("ADD waits for the agent's start; a request whose time is up stops waiting", async () => {
   let ready: (e: Enroller) => void = () => {};
   const h = new AgentCniHandler({ enroller: new Promise<Enroller>((r) => (ready = r)), log, netnsCookie: () => COOKIE });
   const ac = new AbortController();
@@ -122,7 +138,9 @@ test('DEL asks the pipeline to release with the container and the netns cookie; 
   const del: CniDelRequest = { command: 'DEL', ...base, netns: NETNS, pod: { namespace: 'shop', name: 'web' } };
   await handler(e).del(del, signal());
   assert.deepEqual(e.released, [{ containerId: 'c1', pod: { namespace: 'shop', name: 'web' }, netnsCookie: COOKIE }]);
-  await handler(e, () => { throw new Error('ENOENT'); }).del({ ...del, pod: undefined } as CniDelRequest, signal());
+  await handler(e, () => {
+    throw new Error('ENOENT');
+  }).del({ ...del, pod: undefined } as CniDelRequest, signal());
   assert.deepEqual(e.released[1], { containerId: 'c1' });
 });
 

@@ -7,15 +7,7 @@ import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  CniConfigWatcher,
-  cniInstall,
-  cniUninstall,
-  findPrimaryConfig,
-  withPlugin,
-  withoutPlugin,
-  type CniInstallReport,
-} from '../../src/cni/install.js';
+import { CniConfigWatcher, cniInstall, cniUninstall, findPrimaryConfig, withPlugin, withoutPlugin, type CniInstallReport } from '../../src/cni/install.js';
 import { UserError } from '../../src/util/errors.js';
 
 const SOCKET = '/var/run/meshlane/cni.sock';
@@ -31,7 +23,11 @@ const BRIDGE_CONFLIST = {
       isGateway: true,
       ipMasq: true,
       promiscMode: true,
-      ipam: { type: 'host-local', ranges: [[{ subnet: '10.88.0.0/16' }], [{ subnet: '2001:4860:4860::/64' }]], routes: [{ dst: '0.0.0.0/0' }, { dst: '::/0' }] },
+      ipam: {
+        type: 'host-local',
+        ranges: [[{ subnet: '10.88.0.0/16' }], [{ subnet: '2001:4860:4860::/64' }]],
+        routes: [{ dst: '0.0.0.0/0' }, { dst: '::/0' }],
+      },
     },
     { type: 'portmap', capabilities: { portMappings: true } },
   ],
@@ -61,17 +57,23 @@ after(() => {
 });
 
 /** A fresh bin and conf directory pair. */
-function dirs(files: Record<string, string | object> = {}): { bin: string; conf: string; opts: { binDir: string; confDir: string; socket: string; source: string } } {
+function dirs(files: Record<string, string | object> = {}): {
+  bin: string;
+  conf: string;
+  opts: { binDir: string; confDir: string; socket: string; source: string };
+} {
   const d = join(root, `case-${++n}`);
   const bin = join(d, 'bin');
   const conf = join(d, 'net.d');
   mkdirSync(bin, { recursive: true });
   mkdirSync(conf, { recursive: true });
-  for (const [name, content] of Object.entries(files)) writeFileSync(join(conf, name), typeof content === 'string' ? content : JSON.stringify(content, null, 2));
+  for (const [name, content] of Object.entries(files))
+    writeFileSync(join(conf, name), typeof content === 'string' ? content : JSON.stringify(content, null, 2));
   return { bin, conf, opts: { binDir: bin, confDir: conf, socket: SOCKET, source } };
 }
 
-const readJson = (f: string): { plugins: Record<string, unknown>[] } & Record<string, unknown> => JSON.parse(readFileSync(f, 'utf8')) as { plugins: Record<string, unknown>[] } & Record<string, unknown>;
+const readJson = (f: string): { plugins: Record<string, unknown>[] } & Record<string, unknown> =>
+  JSON.parse(readFileSync(f, 'utf8')) as { plugins: Record<string, unknown>[] } & Record<string, unknown>;
 const types = (f: string): unknown[] => readJson(f).plugins.map((p) => p.type);
 
 function userError(fn: () => unknown, re: RegExp): string {
@@ -123,7 +125,10 @@ test('installing twice changes nothing the second time; a new socket updates the
 });
 
 test('an entry of ours that is not last keeps its place and its other fields (no fight with istio-cni appending after us)', () => {
-  const list = { ...BRIDGE_CONFLIST, plugins: [...BRIDGE_CONFLIST.plugins, { type: 'meshlane-cni', socket: '/old.sock', timeoutSeconds: 40 }, { type: 'istio-cni' }] };
+  const list = {
+    ...BRIDGE_CONFLIST,
+    plugins: [...BRIDGE_CONFLIST.plugins, { type: 'meshlane-cni', socket: '/old.sock', timeoutSeconds: 40 }, { type: 'istio-cni' }],
+  };
   const { conf, opts } = dirs({ '10-containerd-net.conflist': list });
   const file = join(conf, '10-containerd-net.conflist');
   cniInstall(opts);
@@ -175,7 +180,7 @@ test('a symlinked conflist is written through the link (the link stays)', () => 
 });
 
 test('no config at all: a one-line error, nothing installed', () => {
-  const { bin, opts } = dirs({ 'README': 'x' });
+  const { bin, opts } = dirs({ README: 'x' });
   userError(() => cniInstall(opts), /no CNI network config .* in .*net\.d: install the primary CNI first, or pass --cni-conf-dir/);
   assert.deepEqual(readdirSync(bin), []);
   userError(() => cniInstall({ ...opts, confDir: join(root, 'nope') }), /does not exist/);

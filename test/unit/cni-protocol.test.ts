@@ -40,7 +40,8 @@ const BRIDGE_RESULT = {
   dns: { nameservers: ['10.1.0.1'] },
 };
 
-const CONTAINERD_ARGS = 'IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1;K8S_POD_INFRA_CONTAINER_ID=4f1a2b;K8S_POD_UID=6f1c7a52-3e9b-4f0e-9a41-0c2d5e8b7a10';
+const CONTAINERD_ARGS =
+  'IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1;K8S_POD_INFRA_CONTAINER_ID=4f1a2b;K8S_POD_UID=6f1c7a52-3e9b-4f0e-9a41-0c2d5e8b7a10';
 
 const conf = (over: Record<string, unknown> = {}): Record<string, unknown> => ({
   cniVersion: '1.0.0',
@@ -161,7 +162,12 @@ test('ADD as a runtime sends it after the bridge plugin: every field, the pod, t
 });
 
 test('a 0.4.0 config with a 0.4.0 prevResult (ips[].version) and unknown fields passes through', () => {
-  const prev = { cniVersion: '0.4.0', interfaces: [{ name: 'eth0', sandbox: '/var/run/netns/x' }], ips: [{ version: '4', address: '10.244.0.9/24', interface: 0 }], extra: { keep: true } };
+  const prev = {
+    cniVersion: '0.4.0',
+    interfaces: [{ name: 'eth0', sandbox: '/var/run/netns/x' }],
+    ips: [{ version: '4', address: '10.244.0.9/24', interface: 0 }],
+    extra: { keep: true },
+  };
   const d = decodeRequest(line('ADD', {}, conf({ cniVersion: '0.4.0', prevResult: prev, runtimeConfig: { portMappings: [] }, foo: 'bar' })));
   assert.ok(d.ok, JSON.stringify(d));
   const r = d.request as CniAddRequest;
@@ -171,7 +177,7 @@ test('a 0.4.0 config with a 0.4.0 prevResult (ips[].version) and unknown fields 
   assert.deepEqual(out, prev);
 });
 
-test('the result is in the config\'s cniVersion (first key), the rest of prevResult unchanged', () => {
+test("the result is in the config's cniVersion (first key), the rest of prevResult unchanged", () => {
   const text = resultBody('0.4.0', BRIDGE_RESULT);
   assert.ok(text.endsWith('\n'));
   assert.ok(text.startsWith('{"cniVersion":"0.4.0",'), text);
@@ -277,7 +283,7 @@ test('the response framing: exit code, newline, body', () => {
   assert.throws(() => encodeResponse(1.5));
 });
 
-test('an error result has the spec\'s four keys, details always a string', () => {
+test("an error result has the spec's four keys, details always a string", () => {
   assert.deepEqual(JSON.parse(errorBody('0.4.0', { code: 11, msg: 'try later' })), { cniVersion: '0.4.0', code: 11, msg: 'try later', details: '' });
   assert.deepEqual(JSON.parse(errorBody('1.0.0', { code: 7, msg: 'm', details: 'd' })), { cniVersion: '1.0.0', code: 7, msg: 'm', details: 'd' });
 });
@@ -298,7 +304,7 @@ test('sandboxIps: only addresses on interfaces inside the pod, or not tied to on
   assert.deepEqual(sandboxIps({}), []);
 });
 
-test('the plugin\'s C source and this module agree on the names, versions and defaults', () => {
+test("the plugin's C source and this module agree on the names, versions and defaults", () => {
   const c = readFileSync(join(packageRoot(), 'cni', 'meshlane-cni.c'), 'utf8');
   const define = (name: string): string => {
     const m = new RegExp(`^#define ${name} (.+?)\\s*(//.*)?$`, 'm').exec(c);

@@ -12,7 +12,19 @@ import ts from 'typescript';
 import { parse } from 'yaml';
 import { packageRoot } from '../../src/util/paths.js';
 import { DEFAULT_CNI_SOCKET } from '../../src/cni/protocol.js';
-import { DEPLOY, agentDaemonSet, agentRules, container, flag, loadDocs, uninstallDaemonSet, yamlFiles, type Container, type DaemonSet, type Doc } from '../support/deploy.js';
+import {
+  DEPLOY,
+  agentDaemonSet,
+  agentRules,
+  container,
+  flag,
+  loadDocs,
+  uninstallDaemonSet,
+  yamlFiles,
+  type Container,
+  type DaemonSet,
+  type Doc,
+} from '../support/deploy.js';
 
 const DIRS = (): string[] => [DEPLOY(), join(DEPLOY(), 'uninstall')];
 const allDocs = (): Doc[] => DIRS().flatMap((d) => loadDocs(d).map((x) => ({ ...x, file: join(d.slice(DEPLOY().length + 1), x.file) })));
@@ -42,7 +54,9 @@ test('every object of deploy/ and deploy/uninstall/ validates against the Kubern
 
 test('the schema check fails where it must: a wrong type, a missing required field', async () => {
   const { DaemonSet: DS } = (await import('kubernetes-models/apps/v1/DaemonSet')) as unknown as { DaemonSet: ModelClass };
-  const ds = structuredClone(agentDaemonSet()) as unknown as { spec: { template: { spec: { containers: Array<{ ports: Array<{ containerPort: unknown }> }> } } } };
+  const ds = structuredClone(agentDaemonSet()) as unknown as {
+    spec: { template: { spec: { containers: Array<{ ports: Array<{ containerPort: unknown }> }> } } };
+  };
   ds.spec.template.spec.containers[0]!.ports[0]!.containerPort = 'metrics';
   assert.throws(() => new DS(ds).validate(), /containerPort must be integer/);
   const noSelector = structuredClone(agentDaemonSet()) as unknown as { spec: { selector?: unknown } };
@@ -59,7 +73,15 @@ function unknownFields(docs: Array<{ name: string; obj: object; apiVersion: stri
       return `import type { ${m.iface} as T${i} } from '${m.module}';\nexport const o${i}: T${i} = ${JSON.stringify(d.obj, null, 1)};\n`;
     })
     .join('');
-  const options: ts.CompilerOptions = { strict: true, noEmit: true, module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, target: ts.ScriptTarget.ES2022, skipLibCheck: true, types: [] };
+  const options: ts.CompilerOptions = {
+    strict: true,
+    noEmit: true,
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    target: ts.ScriptTarget.ES2022,
+    skipLibCheck: true,
+    types: [],
+  };
   const host = ts.createCompilerHost(options);
   const getSourceFile = host.getSourceFile.bind(host);
   const fileExists = host.fileExists.bind(host);
@@ -79,7 +101,9 @@ test('no object of deploy/ has a field the Kubernetes API does not have (TypeScr
   const docs = allDocs().map((d) => ({ name: `${d.file}: ${d.obj.kind} ${d.obj.metadata.name}`, obj: d.obj, apiVersion: d.obj.apiVersion, kind: d.obj.kind }));
   assert.deepEqual(unknownFields(docs), []);
   // and it does catch one
-  const typo = structuredClone(agentDaemonSet()) as unknown as { spec: { template: { spec: { containers: Array<{ volumeMounts: Array<Record<string, unknown>> }> } } } };
+  const typo = structuredClone(agentDaemonSet()) as unknown as {
+    spec: { template: { spec: { containers: Array<{ volumeMounts: Array<Record<string, unknown>> }> } } };
+  };
   typo.spec.template.spec.containers[0]!.volumeMounts[0]!.mountPropogation = 'HostToContainer';
   const found = unknownFields([{ name: 'typo', obj: typo, apiVersion: 'apps/v1', kind: 'DaemonSet' }]);
   assert.equal(found.length, 1);
@@ -89,10 +113,18 @@ test('no object of deploy/ has a field the Kubernetes API does not have (TypeScr
 test('each kustomization lists exactly the files of its directory, and nothing but resources (the rendering is those files)', () => {
   for (const dir of DIRS()) {
     const k = parse(readFileSync(join(dir, 'kustomization.yaml'), 'utf8')) as Record<string, unknown>;
-    assert.deepEqual(Object.keys(k).sort(), ['apiVersion', 'kind', 'resources'], `${dir}/kustomization.yaml: only resources (no transformer changes what is applied)`);
+    assert.deepEqual(
+      Object.keys(k).sort(),
+      ['apiVersion', 'kind', 'resources'],
+      `${dir}/kustomization.yaml: only resources (no transformer changes what is applied)`,
+    );
     assert.equal(k.apiVersion, 'kustomize.config.k8s.io/v1beta1');
     assert.equal(k.kind, 'Kustomization');
-    assert.deepEqual([...(k.resources as string[])].sort(), yamlFiles(dir).filter((f) => f !== 'kustomization.yaml'), dir);
+    assert.deepEqual(
+      [...(k.resources as string[])].sort(),
+      yamlFiles(dir).filter((f) => f !== 'kustomization.yaml'),
+      dir,
+    );
   }
   // the rendering: unique objects; every namespaced one in a namespace that deploy/ makes
   const main = loadDocs();
@@ -107,7 +139,9 @@ test('each kustomization lists exactly the files of its directory, and nothing b
 });
 
 const mountOf = (c: Container, path: string): { volume: string; sub: string } | undefined => {
-  const m = (c.volumeMounts ?? []).filter((v) => path === v.mountPath || path.startsWith(`${v.mountPath}/`)).sort((a, b) => b.mountPath.length - a.mountPath.length)[0];
+  const m = (c.volumeMounts ?? [])
+    .filter((v) => path === v.mountPath || path.startsWith(`${v.mountPath}/`))
+    .sort((a, b) => b.mountPath.length - a.mountPath.length)[0];
   return m ? { volume: m.name, sub: path.slice(m.mountPath.length) } : undefined;
 };
 
@@ -158,7 +192,11 @@ test('the DaemonSet: in-cluster, NODE_NAME from the downward API, host mounts be
   // probes: kubelet (on the node: hostNetwork) asks the agent's metrics address
   const [host, port] = flag(args, '--metrics-address')!.split(/:(?=\d+$)/);
   assert.equal(agent.ports?.find((p) => p.name === 'metrics')?.containerPort, Number(port));
-  for (const [probe, path] of [[agent.startupProbe, '/healthz'], [agent.livenessProbe, '/healthz'], [agent.readinessProbe, '/readyz']] as const) {
+  for (const [probe, path] of [
+    [agent.startupProbe, '/healthz'],
+    [agent.livenessProbe, '/healthz'],
+    [agent.readinessProbe, '/readyz'],
+  ] as const) {
     assert.deepEqual(probe?.httpGet, { host, port: Number(port), path });
   }
 
@@ -166,8 +204,14 @@ test('the DaemonSet: in-cluster, NODE_NAME from the downward API, host mounts be
   const all = [...(spec.initContainers ?? []), ...spec.containers];
   const vols = new Set((spec.volumes ?? []).map((v) => v.name));
   const used = new Set(all.flatMap((c) => (c.volumeMounts ?? []).map((m) => m.name)));
-  assert.deepEqual([...used].filter((v) => !vols.has(v)), []);
-  assert.deepEqual([...vols].filter((v) => !used.has(v)), []);
+  assert.deepEqual(
+    [...used].filter((v) => !vols.has(v)),
+    [],
+  );
+  assert.deepEqual(
+    [...vols].filter((v) => !used.has(v)),
+    [],
+  );
   // named capabilities, never privileged; requests and a memory limit on every container; one image
   for (const c of all) {
     assert.notEqual(c.securityContext?.privileged, true, `${c.name} is not privileged`);
@@ -181,7 +225,14 @@ test('the DaemonSet: in-cluster, NODE_NAME from the downward API, host mounts be
 test('RBAC: the ClusterRole bound to the DaemonSet’s service account (rules checked against the agent’s requests in rbac-requests.test.ts)', () => {
   const docs = loadDocs();
   const ds = agentDaemonSet(docs);
-  assert.ok(docs.some((d) => d.obj.kind === 'ServiceAccount' && d.obj.metadata.name === ds.spec.template.spec.serviceAccountName && d.obj.metadata.namespace === ds.metadata.namespace));
+  assert.ok(
+    docs.some(
+      (d) =>
+        d.obj.kind === 'ServiceAccount' &&
+        d.obj.metadata.name === ds.spec.template.spec.serviceAccountName &&
+        d.obj.metadata.namespace === ds.metadata.namespace,
+    ),
+  );
   assert.deepEqual(agentRules(docs), [
     { apiGroups: [''], resources: ['pods', 'namespaces'], verbs: ['list', 'watch'] },
     { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },

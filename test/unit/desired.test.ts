@@ -26,7 +26,8 @@ const byKind = (ports: Array<{ port: number; kind: number }>, kind: number): num
 test('defaults: include *, inbound * with the fixed excludes, no DNS, proxy uid/gid 1337', () => {
   const e = compilePod(pod());
   const f = e.config.flags;
-  const empty = PodFlags.NO_OUT_EXCLUDE_PORTS | PodFlags.NO_OUT_INCLUDE_PORTS | PodFlags.NO_OUT_EXCLUDE_CIDRS | PodFlags.NO_OUT_INCLUDE_CIDRS | PodFlags.NO_EXCLUDE_IFACES;
+  const empty =
+    PodFlags.NO_OUT_EXCLUDE_PORTS | PodFlags.NO_OUT_INCLUDE_PORTS | PodFlags.NO_OUT_EXCLUDE_CIDRS | PodFlags.NO_OUT_INCLUDE_CIDRS | PodFlags.NO_EXCLUDE_IFACES;
   assert.equal(f, PodFlags.OUT_INCLUDE_ALL | PodFlags.HAS_IP4 | PodFlags.IN_ENABLED | PodFlags.IN_INCLUDE_ALL | empty);
   assert.equal(e.config.outbound_port, 15001);
   assert.equal(e.config.inbound_port, 15006);
@@ -150,10 +151,7 @@ test('more than 8 uids or gids: truncated to the first 8, with an error naming t
   assert.equal(e.config.n_uids, 8);
   assert.deepEqual(e.config.gids, gids.slice(0, 8));
   assert.equal(e.config.n_gids, 8);
-  assert.deepEqual(e.errors, [
-    'the proxy uid list has 10 entries; meshlane uses the first 8',
-    'the proxy gid list has 9 entries; meshlane uses the first 8',
-  ]);
+  assert.deepEqual(e.errors, ['the proxy uid list has 10 entries; meshlane uses the first 8', 'the proxy gid list has 9 entries; meshlane uses the first 8']);
   const eight = compilePod(pod({ proxyUids: uids.slice(0, 8) }));
   assert.deepEqual(eight.errors, []);
   assert.equal(eight.config.n_uids, 8);
@@ -171,14 +169,44 @@ test('interfaces: resolved to ifindexes in the pod, unknown names skipped', () =
 
 test('the NO_* flags say exactly which sets the maps hold nothing of (an include * keeps no include CIDRs)', () => {
   const none = (e: ReturnType<typeof compilePod>): string[] =>
-    (['NO_OUT_EXCLUDE_PORTS', 'NO_OUT_INCLUDE_PORTS', 'NO_OUT_EXCLUDE_CIDRS', 'NO_OUT_INCLUDE_CIDRS', 'NO_EXCLUDE_IFACES'] as const).filter((f) => has(e.config.flags, PodFlags[f]));
-  assert.deepEqual(none(compilePod(pod({ excludeOutboundPorts: [9000] }))), ['NO_OUT_INCLUDE_PORTS', 'NO_OUT_EXCLUDE_CIDRS', 'NO_OUT_INCLUDE_CIDRS', 'NO_EXCLUDE_IFACES']);
-  assert.deepEqual(none(compilePod(pod({ includeOutboundPorts: [443] }))), ['NO_OUT_EXCLUDE_PORTS', 'NO_OUT_EXCLUDE_CIDRS', 'NO_OUT_INCLUDE_CIDRS', 'NO_EXCLUDE_IFACES']);
-  assert.deepEqual(none(compilePod(pod({ outboundExclude: [v6('fd00::', 8)] }))), ['NO_OUT_EXCLUDE_PORTS', 'NO_OUT_INCLUDE_PORTS', 'NO_OUT_INCLUDE_CIDRS', 'NO_EXCLUDE_IFACES']);
-  assert.deepEqual(none(compilePod(pod({ outboundInclude: { all: false, cidrs: [v4('10.96.0.0', 12)] } }))), ['NO_OUT_EXCLUDE_PORTS', 'NO_OUT_INCLUDE_PORTS', 'NO_OUT_EXCLUDE_CIDRS', 'NO_EXCLUDE_IFACES']);
-  assert.ok(none(compilePod(pod({ outboundInclude: { all: true, cidrs: [v4('10.96.0.0', 12)] } }))).includes('NO_OUT_INCLUDE_CIDRS'), 'include *: no CIDR is written');
+    (['NO_OUT_EXCLUDE_PORTS', 'NO_OUT_INCLUDE_PORTS', 'NO_OUT_EXCLUDE_CIDRS', 'NO_OUT_INCLUDE_CIDRS', 'NO_EXCLUDE_IFACES'] as const).filter((f) =>
+      has(e.config.flags, PodFlags[f]),
+    );
+  assert.deepEqual(none(compilePod(pod({ excludeOutboundPorts: [9000] }))), [
+    'NO_OUT_INCLUDE_PORTS',
+    'NO_OUT_EXCLUDE_CIDRS',
+    'NO_OUT_INCLUDE_CIDRS',
+    'NO_EXCLUDE_IFACES',
+  ]);
+  assert.deepEqual(none(compilePod(pod({ includeOutboundPorts: [443] }))), [
+    'NO_OUT_EXCLUDE_PORTS',
+    'NO_OUT_EXCLUDE_CIDRS',
+    'NO_OUT_INCLUDE_CIDRS',
+    'NO_EXCLUDE_IFACES',
+  ]);
+  assert.deepEqual(none(compilePod(pod({ outboundExclude: [v6('fd00::', 8)] }))), [
+    'NO_OUT_EXCLUDE_PORTS',
+    'NO_OUT_INCLUDE_PORTS',
+    'NO_OUT_INCLUDE_CIDRS',
+    'NO_EXCLUDE_IFACES',
+  ]);
+  assert.deepEqual(none(compilePod(pod({ outboundInclude: { all: false, cidrs: [v4('10.96.0.0', 12)] } }))), [
+    'NO_OUT_EXCLUDE_PORTS',
+    'NO_OUT_INCLUDE_PORTS',
+    'NO_OUT_EXCLUDE_CIDRS',
+    'NO_EXCLUDE_IFACES',
+  ]);
+  assert.ok(
+    none(compilePod(pod({ outboundInclude: { all: true, cidrs: [v4('10.96.0.0', 12)] } }))).includes('NO_OUT_INCLUDE_CIDRS'),
+    'include *: no CIDR is written',
+  );
   const rt: PodRuntime = { dnsServers: [], ifindex: (n) => ({ eth1: 3, net1: 4 })[n] };
-  assert.deepEqual(none(compilePod(pod({ excludeInterfaces: ['eth1'] }), rt)), ['NO_OUT_EXCLUDE_PORTS', 'NO_OUT_INCLUDE_PORTS', 'NO_OUT_EXCLUDE_CIDRS', 'NO_OUT_INCLUDE_CIDRS']);
+  assert.deepEqual(none(compilePod(pod({ excludeInterfaces: ['eth1'] }), rt)), [
+    'NO_OUT_EXCLUDE_PORTS',
+    'NO_OUT_INCLUDE_PORTS',
+    'NO_OUT_EXCLUDE_CIDRS',
+    'NO_OUT_INCLUDE_CIDRS',
+  ]);
   assert.ok(has(compilePod(pod({ excludeInterfaces: ['eth1'] })).config.flags, PodFlags.NO_EXCLUDE_IFACES), 'an interface not found in the pod is no entry');
   assert.ok(has(compilePod(pod({ rerouteInterfaces: ['net1'] }), rt).config.flags, PodFlags.NO_EXCLUDE_IFACES), 'reroute entries are not excludes');
 });

@@ -23,7 +23,11 @@ function fakeMaps(counts: Array<[bigint, Count]>, podCookies: bigint[], stats: P
   return { handover, maps: maps as unknown as Parameters<typeof readHandover>[0] };
 }
 
-const count = (inflight: number, refusedPod = 0, refusedNode = 0): Count => ({ inflight: BigInt(inflight), refused_pod: BigInt(refusedPod), refused_node: BigInt(refusedNode) });
+const count = (inflight: number, refusedPod = 0, refusedNode = 0): Count => ({
+  inflight: BigInt(inflight),
+  refused_pod: BigInt(refusedPod),
+  refused_node: BigInt(refusedNode),
+});
 
 function fakeLog() {
   const lines: Array<{ level: string; fields: Record<string, unknown>; msg: string }> = [];
@@ -55,15 +59,38 @@ test("the captured pods' counts and the node's are read; a released pod's count 
   writeHandoverLimit(maps, 32);
   const r = readHandover(maps, new Set([11n]));
   assert.deepEqual([...r.pods], [['11', { inflight: 32, limit: 32, refusedAtLimit: 7, refusedNodeFull: 1 }]]);
-  assert.deepEqual(r.node, { inflight: 40, capacity: 65536, refuseFrom: 65536 - 1024, perPodLimit: 32, refusedPodLimit: 7, refusedNodeFull: 1, handoverFull: 0 });
+  assert.deepEqual(r.node, {
+    inflight: 40,
+    capacity: 65536,
+    refuseFrom: 65536 - 1024,
+    perPodLimit: 32,
+    refusedPodLimit: 7,
+    refusedNodeFull: 1,
+    handoverFull: 0,
+  });
   assert.deepEqual([...handover.keys()], [0n, 11n, 13n, 14n]);
 });
 
 test('refusals are logged at once, then at most every LOG_EVERY_MS per pod with the number since; poll says when status changes', () => {
   const { lines, log } = fakeLog();
   const w = new HandoverWatch(log);
-  const pods = [{ ref: { namespace: 'demo', name: 'a' }, netnsCookie: '11' }, { ref: { namespace: 'demo', name: 'b' }, netnsCookie: '12' }];
-  const at = (a: Count, t: number): boolean => w.poll(fakeMaps([[0n, count(Number(a.inflight))], [11n, a], [12n, count(0)]], [11n, 12n]).maps, pods, t);
+  const pods = [
+    { ref: { namespace: 'demo', name: 'a' }, netnsCookie: '11' },
+    { ref: { namespace: 'demo', name: 'b' }, netnsCookie: '12' },
+  ];
+  const at = (a: Count, t: number): boolean =>
+    w.poll(
+      fakeMaps(
+        [
+          [0n, count(Number(a.inflight))],
+          [11n, a],
+          [12n, count(0)],
+        ],
+        [11n, 12n],
+      ).maps,
+      pods,
+      t,
+    );
 
   assert.equal(at(count(32, 5), 1_000), true);
   assert.equal(lines.length, 1);
@@ -94,8 +121,18 @@ test('hand-overs the node could not store are logged (error), rate-limited too; 
   const w = new HandoverWatch(log);
   w.poll(fakeMaps([[0n, count(0)]], [], { handover_full: 3n }).maps, [], 0);
   w.poll(fakeMaps([[0n, count(0)]], [], { handover_full: 9n }).maps, [], 1_000);
-  assert.deepEqual(lines.map((l) => [l.level, l.fields.handoverFull]), [['error', 3]]);
-  const broken = { handover: { entries: () => { throw new Error('EPERM'); } }, limits: { get: () => null } } as unknown as Parameters<typeof readHandover>[0];
+  assert.deepEqual(
+    lines.map((l) => [l.level, l.fields.handoverFull]),
+    [['error', 3]],
+  );
+  const broken = {
+    handover: {
+      entries: () => {
+        throw new Error('EPERM');
+      },
+    },
+    limits: { get: () => null },
+  } as unknown as Parameters<typeof readHandover>[0];
   assert.equal(w.poll(broken, [], 2_000), false);
   assert.equal(w.poll(broken, [], 3_000), false);
   assert.equal(lines.filter((l) => l.msg.startsWith('reading the hand-over counts failed')).length, 1);

@@ -18,7 +18,7 @@ import {
 
 const hex = (b: ArrayLike<number>): string => Buffer.from(Array.from(b)).toString('hex');
 
-test('the address families are the kernel\'s numbers', () => {
+test("the address families are the kernel's numbers", () => {
   assert.equal(AF_INET, 2);
   assert.equal(AF_INET6, 10);
 });
@@ -78,14 +78,49 @@ test('decoding a 16-byte key back to plain text: IPv4-mapped as the dotted quad'
   assert.throws(() => bytesToIp6([1, 2, 3, 4]), RangeError);
 });
 
-test('invalid addresses: what Go\'s netip.ParseAddr rejects, plus zones', () => {
+test("invalid addresses: what Go's netip.ParseAddr rejects, plus zones", () => {
   const bad = [
-    '', ' ', '1', '1.2.3', '1.2.3.4.5', '1.2.3.256', '01.2.3.4', '1.2.3.04', '1..2.3', '.1.2.3', '1.2.3.',
-    '1.2.3.4 ', ' 1.2.3.4', '\ufeff1.2.3.4', '1.2.3.-4', '0x1.2.3.4', '١.2.3.4',
-    ':', ':::', '1:::2', '1::2::3', ':1::', '1::2:', '1:2:3:4:5:6:7', '1:2:3:4:5:6:7:8:9', '1:2:3:4:5:6:7:8::',
-    '::1:2:3:4:5:6:7:8', '00001::', '1:2:3:4:5:6:7:10000', 'g::1', 'fe80::1%eth0', 'fe80::1%', '%eth0',
-    '1.2.3.4::', '::1.2.3.4:5', '::01.2.3.4', '1:2:3:4:5:6:7:1.2.3.4', '1:2:3:4:5:6::1.2.3.4', '::ffff:1.2.3',
-    '[::1]', '::1/128',
+    '',
+    ' ',
+    '1',
+    '1.2.3',
+    '1.2.3.4.5',
+    '1.2.3.256',
+    '01.2.3.4',
+    '1.2.3.04',
+    '1..2.3',
+    '.1.2.3',
+    '1.2.3.',
+    '1.2.3.4 ',
+    ' 1.2.3.4',
+    '\ufeff1.2.3.4',
+    '1.2.3.-4',
+    '0x1.2.3.4',
+    '١.2.3.4',
+    ':',
+    ':::',
+    '1:::2',
+    '1::2::3',
+    ':1::',
+    '1::2:',
+    '1:2:3:4:5:6:7',
+    '1:2:3:4:5:6:7:8:9',
+    '1:2:3:4:5:6:7:8::',
+    '::1:2:3:4:5:6:7:8',
+    '00001::',
+    '1:2:3:4:5:6:7:10000',
+    'g::1',
+    'fe80::1%eth0',
+    'fe80::1%',
+    '%eth0',
+    '1.2.3.4::',
+    '::1.2.3.4:5',
+    '::01.2.3.4',
+    '1:2:3:4:5:6:7:1.2.3.4',
+    '1:2:3:4:5:6::1.2.3.4',
+    '::ffff:1.2.3',
+    '[::1]',
+    '::1/128',
   ];
   for (const s of bad) {
     assert.equal(parseIp(s), undefined, JSON.stringify(s));
@@ -104,13 +139,29 @@ test('prefixes: host bits cleared, the /bits part required, no sign or leading z
   assert.deepEqual(parsePrefix('::1/128'), { family: 6, addr: '::1', prefix: 128 });
   assert.deepEqual(parsePrefix('FD00:1:2:3::5/63'), { family: 6, addr: 'fd00:1:2:2::', prefix: 63 });
   assert.deepEqual(parsePrefix('::ffff:10.1.2.3/104'), { family: 6, addr: '::ffff:a00:0', prefix: 104 });
-  for (const s of ['10.0.0.0', '10.0.0.0/', '10.0.0.0/33', '10.0.0.0/08', '10.0.0.0/+8', '10.0.0.0/-1', '10.0.0.0/8 ', ' 10.0.0.0/8',
-    '::/129', 'fe80::1%eth0/64', '10.0.0.0/8/8', '/8', '*', '010.0.0.0/8', '10.0.0.0/0x8', '10.0.0.0/1000']) {
+  for (const s of [
+    '10.0.0.0',
+    '10.0.0.0/',
+    '10.0.0.0/33',
+    '10.0.0.0/08',
+    '10.0.0.0/+8',
+    '10.0.0.0/-1',
+    '10.0.0.0/8 ',
+    ' 10.0.0.0/8',
+    '::/129',
+    'fe80::1%eth0/64',
+    '10.0.0.0/8/8',
+    '/8',
+    '*',
+    '010.0.0.0/8',
+    '10.0.0.0/0x8',
+    '10.0.0.0/1000',
+  ]) {
     assert.equal(parsePrefix(s), undefined, JSON.stringify(s));
   }
 });
 
-test('seeded round trip: random addresses print as Node\'s URL parser prints them and parse back', () => {
+test("seeded round trip: random addresses print as Node's URL parser prints them and parse back", () => {
   let seed = 0x5eed;
   const rnd = (): number => {
     seed = (seed * 1103515245 + 12345) & 0x7fffffff;

@@ -67,8 +67,15 @@ test('chooseSource: --node-name defaults to NODE_NAME; required with the API sou
   const c = (o: SourceOptions, env: Record<string, string> = {}): unknown => chooseSource(o, env);
   assert.deepEqual(c({ kubeconfig: 'k' }, { NODE_NAME: 'node-a.example' }), { kind: 'kubeconfig', file: 'k', nodeName: 'node-a.example' });
   assert.deepEqual(c({ kubeconfig: 'k', nodeName: 'flag' }, { NODE_NAME: 'env' }), { kind: 'kubeconfig', file: 'k', nodeName: 'flag' }, 'the flag wins');
-  assert.deepEqual(c({ clusterFile: 'f' }, { NODE_NAME: 'env' }), { kind: 'cluster-file', file: 'f', nodeName: 'env' }, 'a cluster file is filtered by NODE_NAME too');
-  oneLine(() => c({ kubeconfig: 'k' }), /^the Kubernetes API source \(--kubeconfig\) needs this node's name: give --node-name NAME, or set NODE_NAME .*fieldRef spec\.nodeName/);
+  assert.deepEqual(
+    c({ clusterFile: 'f' }, { NODE_NAME: 'env' }),
+    { kind: 'cluster-file', file: 'f', nodeName: 'env' },
+    'a cluster file is filtered by NODE_NAME too',
+  );
+  oneLine(
+    () => c({ kubeconfig: 'k' }),
+    /^the Kubernetes API source \(--kubeconfig\) needs this node's name: give --node-name NAME, or set NODE_NAME .*fieldRef spec\.nodeName/,
+  );
   oneLine(() => c({}, { KUBERNETES_SERVICE_HOST: '10.96.0.1' }), /^the Kubernetes API source \(in-cluster\) needs this node's name/);
   oneLine(() => c({ kubeconfig: 'k' }, { NODE_NAME: '' }), /needs this node's name/);
   oneLine(() => c({ kubeconfig: 'k', nodeName: '' }), /--node-name is empty/);
@@ -93,25 +100,69 @@ test('kubeconfig: each way a file can be wrong is one line with the file, the ca
   oneLine(() => kubeconfigConnection(w('empty', '')), /^cannot read kubeconfig .*empty: the file is empty: give a kubeconfig/);
   oneLine(() => kubeconfigConnection(w('bad-yaml', 'clusters: [\n  - {name: x\n')), /^cannot read kubeconfig .*bad-yaml: .*: give a kubeconfig/);
   oneLine(() => kubeconfigConnection(w('scalar', 'just text\n')), /scalar has no contexts \(is it a kubeconfig\?\)/);
-  const base = { apiVersion: 'v1', kind: 'Config', clusters: [{ name: 'c', cluster: { server: 'https://127.0.0.1:6443', 'insecure-skip-tls-verify': true } }], users: [{ name: 'u', user: { token: 't' } }], contexts: [{ name: 'x', context: { cluster: 'c', user: 'u' } }] };
-  oneLine(() => kubeconfigConnection(w('no-current', stringify(base))), /^kubeconfig .*no-current has no current-context: set one \(kubectl config use-context NAME/);
-  oneLine(() => kubeconfigConnection(w('unknown-current', stringify({ ...base, 'current-context': 'nope' }))), /the current-context 'nope' is not among its contexts/);
-  oneLine(() => kubeconfigConnection(w('no-cluster', stringify({ ...base, 'current-context': 'x', clusters: [] }))), /context 'x' names cluster 'c', which is not in the file/);
-  oneLine(() => kubeconfigConnection(w('no-user', stringify({ ...base, 'current-context': 'x', users: [] }))), /context 'x' names user 'u', which is not in the file/);
-  oneLine(() => kubeconfigConnection(w('no-server', stringify({ ...base, 'current-context': 'x', clusters: [{ name: 'c', cluster: {} }] }))), /clusters\[0\]\.cluster\.server is missing/);
+  const base = {
+    apiVersion: 'v1',
+    kind: 'Config',
+    clusters: [{ name: 'c', cluster: { server: 'https://127.0.0.1:6443', 'insecure-skip-tls-verify': true } }],
+    users: [{ name: 'u', user: { token: 't' } }],
+    contexts: [{ name: 'x', context: { cluster: 'c', user: 'u' } }],
+  };
   oneLine(
-    () => kubeconfigConnection(w('http', stringify({ ...base, 'current-context': 'x', clusters: [{ name: 'c', cluster: { server: 'http://127.0.0.1:8080' } }] }))),
+    () => kubeconfigConnection(w('no-current', stringify(base))),
+    /^kubeconfig .*no-current has no current-context: set one \(kubectl config use-context NAME/,
+  );
+  oneLine(
+    () => kubeconfigConnection(w('unknown-current', stringify({ ...base, 'current-context': 'nope' }))),
+    /the current-context 'nope' is not among its contexts/,
+  );
+  oneLine(
+    () => kubeconfigConnection(w('no-cluster', stringify({ ...base, 'current-context': 'x', clusters: [] }))),
+    /context 'x' names cluster 'c', which is not in the file/,
+  );
+  oneLine(
+    () => kubeconfigConnection(w('no-user', stringify({ ...base, 'current-context': 'x', users: [] }))),
+    /context 'x' names user 'u', which is not in the file/,
+  );
+  oneLine(
+    () => kubeconfigConnection(w('no-server', stringify({ ...base, 'current-context': 'x', clusters: [{ name: 'c', cluster: {} }] }))),
+    /clusters\[0\]\.cluster\.server is missing/,
+  );
+  oneLine(
+    () =>
+      kubeconfigConnection(w('http', stringify({ ...base, 'current-context': 'x', clusters: [{ name: 'c', cluster: { server: 'http://127.0.0.1:8080' } }] }))),
     /plain http:\/\/ server: use https:\/\/, or set insecure-skip-tls-verify: true/,
   );
-  oneLine(() => kubeconfigConnection(w('ftp', stringify({ ...base, 'current-context': 'x', clusters: [{ name: 'c', cluster: { server: 'ftp://x' } }] }))), /give https:\/\/HOST:PORT/);
   oneLine(
-    () => kubeconfigConnection(w('ca-missing', stringify({ ...base, 'current-context': 'x', clusters: [{ name: 'c', cluster: { server: 'https://127.0.0.1:6443', 'certificate-authority': 'nope/ca.crt' } }] }))),
+    () => kubeconfigConnection(w('ftp', stringify({ ...base, 'current-context': 'x', clusters: [{ name: 'c', cluster: { server: 'ftp://x' } }] }))),
+    /give https:\/\/HOST:PORT/,
+  );
+  oneLine(
+    () =>
+      kubeconfigConnection(
+        w(
+          'ca-missing',
+          stringify({
+            ...base,
+            'current-context': 'x',
+            clusters: [{ name: 'c', cluster: { server: 'https://127.0.0.1:6443', 'certificate-authority': 'nope/ca.crt' } }],
+          }),
+        ),
+      ),
     new RegExp(`certificate-authority ${d}/nope/ca.crt does not exist: fix the path`),
   );
   // a relative CA path is read relative to the kubeconfig's directory, as kubectl does
   mkdirSync(join(d, 'pki'));
   writeFileSync(join(d, 'pki', 'ca.crt'), 'x');
-  const rel = kubeconfigConnection(w('relative', stringify({ ...base, 'current-context': 'x', clusters: [{ name: 'c', cluster: { server: 'https://127.0.0.1:6443', 'certificate-authority': 'pki/ca.crt' } }] })));
+  const rel = kubeconfigConnection(
+    w(
+      'relative',
+      stringify({
+        ...base,
+        'current-context': 'x',
+        clusters: [{ name: 'c', cluster: { server: 'https://127.0.0.1:6443', 'certificate-authority': 'pki/ca.crt' } }],
+      }),
+    ),
+  );
   assert.equal(rel.load().getCurrentCluster()?.caFile, join(d, 'pki', 'ca.crt'));
   const ok = kubeconfigConnection(w('good', GOOD()));
   assert.equal(ok.server, 'https://127.0.0.1:6443');
@@ -121,7 +172,10 @@ test('kubeconfig: each way a file can be wrong is one line with the file, the ca
 test('in-cluster: the environment kubelet sets is checked (the service account files: the kernel test)', () => {
   oneLine(() => inClusterConnection({}), /^in-cluster config: KUBERNETES_SERVICE_HOST is not set/);
   oneLine(() => inClusterConnection({ KUBERNETES_SERVICE_HOST: '10.96.0.1' }), /^in-cluster config: KUBERNETES_SERVICE_PORT is not set: /);
-  oneLine(() => inClusterConnection({ KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: 'https' }), /KUBERNETES_SERVICE_PORT is 'https', not a port/);
+  oneLine(
+    () => inClusterConnection({ KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: 'https' }),
+    /KUBERNETES_SERVICE_PORT is 'https', not a port/,
+  );
 });
 
 test('sourceFromOptions: a KubeSource for --kubeconfig (checked, not contacted), the cluster file as a Source', async (t) => {
@@ -147,5 +201,8 @@ test('sourceFromOptions: a KubeSource for --kubeconfig (checked, not contacted),
   assert.equal(got[0]?.type === 'replace' ? got[0].namespaces.length : -1, 1);
   assert.equal(file.health().synced, true);
   const missing = await sourceFromOptions({ clusterFile: join(d, 'missing.yaml') }, {});
-  await assert.rejects(missing.start({ event: () => undefined, error: () => undefined }), (e: unknown) => e instanceof UserError && /file not found/.test(e.message));
+  await assert.rejects(
+    missing.start({ event: () => undefined, error: () => undefined }),
+    (e: unknown) => e instanceof UserError && /file not found/.test(e.message),
+  );
 });

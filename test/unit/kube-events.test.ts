@@ -59,7 +59,10 @@ async function server(t: TestContext): Promise<{ s: KubeApiServer; kubeconfig: s
   return { s, kubeconfig: s.writeKubeconfig(join(dir, 'kubeconfig')) };
 }
 
-async function recorder(t: TestContext, opts: Partial<EventRecorderOptions> = {}): Promise<{ s: KubeApiServer; rec: EventRecorder; clock: Clock; lines: Array<Record<string, unknown>> }> {
+async function recorder(
+  t: TestContext,
+  opts: Partial<EventRecorderOptions> = {},
+): Promise<{ s: KubeApiServer; rec: EventRecorder; clock: Clock; lines: Array<Record<string, unknown>> }> {
   const { s, kubeconfig } = await server(t);
   const clock = new Clock();
   const { log, lines } = capture();
@@ -76,8 +79,19 @@ function meshPod(name: string, annotations: Record<string, string>): KubeObject 
   return {
     apiVersion: 'v1',
     kind: 'Pod',
-    metadata: { name, namespace: 'shop', labels: { app: 'web' }, annotations: { 'sidecar.istio.io/status': '{"initContainers":["istio-init"]}', ...annotations } },
-    spec: { nodeName: 'n1', containers: [{ name: 'web', image: 'nginx' }, { name: 'istio-proxy', image: 'proxyv2' }] },
+    metadata: {
+      name,
+      namespace: 'shop',
+      labels: { app: 'web' },
+      annotations: { 'sidecar.istio.io/status': '{"initContainers":["istio-init"]}', ...annotations },
+    },
+    spec: {
+      nodeName: 'n1',
+      containers: [
+        { name: 'web', image: 'nginx' },
+        { name: 'istio-proxy', image: 'proxyv2' },
+      ],
+    },
     status: { phase: 'Running', podIP: '10.244.1.5', podIPs: [{ ip: '10.244.1.5' }] },
   };
 }
@@ -171,7 +185,10 @@ test('an Event that expired meanwhile (the patch answers 404) is created again u
   await rec.flush();
   const evs = events(s);
   assert.equal(evs.length, 1);
-  assert.deepEqual([evs[0]!.metadata.name, evs[0]!.count, evs[0]!.firstTimestamp, evs[0]!.lastTimestamp], [first!.metadata.name, 2, '2026-12-01T10:00:00Z', '2026-12-01T10:00:05Z']);
+  assert.deepEqual(
+    [evs[0]!.metadata.name, evs[0]!.count, evs[0]!.firstTimestamp, evs[0]!.lastTimestamp],
+    [first!.metadata.name, 2, '2026-12-01T10:00:00Z', '2026-12-01T10:00:05Z'],
+  );
   assert.deepEqual(
     s.requests.map((r) => `${r.verb} ${r.status}`),
     ['create 201', 'patch 404', 'create 201'],
@@ -185,7 +202,12 @@ test('spam filter: a burst per pod, then one Event per refill interval; other po
   for (const m of ['m1', 'm2', 'm3']) rec.warn(a, 'InvalidCaptureAnnotation', m);
   rec.warn({ namespace: 'shop', name: 'b', uid: 'u-b' }, 'InvalidCaptureAnnotation', 'm1');
   await rec.flush();
-  assert.deepEqual(events(s).map((e) => `${(e.involvedObject as { name: string }).name} ${e.message}`).sort(), ['a m1', 'a m2', 'b m1']);
+  assert.deepEqual(
+    events(s)
+      .map((e) => `${(e.involvedObject as { name: string }).name} ${e.message}`)
+      .sort(),
+    ['a m1', 'a m2', 'b m1'],
+  );
   assert.equal(rec.counts.dropped, 1);
   assert.ok(lines.some((l) => /spam filter/.test(String(l.msg))));
   clock.advance(60_000);
@@ -247,7 +269,10 @@ test('Event shapes: long messages cut to 1024 characters, names of long pods wit
 test('podErrorEvent: annotation errors and other setting errors, each with the fix', () => {
   const a = podErrorEvent(`invalid value 'x' for annotation 'traffic.sidecar.istio.io/includeInboundPorts': "x" is not a valid port`);
   assert.equal(a.reason, 'InvalidCaptureAnnotation');
-  assert.match(a.message, /^invalid value 'x' for annotation 'traffic\.sidecar\.istio\.io\/includeInboundPorts': "x" is not a valid port: .*correct or remove it/);
+  assert.match(
+    a.message,
+    /^invalid value 'x' for annotation 'traffic\.sidecar\.istio\.io\/includeInboundPorts': "x" is not a valid port: .*correct or remove it/,
+  );
   const b = podErrorEvent(`invalid value 'maybe' for label 'sidecar.istio.io/inject': must be "true" or "false"`);
   assert.equal(b.reason, 'InvalidCaptureSetting');
   assert.match(b.message, /fixed in the pod's template/);

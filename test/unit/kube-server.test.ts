@@ -114,7 +114,14 @@ type PodInformer = k8s.ListWatch<k8s.V1Pod>;
 /** the agent's shape: a ListWatch of the pods on one node (makeInformer takes no field selector) */
 function nodeInformer(t: TestContext, kc: k8s.KubeConfig, api: k8s.CoreV1Api, node: string): { inf: PodInformer; seen: Seen } {
   const fieldSelector = `spec.nodeName=${node}`;
-  const inf = new k8s.ListWatch<k8s.V1Pod>('/api/v1/pods', new k8s.Watch(kc), () => api.listPodForAllNamespaces({ fieldSelector }), false, undefined, fieldSelector);
+  const inf = new k8s.ListWatch<k8s.V1Pod>(
+    '/api/v1/pods',
+    new k8s.Watch(kc),
+    () => api.listPodForAllNamespaces({ fieldSelector }),
+    false,
+    undefined,
+    fieldSelector,
+  );
   const seen = new Seen();
   inf.on('add', (p) => seen.push(`add ${p.metadata?.name}`));
   inf.on('update', (p) => seen.push(`update ${p.metadata?.name}`));
@@ -160,7 +167,11 @@ interface RawResponse {
 }
 
 /** one request without client-node: the protocol itself */
-function raw(s: KubeApiServer, path: string, opts: { method?: string; token?: string | null; body?: unknown; contentType?: string } = {}): Promise<RawResponse> {
+function raw(
+  s: KubeApiServer,
+  path: string,
+  opts: { method?: string; token?: string | null; body?: unknown; contentType?: string } = {},
+): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = {};
     if (opts.token !== null) headers.authorization = `Bearer ${opts.token ?? s.token}`;
@@ -233,7 +244,11 @@ test('label selectors: the real grammar and meaning', () => {
   assert.ok(parseLabelSelector('a=').matches({ a: '' }) && !parseLabelSelector('a=').matches({}));
   assert.ok(parseLabelSelector('example.com/role=x').matches({ 'example.com/role': 'x' }));
   for (const bad of ['app=(', 'app in ()', 'app in (a', '=x', 'a=b=c', 'a b', 'Bad_Prefix/x=y', 'a=-x', 'n>x']) {
-    assert.throws(() => parseLabelSelector(bad), (e: unknown) => e instanceof StatusError && e.code === 400, bad);
+    assert.throws(
+      () => parseLabelSelector(bad),
+      (e: unknown) => e instanceof StatusError && e.code === 400,
+      bad,
+    );
   }
 });
 
@@ -246,7 +261,10 @@ test('field selectors: =, ==, != on the supported labels; escapes; an unsupporte
   assert.ok(m('status.podIP='), 'an absent field is the empty string');
   assert.equal(parseFieldSelector('metadata.name=x,spec.nodeName=n', PODS.fieldLabels).exact('metadata.name'), 'x');
   assert.throws(() => parseFieldSelector('spec.node=n1', PODS.fieldLabels), /field label not supported: spec.node/);
-  assert.throws(() => parseFieldSelector('spec.nodeName', PODS.fieldLabels), (e: unknown) => e instanceof StatusError && e.code === 400);
+  assert.throws(
+    () => parseFieldSelector('spec.nodeName', PODS.fieldLabels),
+    (e: unknown) => e instanceof StatusError && e.code === 400,
+  );
 });
 
 test('patches: RFC 7386 merge and RFC 6902 JSON patch', () => {
@@ -265,8 +283,14 @@ test('patches: RFC 7386 merge and RFC 6902 JSON patch', () => {
     { metadata: { labels: { a: '9', 'b/c': '2' } }, list: [2, 3, 4], moved: 2 },
   );
   assert.deepEqual(doc.list, [1, 2, 3], 'the input is not changed');
-  assert.throws(() => jsonPatch(doc, [{ op: 'test', path: '/list/0', value: 7 }]), (e: unknown) => e instanceof StatusError && e.code === 422);
-  assert.throws(() => jsonPatch(doc, [{ op: 'replace', path: '/nope', value: 1 }]), (e: unknown) => e instanceof StatusError && e.code === 422);
+  assert.throws(
+    () => jsonPatch(doc, [{ op: 'test', path: '/list/0', value: 7 }]),
+    (e: unknown) => e instanceof StatusError && e.code === 422,
+  );
+  assert.throws(
+    () => jsonPatch(doc, [{ op: 'replace', path: '/nope', value: 1 }]),
+    (e: unknown) => e instanceof StatusError && e.code === 422,
+  );
 });
 
 test('request decoding: verb, resource, subresource, namespace and name as RBAC sees them', () => {
@@ -303,9 +327,18 @@ test('RBAC matching: rules against decoded requests, and the grants a role has b
   ];
   assert.deepEqual(notAllowed(role, reqs), []);
   assert.deepEqual(unusedGrants(role, reqs), [{ apiGroups: [''], resources: ['pods'], verbs: ['get'] }]);
-  assert.deepEqual(notAllowed([{ apiGroups: [''], resources: ['pods'], verbs: ['*'] }], reqs).map((r) => r.path), ['/api/v1/namespaces/a/pods/p/status', '/version']);
+  assert.deepEqual(
+    notAllowed([{ apiGroups: [''], resources: ['pods'], verbs: ['*'] }], reqs).map((r) => r.path),
+    ['/api/v1/namespaces/a/pods/p/status', '/version'],
+  );
   assert.deepEqual(notAllowed([{ apiGroups: ['*'], resources: ['*/status'], verbs: ['patch'] }], reqs.slice(2, 3)), []);
-  assert.equal(notAllowed([{ apiGroups: [''], resources: ['pods'], resourceNames: ['q'], verbs: ['get'] }], [requestInfo('GET', new URL('https://x/api/v1/namespaces/a/pods/p'))]).length, 1);
+  assert.equal(
+    notAllowed(
+      [{ apiGroups: [''], resources: ['pods'], resourceNames: ['q'], verbs: ['get'] }],
+      [requestInfo('GET', new URL('https://x/api/v1/namespaces/a/pods/p'))],
+    ).length,
+    1,
+  );
 });
 
 test('store: two-phase deletion, a namespace takes its contents, the history limit compacts, namespaces keep their name label', () => {
@@ -340,7 +373,15 @@ test('a bearer token is required: 401 without it or with a wrong one, logged wit
   const r = await raw(s, '/api/v1/namespaces', { token: 'wrong' });
   assert.equal(r.status, 401);
   assert.equal(r.headers['content-type'], 'application/json');
-  assert.deepEqual(JSON.parse(r.body), { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: 'Unauthorized', reason: 'Unauthorized', code: 401 });
+  assert.deepEqual(JSON.parse(r.body), {
+    kind: 'Status',
+    apiVersion: 'v1',
+    metadata: {},
+    status: 'Failure',
+    message: 'Unauthorized',
+    reason: 'Unauthorized',
+    code: 401,
+  });
   const bad = new k8s.KubeConfig();
   bad.loadFromString(s.kubeconfig({ token: 'wrong' }));
   assert.equal((await apiError(bad.makeApiClient(k8s.CoreV1Api).listNamespace())).code, 401);
@@ -409,10 +450,16 @@ test('list: namespaces and pods with label and field selectors, all namespaces o
 
   assert.deepEqual(names((await api.listNamespace({ labelSelector: 'istio-injection=enabled' })).items), ['mesh']);
   assert.deepEqual(names((await api.listNamespace({ labelSelector: 'kubernetes.io/metadata.name in (default,mesh)' })).items), ['default', 'mesh']);
-  assert.deepEqual(names((await api.listNamespace({ fieldSelector: 'metadata.name!=default,status.phase=Active' })).items), ['kube-node-lease', 'kube-public', 'kube-system', 'mesh']);
+  assert.deepEqual(names((await api.listNamespace({ fieldSelector: 'metadata.name!=default,status.phase=Active' })).items), [
+    'kube-node-lease',
+    'kube-public',
+    'kube-system',
+    'mesh',
+  ]);
 
   const all = async (o: { labelSelector?: string; fieldSelector?: string }): Promise<string[]> => names((await api.listPodForAllNamespaces(o)).items);
-  const inMesh = async (o: { labelSelector?: string; fieldSelector?: string }): Promise<string[]> => names((await api.listNamespacedPod({ namespace: 'mesh', ...o })).items);
+  const inMesh = async (o: { labelSelector?: string; fieldSelector?: string }): Promise<string[]> =>
+    names((await api.listNamespacedPod({ namespace: 'mesh', ...o })).items);
   assert.deepEqual(await all({}), ['db-1', 'pending', 'web-1', 'web-2']);
   assert.deepEqual(await inMesh({}), ['db-1', 'pending', 'web-1']);
   assert.deepEqual(await all({ labelSelector: 'app=web' }), ['pending', 'web-1', 'web-2']);
@@ -469,7 +516,10 @@ test('list: resourceVersion 0 / exact / too old / too new, and limit+continue as
 
 test('create, get, replace with optimistic concurrency, status subresource, delete', T, async (t) => {
   const { s, api } = await startServer(t);
-  const created = await api.createNamespacedPod({ namespace: 'default', body: { metadata: { name: 'p', labels: { a: '1' } }, spec: { containers: [{ name: 'c', image: 'i' }] }, status: { phase: 'Running' } } });
+  const created = await api.createNamespacedPod({
+    namespace: 'default',
+    body: { metadata: { name: 'p', labels: { a: '1' } }, spec: { containers: [{ name: 'c', image: 'i' }] }, status: { phase: 'Running' } },
+  });
   assert.equal(created.kind, 'Pod');
   assert.equal(created.status?.phase, 'Pending', 'a create through the API drops the status');
   assert.equal(s.requests.at(-1)?.status, 201);
@@ -489,14 +539,29 @@ test('create, get, replace with optimistic concurrency, status subresource, dele
   assert.equal(replaced.metadata?.labels?.a, '2');
   assert.ok(Number(replaced.metadata?.resourceVersion) > Number(got.metadata?.resourceVersion));
   assert.equal(replaced.status?.phase, 'Pending', 'an update of the pod keeps its status');
-  const st = await api.replaceNamespacedPodStatus({ namespace: 'default', name: 'p', body: { ...replaced, metadata: { ...replaced.metadata, labels: { ignored: 'x' } }, status: { phase: 'Running', podIP: '10.244.0.9' } } });
+  const st = await api.replaceNamespacedPodStatus({
+    namespace: 'default',
+    name: 'p',
+    body: { ...replaced, metadata: { ...replaced.metadata, labels: { ignored: 'x' } }, status: { phase: 'Running', podIP: '10.244.0.9' } },
+  });
   assert.equal(st.status?.phase, 'Running');
   assert.deepEqual(st.metadata?.labels, { a: '2' }, 'a status update changes only the status');
   const same = await api.replaceNamespacedPod({ namespace: 'default', name: 'p', body: st });
   assert.equal(same.metadata?.resourceVersion, st.metadata?.resourceVersion, 'a write that changes nothing is no new revision');
   assert.deepEqual(
     s.requests.map((r) => `${r.verb} ${r.resource}${r.subresource ? '/' + r.subresource : ''} ${r.status}`),
-    ['create pods 201', 'create pods 201', 'create pods 409', 'create pods 404', 'get pods 404', 'get pods 200', 'update pods 409', 'update pods 200', 'update pods/status 200', 'update pods 200'],
+    [
+      'create pods 201',
+      'create pods 201',
+      'create pods 409',
+      'create pods 404',
+      'get pods 404',
+      'get pods 200',
+      'update pods 409',
+      'update pods 200',
+      'update pods/status 200',
+      'update pods 200',
+    ],
   );
 
   await api.createNamespace({ body: { metadata: { name: 'tmp' } } });
@@ -522,16 +587,23 @@ test('patch: JSON patch by default, merge and strategic merge through the Conten
   const j = await api.patchNamespacedPod({ namespace: 'default', name: 'p', body: [{ op: 'add', path: '/metadata/labels/c', value: '3' }] });
   assert.deepEqual(j.metadata?.labels, { a: '1', b: '2', c: '3' });
   assert.equal(s.requests.at(-1)?.query.fieldManager, undefined);
-  const m = await api.patchNamespacedPod({ namespace: 'default', name: 'p', body: { metadata: { labels: { a: null, d: '4' }, annotations: { x: 'y' } } } }, mergeOpts);
+  const m = await api.patchNamespacedPod(
+    { namespace: 'default', name: 'p', body: { metadata: { labels: { a: null, d: '4' }, annotations: { x: 'y' } } } },
+    mergeOpts,
+  );
   assert.deepEqual(m.metadata?.labels, { b: '2', c: '3', d: '4' });
   assert.deepEqual(m.metadata?.annotations, { x: 'y' });
   const sm = await api.patchNamespacedPodStatus({ namespace: 'default', name: 'p', body: { status: { phase: 'Succeeded' } } }, strategicOpts);
   assert.equal(sm.status?.phase, 'Succeeded');
   const noop = await api.patchNamespacedPod({ namespace: 'default', name: 'p', body: { metadata: { labels: { b: '2' } } } }, mergeOpts);
   assert.equal(noop.metadata?.resourceVersion, sm.metadata?.resourceVersion, 'a patch that changes nothing is no new revision');
-  const stale = await apiError(api.patchNamespacedPod({ namespace: 'default', name: 'p', body: { metadata: { resourceVersion: '1', labels: { e: '5' } } } }, mergeOpts));
+  const stale = await apiError(
+    api.patchNamespacedPod({ namespace: 'default', name: 'p', body: { metadata: { resourceVersion: '1', labels: { e: '5' } } } }, mergeOpts),
+  );
   assert.equal(stale.code, 409);
-  const directive = await apiError(api.patchNamespacedPod({ namespace: 'default', name: 'p', body: { spec: { containers: [{ name: 'app', $patch: 'delete' }] } } }, strategicOpts));
+  const directive = await apiError(
+    api.patchNamespacedPod({ namespace: 'default', name: 'p', body: { spec: { containers: [{ name: 'app', $patch: 'delete' }] } } }, strategicOpts),
+  );
   assert.equal(directive.code, 500);
   assert.match(directive.body.message ?? '', /strategic merge directive \$patch/);
   const apply = await raw(s, '/api/v1/namespaces/default/pods/p', { method: 'PATCH', body: { metadata: {} }, contentType: 'application/apply-patch+yaml' });
@@ -563,7 +635,10 @@ test('events: create, get, list by involved object, kubelet-style dedupe by PATC
   });
   assert.equal(ev.count, 1);
   const later = '2026-12-01T10:05:00Z';
-  const patched = await api.patchNamespacedEvent({ namespace: 'default', name: ev.metadata?.name ?? '', body: { count: 2, lastTimestamp: later, message: 'meshlane captures pod p (again)' } }, strategicOpts);
+  const patched = await api.patchNamespacedEvent(
+    { namespace: 'default', name: ev.metadata?.name ?? '', body: { count: 2, lastTimestamp: later, message: 'meshlane captures pod p (again)' } },
+    strategicOpts,
+  );
   assert.equal(patched.count, 2);
   assert.equal(patched.lastTimestamp?.toISOString(), new Date(later).toISOString());
   assert.equal(patched.firstTimestamp?.toISOString(), first.toISOString());
@@ -571,7 +646,10 @@ test('events: create, get, list by involved object, kubelet-style dedupe by PATC
   const put = await api.replaceNamespacedEvent({ namespace: 'default', name: got.metadata?.name ?? '', body: { ...got, count: (got.count ?? 0) + 1 } });
   assert.equal(put.count, 3);
   s.store.create('events', { metadata: { name: 'other', namespace: 'default' }, involvedObject: { kind: 'Pod', name: 'q' }, reason: 'X' });
-  const list = await api.listNamespacedEvent({ namespace: 'default', fieldSelector: 'involvedObject.kind=Pod,involvedObject.name=p,reason=CaptureEnabled,source=meshlane' });
+  const list = await api.listNamespacedEvent({
+    namespace: 'default',
+    fieldSelector: 'involvedObject.kind=Pod,involvedObject.name=p,reason=CaptureEnabled,source=meshlane',
+  });
   assert.deepEqual(names(list.items), [ev.metadata?.name ?? '']);
   assert.deepEqual(
     s.requests.map((r) => `${r.verb} ${r.resource}`),
@@ -676,7 +754,15 @@ test('watch from a compacted resourceVersion: HTTP 200, one ERROR event (410 Exp
   assert.equal(await w.done, null, 'the stream ends cleanly after the ERROR event');
   assert.equal(w.events.length, 1);
   assert.equal(w.events[0]?.type, 'ERROR');
-  assert.deepEqual(w.events[0]?.object, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: `too old resource version: ${old} (${s.store.resourceVersion})`, reason: 'Expired', code: 410 });
+  assert.deepEqual(w.events[0]?.object, {
+    kind: 'Status',
+    apiVersion: 'v1',
+    metadata: {},
+    status: 'Failure',
+    message: `too old resource version: ${old} (${s.store.resourceVersion})`,
+    reason: 'Expired',
+    code: 410,
+  });
   assert.equal(s.requests.at(-1)?.status, 200);
   const future = await rawWatch(t, kc, '/api/v1/pods', { resourceVersion: String(s.store.resourceVersion + 5) });
   await future.done;
@@ -708,7 +794,11 @@ test('informer on spec.nodeName: syncs, sees adds/updates/deletes of its node on
   await seen.waitFor('update new');
   // the cache mixes two shapes: list items are deserialised (Date fields), watch objects are the plain JSON
   assert.equal(typeof (inf.get('new', 'kube-system')?.metadata?.deletionTimestamp as unknown), 'string');
-  assert.equal(typeof (inf.get('mine', 'default')?.metadata?.creationTimestamp as unknown), 'string', 'once updated by the watch, the same object has string timestamps');
+  assert.equal(
+    typeof (inf.get('mine', 'default')?.metadata?.creationTimestamp as unknown),
+    'string',
+    'once updated by the watch, the same object has string timestamps',
+  );
   s.store.delete('pods', 'kube-system', 'new');
   await seen.waitFor('delete new');
   assert.deepEqual(seen.log, ['connect', 'add mine', 'add new', 'update mine', 'update new', 'delete new']);
@@ -738,29 +828,40 @@ test('fault: a watch ended gracefully -> the informer reconnects from its resour
   await seen.waitFor('add b');
   assert.equal(held.hits, 1);
   const after = s.requests.filter((r) => r.seq > mark);
-  assert.deepEqual(after.map((r) => [r.verb, r.query.resourceVersion]), [['watch', rv]]);
+  assert.deepEqual(
+    after.map((r) => [r.verb, r.query.resourceVersion]),
+    [['watch', rv]],
+  );
   assert.deepEqual(seen.log, ['connect', 'add a', 'connect', 'add b']);
   assert.equal(seen.count('error'), 0);
 });
 
-test('fault: a watch closed mid-stream (no terminating chunk) -> error ERR_STREAM_PREMATURE_CLOSE, the informer stays stopped; start() resumes from its resourceVersion', T, async (t) => {
-  const { s, kc, api } = await startServer(t);
-  const { inf, seen } = nodeInformer(t, kc, api, 'n1');
-  await inf.start();
-  await s.waitForWatches(1);
-  const rv = inf.latestResourceVersion();
-  const mark = s.lastSeq;
-  s.endWatches('abrupt');
-  await seen.waitFor('error ERR_STREAM_PREMATURE_CLOSE');
-  s.store.create('pods', pod({ name: 'missed', node: 'n1' }));
-  await settle();
-  assert.equal(s.lastSeq, mark, 'no reconnect, no relist');
-  assert.ok(!seen.has('add missed'));
-  await inf.start();
-  await seen.waitFor('add missed');
-  assert.deepEqual(s.requests.filter((r) => r.seq > mark).map((r) => [r.verb, r.query.resourceVersion]), [['watch', rv]], 'start() after an error watches from the last resourceVersion');
-  assert.deepEqual(seen.log, ['connect', 'error ERR_STREAM_PREMATURE_CLOSE', 'connect', 'add missed']);
-});
+test(
+  'fault: a watch closed mid-stream (no terminating chunk) -> error ERR_STREAM_PREMATURE_CLOSE, the informer stays stopped; start() resumes from its resourceVersion',
+  T,
+  async (t) => {
+    const { s, kc, api } = await startServer(t);
+    const { inf, seen } = nodeInformer(t, kc, api, 'n1');
+    await inf.start();
+    await s.waitForWatches(1);
+    const rv = inf.latestResourceVersion();
+    const mark = s.lastSeq;
+    s.endWatches('abrupt');
+    await seen.waitFor('error ERR_STREAM_PREMATURE_CLOSE');
+    s.store.create('pods', pod({ name: 'missed', node: 'n1' }));
+    await settle();
+    assert.equal(s.lastSeq, mark, 'no reconnect, no relist');
+    assert.ok(!seen.has('add missed'));
+    await inf.start();
+    await seen.waitFor('add missed');
+    assert.deepEqual(
+      s.requests.filter((r) => r.seq > mark).map((r) => [r.verb, r.query.resourceVersion]),
+      [['watch', rv]],
+      'start() after an error watches from the last resourceVersion',
+    );
+    assert.deepEqual(seen.log, ['connect', 'error ERR_STREAM_PREMATURE_CLOSE', 'connect', 'add missed']);
+  },
+);
 
 test('fault: a TCP reset of the watch -> error ECONNRESET, the informer stays stopped', T, async (t) => {
   const { s, kc, api } = await startServer(t);
@@ -792,7 +893,10 @@ test('fault: 503 on the reconnect -> error 503, the informer stays stopped', T, 
   await settle();
   assert.equal(f.hits, 1);
   const after = s.requests.filter((r) => r.seq > mark);
-  assert.deepEqual(after.map((r) => [r.verb, r.status, r.fault]), [['watch', 503, 'fail']]);
+  assert.deepEqual(
+    after.map((r) => [r.verb, r.status, r.fault]),
+    [['watch', 503, 'fail']],
+  );
   assert.deepEqual(seen.log, ['connect', 'connect', 'error 503']);
   // and a 503 on the first list: the error callback, nothing else
   const second = nodeInformer(t, kc, api, 'n2');
@@ -803,38 +907,52 @@ test('fault: 503 on the reconnect -> error 503, the informer stays stopped', T, 
   assert.equal(s.watches().length, 0);
 });
 
-test('fault: compacted history -> the reconnect gets the 410 ERROR event and the informer relists (deletions in the gap become delete callbacks)', T, async (t) => {
-  const { s, kc, api } = await startServer(t);
-  s.store.create('pods', pod({ name: 'stays', node: 'n1' }));
-  s.store.create('pods', pod({ name: 'goes', node: 'n1' }));
-  const { inf, seen } = nodeInformer(t, kc, api, 'n1');
-  await inf.start();
-  await s.waitForWatches(1);
-  const rv = inf.latestResourceVersion();
-  const mark = s.lastSeq;
-  // the watch is dropped, changes happen, the history is compacted past the informer's revision
-  s.endWatches('abrupt');
-  await seen.waitFor('error ERR_STREAM_PREMATURE_CLOSE');
-  s.store.delete('pods', 'default', 'goes');
-  s.store.create('pods', pod({ name: 'came', node: 'n1' }));
-  s.store.patch('pods', 'default', 'stays', 'application/merge-patch+json', { metadata: { labels: { v: '2' } } });
-  s.compact();
-  await inf.start();
-  await seen.waitFor('update stays');
-  await s.waitForWatches(1);
-  const after = s.requests.filter((r) => r.seq > mark);
-  assert.deepEqual(
-    after.map((r) => [r.verb, r.query.resourceVersion, r.status]),
-    [
-      ['watch', rv, 200], // answered with the ERROR event
-      ['list', undefined, 200],
-      ['watch', String(s.store.resourceVersion), 200],
-    ],
-  );
-  assert.deepEqual(seen.log, ['connect', 'add goes', 'add stays', 'error ERR_STREAM_PREMATURE_CLOSE', 'connect', 'connect', 'delete goes', 'add came', 'update stays']);
-  assert.deepEqual(names(inf.list()), ['came', 'stays']);
-  assert.equal(seen.count('error'), 1, 'the 410 is no error callback');
-});
+test(
+  'fault: compacted history -> the reconnect gets the 410 ERROR event and the informer relists (deletions in the gap become delete callbacks)',
+  T,
+  async (t) => {
+    const { s, kc, api } = await startServer(t);
+    s.store.create('pods', pod({ name: 'stays', node: 'n1' }));
+    s.store.create('pods', pod({ name: 'goes', node: 'n1' }));
+    const { inf, seen } = nodeInformer(t, kc, api, 'n1');
+    await inf.start();
+    await s.waitForWatches(1);
+    const rv = inf.latestResourceVersion();
+    const mark = s.lastSeq;
+    // the watch is dropped, changes happen, the history is compacted past the informer's revision
+    s.endWatches('abrupt');
+    await seen.waitFor('error ERR_STREAM_PREMATURE_CLOSE');
+    s.store.delete('pods', 'default', 'goes');
+    s.store.create('pods', pod({ name: 'came', node: 'n1' }));
+    s.store.patch('pods', 'default', 'stays', 'application/merge-patch+json', { metadata: { labels: { v: '2' } } });
+    s.compact();
+    await inf.start();
+    await seen.waitFor('update stays');
+    await s.waitForWatches(1);
+    const after = s.requests.filter((r) => r.seq > mark);
+    assert.deepEqual(
+      after.map((r) => [r.verb, r.query.resourceVersion, r.status]),
+      [
+        ['watch', rv, 200], // answered with the ERROR event
+        ['list', undefined, 200],
+        ['watch', String(s.store.resourceVersion), 200],
+      ],
+    );
+    assert.deepEqual(seen.log, [
+      'connect',
+      'add goes',
+      'add stays',
+      'error ERR_STREAM_PREMATURE_CLOSE',
+      'connect',
+      'connect',
+      'delete goes',
+      'add came',
+      'update stays',
+    ]);
+    assert.deepEqual(names(inf.list()), ['came', 'stays']);
+    assert.equal(seen.count('error'), 1, 'the 410 is no error callback');
+  },
+);
 
 test('fault: an HTTP 410 answer to the watch request also makes the informer relist', T, async (t) => {
   const { s, kc, api } = await startServer(t);
@@ -845,7 +963,14 @@ test('fault: an HTTP 410 answer to the watch request also makes the informer rel
   s.fail({ answer: 410, match: (r) => r.verb === 'watch' });
   s.endWatches('graceful');
   await s.waitForWatches(1);
-  assert.deepEqual(s.requests.filter((r) => r.seq > mark).map((r) => [r.verb, r.status]), [['watch', 410], ['list', 200], ['watch', 200]]);
+  assert.deepEqual(
+    s.requests.filter((r) => r.seq > mark).map((r) => [r.verb, r.status]),
+    [
+      ['watch', 410],
+      ['list', 200],
+      ['watch', 200],
+    ],
+  );
   assert.equal(seen.count('error'), 0);
 });
 
@@ -864,31 +989,52 @@ test('fault answers on plain requests: 503 with Retry-After, a TCP reset, a hang
   assert.equal((await apiError(api.listPodForAllNamespaces())).code, 500);
   f.clear();
   assert.equal((await api.listPodForAllNamespaces()).kind, 'PodList');
-  assert.deepEqual(s.requests.map((r) => [r.status, r.fault]), [[503, 'fail'], [undefined, 'reset'], [undefined, 'hangup'], [500, 'fail'], [200, undefined], [500, 'fail'], [200, undefined]]);
+  assert.deepEqual(
+    s.requests.map((r) => [r.status, r.fault]),
+    [
+      [503, 'fail'],
+      [undefined, 'reset'],
+      [undefined, 'hangup'],
+      [500, 'fail'],
+      [200, undefined],
+      [500, 'fail'],
+      [200, undefined],
+    ],
+  );
   assert.equal((await raw(s, '/api')).status, 200);
   s.fail({ retryAfterSeconds: 3 });
   assert.equal((await raw(s, '/api')).headers['retry-after'], '3');
 });
 
-test('an ERROR event other than 410 (a resourceVersion the server has not reached) is ignored: the informer re-watches the same resourceVersion at once, in a loop', T, async (t) => {
-  // a server that lost its state (a fresh store behind the same address and certificate)
-  const { s, kc, api } = await startServer(t);
-  for (const n of ['a', 'b', 'c', 'd']) s.store.create('pods', pod({ name: n, node: 'n1' }));
-  const { inf, seen } = nodeInformer(t, kc, api, 'n1');
-  await inf.start();
-  await s.waitForWatches(1);
-  const rv = inf.latestResourceVersion();
-  await s.close();
-  const fresh = await KubeApiServer.start({ port: s.port, certs: s.certs, token: s.token });
-  t.after(() => fresh.close());
-  await inf.start();
-  const loops = await fresh.waitForRequest((r) => r.verb === 'watch' && r.seq >= 5);
-  await inf.stop();
-  assert.equal(loops.query.resourceVersion, rv);
-  assert.ok(fresh.requests.every((r) => r.verb === 'watch' && r.query.resourceVersion === rv && (r.status ?? 200) === 200), 'no relist, the same resourceVersion every time');
-  assert.ok(seen.log.filter((e) => e.startsWith('error')).every((e) => e === 'error AbortError'), 'no error callback (but the AbortError of stop() when it caught a watch open)');
-  assert.ok(seen.count('connect') >= 6);
-});
+test(
+  'an ERROR event other than 410 (a resourceVersion the server has not reached) is ignored: the informer re-watches the same resourceVersion at once, in a loop',
+  T,
+  async (t) => {
+    // a server that lost its state (a fresh store behind the same address and certificate)
+    const { s, kc, api } = await startServer(t);
+    for (const n of ['a', 'b', 'c', 'd']) s.store.create('pods', pod({ name: n, node: 'n1' }));
+    const { inf, seen } = nodeInformer(t, kc, api, 'n1');
+    await inf.start();
+    await s.waitForWatches(1);
+    const rv = inf.latestResourceVersion();
+    await s.close();
+    const fresh = await KubeApiServer.start({ port: s.port, certs: s.certs, token: s.token });
+    t.after(() => fresh.close());
+    await inf.start();
+    const loops = await fresh.waitForRequest((r) => r.verb === 'watch' && r.seq >= 5);
+    await inf.stop();
+    assert.equal(loops.query.resourceVersion, rv);
+    assert.ok(
+      fresh.requests.every((r) => r.verb === 'watch' && r.query.resourceVersion === rv && (r.status ?? 200) === 200),
+      'no relist, the same resourceVersion every time',
+    );
+    assert.ok(
+      seen.log.filter((e) => e.startsWith('error')).every((e) => e === 'error AbortError'),
+      'no error callback (but the AbortError of stop() when it caught a watch open)',
+    );
+    assert.ok(seen.count('connect') >= 6);
+  },
+);
 
 test('fault: delayed responses still arrive (a later undelayed request overtakes)', T, async (t) => {
   const { s, api } = await startServer(t);
@@ -899,7 +1045,13 @@ test('fault: delayed responses still arrive (a later undelayed request overtakes
   const fast = api.listPodForAllNamespaces().then(() => order.push('pods'));
   await Promise.all([slow, fast]);
   assert.deepEqual(order, ['pods', 'namespaces']);
-  assert.deepEqual(s.requests.map((r) => [r.resource, r.fault, r.status]), [['namespaces', 'delay', 200], ['pods', undefined, 200]]);
+  assert.deepEqual(
+    s.requests.map((r) => [r.resource, r.fault, r.status]),
+    [
+      ['namespaces', 'delay', 200],
+      ['pods', undefined, 200],
+    ],
+  );
 });
 
 test('fault: the API down at start and while running; restarted on the same port with the same certificate and store', T, async (t) => {
@@ -924,7 +1076,10 @@ test('fault: the API down at start and while running; restarted on the same port
   const mark = s.lastSeq;
   await inf.start();
   await seen.waitFor('add b');
-  assert.deepEqual(s.requests.filter((r) => r.seq > mark).map((r) => [r.verb, r.query.resourceVersion]), [['watch', rv]]);
+  assert.deepEqual(
+    s.requests.filter((r) => r.seq > mark).map((r) => [r.verb, r.query.resourceVersion]),
+    [['watch', rv]],
+  );
 });
 
 test('stop() of an informer aborts its watch and fires the error callback with an AbortError', T, async (t) => {
@@ -953,18 +1108,30 @@ test('two agents with their own tokens; the request log checked against a Cluste
   const b = nodeInformer(t, kcB, apiB, 'node-b');
   await Promise.all([a.inf.start(), b.inf.start()]);
   await s.waitForWatches(2);
-  await apiB.createNamespacedEvent({ namespace: 'default', body: { metadata: { name: 'pb.1' }, involvedObject: { kind: 'Pod', name: 'pb', namespace: 'default' }, reason: 'Captured' } });
+  await apiB.createNamespacedEvent({
+    namespace: 'default',
+    body: { metadata: { name: 'pb.1' }, involvedObject: { kind: 'Pod', name: 'pb', namespace: 'default' }, reason: 'Captured' },
+  });
   await apiB.patchNamespacedEvent({ namespace: 'default', name: 'pb.1', body: { count: 2 } }, strategicOpts);
   assert.deepEqual(a.seen.log, ['connect', 'add pa']);
   assert.deepEqual(b.seen.log, ['connect', 'add pb']);
   const byUser = (u: string): RequestRecord[] => s.requests.filter((r) => r.user === u);
-  assert.deepEqual(byUser('meshlane-test').map((r) => r.verb), ['list', 'watch']);
-  assert.deepEqual(byUser('node-b-agent').map((r) => r.verb), ['list', 'watch', 'create', 'patch']);
+  assert.deepEqual(
+    byUser('meshlane-test').map((r) => r.verb),
+    ['list', 'watch'],
+  );
+  assert.deepEqual(
+    byUser('node-b-agent').map((r) => r.verb),
+    ['list', 'watch', 'create', 'patch'],
+  );
   const role: PolicyRule[] = [
     { apiGroups: [''], resources: ['pods'], verbs: ['list', 'watch'] },
     { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
   ];
   assert.deepEqual(notAllowed(role, s.requests), []);
   assert.deepEqual(unusedGrants(role, s.requests), []);
-  assert.deepEqual(unusedGrants(role, byUser('meshlane-test')).map((g) => `${g.verbs[0]} ${g.resources?.[0]}`), ['create events', 'patch events']);
+  assert.deepEqual(
+    unusedGrants(role, byUser('meshlane-test')).map((g) => `${g.verbs[0]} ${g.resources?.[0]}`),
+    ['create events', 'patch events'],
+  );
 });

@@ -34,7 +34,10 @@ interface Setup {
   dir: string;
 }
 
-async function setup(t: TestContext, o: { server?: KubeApiServerOptions; tuning?: Partial<Tuning>; start?: boolean; seed?: (s: KubeApiServer) => void; stopped?: boolean } = {}): Promise<Setup> {
+async function setup(
+  t: TestContext,
+  o: { server?: KubeApiServerOptions; tuning?: Partial<Tuning>; start?: boolean; seed?: (s: KubeApiServer) => void; stopped?: boolean } = {},
+): Promise<Setup> {
   const s = await KubeApiServer.start(o.server);
   t.after(() => s.close());
   const dir = mkdtempSync(join(tmpdir(), 'meshlane-kube-source-'));
@@ -94,14 +97,21 @@ test('initial sync: nothing until both kinds are listed, then one replace with b
   if (first?.type !== 'replace') return;
   const names = (l: unknown[]): string[] => l.map((o) => (o as { metadata: { name: string } }).metadata.name).sort();
   assert.deepEqual(names(first.pods), ['a', 'b', 'c'], 'only the pods of n1, all pages of the list');
-  assert.deepEqual(names(first.namespaces), ['default', 'kube-node-lease', 'kube-public', 'kube-system', 'late', 'mesh'], 'the namespace created while the pods were listed is in it');
+  assert.deepEqual(
+    names(first.namespaces),
+    ['default', 'kube-node-lease', 'kube-public', 'kube-system', 'late', 'mesh'],
+    'the namespace created while the pods were listed is in it',
+  );
   for (const o of [...first.pods, ...first.namespaces] as Array<{ kind?: string; apiVersion?: string; metadata: { creationTimestamp: unknown } }>) {
     assert.ok(o.kind === 'Pod' || o.kind === 'Namespace', 'listed objects carry their kind, as watched ones do');
     assert.equal(o.apiVersion, 'v1');
     assert.equal(typeof o.metadata.creationTimestamp, 'string', 'the API JSON, not deserialised objects');
   }
   await synced(x);
-  assert.ok(s.requests.some((r) => isPodList(r) && r.query.continue), 'the pod list came in pages');
+  assert.ok(
+    s.requests.some((r) => isPodList(r) && r.query.continue),
+    'the pod list came in pages',
+  );
 
   s.store.create('pods', pod({ name: 'd', namespace: 'mesh', node: 'n1' }));
   s.store.create('pods', pod({ name: 'not-mine', node: 'n2' }));
@@ -109,7 +119,9 @@ test('initial sync: nothing until both kinds are listed, then one replace with b
   s.store.delete('pods', 'mesh', 'b');
   s.store.patch('namespaces', undefined, 'mesh', 'application/merge-patch+json', { metadata: { labels: { 'istio-injection': 'disabled' } } });
   await c.converged(s);
-  const rest = c.events.slice(1).map((e) => (e.type === 'replace' ? 'replace' : `${e.type} ${e.kind} ${(e.object as { metadata: { name: string } }).metadata.name}`));
+  const rest = c.events
+    .slice(1)
+    .map((e) => (e.type === 'replace' ? 'replace' : `${e.type} ${e.kind} ${(e.object as { metadata: { name: string } }).metadata.name}`));
   assert.deepEqual(rest, ['upsert Pod d', 'upsert Pod a', 'delete Pod b', 'upsert Namespace mesh']);
   assert.deepEqual(c.errors, []);
 });
@@ -140,7 +152,10 @@ async function awayAndBack(t: TestContext, a: Away): Promise<Setup> {
   await a.heal?.(x);
   await c.converged(s);
   await c.waitFor('connected again', () => src.health().connected);
-  assert.ok(c.healths.slice(healthMark).some((h) => !h.connected), 'health said not connected while the watch was away');
+  assert.ok(
+    c.healths.slice(healthMark).some((h) => !h.connected),
+    'health said not connected while the watch was away',
+  );
   assert.ok(src.health().synced);
   assert.ok(!c.pods.has('default/goes') && c.pods.has('kube-system/came') && !c.pods.has('default/elsewhere'));
   const replaces = c.events.slice(eventMark).filter((e) => e.type === 'replace');
@@ -151,7 +166,11 @@ async function awayAndBack(t: TestContext, a: Away): Promise<Setup> {
     assert.equal(src.counts.Pod.lists, lists, 'resumed from the resourceVersion, no relist');
     assert.equal(replaces.length, 0);
   }
-  if (a.error) assert.ok(c.errors.some((e) => a.error!.test(e)), `an error like ${a.error}: ${c.errors.join(' | ')}`);
+  if (a.error)
+    assert.ok(
+      c.errors.some((e) => a.error!.test(e)),
+      `an error like ${a.error}: ${c.errors.join(' | ')}`,
+    );
   for (const e of c.errors) assert.match(e, /^Kubernetes API https:\/\/127\.0\.0\.1:\d+ .*: retrying; capture stays as it is$/);
   return x;
 }
@@ -204,7 +223,11 @@ test('410 after compaction: the watch cannot resume, the source relists and the 
   const { s, c } = x;
   const after = s.requests.filter((r) => r.resource === 'pods' && r.seq > (s.requests.find((q) => isPodWatch(q) && q.fault === 'delay')?.seq ?? 0) - 1);
   const shape = after.map((r) => `${r.verb} ${r.query.resourceVersion === undefined ? 'latest' : 'rv'}`);
-  assert.deepEqual(shape.slice(0, 3), ['watch rv', 'list latest', 'watch rv'], 'the expired watch (the ERROR event), a list of the latest state, a watch from it');
+  assert.deepEqual(
+    shape.slice(0, 3),
+    ['watch rv', 'list latest', 'watch rv'],
+    'the expired watch (the ERROR event), a list of the latest state, a watch from it',
+  );
   const replace = c.events.filter((e) => e.type === 'replace').at(-1);
   assert.ok(replace?.type === 'replace' && !replace.pods.some((p) => (p as { metadata: { name: string } }).metadata.name === 'goes'));
 });
@@ -254,7 +277,10 @@ test('an ERROR event other than 410 (504 from a server that lost its state) make
     );
     assert.notEqual(reqs[i + 2]?.query.resourceVersion, staleRv);
   }
-  assert.ok(c.errors.some((e) => /sent an ERROR event 504/.test(e)), c.errors.join(' | '));
+  assert.ok(
+    c.errors.some((e) => /sent an ERROR event 504/.test(e)),
+    c.errors.join(' | '),
+  );
   assert.deepEqual([...c.pods.keys()], ['default/new-world'], 'the state is the new server’s');
 });
 
@@ -290,7 +316,12 @@ test('staleness watchdog: a watch that stays open but silent (a frozen path) is 
   writeFileSync(kubeconfig, kubeconfigYaml({ server: `https://127.0.0.1:${proxy.port}`, token: s.token, caPem: s.certs.caPem }));
   const c = new Consumer();
   // watches end after 1 s (server side), so the watchdog gives up after 1 s + 1 s of silence
-  const src = new KubeSource({ connection: kubeconfigConnection(kubeconfig), nodeName: 'n1', tuning: { ...FAST, watchTimeoutSeconds: 1, staleSlackMs: 1000 }, onHealth: c.onHealth });
+  const src = new KubeSource({
+    connection: kubeconfigConnection(kubeconfig),
+    nodeName: 'n1',
+    tuning: { ...FAST, watchTimeoutSeconds: 1, staleSlackMs: 1000 },
+    onHealth: c.onHealth,
+  });
   t.after(() => src.stop());
   await src.start(c.handlers);
   await c.waitFor('synced and connected', () => src.health().synced && src.health().connected);
@@ -381,11 +412,33 @@ async function until(what: string, ok: () => boolean, timeoutMs = 10_000): Promi
 
 test('backoff: doubles per failure from the initial wait, never above the maximum, jittered between half and all', () => {
   const t = { backoffInitialMs: 500, backoffMaxMs: 30_000 };
-  assert.equal(backoffDelay(1, t, () => 0), 250);
-  assert.equal(backoffDelay(1, t, () => 1), 500);
-  assert.equal(backoffDelay(2, t, () => 1), 1000);
-  assert.equal(backoffDelay(4, t, () => 1), 4000);
-  assert.equal(backoffDelay(7, t, () => 1), 30_000);
-  assert.equal(backoffDelay(1000, t, () => 0.999999), 30_000 / 2 + (0.999999 * 30_000) / 2);
-  assert.equal(backoffDelay(0, t, () => 1), 500, 'no failure counts as the first');
+  assert.equal(
+    backoffDelay(1, t, () => 0),
+    250,
+  );
+  assert.equal(
+    backoffDelay(1, t, () => 1),
+    500,
+  );
+  assert.equal(
+    backoffDelay(2, t, () => 1),
+    1000,
+  );
+  assert.equal(
+    backoffDelay(4, t, () => 1),
+    4000,
+  );
+  assert.equal(
+    backoffDelay(7, t, () => 1),
+    30_000,
+  );
+  assert.equal(
+    backoffDelay(1000, t, () => 0.999999),
+    30_000 / 2 + (0.999999 * 30_000) / 2,
+  );
+  assert.equal(
+    backoffDelay(0, t, () => 1),
+    500,
+    'no failure counts as the first',
+  );
 });

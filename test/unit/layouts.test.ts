@@ -124,7 +124,6 @@ test('the git history check finds a changed or removed entry, committed or not (
 
 // ---- the check itself, on made-up maps -----------------------------------------------------------
 
-
 test('the fingerprint changes with the key, the value, the type, max_entries and the flags, and only with them', () => {
   const fp = mapFingerprint(base);
   assert.match(fp, /^[0-9a-f]{16}$/);

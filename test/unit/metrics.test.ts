@@ -54,7 +54,11 @@ test('every stats index has a metric line; one metric keeps one set of label nam
   for (const name of Stat) assert.ok(STAT_METRICS[name], `STAT_METRICS has ${name}`);
   const plan = statMetricPlan();
   for (const [metric] of plan) assert.ok(STAT_METRIC_HELP[metric], `help for ${metric}`);
-  assert.equal([...plan.values()].reduce((n, p) => n + p.series.length, 0), Stat.length, 'each counter is one series');
+  assert.equal(
+    [...plan.values()].reduce((n, p) => n + p.series.length, 0),
+    Stat.length,
+    'each counter is one series',
+  );
   assert.throws(() => statMetricPlan([...Stat, 'new_counter']), new RegExp(`stats index ${Stat.length} \\(new_counter\\) has no line in STAT_METRICS`));
 });
 
@@ -189,7 +193,13 @@ test('agentProbe: entries of the maps the pipeline writes from its mirror, the o
     {
       dataplane: () => dp,
       pipeline: () => ({ podCounts: () => ({ states: { captured: 0, pending: 0, skipped: 0 }, errors: {} }), mapEntries: () => ({ pods: 1 }) }),
-      source: { description: 'x', start: async () => undefined, stop: async () => undefined, health: () => ({ synced: true, connected: true }), events: { warn: () => undefined } },
+      source: {
+        description: 'x',
+        start: async () => undefined,
+        stop: async () => undefined,
+        health: () => ({ synced: true, connected: true }),
+        events: { warn: () => undefined },
+      },
       sourceStarted: () => true,
       ready: () => true,
     },
@@ -215,10 +225,23 @@ test('--metrics-address: HOST:PORT, [v6]:PORT or off; anything else is one line 
   assert.deepEqual(parseMetricsAddress('0.0.0.0:1'), { host: '0.0.0.0', port: 1 });
   assert.equal(parseMetricsAddress('off'), undefined);
   assert.equal(formatAddress({ host: '::1', port: 80 }), '[::1]:80');
-  for (const bad of ['', '9464', ':9464', 'localhost:9464', '127.0.0.1:0', '127.0.0.1:65536', '127.0.0.1:x', '::1:9464', '[127.0.0.1]:9464', '1.2.3:80', 'OFF']) {
+  for (const bad of [
+    '',
+    '9464',
+    ':9464',
+    'localhost:9464',
+    '127.0.0.1:0',
+    '127.0.0.1:65536',
+    '127.0.0.1:x',
+    '::1:9464',
+    '[127.0.0.1]:9464',
+    '1.2.3:80',
+    'OFF',
+  ]) {
     assert.throws(
       () => parseMetricsAddress(bad),
-      (e: unknown) => e instanceof UserError && /--metrics-address/.test(e.message) && /give --metrics-address HOST:PORT/.test(e.message) && !e.message.includes('\n'),
+      (e: unknown) =>
+        e instanceof UserError && /--metrics-address/.test(e.message) && /give --metrics-address HOST:PORT/.test(e.message) && !e.message.includes('\n'),
       JSON.stringify(bad),
     );
   }
@@ -229,7 +252,14 @@ test('readiness conditions: each one that is not met is a reason; removed, it is
   let serving = false;
   const remove = r.add('cni', () => (serving ? undefined : 'the CNI socket is not serving yet'));
   assert.deepEqual(r.reasons(), ['the CNI socket is not serving yet']);
-  const h = agentHealth({ programsAttached: true, pinsAdopted: true, firstSync: true, source: { synced: true, connected: true }, fullMaps: [], extra: r.reasons() });
+  const h = agentHealth({
+    programsAttached: true,
+    pinsAdopted: true,
+    firstSync: true,
+    source: { synced: true, connected: true },
+    fullMaps: [],
+    extra: r.reasons(),
+  });
   assert.equal(h.ready, false);
   assert.deepEqual(h.reasons, ['the CNI socket is not serving yet']);
   serving = true;
@@ -277,7 +307,10 @@ test('the endpoint: /metrics in Prometheus text, /healthz, /readyz 503 with the 
     assert.equal((await fetch(`${base}/healthz`)).status, 503);
     await assert.rejects(
       MetricsServer.listen({ host: '127.0.0.1', port }, m, { live: () => true, readiness: () => ready }),
-      (e: unknown) => e instanceof UserError && e.message === `cannot serve metrics on 127.0.0.1:${port}: 127.0.0.1:${port} is in use by another process: stop it, or give another --metrics-address HOST:PORT (or off)`,
+      (e: unknown) =>
+        e instanceof UserError &&
+        e.message ===
+          `cannot serve metrics on 127.0.0.1:${port}: 127.0.0.1:${port} is in use by another process: stop it, or give another --metrics-address HOST:PORT (or off)`,
     );
   } finally {
     await srv.close();
@@ -306,7 +339,16 @@ test('the CNI server reports each ADD, CHECK and DEL to its observer: ok or erro
   const send = (command: string): Promise<string> =>
     new Promise((resolve, reject) => {
       const config = JSON.stringify({ cniVersion: '1.0.0', name: 'n', type: 'meshlane-cni', socket: socketPath, prevResult: prev });
-      const line = JSON.stringify({ v: 1, command, containerId: 'c1', netns: '/var/run/netns/blue', ifname: 'eth0', args: 'K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web', path: '/opt/cni/bin', config });
+      const line = JSON.stringify({
+        v: 1,
+        command,
+        containerId: 'c1',
+        netns: '/var/run/netns/blue',
+        ifname: 'eth0',
+        args: 'K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web',
+        path: '/opt/cni/bin',
+        config,
+      });
       const s = connect(socketPath, () => s.write(`${line}\n`));
       let out = '';
       s.on('data', (d) => (out += d.toString()));

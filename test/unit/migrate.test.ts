@@ -12,7 +12,16 @@ import { join } from 'node:path';
 import { MAPS, convertFrom, copyFrom, loseFrom, type MapDef } from '../../src/dataplane/layouts.js';
 import { LOCK_PATH, lockLine } from '../../src/dataplane/layout-lock.js';
 import {
-  checkMigrations, missingCarry, newest, planMap, planMaps, startCarry, type MapShape, type MapStep, type PinnedVersion, type RawMap,
+  checkMigrations,
+  missingCarry,
+  newest,
+  planMap,
+  planMaps,
+  startCarry,
+  type MapShape,
+  type MapStep,
+  type PinnedVersion,
+  type RawMap,
 } from '../../src/dataplane/migrate.js';
 import { scalar, struct, u16, u32, u64, u8 } from '../../src/dataplane/struct.js';
 import { MapFlags, MapType, MapUpdate } from '../../src/dataplane/uapi.js';
@@ -43,7 +52,8 @@ test('every map in MAPS says what it holds (carry); a map without one fails here
 
 test('the real maps: what each kind of map does on a layout change', () => {
   const kind = (n: keyof typeof MAPS): string | undefined => (MAPS[n] as MapDef).carry;
-  for (const n of ['pods', 'pod_ports', 'pod_cidrs4', 'pod_cidrs6', 'pod_info', 'pod_by_ip4', 'pod_by_ip6', 'pod_dns', 'pod_ifaces'] as const) assert.equal(kind(n), 'desired', n);
+  for (const n of ['pods', 'pod_ports', 'pod_cidrs4', 'pod_cidrs6', 'pod_info', 'pod_by_ip4', 'pod_by_ip6', 'pod_dns', 'pod_ifaces'] as const)
+    assert.equal(kind(n), 'desired', n);
   assert.equal(kind('stats'), 'counters');
   assert.equal(kind('global'), 'state');
   assert.equal(kind('orig_by_tuple'), 'state');
@@ -107,19 +117,46 @@ const actions = (steps: MapStep[]): Record<string, string> => Object.fromEntries
 
 test('upgrade A -> B: reuse, refill, copy, convert, counters, lose; every old pin stale but the reused one', () => {
   const steps = planMaps(B, pinsOf(A));
-  assert.deepEqual(actions(steps), { desired: 'refill', kept: 'reuse', bigger: 'copy', reshaped: 'convert', counters: 'counters', socks: 'lose', storage: 'lose' });
+  assert.deepEqual(actions(steps), {
+    desired: 'refill',
+    kept: 'reuse',
+    bigger: 'copy',
+    reshaped: 'convert',
+    counters: 'counters',
+    socks: 'lose',
+    storage: 'lose',
+  });
   for (const s of steps) {
     if (s.action === 'reuse') assert.deepEqual(s.stale, []);
-    else assert.deepEqual(s.stale.map((p) => p.rel), [`maps/${s.map}_v1`], s.map);
+    else
+      assert.deepEqual(
+        s.stale.map((p) => p.rel),
+        [`maps/${s.map}_v1`],
+        s.map,
+      );
   }
   assert.match(steps.find((s) => s.map === 'storage')!.note!, /original destination/);
 });
 
 test('downgrade B -> A: refill and counters go back, state of the same layout is copied back; a converted state, sockets and storage are dropped, never refused', () => {
   const steps = planMaps(A, pinsOf(B));
-  assert.deepEqual(actions(steps), { desired: 'refill', kept: 'reuse', bigger: 'copy', reshaped: 'drop', counters: 'counters', socks: 'drop', storage: 'drop' });
-  assert.match(steps.find((s) => s.map === 'bigger')!.note!, /maps\/bigger_v2 is layout version 2, newer than this build's 1, with the same key and value layout: copied back/);
-  assert.deepEqual(steps.find((s) => s.map === 'bigger')!.stale.map((p) => p.rel), ['maps/bigger_v2']);
+  assert.deepEqual(actions(steps), {
+    desired: 'refill',
+    kept: 'reuse',
+    bigger: 'copy',
+    reshaped: 'drop',
+    counters: 'counters',
+    socks: 'drop',
+    storage: 'drop',
+  });
+  assert.match(
+    steps.find((s) => s.map === 'bigger')!.note!,
+    /maps\/bigger_v2 is layout version 2, newer than this build's 1, with the same key and value layout: copied back/,
+  );
+  assert.deepEqual(
+    steps.find((s) => s.map === 'bigger')!.stale.map((p) => p.rel),
+    ['maps/bigger_v2'],
+  );
   const note = steps.find((s) => s.map === 'reshaped')!.note!;
   assert.match(note, /maps\/reshaped_v2 is layout version 2, newer than this build's 1/);
   assert.match(note, /start empty/);
@@ -158,7 +195,10 @@ test('the newest pin is the one in use: a stale pin of the current version (left
   // the other way round: v2 is newest and current: reused, v1 stale
   const r = planMap(byName(B, 'bigger'), [{ ...v1, pinnedAtNs: 50n }, v2]);
   assert.equal(r.action, 'reuse');
-  assert.deepEqual(r.stale.map((p) => p.rel), ['maps/bigger_v1']);
+  assert.deepEqual(
+    r.stale.map((p) => p.rel),
+    ['maps/bigger_v1'],
+  );
 });
 
 // ---- declarations against a lock -----------------------------------------------------------------
@@ -184,10 +224,17 @@ test('checkMigrations: a copy that claims a layout that changed, a missing decla
   assert.match(problems(bad).join('\n'), /produces other layouts/);
   // a converted layout of the same sizes: the older build would copy it back as bytes of its own layout
   const ValSame = struct('val_same', { b: u16, pad: u16, a: u32 });
-  const sameSize = { ...byName(B, 'reshaped'), value: ValSame, from: { 1: convertFrom({ key: Key, value: ValA }, { key: Key, value: ValSame }, (k, v) => [k, { ...v, pad: 0 }]) } };
+  const sameSize = {
+    ...byName(B, 'reshaped'),
+    value: ValSame,
+    from: { 1: convertFrom({ key: Key, value: ValA }, { key: Key, value: ValSame }, (k, v) => [k, { ...v, pad: 0 }]) },
+  };
   assert.match(problems(sameSize).join('\n'), /a converter between layouts of the same sizes \(key 8 B, value 8 B\).*change a size/);
   assert.match(problems({ ...byName(B, 'storage'), from: { 1: loseFrom('gone') } }).join('\n'), /must say what it costs/);
-  assert.match(problems({ ...byName(B, 'bigger'), from: { 1: loseFrom('the entries of version 1 are not carried at all') } }).join('\n'), /a 'state' map can always be carried: declare a copy or a converter, not 'lose'/);
+  assert.match(
+    problems({ ...byName(B, 'bigger'), from: { 1: loseFrom('the entries of version 1 are not carried at all') } }).join('\n'),
+    /a 'state' map can always be carried: declare a copy or a converter, not 'lose'/,
+  );
   assert.match(problems({ ...byName(B, 'storage'), from: undefined }).join('\n'), /no migration from locked version 1/);
   assert.match(problems({ ...byName(B, 'socks'), carry: 'state' }).join('\n'), /a SOCKHASH is 'sockets'/);
   assert.match(problems({ ...byName(B, 'desired'), from: { 1: copyFrom() } }).join('\n'), /needs no declaration/);
@@ -296,7 +343,14 @@ test('copy: the first pass copies every entry; the second carries what the old p
   old.delete(K(1)); // removed on both sides
   c.second();
   const got = new Map([...neu.entries()].map(([k, v]) => [Number(Key.decode(k)), ValA.decode(v).a]));
-  assert.deepEqual([...got].sort((x, y) => x[0] - y[0]), [[2, 20], [4, 44], [5, 5]]);
+  assert.deepEqual(
+    [...got].sort((x, y) => x[0] - y[0]),
+    [
+      [2, 20],
+      [4, 44],
+      [5, 5],
+    ],
+  );
 });
 
 test('convert: old entries through the converter in both passes', () => {
@@ -312,7 +366,7 @@ test('convert: old entries through the converter in both passes', () => {
   assert.deepEqual(ValB.decode(neu.lookup(K(2))!), { a: 20, b: 1, c: 21 });
 });
 
-test('copy back (a downgrade): the newer version\'s entries into this build\'s map, both passes', () => {
+test("copy back (a downgrade): the newer version's entries into this build's map, both passes", () => {
   const newer = MemMap.of(byName(B, 'bigger'));
   for (let i = 1; i <= 3; i++) newer.update(K(i), VA(i));
   const older = MemMap.of(byName(A, 'bigger'));
@@ -321,7 +375,15 @@ test('copy back (a downgrade): the newer version\'s entries into this build\'s m
   newer.update(K(4), VA(4)); // the newer programs, until their link is swapped
   c.second();
   const got = new Map([...older.entries()].map(([k, v]) => [Number(Key.decode(k)), ValA.decode(v).a]));
-  assert.deepEqual([...got].sort((x, y) => x[0] - y[0]), [[1, 1], [2, 2], [3, 3], [4, 4]]);
+  assert.deepEqual(
+    [...got].sort((x, y) => x[0] - y[0]),
+    [
+      [1, 1],
+      [2, 2],
+      [3, 3],
+      [4, 4],
+    ],
+  );
 });
 
 test('an array of state (switches): every index carried, a smaller new array leaves the rest behind', () => {
@@ -343,5 +405,8 @@ test('a hash that cannot take the old entries fails the start with the map named
   const small = { ...byName(B, 'bigger'), maxEntries: 2, from: { 1: copyFrom({ maxEntries: 1024 }) } };
   const old = MemMap.of(byName(A, 'bigger'));
   for (let i = 1; i <= 3; i++) old.update(K(i), VA(i));
-  assert.throws(() => startCarry(planMap(small, [pinOf(byName(A, 'bigger'))]), old, MemMap.of(small)), /carrying map bigger from version 1: the new map takes no more entries/);
+  assert.throws(
+    () => startCarry(planMap(small, [pinOf(byName(A, 'bigger'))]), old, MemMap.of(small)),
+    /carrying map bigger from version 1: the new map takes no more entries/,
+  );
 });

@@ -36,7 +36,9 @@ test('parseLibbpfLog: failures that name no program', () => {
     lastLibbpfLine:
       "Error in bpf_object__probe_loading():Operation not permitted(1). Couldn't load trivial BPF program. Make sure your kernel supports BPF (CONFIG_BPF_SYSCALL=y) and/or that RLIMIT_MEMLOCK is set to big enough value.",
   });
-  assert.deepEqual(parseLibbpfLog(log('open-missing-path')), { lastLibbpfLine: 'elf: failed to open /nonexistent/meshlane/x.bpf.o: No such file or directory' });
+  assert.deepEqual(parseLibbpfLog(log('open-missing-path')), {
+    lastLibbpfLine: 'elf: failed to open /nonexistent/meshlane/x.bpf.o: No such file or directory',
+  });
   assert.match(parseLibbpfLog(log('open-not-elf')).lastLibbpfLine ?? '', /^elf: '.*package\.json' is not a proper ELF object$/);
   // a missing program (the addon's own ENOENT) or a failure libbpf printed nothing about
   assert.deepEqual(parseLibbpfLog(''), {});
@@ -69,7 +71,9 @@ test('other LoadErrors stay LoadErrors and say what libbpf said last', () => {
   assert.ok(eperm instanceof LoadError && !(eperm instanceof VerifierError));
   assert.equal(eperm.program, undefined);
   assert.match(eperm.message, /^bpf_object__load: \(EPERM\), object 'fixture\.bpf\.o': Error in bpf_object__probe_loading\(\):Operation not permitted/);
-  const missing = explainLoadError(loadError('open-missing-path', { errno: 2, code: 'ENOENT', syscall: 'bpf_object__open_file', path: '/nonexistent/meshlane/x.bpf.o' }));
+  const missing = explainLoadError(
+    loadError('open-missing-path', { errno: 2, code: 'ENOENT', syscall: 'bpf_object__open_file', path: '/nonexistent/meshlane/x.bpf.o' }),
+  );
   assert.ok(missing instanceof LoadError && !(missing instanceof VerifierError));
   assert.equal(missing.code, 'ENOENT');
   assert.match(missing.message, /: elf: failed to open \/nonexistent\/meshlane\/x\.bpf\.o: No such file or directory$/);
@@ -86,14 +90,20 @@ test('BpfError keeps only the context the call had', () => {
 test('explain() decides by class', () => {
   const verifier = explain(explainLoadError(refused()), 'loading the BPF programs');
   assert.ok(verifier instanceof UserError);
-  assert.match(verifier.message, /^loading the BPF programs: the verifier of kernel \S+ refused program 'bad_connect4' \(verifier refused program 'bad_connect4': invalid bpf_context access off=4096 size=4\); /);
+  assert.match(
+    verifier.message,
+    /^loading the BPF programs: the verifier of kernel \S+ refused program 'bad_connect4' \(verifier refused program 'bad_connect4': invalid bpf_context access off=4096 size=4\); /,
+  );
 
   for (const code of ['EPERM', 'EACCES']) {
     const denied = explain(new BpfError(`bpf_obj_get: (${code})`, { errno: code === 'EPERM' ? 1 : 13, code, syscall: 'bpf_obj_get' }), 'reading the pins');
     assert.ok(denied instanceof UserError);
     assert.equal(denied.message, 'reading the pins: permission denied (bpf_obj_get): run meshlane as root (it needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)');
   }
-  const unprivileged = explain(explainLoadError(loadError('load-unprivileged', { errno: 1, code: 'EPERM', syscall: 'bpf_object__load', path: 'x.o' })), 'loading');
+  const unprivileged = explain(
+    explainLoadError(loadError('load-unprivileged', { errno: 1, code: 'EPERM', syscall: 'bpf_object__load', path: 'x.o' })),
+    'loading',
+  );
   assert.ok(unprivileged instanceof UserError && unprivileged.message.includes('permission denied (bpf_object__load)'));
 
   // a missing program is an ENOENT that carries the program's name: not a verifier refusal

@@ -37,7 +37,10 @@ function restoreGolden(text: string, table: 'nat' | 'raw'): string[] {
 /** Lines for one family + table from a command-format golden (`iptables -t nat -A ...`). */
 function commandGolden(text: string, family: 4 | 6, table: 'nat' | 'raw'): string[] {
   const prefix = `${family === 4 ? 'iptables' : 'ip6tables'} -t ${table} `;
-  return text.split('\n').filter((l) => l.startsWith(prefix)).map((l) => l.slice(prefix.length).trim());
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith(prefix))
+    .map((l) => l.slice(prefix.length).trim());
 }
 
 /** constructTestConfig() of run_test.go, in CaptureSettings terms. */
@@ -728,49 +731,79 @@ ip6tables-save
 const cases: Case[] = [
   { name: 'cni basic (default sidecar)', golden: CNI_BASIC, format: 'restore', families: [4], settings: cniBase() },
   {
-    name: 'cni DNS (capture-all)', golden: CNI_DNS, format: 'restore', families: [4],
+    name: 'cni DNS (capture-all)',
+    golden: CNI_DNS,
+    format: 'restore',
+    families: [4],
     settings: { ...cniBase(), dns: { enabled: true, captureAll: true } },
   },
   {
-    name: 'cni include 127.0.0.0/8 (loopback variant), exclude 10.0.0.0/8', golden: CNI_INCLUDE_EXCLUDE_IP,
-    format: 'restore', families: [4],
+    name: 'cni include 127.0.0.0/8 (loopback variant), exclude 10.0.0.0/8',
+    golden: CNI_INCLUDE_EXCLUDE_IP,
+    format: 'restore',
+    families: [4],
     settings: { ...cniBase(), outboundInclude: { all: false, cidrs: [cidr('127.0.0.0/8')] }, outboundExclude: [cidr('10.0.0.0/8')] },
   },
   {
     // annotations include 1111,2222; exclude inbound 3333,4444 (ignored with a list); exclude outbound 5555,6666
-    name: 'cni include inbound list, exclude outbound ports', golden: CNI_INCLUDE_EXCLUDE_PORTS, format: 'restore', families: [4],
+    name: 'cni include inbound list, exclude outbound ports',
+    golden: CNI_INCLUDE_EXCLUDE_PORTS,
+    format: 'restore',
+    families: [4],
     settings: { ...cniBase(), inboundPorts: { mode: 'list', include: [1111, 2222] }, excludeOutboundPorts: [5555, 6666] },
   },
   {
-    name: 'cni custom uid/gid', golden: CNI_CUSTOM_UID, format: 'restore', families: [4],
+    name: 'cni custom uid/gid',
+    golden: CNI_CUSTOM_UID,
+    format: 'restore',
+    families: [4],
     settings: { ...cniBase(), proxyUids: [1000670000], proxyGids: [1000670001] },
   },
   { name: 'empty', golden: CAP_EMPTY, format: 'command', families: [4], settings: captureTestBase() },
   {
     // RedirectDNS, servers 127.0.0.53 / ::127.0.0.53, uid 3,4, gid 1,2, IPv6
-    name: 'dns-uid-gid', golden: CAP_DNS_UID_GID, format: 'command', families: [4, 6],
+    name: 'dns-uid-gid',
+    golden: CAP_DNS_UID_GID,
+    format: 'command',
+    families: [4, 6],
     settings: { ...captureTestBase(), dns: { enabled: true, captureAll: false }, proxyUids: [3, 4], proxyGids: [1, 2] },
     opts: { dnsServersV4: ['127.0.0.53'], dnsServersV6: ['::127.0.0.53'] },
   },
   {
     // RedirectDNS without servers, uid 3,4, gid 1,2, IPv6
-    name: 'ipv6-dns-uid-gid', golden: CAP_IPV6_DNS_UID_GID, format: 'command', families: [4, 6],
+    name: 'ipv6-dns-uid-gid',
+    golden: CAP_IPV6_DNS_UID_GID,
+    format: 'command',
+    families: [4, 6],
     settings: { ...captureTestBase(), dns: { enabled: true, captureAll: false }, proxyUids: [3, 4], proxyGids: [1, 2] },
   },
   {
     // exclude 1.1.0.0/16, include 9.9.0.0/16, RedirectDNS (127.0.0.53), uid 3,4, gid 1,2
-    name: 'ip-range', golden: CAP_IP_RANGE, format: 'command', families: [4],
+    name: 'ip-range',
+    golden: CAP_IP_RANGE,
+    format: 'command',
+    families: [4],
     settings: {
-      ...captureTestBase(), dns: { enabled: true, captureAll: false }, proxyUids: [3, 4], proxyGids: [1, 2],
-      outboundExclude: [cidr('1.1.0.0/16')], outboundInclude: { all: false, cidrs: [cidr('9.9.0.0/16')] },
+      ...captureTestBase(),
+      dns: { enabled: true, captureAll: false },
+      proxyUids: [3, 4],
+      proxyGids: [1, 2],
+      outboundExclude: [cidr('1.1.0.0/16')],
+      outboundInclude: { all: false, cidrs: [cidr('9.9.0.0/16')] },
     },
     opts: { dnsServersV4: ['127.0.0.53'] },
   },
   {
     // include 127.1.2.3/32, RedirectDNS (127.0.0.53), uid 3,4, gid 1,2
-    name: 'loopback-outbound-iprange', golden: CAP_LOOPBACK_OUTBOUND_IPRANGE, format: 'command', families: [4],
+    name: 'loopback-outbound-iprange',
+    golden: CAP_LOOPBACK_OUTBOUND_IPRANGE,
+    format: 'command',
+    families: [4],
     settings: {
-      ...captureTestBase(), dns: { enabled: true, captureAll: false }, proxyUids: [3, 4], proxyGids: [1, 2],
+      ...captureTestBase(),
+      dns: { enabled: true, captureAll: false },
+      proxyUids: [3, 4],
+      proxyGids: [1, 2],
       outboundInclude: { all: false, cidrs: [cidr('127.1.2.3/32')] },
     },
     opts: { dnsServersV4: ['127.0.0.53'] },
@@ -778,38 +811,66 @@ const cases: Case[] = [
   {
     // inbound 4000,5000 (exclude 6000,7000 ignored), kubevirt eth0,eth1, uid 3,4, gid 1,2,
     // exclude + include 2001:db8::/32, IPv6
-    name: 'ipv6-uid-gid', golden: CAP_IPV6_UID_GID, format: 'command', families: [4, 6],
+    name: 'ipv6-uid-gid',
+    golden: CAP_IPV6_UID_GID,
+    format: 'command',
+    families: [4, 6],
     settings: {
-      ...captureTestBase(), inboundPorts: { mode: 'list', include: [4000, 5000] }, rerouteInterfaces: ['eth0', 'eth1'],
-      proxyUids: [3, 4], proxyGids: [1, 2],
-      outboundExclude: [cidr('2001:db8::/32')], outboundInclude: { all: false, cidrs: [cidr('2001:db8::/32')] },
+      ...captureTestBase(),
+      inboundPorts: { mode: 'list', include: [4000, 5000] },
+      rerouteInterfaces: ['eth0', 'eth1'],
+      proxyUids: [3, 4],
+      proxyGids: [1, 2],
+      outboundExclude: [cidr('2001:db8::/32')],
+      outboundInclude: { all: false, cidrs: [cidr('2001:db8::/32')] },
     },
   },
   {
-    name: 'ipv6-ipnets', golden: CAP_IPV6_IPNETS, format: 'command', families: [4, 6],
+    name: 'ipv6-ipnets',
+    golden: CAP_IPV6_IPNETS,
+    format: 'command',
+    families: [4, 6],
     settings: {
-      ...captureTestBase(), inboundPorts: { mode: 'list', include: [4000, 5000] }, rerouteInterfaces: ['eth0', 'eth1'],
-      outboundExclude: [cidr('2001:db8::/32')], outboundInclude: { all: false, cidrs: [cidr('2001:db8::/32')] },
+      ...captureTestBase(),
+      inboundPorts: { mode: 'list', include: [4000, 5000] },
+      rerouteInterfaces: ['eth0', 'eth1'],
+      outboundExclude: [cidr('2001:db8::/32')],
+      outboundInclude: { all: false, cidrs: [cidr('2001:db8::/32')] },
     },
   },
   {
-    name: 'kube-virt-interfaces (include *)', golden: CAP_KUBE_VIRT_INTERFACES, format: 'command', families: [4],
+    name: 'kube-virt-interfaces (include *)',
+    golden: CAP_KUBE_VIRT_INTERFACES,
+    format: 'command',
+    families: [4],
     settings: { ...captureTestBase(), rerouteInterfaces: ['eth1', 'eth2'], outboundInclude: { all: true, cidrs: [] } },
   },
   {
-    name: 'ipnets-with-kube-virt-interfaces', golden: CAP_IPNETS_WITH_KUBE_VIRT_INTERFACES, format: 'command', families: [4],
+    name: 'ipnets-with-kube-virt-interfaces',
+    golden: CAP_IPNETS_WITH_KUBE_VIRT_INTERFACES,
+    format: 'command',
+    families: [4],
     settings: { ...captureTestBase(), rerouteInterfaces: ['eth1', 'eth2'], outboundInclude: { all: false, cidrs: [cidr('10.0.0.0/8')] } },
   },
   {
-    name: 'basic-exclude-nic', golden: CAP_BASIC_EXCLUDE_NIC, format: 'command', families: [4],
+    name: 'basic-exclude-nic',
+    golden: CAP_BASIC_EXCLUDE_NIC,
+    format: 'command',
+    families: [4],
     settings: { ...captureTestBase(), excludeInterfaces: ['not-istio-nic'] },
   },
   {
-    name: 'inbound-ports-include', golden: CAP_INBOUND_PORTS_INCLUDE, format: 'command', families: [4],
+    name: 'inbound-ports-include',
+    golden: CAP_INBOUND_PORTS_INCLUDE,
+    format: 'command',
+    families: [4],
     settings: { ...captureTestBase(), inboundPorts: { mode: 'list', include: [32000, 31000] } },
   },
   {
-    name: 'outbound-ports-include', golden: CAP_OUTBOUND_PORTS_INCLUDE, format: 'command', families: [4],
+    name: 'outbound-ports-include',
+    golden: CAP_OUTBOUND_PORTS_INCLUDE,
+    format: 'command',
+    families: [4],
     settings: { ...captureTestBase(), includeOutboundPorts: [32000, 31000] },
   },
 ];

@@ -48,8 +48,7 @@ const podObj = (name: string, o: PodOpts = {}): Record<string, unknown> => ({
   status: { phase: 'Running', podIP: o.ip ?? '10.244.0.10', qosClass: 'BestEffort' },
 });
 
-const cidrs = (n: number): string =>
-  Array.from({ length: n }, (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}/32`).join(',');
+const cidrs = (n: number): string => Array.from({ length: n }, (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}/32`).join(',');
 
 // ---- the store ----
 
@@ -57,10 +56,18 @@ test('store: a pod change dirties that pod; a label change of its namespace dirt
   const s = new ObjectStore();
   const d0 = s.apply({ type: 'replace', namespaces: [ns('shop'), ns('other')], pods: [podObj('a'), podObj('b'), podObj('c', { ns: 'other' })] });
   assert.deepEqual([...d0].sort(), ['uid-a', 'uid-b', 'uid-c']);
-  assert.deepEqual([...s.apply({ type: 'replace', namespaces: [ns('shop'), ns('other')], pods: [podObj('a'), podObj('b'), podObj('c', { ns: 'other' })] })], [], 'the same state again: nothing');
+  assert.deepEqual(
+    [...s.apply({ type: 'replace', namespaces: [ns('shop'), ns('other')], pods: [podObj('a'), podObj('b'), podObj('c', { ns: 'other' })] })],
+    [],
+    'the same state again: nothing',
+  );
   assert.deepEqual([...s.apply({ type: 'upsert', kind: 'Pod', object: podObj('a', { annotations: { x: '1' } }) })], ['uid-a']);
   assert.deepEqual([...s.apply({ type: 'upsert', kind: 'Namespace', object: ns('shop', { 'istio-injection': 'disabled' }) })].sort(), ['uid-a', 'uid-b']);
-  assert.deepEqual([...s.apply({ type: 'upsert', kind: 'Namespace', object: { ...ns('shop', { 'istio-injection': 'disabled' }), spec: { finalizers: ['kubernetes'] } } })], [], 'only labels matter');
+  assert.deepEqual(
+    [...s.apply({ type: 'upsert', kind: 'Namespace', object: { ...ns('shop', { 'istio-injection': 'disabled' }), spec: { finalizers: ['kubernetes'] } } })],
+    [],
+    'only labels matter',
+  );
   assert.deepEqual([...s.apply({ type: 'delete', kind: 'Pod', object: podObj('b') })], ['uid-b']);
   assert.deepEqual([...s.apply({ type: 'delete', kind: 'Namespace', object: ns('other') })], ['uid-c']);
   // a replace that drops a pod and changes another
@@ -69,10 +76,13 @@ test('store: a pod change dirties that pod; a label change of its namespace dirt
   assert.equal(s.pods.size, 1);
 });
 
-test('store: with resourceVersions on both sides, they decide when they are the API server\'s; a file\'s are not trusted', () => {
+test("store: with resourceVersions on both sides, they decide when they are the API server's; a file's are not trusted", () => {
   const file = new ObjectStore();
   file.apply({ type: 'replace', namespaces: [ns('shop')], pods: [podObj('a', { rv: '5' })] });
-  assert.deepEqual([...file.apply({ type: 'replace', namespaces: [ns('shop')], pods: [podObj('a', { rv: '5', annotations: { edited: 'by hand' } })] })], ['uid-a']);
+  assert.deepEqual(
+    [...file.apply({ type: 'replace', namespaces: [ns('shop')], pods: [podObj('a', { rv: '5', annotations: { edited: 'by hand' } })] })],
+    ['uid-a'],
+  );
   const s = new ObjectStore(true);
   s.apply({ type: 'replace', namespaces: [ns('shop')], pods: [podObj('a', { rv: '5' })] });
   assert.deepEqual([...s.apply({ type: 'upsert', kind: 'Pod', object: podObj('a', { rv: '5', annotations: { ignored: 'same rv' } }) })], []);
@@ -102,7 +112,8 @@ const desired = (name: string, settings: Partial<DesiredPod['settings']> = {}, i
 
 test('planPod: unchanged pod no ops; a changed one a new generation, the flip, then the old one; linear in the entries', () => {
   const m = new Mirror();
-  const many = (n: number): DesiredPod['settings']['outboundExclude'] => Array.from({ length: n }, (_, i) => ({ family: 4 as const, addr: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, prefix: 32 }));
+  const many = (n: number): DesiredPod['settings']['outboundExclude'] =>
+    Array.from({ length: n }, (_, i) => ({ family: 4 as const, addr: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, prefix: 32 }));
   const e1 = compilePod(desired('a', { outboundExclude: many(40_000) }));
   const fake = new FakeMaps();
   const p1 = planPod(1n, e1, undefined, m.ids);
@@ -110,7 +121,11 @@ test('planPod: unchanged pod no ops; a changed one a new generation, the flip, t
   assert.equal(p1.cleanup.length, 0);
   fake.applyAll([...p1.sets, p1.flip!]);
   const mirror = Mirror.from(fake.actual());
-  assert.deepEqual(planPod(1n, compilePod(desired('a', { outboundExclude: many(40_000) })), mirror.pods.get(1n), mirror.ids).sets, [], 'the same 40,000 entries: no ops');
+  assert.deepEqual(
+    planPod(1n, compilePod(desired('a', { outboundExclude: many(40_000) })), mirror.pods.get(1n), mirror.ids).sets,
+    [],
+    'the same 40,000 entries: no ops',
+  );
   const p2 = planPod(1n, compilePod(desired('a', { outboundExclude: many(39_999) })), mirror.pods.get(1n), mirror.ids);
   assert.equal(p2.id, 2);
   assert.equal(p2.sets.filter((o) => o.map === 'pod_cidrs4').length, 39_999);
@@ -209,14 +224,22 @@ test('writer: a pod whose new generation does not fit keeps its last good entrie
   assert.equal(r.ok, false);
   assert.ok(r.error instanceof MapFullError && r.error.map === 'pod_cidrs4', String(r.error));
   assert.equal(r.writes, 0);
-  assert.equal(JSON.stringify(maps.actual(), (_k, v) => (typeof v === 'bigint' ? String(v) : v)), before, 'the maps are as they were');
+  assert.equal(
+    JSON.stringify(maps.actual(), (_k, v) => (typeof v === 'bigint' ? String(v) : v)),
+    before,
+    'the maps are as they were',
+  );
   // the kernel says full when the count did not know (someone else filled the map): rolled back
   maps.capacity.pod_cidrs4 = 50;
   const mid = compilePod(desired('a', { outboundExclude: Array.from({ length: 60 }, (_, i) => ({ family: 4 as const, addr: `10.2.0.${i}`, prefix: 32 })) }));
   const r2 = await writePod(maps, mirror, planPod(1n, mid, mirror.pods.get(1n), mirror.ids)); // the count thinks 65536
   assert.equal(r2.ok, false);
   assert.ok(r2.error instanceof MapFullError && /ENOSPC/.test(r2.error.message), String(r2.error));
-  assert.equal(JSON.stringify(maps.actual(), (_k, v) => (typeof v === 'bigint' ? String(v) : v)), before, 'the half-written generation is gone');
+  assert.equal(
+    JSON.stringify(maps.actual(), (_k, v) => (typeof v === 'bigint' ? String(v) : v)),
+    before,
+    'the half-written generation is gone',
+  );
   assert.equal(mirror.pods.get(1n)?.config.pod_id, 1);
   // a fresh id that failed is free again
   maps.capacity.pod_cidrs4 = 100;
@@ -236,7 +259,16 @@ class FakeLocator implements Locator {
     this.calls++;
     const cookie = this.netns.get(uid);
     if (cookie === undefined) return { found: false, reason: 'no pod cgroup yet', waiting: true };
-    return { found: true, netnsCookie: cookie, netnsInode: cookie, how: this.cni.has(uid) ? 'cni' : 'sandbox', foundPid: 1, pid: 1, nsPath: `/proc/1/ns/net#${cookie}`, cgroup: `/cg/${uid}` };
+    return {
+      found: true,
+      netnsCookie: cookie,
+      netnsInode: cookie,
+      how: this.cni.has(uid) ? 'cni' : 'sandbox',
+      foundPid: 1,
+      pid: 1,
+      nsPath: `/proc/1/ns/net#${cookie}`,
+      cgroup: `/cg/${uid}`,
+    };
   }
 
   /** uid -> the container a CNI ADD named */
@@ -287,7 +319,15 @@ function setup(): { p: Pipeline; maps: FakeMaps; loc: FakeLocator; io: ReturnTyp
   const loc = new FakeLocator();
   const io = fakeIo(maps);
   const warned: string[] = [];
-  const p = new Pipeline({ io, locator: loc, runtime, log, nodeName: 'n1', capacity: (m) => maps.capacity[m] ?? MAPS[m as keyof typeof MAPS].maxEntries, events: { warn: (pod, reason) => void warned.push(`${pod.name} ${reason}`) } });
+  const p = new Pipeline({
+    io,
+    locator: loc,
+    runtime,
+    log,
+    nodeName: 'n1',
+    capacity: (m) => maps.capacity[m] ?? MAPS[m as keyof typeof MAPS].maxEntries,
+    events: { warn: (pod, reason) => void warned.push(`${pod.name} ${reason}`) },
+  });
   return { p, maps, loc, io, warned };
 }
 
@@ -299,7 +339,7 @@ const settle = async (p: Pipeline): Promise<void> => {
   }
 };
 
-test('pipeline: before the source\'s complete state nothing is removed; then the pods are enrolled, work follows changes only', async () => {
+test("pipeline: before the source's complete state nothing is removed; then the pods are enrolled, work follows changes only", async () => {
   const { p, maps, loc, io } = setup();
   // the maps hold a pod of an earlier agent
   const mirror = Mirror.from(maps.actual());
@@ -320,7 +360,11 @@ test('pipeline: before the source\'s complete state nothing is removed; then the
   // one annotation change: one pod's work, a handful of writes
   const calls = loc.calls;
   const writes = maps.writes;
-  p.onEvent({ type: 'upsert', kind: 'Pod', object: podObj('p7', { ip: '10.244.0.7', annotations: { 'traffic.sidecar.istio.io/excludeOutboundPorts': '9000' } }) });
+  p.onEvent({
+    type: 'upsert',
+    kind: 'Pod',
+    object: podObj('p7', { ip: '10.244.0.7', annotations: { 'traffic.sidecar.istio.io/excludeOutboundPorts': '9000' } }),
+  });
   await settle(p);
   assert.equal(loc.calls - calls, 1, 'only the changed pod was located');
   assert.ok(maps.writes - writes <= 12, `writes for one changed pod: ${maps.writes - writes}`);
@@ -345,7 +389,11 @@ test('pipeline: two pods with one IP: the first keeps it, both are told; a pod w
   p.onEvent({ type: 'replace', namespaces: [ns('shop')], pods: [podObj('a', { ip: '10.244.0.10' })] });
   await settle(p);
   p.onEvent({ type: 'upsert', kind: 'Pod', object: podObj('b', { ip: '10.244.0.10' }) });
-  p.onEvent({ type: 'upsert', kind: 'Pod', object: podObj('big', { ip: '10.244.0.30', annotations: { 'traffic.sidecar.istio.io/excludeOutboundIPRanges': cidrs(20) } }) });
+  p.onEvent({
+    type: 'upsert',
+    kind: 'Pod',
+    object: podObj('big', { ip: '10.244.0.30', annotations: { 'traffic.sidecar.istio.io/excludeOutboundIPRanges': cidrs(20) } }),
+  });
   p.onEvent({ type: 'upsert', kind: 'Pod', object: podObj('c', { ip: '10.244.0.40' }) });
   await settle(p);
   const st = (u: string) => p.status(u)!;
@@ -418,7 +466,7 @@ test('enroller: wanted() waits for the source to show the pod; enroll() resolves
   await p.stop();
 });
 
-test('enroller: a pod the API shows without IPs yet is captured with the IPs the CNI ADD gave; the API\'s IPs win once shown', async () => {
+test("enroller: a pod the API shows without IPs yet is captured with the IPs the CNI ADD gave; the API's IPs win once shown", async () => {
   const { p, maps } = setup();
   await p.initialSync();
   const noIp = (): Record<string, unknown> => {
@@ -442,7 +490,7 @@ test('enroller: a pod the API shows without IPs yet is captured with the IPs the
   await p.stop();
 });
 
-test('enroller: the runtime\'s uid picks the pod, never another pod of the same name; unenroll releases by the container, once', async () => {
+test("enroller: the runtime's uid picks the pod, never another pod of the same name; unenroll releases by the container, once", async () => {
   const { p, maps, io } = setup();
   await p.initialSync();
   p.onEvent({ type: 'replace', namespaces: [ns('shop')], pods: [podObj('c')] });
@@ -514,7 +562,11 @@ test('pipeline observer (metrics): event-to-map latency once per applied pod, po
   assert.equal(e.pod_by_ip4, 1);
   assert.equal(e.pod_cidrs4, 0);
   // the same errors again (a resync, another event for a): not counted again
-  p.onEvent({ type: 'upsert', kind: 'Pod', object: podObj('a', { ip: '10.244.0.10', annotations: { 'traffic.sidecar.istio.io/excludeOutboundPorts': '81,notaport' } }) });
+  p.onEvent({
+    type: 'upsert',
+    kind: 'Pod',
+    object: podObj('a', { ip: '10.244.0.10', annotations: { 'traffic.sidecar.istio.io/excludeOutboundPorts': '81,notaport' } }),
+  });
   await settle(p);
   await p.resync();
   assert.deepEqual(seen.errors.sort(), ['map_full', 'settings']);

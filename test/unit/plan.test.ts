@@ -83,7 +83,15 @@ const show = (ops: Op[]): string => ops.map((o) => `${o.op} ${o.map} ${JSON.stri
 const first = (ops: Op[], f: (o: Op) => boolean): number => ops.findIndex(f);
 const last = (ops: Op[], f: (o: Op) => boolean): number => ops.length - 1 - [...ops].reverse().findIndex(f);
 const idOf = (o: Op): number | undefined =>
-  o.map === 'pods' ? (o.op === 'set' ? o.value.pod_id : undefined) : o.map === 'pod_info' ? o.key : o.map.startsWith('pod_by') ? undefined : (o.key as { pod_id: number }).pod_id;
+  o.map === 'pods'
+    ? o.op === 'set'
+      ? o.value.pod_id
+      : undefined
+    : o.map === 'pod_info'
+      ? o.key
+      : o.map.startsWith('pod_by')
+        ? undefined
+        : (o.key as { pod_id: number }).pod_id;
 const isEntry = (o: Op): boolean => o.map !== 'pods' && !o.map.startsWith('pod_by');
 
 /** Plan, apply, and check that a second plan is empty; returns the first plan. */
@@ -104,7 +112,13 @@ const COOKIE_B = 0x2000n;
 test('empty maps + a new pod: set entries and pod_info first, then the pods entry, then the address index', () => {
   const e = entries('a', {
     ips: ['10.244.0.10', 'fd00::10'],
-    settings: { excludeOutboundPorts: [9000], outboundExclude: [{ family: 4, addr: '10.0.0.0', prefix: 8 }, { family: 6, addr: 'fd00::', prefix: 8 }] },
+    settings: {
+      excludeOutboundPorts: [9000],
+      outboundExclude: [
+        { family: 4, addr: '10.0.0.0', prefix: 8 },
+        { family: 6, addr: 'fd00::', prefix: 8 },
+      ],
+    },
   });
   const p = plan([{ cookie: COOKIE_A, entries: e }], EMPTY());
   assert.equal(p.ids.get(COOKIE_A), 1);
@@ -140,7 +154,7 @@ test('an unchanged pod gives no ops', () => {
   assert.equal(p.ids.get(COOKIE_A), 1);
 });
 
-test('changed settings: new id, new entries, pods flips, then the old id\'s entries go', () => {
+test("changed settings: new id, new entries, pods flips, then the old id's entries go", () => {
   const maps = new FakeMaps();
   converge(maps, [{ cookie: COOKIE_A, entries: entries('a', { settings: { excludeOutboundPorts: [9000] } }) }]);
   const p = plan([{ cookie: COOKIE_A, entries: entries('a', { settings: { excludeOutboundPorts: [9001] } }) }], maps.actual());
@@ -186,7 +200,10 @@ test('a removed pod: index delete, then pods delete, then its entries', () => {
   ]);
   const p = plan([{ cookie: COOKIE_B, entries: entries('b', { ips: ['10.244.0.11'] }) }], maps.actual());
   assert.equal(p.ids.get(COOKIE_B), 2);
-  assert.ok(p.ops.every((o) => o.op === 'delete'), show(p.ops));
+  assert.ok(
+    p.ops.every((o) => o.op === 'delete'),
+    show(p.ops),
+  );
   const del = first(p.ops, (o) => o.map === 'pods');
   assert.equal(p.ops.filter((o) => o.map === 'pods').length, 1);
   assert.equal(p.ops[del]!.key, COOKIE_A);
@@ -196,7 +213,7 @@ test('a removed pod: index delete, then pods delete, then its entries', () => {
   const entryOps = p.ops.map((o, i) => [o, i] as const).filter(([o]) => isEntry(o));
   assert.equal(entryOps.length, 4); // 3 inbound excludes + info
   for (const [o, i] of entryOps) {
-    assert.equal(idOf(o), 1, 'only the removed pod\'s entries go');
+    assert.equal(idOf(o), 1, "only the removed pod's entries go");
     assert.ok(i > del, show(p.ops));
   }
   maps.apply(p.ops);
@@ -219,14 +236,24 @@ test('orphan entries (ids no pods entry references) are removed; referenced ones
   const p = plan([{ cookie: COOKIE_A, entries: entries('a') }], actual);
   assert.equal(p.ids.get(COOKIE_A), 1);
   assert.equal(p.ops.length, 6, show(p.ops));
-  assert.ok(p.ops.every((o) => o.op === 'delete' && (idOf(o) === 7 || idOf(o) === 9)), show(p.ops));
-  for (const m of [...SET_MAPS, 'pod_info'] as const) assert.ok(p.ops.some((o) => o.map === m), `no delete in ${m}`);
+  assert.ok(
+    p.ops.every((o) => o.op === 'delete' && (idOf(o) === 7 || idOf(o) === 9)),
+    show(p.ops),
+  );
+  for (const m of [...SET_MAPS, 'pod_info'] as const)
+    assert.ok(
+      p.ops.some((o) => o.map === m),
+      `no delete in ${m}`,
+    );
 });
 
 test('id allocation: lowest id free everywhere in the maps; freed ids are reused', () => {
   const actual = EMPTY();
   // ids 1..4 are taken, each by a different map only
-  actual.pods.push([0x9999n, { ...(plan([{ cookie: 1n, entries: entries('z') }], EMPTY()).ops.find((o) => o.map === 'pods') as { value: any }).value, pod_id: 1 }]);
+  actual.pods.push([
+    0x9999n,
+    { ...(plan([{ cookie: 1n, entries: entries('z') }], EMPTY()).ops.find((o) => o.map === 'pods') as { value: any }).value, pod_id: 1 },
+  ]);
   actual.sets.pod_ports.push({ pod_id: 2, port: 80, kind: 1, pad: 0 } as never);
   actual.sets.pod_dns.push({ pod_id: 3, addr: '::' } as never);
   actual.info.push([4, { namespace_: 'x', name: 'y', uid: 'z' }]);
@@ -259,21 +286,33 @@ test('id allocation: lowest id free everywhere in the maps; freed ids are reused
   assert.equal(p2.ids.get(COOKIE_B), 2);
 });
 
-test('two pods: distinct ids, each pod\'s entries under its own id', () => {
+test("two pods: distinct ids, each pod's entries under its own id", () => {
   const ea = entries('a', { ips: ['10.244.0.10'], settings: { excludeOutboundPorts: [1111] } });
   const eb = entries('b', { ips: ['10.244.0.11'], settings: { excludeOutboundPorts: [2222] } });
-  const p = plan([{ cookie: COOKIE_A, entries: ea }, { cookie: COOKIE_B, entries: eb }], EMPTY());
+  const p = plan(
+    [
+      { cookie: COOKIE_A, entries: ea },
+      { cookie: COOKIE_B, entries: eb },
+    ],
+    EMPTY(),
+  );
   const ia = p.ids.get(COOKIE_A);
   const ib = p.ids.get(COOKIE_B);
   assert.ok(ia !== undefined && ib !== undefined && ia !== ib);
   const portOf = (id: number): number[] =>
-    p.ops.filter((o) => o.map === 'pod_ports' && idOf(o) === id).map((o) => (o.key as unknown as { port: number }).port).sort((x, y) => x - y);
+    p.ops
+      .filter((o) => o.map === 'pod_ports' && idOf(o) === id)
+      .map((o) => (o.key as unknown as { port: number }).port)
+      .sort((x, y) => x - y);
   assert.deepEqual(portOf(ia), [1111, 15020, 15021, 15090]);
   assert.deepEqual(portOf(ib), [2222, 15020, 15021, 15090]);
   const firstPods = first(p.ops, (o) => o.map === 'pods');
   assert.ok(last(p.ops, isEntry) < firstPods, show(p.ops));
   const ix = p.ops.filter((o) => o.map === 'pod_by_ip4').map((o) => [o.key, 'value' in o ? o.value : undefined]);
-  assert.deepEqual(ix, [['10.244.0.10', COOKIE_A], ['10.244.0.11', COOKIE_B]]);
+  assert.deepEqual(ix, [
+    ['10.244.0.10', COOKIE_A],
+    ['10.244.0.11', COOKIE_B],
+  ]);
 });
 
 test('applying plans to the maps converges through adds, changes and removals', () => {
@@ -282,7 +321,21 @@ test('applying plans to the maps converges through adds, changes and removals', 
     [],
     [{ cookie: COOKIE_A, entries: entries('a', { ips: ['10.244.0.10', 'fd00::10'] }) }],
     [
-      { cookie: COOKIE_A, entries: entries('a', { ips: ['10.244.0.10', 'fd00::10'], settings: { outboundInclude: { all: false, cidrs: [{ family: 4, addr: '10.96.0.0', prefix: 12 }, { family: 6, addr: 'fd00:96::', prefix: 64 }] } } }) },
+      {
+        cookie: COOKIE_A,
+        entries: entries('a', {
+          ips: ['10.244.0.10', 'fd00::10'],
+          settings: {
+            outboundInclude: {
+              all: false,
+              cidrs: [
+                { family: 4, addr: '10.96.0.0', prefix: 12 },
+                { family: 6, addr: 'fd00:96::', prefix: 64 },
+              ],
+            },
+          },
+        }),
+      },
       { cookie: COOKIE_B, entries: entries('b', { ips: ['fd00::11'], settings: { inboundPorts: { mode: 'list', include: [8080] } } }) },
     ],
     [{ cookie: COOKIE_B, entries: entries('b', { ips: ['10.244.0.11'], settings: { inboundPorts: { mode: 'list', include: [8080, 9090] } } }) }],
@@ -304,6 +357,9 @@ test('converges for a pod with DNS capture and an IPv4 nameserver (pod_dns keys 
 test('converges for a pod with excluded and rerouted interfaces', () => {
   const rt: PodRuntime = { dnsServers: [], ifindex: (n) => ({ eth1: 3, net1: 4 })[n] };
   const e = entries('a', { settings: { excludeInterfaces: ['eth1', 'missing0'], rerouteInterfaces: ['net1'] } }, rt);
-  assert.deepEqual(e.ifaces.map((i) => i.ifindex), [3, 4]);
+  assert.deepEqual(
+    e.ifaces.map((i) => i.ifindex),
+    [3, 4],
+  );
   converge(new FakeMaps(), [{ cookie: COOKIE_A, entries: e }]);
 });

@@ -33,7 +33,10 @@ test('oldest first: by start time, ties by pid', () => {
     { pid: 40, start: 500n },
     { pid: 7, start: 900n },
   ];
-  assert.deepEqual([...procs].sort(oldestFirst).map((p) => p.pid), [30, 40, 12, 7]);
+  assert.deepEqual(
+    [...procs].sort(oldestFirst).map((p) => p.pid),
+    [30, 40, 12, 7],
+  );
 });
 
 test('pins: each pod uid with the cookie its pods entry has; unknown ids and doubly claimed uids left out', () => {
@@ -50,14 +53,23 @@ test('pins: each pod uid with the cookie its pods entry has; unknown ids and dou
     [3, { uid: 'c' }],
     [4, { uid: 'c' }],
   ];
-  assert.deepEqual([...pinnedNetns(pods, info)], [['a', 4097n], ['b', 8193n]]);
+  assert.deepEqual(
+    [...pinnedNetns(pods, info)],
+    [
+      ['a', 4097n],
+      ['b', 8193n],
+    ],
+  );
   assert.equal(pinnedNetns([], info).size, 0);
 });
 
 test('status shows the netns inode and how it was found', () => {
   assert.equal(netnsLine({ inode: '4026532180', how: 'sandbox', pid: 1234 }), 'netns=4026532180 via sandbox process 1234');
   assert.equal(netnsLine({ inode: '4026532180', how: 'pins', pid: 1234 }), 'netns=4026532180 restored from pins, confirmed by sandbox process 1234');
-  assert.equal(netnsLine({ inode: '4026532180', how: 'sandbox', pid: 1234, heldBy: 1300 }), 'netns=4026532180 via sandbox process 1234 (gone; held by process 1300)');
+  assert.equal(
+    netnsLine({ inode: '4026532180', how: 'sandbox', pid: 1234, heldBy: 1300 }),
+    'netns=4026532180 via sandbox process 1234 (gone; held by process 1300)',
+  );
   assert.equal(netnsLine({ inode: '4026532180', how: 'cni' }), 'netns=4026532180 via cni');
   assert.equal(netnsLine({ inode: '4026532180', how: 'cni', heldBy: 77 }), 'netns=4026532180 via cni (held by process 77)');
 });

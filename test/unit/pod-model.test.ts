@@ -41,7 +41,10 @@ function pod(o: PodOpts = {}): unknown {
     spec: {
       nodeName: o.nodeName ?? 'node-a',
       hostNetwork: o.hostNetwork ?? false,
-      containers: o.containers ?? [{ name: 'web', image: 'nginx' }, { name: 'istio-proxy', image: 'proxyv2' }],
+      containers: o.containers ?? [
+        { name: 'web', image: 'nginx' },
+        { name: 'istio-proxy', image: 'proxyv2' },
+      ],
     },
     status: {
       phase: o.phase ?? 'Running',
@@ -78,10 +81,7 @@ test('namespace selection table', () => {
     [{ 'istio.io/rev': '' }, undefined],
     [{ 'istio-injection': 'disabled', 'istio.io/rev': 'canary' }, 'namespace "shop" is labelled istio-injection=disabled'],
     [{ 'istio-injection': 'disabled' }, 'namespace "shop" is labelled istio-injection=disabled'],
-    [
-      { 'istio-injection': 'yes', 'istio.io/rev': 'canary' },
-      'namespace "shop" is labelled istio-injection=yes, not istio-injection=enabled',
-    ],
+    [{ 'istio-injection': 'yes', 'istio.io/rev': 'canary' }, 'namespace "shop" is labelled istio-injection=yes, not istio-injection=enabled'],
     [{}, 'namespace "shop" is not labelled istio-injection=enabled or istio.io/rev'],
     [undefined, 'namespace "shop" not found'],
   ];
@@ -92,10 +92,7 @@ test('namespace selection table', () => {
     assert.equal(r.captured.length, reason ? 0 : 1);
   }
   // istio-injection=disabled wins over a pod that asks for injection
-  const r = buildModel(
-    { namespaces: [ns('shop', { 'istio-injection': 'disabled' })], pods: [pod({ labels: { 'sidecar.istio.io/inject': 'true' } })] },
-    {},
-  );
+  const r = buildModel({ namespaces: [ns('shop', { 'istio-injection': 'disabled' })], pods: [pod({ labels: { 'sidecar.istio.io/inject': 'true' } })] }, {});
   assert.equal(r.captured.length, 0);
 });
 
@@ -104,9 +101,7 @@ test('pod opt-out: label, deprecated annotation, label beats annotation, invalid
   const run = (labels: Record<string, string>, annotations: Record<string, string> = {}) =>
     buildModel({ namespaces: enabled, pods: [pod({ labels, annotations: { ...status, ...annotations } })] }, {});
   assert.deepEqual(reasons(run({ 'sidecar.istio.io/inject': 'false' })), ['pod is labelled sidecar.istio.io/inject=false']);
-  assert.deepEqual(reasons(run({}, { 'sidecar.istio.io/inject': 'false' })), [
-    'pod is annotated sidecar.istio.io/inject=false',
-  ]);
+  assert.deepEqual(reasons(run({}, { 'sidecar.istio.io/inject': 'false' })), ['pod is annotated sidecar.istio.io/inject=false']);
   assert.equal(run({ 'sidecar.istio.io/inject': 'true' }, { 'sidecar.istio.io/inject': 'false' }).captured.length, 1);
   assert.deepEqual(reasons(run({ 'sidecar.istio.io/inject': 'false' }, { 'sidecar.istio.io/inject': 'true' })), [
     'pod is labelled sidecar.istio.io/inject=false',
@@ -114,9 +109,7 @@ test('pod opt-out: label, deprecated annotation, label beats annotation, invalid
   // an invalid label value is an error and counts as absent: the annotation decides
   const bad = run({ 'sidecar.istio.io/inject': 'no' });
   assert.equal(bad.captured.length, 1);
-  assert.deepEqual(bad.captured[0]!.errors, [
-    `invalid value 'no' for label 'sidecar.istio.io/inject': must be "true" or "false"`,
-  ]);
+  assert.deepEqual(bad.captured[0]!.errors, [`invalid value 'no' for label 'sidecar.istio.io/inject': must be "true" or "false"`]);
   assert.deepEqual(reasons(run({ 'sidecar.istio.io/inject': 'False' }, { 'sidecar.istio.io/inject': 'false' })), [
     'pod is annotated sidecar.istio.io/inject=false',
   ]);
@@ -187,7 +180,10 @@ test('defaults: uid from namespace/name, qosClass BestEffort, namespace "default
   const r = buildModel(
     {
       namespaces: [ns('shop', { 'istio-injection': 'enabled' }), ns('default', { 'istio.io/rev': 'x' })],
-      pods: [pod({ uid: null, qosClass: 'Weird' }), { ...(pod({ name: 'nons' }) as object), metadata: { name: 'nons', annotations: { 'sidecar.istio.io/status': '{}' } } }],
+      pods: [
+        pod({ uid: null, qosClass: 'Weird' }),
+        { ...(pod({ name: 'nons' }) as object), metadata: { name: 'nons', annotations: { 'sidecar.istio.io/status': '{}' } } },
+      ],
     },
     {},
   );
@@ -217,9 +213,7 @@ test('annotation errors and unsupported notes travel with the captured pod', () 
   const p = r.captured[0]!;
   assert.equal(p.settings.inboundPorts.mode, 'all');
   assert.deepEqual(p.settings.proxyUids, [1500]);
-  assert.deepEqual(p.errors, [
-    `invalid value '8080,abc' for annotation 'traffic.sidecar.istio.io/includeInboundPorts': "abc" is not a valid port`,
-  ]);
+  assert.deepEqual(p.errors, [`invalid value '8080,abc' for annotation 'traffic.sidecar.istio.io/includeInboundPorts': "abc" is not a valid port`]);
   assert.deepEqual(p.unsupported, [
     'traffic.sidecar.istio.io/excludeInterfaces is enforced for inbound only: outbound connections are decided at connect(), before an output interface is known (interfaces: eth1)',
   ]);
@@ -248,7 +242,10 @@ test('weird objects are skipped with a reason, never thrown', () => {
 
 test('a duplicate uid is captured once', () => {
   const r = buildModel({ namespaces: enabled, pods: [pod({ name: 'a', uid: 'u1' }), pod({ name: 'b', uid: 'u1' })] }, {});
-  assert.deepEqual(r.captured.map((p) => p.ref.name), ['a']);
+  assert.deepEqual(
+    r.captured.map((p) => p.ref.name),
+    ['a'],
+  );
   assert.deepEqual(reasons(r), ['duplicate pod uid u1']);
 });
 
@@ -266,11 +263,13 @@ function one(pods: unknown[], namespaces: unknown[] = enabled): ReturnType<typeo
 }
 
 test('a number as an annotation value: that annotation is an error and has its default; the pod stays captured', () => {
-  const r = one([rawPod((p) => {
-    p.metadata.annotations['traffic.sidecar.istio.io/excludeOutboundPorts'] = 80;
-    p.metadata.annotations['traffic.sidecar.istio.io/includeInboundPorts'] = 8080;
-    p.metadata.annotations['prometheus.io/port'] = 9090;
-  })]);
+  const r = one([
+    rawPod((p) => {
+      p.metadata.annotations['traffic.sidecar.istio.io/excludeOutboundPorts'] = 80;
+      p.metadata.annotations['traffic.sidecar.istio.io/includeInboundPorts'] = 8080;
+      p.metadata.annotations['prometheus.io/port'] = 9090;
+    }),
+  ]);
   assert.deepEqual(reasons(r), []);
   const c = r.captured[0]!;
   assert.deepEqual(c.settings.excludeOutboundPorts, []);
@@ -283,7 +282,10 @@ test('a number as an annotation value: that annotation is an error and has its d
   // the sidecar status annotation as a mapping (unquoted JSON in YAML): present, so still injected
   const status = one([rawPod((p) => (p.metadata.annotations['sidecar.istio.io/status'] = { containers: ['istio-proxy'] }))]);
   assert.equal(status.captured.length, 1, JSON.stringify(status.skipped));
-  assert.match(status.captured[0]!.errors[0]!, /^invalid value '\{"containers":\["istio-proxy"\]\}' for annotation 'sidecar\.istio\.io\/status': not a string$/);
+  assert.match(
+    status.captured[0]!.errors[0]!,
+    /^invalid value '\{"containers":\["istio-proxy"\]\}' for annotation 'sidecar\.istio\.io\/status': not a string$/,
+  );
   // the whole annotations map unreadable: the pod carries a proxy, so it stays captured with the defaults
   const map = one([rawPod((p) => (p.metadata.annotations = 'sidecar.istio.io/status=x'))]);
   assert.equal(map.captured.length, 1, JSON.stringify(map.skipped));
@@ -339,7 +341,9 @@ test('a number in a namespace label: the namespace is still found; the error is 
   // a malformed istio.io/rev still marks the namespace as a revision's
   assert.equal(one([pod()], [ns('shop', { 'istio.io/rev': 1 } as never)]).captured.length, 1);
   // the string "disabled" still wins, and a namespace with an unreadable labels map is captured
-  assert.deepEqual(reasons(one([pod()], [ns('shop', { 'istio-injection': 'disabled', x: 1 } as never)])), ['namespace "shop" is labelled istio-injection=disabled']);
+  assert.deepEqual(reasons(one([pod()], [ns('shop', { 'istio-injection': 'disabled', x: 1 } as never)])), [
+    'namespace "shop" is labelled istio-injection=disabled',
+  ]);
   const unreadable = one([pod()], [{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', labels: 'istio-injection=enabled' } }]);
   assert.equal(unreadable.captured.length, 1);
   assert.match(unreadable.captured[0]!.errors[0]!, /^namespace 'shop': invalid value .* for metadata\.labels: not a map/);
@@ -349,21 +353,28 @@ test('an invalid podIP: the valid podIPs are used; with no valid IP at all the p
   const a = one([rawPod((p) => (p.status.podIP = 'not-an-ip'))]).captured[0]!;
   assert.deepEqual(a.ips, ['10.244.1.5']);
   assert.deepEqual(a.errors, [`invalid pod IP 'not-an-ip' ignored`]);
-  const b = one([rawPod((p) => {
-    p.status.podIP = '10.244.1.9';
-    p.status.podIPs = [{ ip: 'garbage' }, { ip: 42 }, 'x'];
-  })]).captured[0]!;
+  const b = one([
+    rawPod((p) => {
+      p.status.podIP = '10.244.1.9';
+      p.status.podIPs = [{ ip: 'garbage' }, { ip: 42 }, 'x'];
+    }),
+  ]).captured[0]!;
   assert.deepEqual(b.ips, ['10.244.1.9']);
   assert.equal(b.errors.length, 3, JSON.stringify(b.errors));
-  const none = one([rawPod((p) => {
-    p.status.podIP = '10.244.1.999';
-    p.status.podIPs = [{ ip: '10.244.1.999' }];
-  })]);
+  const none = one([
+    rawPod((p) => {
+      p.status.podIP = '10.244.1.999';
+      p.status.podIPs = [{ ip: '10.244.1.999' }];
+    }),
+  ]);
   assert.deepEqual(reasons(none), []);
   const c = none.captured[0]!;
   assert.deepEqual(c.ips, []);
   assert.deepEqual(c.settings, defaultCaptureSettings());
-  assert.ok(c.errors.some((e) => /no valid pod IP/.test(e)), JSON.stringify(c.errors));
+  assert.ok(
+    c.errors.some((e) => /no valid pod IP/.test(e)),
+    JSON.stringify(c.errors),
+  );
   const listNotList = one([rawPod((p) => (p.status.podIPs = '10.244.1.5'))]).captured[0]!;
   assert.match(listNotList.errors[0]!, /status\.podIPs: not a list/);
   // no IP at all (not yet assigned) is still "not yet"
@@ -388,7 +399,10 @@ test('every other field: a malformed value is an error and the capturing reading
     const r = buildModel({ namespaces: enabled, pods: [rawPod(patch)] }, { nodeName: 'node-a' });
     assert.equal(r.captured.length, 1, `${what}: ${JSON.stringify(r.skipped)}`);
     assert.deepEqual(r.captured[0]!.settings, defaultCaptureSettings(), what);
-    assert.ok(r.captured[0]!.errors.some((e) => err.test(e)), `${what}: ${JSON.stringify(r.captured[0]!.errors)}`);
+    assert.ok(
+      r.captured[0]!.errors.some((e) => err.test(e)),
+      `${what}: ${JSON.stringify(r.captured[0]!.errors)}`,
+    );
   }
   // hostNetwork true (the boolean) is still never captured
   assert.deepEqual(reasons(one([rawPod((p) => (p.spec.hostNetwork = true))])), ['pod uses hostNetwork']);

@@ -19,7 +19,8 @@ function runner(...files: string[]): { status: number | null; stdout: string; st
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-const ctx = (r: { status: number | null; stdout: string; stderr: string }): string => `exit ${r.status}\n--- stdout ---\n${r.stdout}--- stderr ---\n${r.stderr}`;
+const ctx = (r: { status: number | null; stdout: string; stderr: string }): string =>
+  `exit ${r.status}\n--- stdout ---\n${r.stdout}--- stderr ---\n${r.stderr}`;
 
 test('a run where every test passes exits 0 and reports no skip', () => {
   const r = runner(fixture('pass.mjs'));

@@ -5,7 +5,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Btf, BtfKind } from '../../src/dataplane/btf.js';
 import {
-  SPLICE_BTF, SPLICE_BUDGET_DEFAULT, SPLICE_KFUNCS, decideSplice, formatSize, parseSize, parseSpliceBudget, spliceBtfMissing, wantOf,
+  SPLICE_BTF,
+  SPLICE_BUDGET_DEFAULT,
+  SPLICE_KFUNCS,
+  decideSplice,
+  formatSize,
+  parseSize,
+  parseSpliceBudget,
+  spliceBtfMissing,
+  wantOf,
 } from '../../src/dataplane/splice.js';
 import { UserError } from '../../src/util/errors.js';
 
@@ -28,7 +36,11 @@ test('sizes: bytes, KiB, MiB, GiB (K/KB/KiB alike), spaces and case ignored; any
 test('--splice-budget: 1 MiB to 1 GiB; outside, or not a size, one line naming the fix', () => {
   assert.equal(parseSpliceBudget('1MiB'), MiB);
   assert.equal(parseSpliceBudget('1GiB'), 1024 * MiB);
-  const err = (text: string, re: RegExp): void => assert.throws(() => parseSpliceBudget(text), (e: unknown) => e instanceof UserError && re.test(e.message) && !e.message.includes('\n'));
+  const err = (text: string, re: RegExp): void =>
+    assert.throws(
+      () => parseSpliceBudget(text),
+      (e: unknown) => e instanceof UserError && re.test(e.message) && !e.message.includes('\n'),
+    );
   err('lots', /^--splice-budget 'lots' is not a size: give a size from 1 MiB to 1 GiB, e\.g\. --splice-budget 4MiB \(the default\)$/);
   err('512KiB', /^--splice-budget 512KiB is out of range: give a size from 1 MiB to 1 GiB/);
   err('2GiB', /out of range/);
@@ -57,7 +69,10 @@ test('decision: on where the kernel can bound it, unless --no-splice; --splice w
   }
   assert.throws(
     () => decideSplice('on', no, SPLICE_BUDGET_DEFAULT, '6.1.0'),
-    (e: unknown) => e instanceof UserError && e.message === '--splice: kernel 6.1.0 cannot bound the splice backlog: redirected bytes are not charged: run without --splice (splicing stays off), or on Linux 6.13 or newer',
+    (e: unknown) =>
+      e instanceof UserError &&
+      e.message ===
+        '--splice: kernel 6.1.0 cannot bound the splice backlog: redirected bytes are not charged: run without --splice (splicing stays off), or on Linux 6.13 or newer',
   );
   assert.deepEqual([wantOf(undefined), wantOf(true), wantOf(false)], ['auto', 'on', 'off']);
 });
@@ -109,7 +124,14 @@ test('BTF reader: member paths through typedefs and anonymous members, functions
     btfBlob([
       { kind: BtfKind.INT, name: 'int' }, // 1
       { kind: BtfKind.STRUCT, members: [['rmem_alloc', 1]] }, // 2: struct { int rmem_alloc; }
-      { kind: BtfKind.STRUCT, name: 'sock', members: [['sk_backlog', 2], ['', 4]] }, // 3
+      {
+        kind: BtfKind.STRUCT,
+        name: 'sock',
+        members: [
+          ['sk_backlog', 2],
+          ['', 4],
+        ],
+      }, // 3
       { kind: BtfKind.UNION, members: [['skc_cookie', 5]] }, // 4: anonymous union
       { kind: BtfKind.TYPEDEF, name: 'atomic64_t', ref: 6 }, // 5
       { kind: BtfKind.STRUCT, name: 'atomic64', members: [['counter', 1]] }, // 6

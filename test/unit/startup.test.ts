@@ -22,7 +22,10 @@ test('--bpffs: a directory, or a path whose nearest existing ancestor is one', (
   writeFileSync(join(d, 'file'), '');
   checkBpffsFlag(d);
   checkBpffsFlag(join(d, 'not', 'yet'));
-  assert.throws(() => checkBpffsFlag(join(d, 'file')), userError(/^--bpffs \S+file is a file, not a directory: give --bpffs a directory on a bpf filesystem \(default \/sys\/fs\/bpf\/meshlane\)$/));
+  assert.throws(
+    () => checkBpffsFlag(join(d, 'file')),
+    userError(/^--bpffs \S+file is a file, not a directory: give --bpffs a directory on a bpf filesystem \(default \/sys\/fs\/bpf\/meshlane\)$/),
+  );
   assert.throws(() => checkBpffsFlag(join(d, 'file', 'x', 'y')), userError(/^--bpffs \S+file\/x\/y: \S+file is not a directory: /));
   assert.throws(() => checkBpffsFlag('/dev/null/x'), userError(/^--bpffs \/dev\/null\/x: \/dev\/null is not a directory/));
 });
@@ -31,7 +34,10 @@ test('--state-dir: the same, and it checks without creating anything', (t) => {
   const d = scratch(t);
   writeFileSync(join(d, 'file'), '');
   checkStateDirFlag(join(d, 'state'), '/run/meshlane');
-  assert.throws(() => checkStateDirFlag(join(d, 'file'), '/run/meshlane'), userError(/^--state-dir \S+file is a file, not a directory: give --state-dir a directory meshlane may write \(default \/run\/meshlane\)$/));
+  assert.throws(
+    () => checkStateDirFlag(join(d, 'file'), '/run/meshlane'),
+    userError(/^--state-dir \S+file is a file, not a directory: give --state-dir a directory meshlane may write \(default \/run\/meshlane\)$/),
+  );
   // not writable: a read-only mount, in test/kernel/cli-errors.test.ts (root may write any directory)
   assert.equal(existsSync(join(d, 'state')), false, 'checking creates nothing');
 });
@@ -50,7 +56,11 @@ test('a failed start removes exactly what appeared, files first, then its own di
   writeFileSync(join(bpffs, 'links', 'connect4'), '');
   const removed = removeNewPaths(bpffs, before);
   assert.deepEqual([...pathsUnder(bpffs)].sort(), [...before].sort(), 'back to what was there');
-  assert.deepEqual(removed.slice(-3), [join(bpffs, 'links', 'netns', 'prog'), join(bpffs, 'links', 'netns'), join(bpffs, 'links')], 'directories last, deepest first');
+  assert.deepEqual(
+    removed.slice(-3),
+    [join(bpffs, 'links', 'netns', 'prog'), join(bpffs, 'links', 'netns'), join(bpffs, 'links')],
+    'directories last, deepest first',
+  );
   assert.equal(removed.length, 6);
 });
 
@@ -65,21 +75,50 @@ test('a failed start on a bpffs that did not exist removes the directory too', (
   assert.equal(existsSync(bpffs), false);
 });
 
-const step: Step = { what: 'attaching the programs to cgroup /cg', where: 'check --cgroup-root /cg', e2big: 'the hook of /cg is full: detach some', fallback: 'MESHLANE_DEBUG=1 shows the cause' };
+const step: Step = {
+  what: 'attaching the programs to cgroup /cg',
+  where: 'check --cgroup-root /cg',
+  e2big: 'the hook of /cg is full: detach some',
+  fallback: 'MESHLANE_DEBUG=1 shows the cause',
+};
 const errno = (code: string, syscall: string, message = `${syscall}: ${code}`): Error => Object.assign(new Error(message), { code, syscall });
 
 test('every start-up failure is one line: UserErrors keep theirs, system errors name the step, the errno and the fix', () => {
   const u = new UserError('already one line: fix it');
   assert.equal(startupError(u, step), u);
-  assert.equal(startupError(errno('E2BIG', 'bpf_link_create'), step).message, 'attaching the programs to cgroup /cg failed (E2BIG in bpf_link_create): the hook of /cg is full: detach some');
-  assert.equal(startupError(errno('EROFS', 'mkdir'), step).message, 'attaching the programs to cgroup /cg failed (EROFS in mkdir): the filesystem is read-only: check --cgroup-root /cg');
-  assert.equal(startupError(errno('EBADF', 'close'), step).message, 'attaching the programs to cgroup /cg failed (EBADF in close): MESHLANE_DEBUG=1 shows the cause');
-  assert.equal(startupError(new TypeError('x is not a function'), step).message, 'attaching the programs to cgroup /cg failed (x is not a function): MESHLANE_DEBUG=1 shows the cause');
+  assert.equal(
+    startupError(errno('E2BIG', 'bpf_link_create'), step).message,
+    'attaching the programs to cgroup /cg failed (E2BIG in bpf_link_create): the hook of /cg is full: detach some',
+  );
+  assert.equal(
+    startupError(errno('EROFS', 'mkdir'), step).message,
+    'attaching the programs to cgroup /cg failed (EROFS in mkdir): the filesystem is read-only: check --cgroup-root /cg',
+  );
+  assert.equal(
+    startupError(errno('EBADF', 'close'), step).message,
+    'attaching the programs to cgroup /cg failed (EBADF in close): MESHLANE_DEBUG=1 shows the cause',
+  );
+  assert.equal(
+    startupError(new TypeError('x is not a function'), step).message,
+    'attaching the programs to cgroup /cg failed (x is not a function): MESHLANE_DEBUG=1 shows the cause',
+  );
   const cause = errno('ENOENT', 'mkdir');
   const e = startupError(cause, { ...step, diagnose: () => 'a closer look: the precise line' });
   assert.equal(e.message, 'a closer look: the precise line', 'a diagnosis wins');
   assert.equal(e.cause, cause, 'the cause is kept for MESHLANE_DEBUG');
-  assert.equal(startupError(cause, { ...step, diagnose: () => undefined }).message, 'attaching the programs to cgroup /cg failed (ENOENT in mkdir): a path is not what meshlane expects: check --cgroup-root /cg');
-  assert.equal(runStep(step, () => 7), 7);
-  assert.throws(() => runStep(step, () => { throw errno('E2BIG', 'bpf_link_create'); }), userError(/hook of \/cg is full/));
+  assert.equal(
+    startupError(cause, { ...step, diagnose: () => undefined }).message,
+    'attaching the programs to cgroup /cg failed (ENOENT in mkdir): a path is not what meshlane expects: check --cgroup-root /cg',
+  );
+  assert.equal(
+    runStep(step, () => 7),
+    7,
+  );
+  assert.throws(
+    () =>
+      runStep(step, () => {
+        throw errno('E2BIG', 'bpf_link_create');
+      }),
+    userError(/hook of \/cg is full/),
+  );
 });

@@ -100,7 +100,12 @@ test('struct: natural alignment and padding, as the C compiler lays it out', () 
   const s = struct('t', { a: u8, b: u32, c: u16, d: ip6 });
   assert.deepEqual(
     s.fields.map((f) => [f.name, f.offset]),
-    [['a', 0], ['b', 4], ['c', 8], ['d', 10]],
+    [
+      ['a', 0],
+      ['b', 4],
+      ['c', 8],
+      ['d', 10],
+    ],
   );
   assert.equal(s.size, 28);
   assert.equal(s.align, 4);

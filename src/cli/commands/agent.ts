@@ -46,85 +46,104 @@ function cniPodWaitMs(v: string): number {
 }
 
 export function agentCommand(): Command {
-  return new Command('agent')
-    .description('run the node agent: keep the BPF maps in line with the pods of this node')
-    .option('--cluster-file <file>', 'follow a Kubernetes List (YAML or JSON) of Namespaces and Pods as it changes')
-    .option('--kubeconfig <file>', 'follow the Kubernetes API with this kubeconfig (from outside the cluster)')
-    .addHelpText(
-      'after',
-      '\nSource of pods: exactly one of --cluster-file FILE or --kubeconfig FILE, or neither in a pod: then the\n' +
-        'in-cluster service account is used (KUBERNETES_SERVICE_HOST set). The Kubernetes API needs --node-name or NODE_NAME.\n' +
-        '\nCNI: the agent serves meshlane-cni (installed by `meshlane cni install`) on --cni-socket. On ADD it waits up to\n' +
-        '--cni-pod-wait for the pod to show, enrolls its netns before any container runs and only then lets the pod start;\n' +
-        'a captured pod it cannot enroll, or does not know, does not start (fail closed). Pods started without the plugin\n' +
-        'are found through the cgroup tree; `meshlane status` says which way each pod came in (via=cni / via=cgroup-tree).',
-    )
-    .option('--cgroup-root <dir>', 'cgroup v2 directory to attach to (default: the cgroup2 mount)')
-    .addOption(bpffsOption())
-    .addOption(stateDirOption())
-    .option('--node-name <name>', "this node: only pods with this spec.nodeName (default: $NODE_NAME; required with the Kubernetes API; a cluster file without it: all its pods)")
-    .option('--splice', 'splice same-node connections of captured pods socket to socket (sk_msg), and fail where this kernel cannot bound the backlog (default: on where it can; see README, Same-node splicing)')
-    .option('--no-splice', 'do not splice: same-node connections go through TCP/IP')
-    .option('--splice-budget <size>', `bytes a spliced direction may leave unread on its receiver before that connection goes through TCP (1MiB to 1GiB; default ${formatSize(SPLICE_BUDGET_DEFAULT).replace(' ', '')})`)
-    .option('--max-inflight-per-pod <n>', `connections one pod may hold between connect() and its proxy's accept; more are refused (EPERM), so one pod whose proxy stops accepting cannot use up the node's hand-over map (1..${MAX_PER_POD}, default ${DEFAULT_PER_POD})`, inflightLimit)
-    .option('--cni-socket <path>', 'serve the meshlane-cni plugin on this unix socket (root only, 0600; its directory is made 0755)', DEFAULT_CNI_SOCKET)
-    .option('--cni-pod-wait <seconds>', `how long a CNI ADD waits for the pod to show in the source before it fails (1-${MAX_CNI_POD_WAIT_S})`, '10')
-    .option('--metrics-address <host:port>', "serve /metrics, /healthz and /readyz on this address ([v6]:port for IPv6); 'off': none", DEFAULT_METRICS_ADDRESS)
-    .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
-    // TEST ONLY, hidden from --help: load the BPF objects from another directory, so a kernel test can
-    // make a start fail in the verifier after other objects loaded (test/kernel/cli-errors.test.ts)
-    .addOption(new Option('--test-bpf-objects <dir>', 'test only: load the BPF objects from <dir>').hideHelp())
-    .action(async (o: AgentFlags) => {
-      // the source's flags and configuration first: a wrong one is a one-line error whoever runs it
-      const choice = chooseSource(o, process.env);
-      const spliceBudget = o.spliceBudget === undefined ? undefined : parseSpliceBudget(o.spliceBudget);
-      const podWait = cniPodWaitMs(o.cniPodWait);
-      const log = makeLogger(o.logLevel);
-      const source = await sourceFromOptions(o, process.env, { log });
-      const metrics = metricsFromFlag(o.metricsAddress);
-      requireRoot('meshlane agent');
-      const agent = new Agent({
-        source,
-        cgroupRoot: o.cgroupRoot ?? cgroup2Mount(),
-        bpffs: o.bpffs,
-        stateDir: o.stateDir,
-        nodeName: choice.nodeName,
-        splice: o.splice,
-        spliceBudget,
-        maxInflightPerPod: o.maxInflightPerPod,
-        objDir: o.testBpfObjects,
-        cniSocket: o.cniSocket,
-        cniPodWaitMs: podWait,
-        log,
-        metrics: metrics?.metrics,
-      });
-      // listening first: a port in use fails before anything is loaded, and /readyz says 503 while starting
-      const server = await serveAgent(metrics, agent, log);
-      // SIGTERM / SIGINT from here on, also while starting: a stop during the start ends it (nothing new
-      // stays pinned) and the process exits 0, as after a start; capture already pinned stays in place
-      let stopping: Promise<void> | undefined;
-      const stopped = new Promise<void>((resolve) => {
-        const stop = (sig: string): void => {
-          if (stopping) return;
-          log.info({ signal: sig }, 'stopping; capture stays in place (pinned)');
-          stopping = agent
-            .stop()
-            .then(() => server?.close())
-            .then(resolve);
-        };
-        process.once('SIGINT', () => stop('SIGINT'));
-        process.once('SIGTERM', () => stop('SIGTERM'));
-      });
-      // a start that fails has stopped its source and timers and removed what it pinned; the error
-      // goes up to main(), which prints its one line and exits 2
-      try {
-        await agent.start();
-      } catch (e) {
-        if (stopping) return stopping;
-        await server?.close();
-        throw e;
-      }
-      server?.announce(log);
-      await stopped;
-    });
+  return (
+    new Command('agent')
+      .description('run the node agent: keep the BPF maps in line with the pods of this node')
+      .option('--cluster-file <file>', 'follow a Kubernetes List (YAML or JSON) of Namespaces and Pods as it changes')
+      .option('--kubeconfig <file>', 'follow the Kubernetes API with this kubeconfig (from outside the cluster)')
+      .addHelpText(
+        'after',
+        '\nSource of pods: exactly one of --cluster-file FILE or --kubeconfig FILE, or neither in a pod: then the\n' +
+          'in-cluster service account is used (KUBERNETES_SERVICE_HOST set). The Kubernetes API needs --node-name or NODE_NAME.\n' +
+          '\nCNI: the agent serves meshlane-cni (installed by `meshlane cni install`) on --cni-socket. On ADD it waits up to\n' +
+          '--cni-pod-wait for the pod to show, enrolls its netns before any container runs and only then lets the pod start;\n' +
+          'a captured pod it cannot enroll, or does not know, does not start (fail closed). Pods started without the plugin\n' +
+          'are found through the cgroup tree; `meshlane status` says which way each pod came in (via=cni / via=cgroup-tree).',
+      )
+      .option('--cgroup-root <dir>', 'cgroup v2 directory to attach to (default: the cgroup2 mount)')
+      .addOption(bpffsOption())
+      .addOption(stateDirOption())
+      .option(
+        '--node-name <name>',
+        'this node: only pods with this spec.nodeName (default: $NODE_NAME; required with the Kubernetes API; a cluster file without it: all its pods)',
+      )
+      .option(
+        '--splice',
+        'splice same-node connections of captured pods socket to socket (sk_msg), and fail where this kernel cannot bound the backlog (default: on where it can; see README, Same-node splicing)',
+      )
+      .option('--no-splice', 'do not splice: same-node connections go through TCP/IP')
+      .option(
+        '--splice-budget <size>',
+        `bytes a spliced direction may leave unread on its receiver before that connection goes through TCP (1MiB to 1GiB; default ${formatSize(SPLICE_BUDGET_DEFAULT).replace(' ', '')})`,
+      )
+      .option(
+        '--max-inflight-per-pod <n>',
+        `connections one pod may hold between connect() and its proxy's accept; more are refused (EPERM), so one pod whose proxy stops accepting cannot use up the node's hand-over map (1..${MAX_PER_POD}, default ${DEFAULT_PER_POD})`,
+        inflightLimit,
+      )
+      .option('--cni-socket <path>', 'serve the meshlane-cni plugin on this unix socket (root only, 0600; its directory is made 0755)', DEFAULT_CNI_SOCKET)
+      .option('--cni-pod-wait <seconds>', `how long a CNI ADD waits for the pod to show in the source before it fails (1-${MAX_CNI_POD_WAIT_S})`, '10')
+      .option(
+        '--metrics-address <host:port>',
+        "serve /metrics, /healthz and /readyz on this address ([v6]:port for IPv6); 'off': none",
+        DEFAULT_METRICS_ADDRESS,
+      )
+      .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
+      // TEST ONLY, hidden from --help: load the BPF objects from another directory, so a kernel test can
+      // make a start fail in the verifier after other objects loaded (test/kernel/cli-errors.test.ts)
+      .addOption(new Option('--test-bpf-objects <dir>', 'test only: load the BPF objects from <dir>').hideHelp())
+      .action(async (o: AgentFlags) => {
+        // the source's flags and configuration first: a wrong one is a one-line error whoever runs it
+        const choice = chooseSource(o, process.env);
+        const spliceBudget = o.spliceBudget === undefined ? undefined : parseSpliceBudget(o.spliceBudget);
+        const podWait = cniPodWaitMs(o.cniPodWait);
+        const log = makeLogger(o.logLevel);
+        const source = await sourceFromOptions(o, process.env, { log });
+        const metrics = metricsFromFlag(o.metricsAddress);
+        requireRoot('meshlane agent');
+        const agent = new Agent({
+          source,
+          cgroupRoot: o.cgroupRoot ?? cgroup2Mount(),
+          bpffs: o.bpffs,
+          stateDir: o.stateDir,
+          nodeName: choice.nodeName,
+          splice: o.splice,
+          spliceBudget,
+          maxInflightPerPod: o.maxInflightPerPod,
+          objDir: o.testBpfObjects,
+          cniSocket: o.cniSocket,
+          cniPodWaitMs: podWait,
+          log,
+          metrics: metrics?.metrics,
+        });
+        // listening first: a port in use fails before anything is loaded, and /readyz says 503 while starting
+        const server = await serveAgent(metrics, agent, log);
+        // SIGTERM / SIGINT from here on, also while starting: a stop during the start ends it (nothing new
+        // stays pinned) and the process exits 0, as after a start; capture already pinned stays in place
+        let stopping: Promise<void> | undefined;
+        const stopped = new Promise<void>((resolve) => {
+          const stop = (sig: string): void => {
+            if (stopping) return;
+            log.info({ signal: sig }, 'stopping; capture stays in place (pinned)');
+            stopping = agent
+              .stop()
+              .then(() => server?.close())
+              .then(resolve);
+          };
+          process.once('SIGINT', () => stop('SIGINT'));
+          process.once('SIGTERM', () => stop('SIGTERM'));
+        });
+        // a start that fails has stopped its source and timers and removed what it pinned; the error
+        // goes up to main(), which prints its one line and exits 2
+        try {
+          await agent.start();
+        } catch (e) {
+          if (stopping) return stopping;
+          await server?.close();
+          throw e;
+        }
+        server?.announce(log);
+        await stopped;
+      })
+  );
 }

@@ -1,5 +1,13 @@
 import { Command, Option } from 'commander';
-import { CniConfigWatcher, DEFAULT_CNI_BIN_DIR, DEFAULT_CNI_CONF_DIR, cniInstall, cniUninstall, type CniInstallReport, type CniUninstallReport } from '../../cni/install.js';
+import {
+  CniConfigWatcher,
+  DEFAULT_CNI_BIN_DIR,
+  DEFAULT_CNI_CONF_DIR,
+  cniInstall,
+  cniUninstall,
+  type CniInstallReport,
+  type CniUninstallReport,
+} from '../../cni/install.js';
 import { DEFAULT_CNI_SOCKET } from '../../cni/protocol.js';
 import { makeLogger } from '../../util/log.js';
 

@@ -16,13 +16,18 @@ export function dumpCommand(): Command {
       requireRoot('meshlane dump');
       const pins = listPins(o.bpffs);
       if (pins.maps.length === 0) {
-        if (!onBpffs(o.bpffs)) throw new UserError(`${o.bpffs} is not on a mounted bpffs, so nothing of meshlane is pinned there: mount it (mount -t bpf bpf /sys/fs/bpf) and start 'meshlane agent', or pass the --bpffs the agent uses`);
+        if (!onBpffs(o.bpffs))
+          throw new UserError(
+            `${o.bpffs} is not on a mounted bpffs, so nothing of meshlane is pinned there: mount it (mount -t bpf bpf /sys/fs/bpf) and start 'meshlane agent', or pass the --bpffs the agent uses`,
+          );
         throw new UserError(`no meshlane maps are pinned under ${o.bpffs}: start 'meshlane agent' (or pass the --bpffs it uses)`);
       }
       const pinned = new PinnedMaps(o.bpffs);
       try {
         const d = describeMaps(pinned.maps, map);
-        process.stdout.write(o.json ? toJson({ bpffs: o.bpffs, links: pins.links, maps: d }) + '\n' : `links: ${pins.links.join(', ') || '(none)'}\n${renderDump(d)}`);
+        process.stdout.write(
+          o.json ? toJson({ bpffs: o.bpffs, links: pins.links, maps: d }) + '\n' : `links: ${pins.links.join(', ') || '(none)'}\n${renderDump(d)}`,
+        );
       } finally {
         pinned.close();
       }

@@ -16,9 +16,7 @@ type Attributes = Pick<RequestInfo, 'isResourceRequest' | 'verb' | 'apiGroup' | 
 const has = (list: readonly string[] | undefined, v: string): boolean => (list ?? []).some((x) => x === '*' || x === v);
 
 function resourceMatches(rule: PolicyRule, combined: string, subresource: string): boolean {
-  return (rule.resources ?? []).some(
-    (r) => r === '*' || r === combined || (subresource !== '' && r === `*/${subresource}`),
-  );
+  return (rule.resources ?? []).some((r) => r === '*' || r === combined || (subresource !== '' && r === `*/${subresource}`));
 }
 
 function nonResourceURLMatches(rule: PolicyRule, path: string): boolean {

@@ -68,7 +68,10 @@ export function requestInfo(method: string, url: URL): RequestInfo {
     name: '',
     parts: [],
   };
-  let cur = path.replace(/^\/+|\/+$/g, '').split('/').map(decodeURIComponent);
+  let cur = path
+    .replace(/^\/+|\/+$/g, '')
+    .split('/')
+    .map(decodeURIComponent);
   if (cur.length < 3 || !API_PREFIXES.has(cur[0] as string)) return info; // /api, /api/v1, /version...
   info.apiPrefix = cur[0] as string;
   cur = cur.slice(1);

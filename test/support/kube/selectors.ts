@@ -46,9 +46,7 @@ function validKey(key: string): boolean {
 
 const validValue = (v: string): boolean => v === '' || NAME.test(v);
 
-type Token =
-  | { t: 'id'; v: string }
-  | { t: '!' | '=' | '==' | '!=' | '(' | ')' | ',' | '>' | '<' | 'end' };
+type Token = { t: 'id'; v: string } | { t: '!' | '=' | '==' | '!=' | '(' | ')' | ',' | '>' | '<' | 'end' };
 
 function tokenize(s: string): Token[] {
   const out: Token[] = [];
@@ -211,7 +209,11 @@ export function parseFieldSelector(text: string, supported: readonly string[]): 
         i++;
         continue;
       }
-      for (const [sym, op] of [['!=', 'ne'], ['==', 'eq'], ['=', 'eq']] as const) {
+      for (const [sym, op] of [
+        ['!=', 'ne'],
+        ['==', 'eq'],
+        ['=', 'eq'],
+      ] as const) {
         if (term.startsWith(sym, i)) {
           m = { at: i, op, len: sym.length };
           break;

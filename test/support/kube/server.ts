@@ -83,7 +83,10 @@ export interface RequestRecord extends RequestInfo {
 }
 
 /** One line of the MESHLANE_KUBE_REQUEST_LOG file: a request as RBAC sees it, who sent it, from which test file. */
-export type RequestLogLine = Pick<RequestRecord, 'verb' | 'apiGroup' | 'resource' | 'subresource' | 'namespace' | 'name' | 'path' | 'isResourceRequest' | 'method' | 'userAgent'> & { file: string; query: Record<string, string> };
+export type RequestLogLine = Pick<
+  RequestRecord,
+  'verb' | 'apiGroup' | 'resource' | 'subresource' | 'namespace' | 'name' | 'path' | 'isResourceRequest' | 'method' | 'userAgent'
+> & { file: string; query: Record<string, string> };
 
 export const REQUEST_LOG_ENV = 'MESHLANE_KUBE_REQUEST_LOG';
 
@@ -589,7 +592,13 @@ export class KubeApiServer {
           groupVersion: 'v1',
           resources: [...this.store.resources.values()].flatMap((r) => [
             { name: r.plural, singularName: r.singular, namespaced: r.namespaced, kind: r.kind, verbs: r.verbs, shortNames: r.shortNames },
-            ...r.subresources.map((sub) => ({ name: `${r.plural}/${sub}`, singularName: '', namespaced: r.namespaced, kind: r.kind, verbs: ['get', 'patch', 'update'] })),
+            ...r.subresources.map((sub) => ({
+              name: `${r.plural}/${sub}`,
+              singularName: '',
+              namespaced: r.namespaced,
+              kind: r.kind,
+              verbs: ['get', 'patch', 'update'],
+            })),
           ]),
         });
       case '/apis':
@@ -636,7 +645,11 @@ export class KubeApiServer {
       case 'patch': {
         const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim() ?? '';
         if (!isPatchType(type)) {
-          throw new StatusError(415, `the body of the request was in an unknown format - accepted media types include: ${PATCH_TYPES.join(', ')}`, 'UnsupportedMediaType');
+          throw new StatusError(
+            415,
+            `the body of the request was in an unknown format - accepted media types include: ${PATCH_TYPES.join(', ')}`,
+            'UnsupportedMediaType',
+          );
         }
         const patch = await this.body(req);
         if (patch === undefined) throw StatusError.badRequest('the patch is empty');
@@ -735,8 +748,10 @@ export class KubeApiServer {
 
   private endSession(s: WatchSession, mode: EndMode): void {
     this.dropSession(s);
-    if (mode === 'graceful') s.res.end(); // the terminating zero-length chunk
-    else if (mode === 'abrupt') s.socket.destroy(); // no terminating chunk: a premature close for the client
+    if (mode === 'graceful')
+      s.res.end(); // the terminating zero-length chunk
+    else if (mode === 'abrupt')
+      s.socket.destroy(); // no terminating chunk: a premature close for the client
     else this.reset(s.socket);
   }
 }

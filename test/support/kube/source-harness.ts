@@ -79,7 +79,11 @@ export class Consumer {
       };
       const timer = setTimeout(() => {
         this.waiters.delete(check);
-        reject(new Error(`not within ${timeoutMs} ms: ${what}\nevents: ${this.events.map((e) => e.type).join(' ')}\nerrors: ${this.errors.join(' | ')}\nhealth: ${JSON.stringify(this.healths.at(-1))}`));
+        reject(
+          new Error(
+            `not within ${timeoutMs} ms: ${what}\nevents: ${this.events.map((e) => e.type).join(' ')}\nerrors: ${this.errors.join(' | ')}\nhealth: ${JSON.stringify(this.healths.at(-1))}`,
+          ),
+        );
       }, timeoutMs);
       this.waiters.add(check);
       check();
@@ -88,14 +92,21 @@ export class Consumer {
 
   /** Resolve when the consumer holds exactly what the server holds (pods of `node`, every namespace). */
   converged(s: KubeApiServer, node = 'n1', timeoutMs = 15_000): Promise<void> {
-    return this.waitFor(`the consumer's state equals the server's (${JSON.stringify(serverState(s, node))} / now ${JSON.stringify(this.state())})`, () => isDeepStrictEqual(this.state(), serverState(s, node)), timeoutMs);
+    return this.waitFor(
+      `the consumer's state equals the server's (${JSON.stringify(serverState(s, node))} / now ${JSON.stringify(this.state())})`,
+      () => isDeepStrictEqual(this.state(), serverState(s, node)),
+      timeoutMs,
+    );
   }
 }
 
 /** The server's namespaces and the pods of `node`, in Consumer.state()'s form. */
 export function serverState(s: KubeApiServer, node = 'n1'): StateView {
   return {
-    namespaces: s.store.list('namespaces').items.map((o) => withRv(nsKey(o), o)).sort(),
+    namespaces: s.store
+      .list('namespaces')
+      .items.map((o) => withRv(nsKey(o), o))
+      .sort(),
     pods: s.store
       .list('pods', { fieldSelector: `spec.nodeName=${node}` })
       .items.map((o) => withRv(podKey(o), o))

@@ -37,7 +37,10 @@ if (argv.includes('--compare-in-cluster')) {
   try {
     const theirs = new KubeConfig();
     theirs.loadFromCluster();
-    print({ inCluster: JSON.parse(inClusterConnection(process.env).load().exportConfig()) as unknown, loadFromCluster: JSON.parse(theirs.exportConfig()) as unknown });
+    print({
+      inCluster: JSON.parse(inClusterConnection(process.env).load().exportConfig()) as unknown,
+      loadFromCluster: JSON.parse(theirs.exportConfig()) as unknown,
+    });
   } catch (e) {
     print({ compareError: (e as Error).message });
   }

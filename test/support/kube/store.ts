@@ -175,10 +175,10 @@ export class Store {
     let state: ReadonlyMap<string, StoredObject> = this.map(r);
     const rvMatch = opts.resourceVersionMatch ?? '';
     if (rvMatch && !['Exact', 'NotOlderThan'].includes(rvMatch)) throw StatusError.badRequest(`resourceVersionMatch: Unsupported value: "${rvMatch}"`);
-    if (rvMatch && !opts.resourceVersion) throw StatusError.badRequest('resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided');
+    if (rvMatch && !opts.resourceVersion)
+      throw StatusError.badRequest('resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided');
     if (opts.continue) {
-      if (opts.resourceVersion && opts.resourceVersion !== '0')
-        throw StatusError.badRequest('specifying resource version is not allowed when using continue');
+      if (opts.resourceVersion && opts.resourceVersion !== '0') throw StatusError.badRequest('specifying resource version is not allowed when using continue');
       const token = decodeContinue(opts.continue);
       if (token.rv < this.compactedRev) {
         throw StatusError.expired(
@@ -271,7 +271,10 @@ export class Store {
     if (rv && rv !== cur.metadata.resourceVersion) throw StatusError.conflict(r.plural, name);
     const uid = obj.metadata?.uid;
     if (uid && uid !== cur.metadata.uid)
-      throw new StatusError(409, `Precondition failed: UID in precondition: ${cur.metadata.uid}, UID in object meta: ${uid}`, 'Conflict', { name, kind: r.plural });
+      throw new StatusError(409, `Precondition failed: UID in precondition: ${cur.metadata.uid}, UID in object meta: ${uid}`, 'Conflict', {
+        name,
+        kind: r.plural,
+      });
     return this.replace(r, cur, clone(obj), opts);
   }
 
@@ -293,7 +296,10 @@ export class Store {
     const cur = this.current(r, r.namespaced ? namespace : undefined, name);
     const pre = opts.preconditions;
     if (pre?.uid && pre.uid !== cur.metadata.uid)
-      throw new StatusError(409, `Precondition failed: UID in precondition: ${pre.uid}, UID in object meta: ${cur.metadata.uid}`, 'Conflict', { name, kind: r.plural });
+      throw new StatusError(409, `Precondition failed: UID in precondition: ${pre.uid}, UID in object meta: ${cur.metadata.uid}`, 'Conflict', {
+        name,
+        kind: r.plural,
+      });
     if (pre?.resourceVersion && pre.resourceVersion !== cur.metadata.resourceVersion)
       throw new StatusError(
         409,

@@ -91,7 +91,10 @@ function oid(dotted: string): Buffer {
 
 /** RFC 5280 4.1.2.5: UTCTime through 2049, GeneralizedTime after */
 function time(d: Date): Buffer {
-  const iso = d.toISOString().replace(/\.\d{3}Z$/, 'Z').replace(/[-:T]/g, '');
+  const iso = d
+    .toISOString()
+    .replace(/\.\d{3}Z$/, 'Z')
+    .replace(/[-:T]/g, '');
   const year = d.getUTCFullYear();
   return year < 2050 ? tlv(TAG.utcTime, Buffer.from(iso.slice(2), 'ascii')) : tlv(TAG.generalizedTime, Buffer.from(iso, 'ascii'));
 }
@@ -113,13 +116,9 @@ const OID = {
 const KU = { digitalSignature: 0, keyCertSign: 5, cRLSign: 6 } as const;
 
 const name = (cn: string): Buffer =>
-  seq(
-    set(seq(oid(OID.organization), tlv(TAG.utf8String, Buffer.from('meshlane-test')))),
-    set(seq(oid(OID.commonName), tlv(TAG.utf8String, Buffer.from(cn)))),
-  );
+  seq(set(seq(oid(OID.organization), tlv(TAG.utf8String, Buffer.from('meshlane-test')))), set(seq(oid(OID.commonName), tlv(TAG.utf8String, Buffer.from(cn)))));
 
-const extension = (id: string, critical: boolean, value: Buffer): Buffer =>
-  critical ? seq(oid(id), bool(true), octets(value)) : seq(oid(id), octets(value));
+const extension = (id: string, critical: boolean, value: Buffer): Buffer => (critical ? seq(oid(id), bool(true), octets(value)) : seq(oid(id), octets(value)));
 
 /** subjectPublicKey BIT STRING contents inside a DER SubjectPublicKeyInfo (for the key identifier) */
 function keyId(spki: Buffer): Buffer {
