@@ -448,13 +448,8 @@ export class Sandbox {
     await ip('-n', ns, 'addr', 'add', `${NODE_IPV4}/24`, 'dev', BRIDGE);
     await ip('-n', ns, 'addr', 'add', `${NODE_IPV6}/64`, 'dev', BRIDGE, 'nodad');
     await ip('-n', ns, 'link', 'set', BRIDGE, 'up');
-    await ip(
-      'netns',
-      'exec',
+    await sysctlIn(
       ns,
-      'sysctl',
-      '-q',
-      '-w',
       'net.ipv4.ip_forward=1',
       'net.ipv6.conf.all.forwarding=1',
       // pods and hosts share one segment: the node forwarding pod -> Service VIP -> host must not redirect
@@ -604,13 +599,8 @@ export class Sandbox {
    * bridge members always takes the path through the node that the routes say).
    */
   private async netnsDefaults(ns: string): Promise<void> {
-    await ip(
-      'netns',
-      'exec',
+    await sysctlIn(
       ns,
-      'sysctl',
-      '-q',
-      '-w',
       'net.ipv6.conf.default.accept_dad=0',
       'net.ipv6.conf.all.accept_dad=0',
       'net.ipv6.conf.default.accept_redirects=0',
@@ -790,6 +780,11 @@ export class Sandbox {
     }
     return errors;
   }
+}
+
+/** Set sysctls inside network namespace `ns` (`key=value` each). */
+async function sysctlIn(ns: string, ...settings: string[]): Promise<void> {
+  await ip('netns', 'exec', ns, 'sysctl', '-q', '-w', ...settings);
 }
 
 /**
