@@ -120,7 +120,11 @@ export class Agent {
     // attached to a cgroup); --splice where it cannot fails here, before the source starts.
     this.splice = await spliceAtStart({ want: wantOf(this.opts.splice), budget: this.opts.spliceBudget, objDir: this.opts.objDir });
     // the CNI socket before the source and the pins: a path we may not serve fails here, with nothing made
-    if (this.opts.cniSocket !== undefined) this.cni = await serveCni({ socketPath: this.opts.cniSocket, log, podWaitMs: this.opts.cniPodWaitMs });
+    if (this.opts.cniSocket !== undefined) {
+      const cni = await serveCni({ socketPath: this.opts.cniSocket, log, podWaitMs: this.opts.cniPodWaitMs, observer: this.opts.metrics?.cni });
+      this.cni = cni;
+      this.readiness.add('cni', () => (cni.serving() ? undefined : `the CNI socket ${this.opts.cniSocket} is not serving`));
+    }
     // The pipeline exists before the source starts, so that no event is lost; it touches the maps only
     // once they are loaded (initialSync).
     const locatorRef: { locator?: PodLocator } = {};

@@ -9,14 +9,22 @@ import { AgentCniHandler } from '../cni/handler.js';
 import type { Enroller } from './enroller.js';
 import type { Logger } from '../util/log.js';
 import { UserError } from '../util/errors.js';
+import type { CniObserver } from '../cni/server.js';
 
 export interface CniEndpoint {
   /** capture is active: answer requests from now on */
   ready(enroller: Enroller): void;
+  /** the socket accepts requests (until close()) */
+  serving(): boolean;
   close(): Promise<void>;
 }
 
-export async function serveCni(o: { socketPath: string; log: Logger; podWaitMs?: number | undefined }): Promise<CniEndpoint> {
+export async function serveCni(o: {
+  socketPath: string;
+  log: Logger;
+  podWaitMs?: number | undefined;
+  observer?: CniObserver | undefined;
+}): Promise<CniEndpoint> {
   let ready: (e: Enroller) => void = () => {};
   const enroller = new Promise<Enroller>((resolve) => (ready = resolve));
   const handler = new AgentCniHandler({
@@ -27,7 +35,7 @@ export async function serveCni(o: { socketPath: string; log: Logger; podWaitMs?:
   });
   let server: CniServer;
   try {
-    server = await CniServer.listen({ socketPath: o.socketPath, handler, log: o.log });
+    server = await CniServer.listen({ socketPath: o.socketPath, handler, log: o.log, ...(o.observer ? { observer: o.observer } : {}) });
   } catch (e) {
     if (e instanceof UserError) throw e;
     // e.g. its directory cannot be made (a read-only /var/run): still one line with the fix
@@ -35,5 +43,13 @@ export async function serveCni(o: { socketPath: string; log: Logger; podWaitMs?:
       cause: e,
     });
   }
-  return { ready, close: () => server.close() };
+  let open = true;
+  return {
+    ready,
+    serving: () => open,
+    close: () => {
+      open = false;
+      return server.close();
+    },
+  };
 }
