@@ -374,6 +374,9 @@ test('a CNI socket the agent may not serve fails the start with one line and exi
   writeFileSync(file, 'x');
   const args = (socket: string, wait = '5'): string[] => [
     'agent',
+    // no metrics endpoint unless a test asks for one (a later --metrics-address wins): agents never share a port
+    '--metrics-address',
+    'off',
     '--kubeconfig',
     kubeconfig,
     '--node-name',

@@ -144,7 +144,9 @@ test('a full map is the error of the pod that does not fit: never half-written, 
   // its old generation (30,000 + 30,000 + big3's 10,000), so it stays where it is
   agent!.write([ns, podObject(), big(0, per, 100_000), big(2, 10_000, 2 * per)]);
   await waitFor(() => podState(BIG[2]!.uid)?.state === 'captured', 30_000, 'big3 in once there is room');
-  assert.equal(cidrCount('big3'), 10_000);
+  // its entries settle at exactly one generation (a second generation written right after the first one
+  // shows both until the flip's cleanup: seen once in CI, left as a note)
+  await waitFor(() => cidrCount('big3') === 10_000, 30_000, "big3's one generation of 10,000 CIDRs");
   assert.equal(podState(BIG[0]!.uid)?.state, 'captured');
   assert.ok(cidrsOf('big1').includes('172.16.0.0'));
   // big3 goes: now big1's new generation fits

@@ -99,6 +99,9 @@ function spawnAgent(cli: string): AgentProc {
     [
       cli,
       'agent',
+      // no metrics endpoint unless a test asks for one (a later --metrics-address wins): agents never share a port
+      '--metrics-address',
+      'off',
       '--cluster-file',
       clusterFile(),
       '--cgroup-root',

@@ -211,6 +211,9 @@ async function spawnAgent(
     [
       CLI(),
       'agent',
+      // no metrics endpoint unless a test asks for one (a later --metrics-address wins): agents never share a port
+      '--metrics-address',
+      'off',
       ...sourceArgs,
       '--cgroup-root',
       sb.cgroupRoot,

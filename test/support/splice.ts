@@ -142,6 +142,9 @@ export class SpliceWorld {
       [
         CLI(),
         'agent',
+        // no metrics endpoint unless a test asks for one (a later --metrics-address wins): agents never share a port
+        '--metrics-address',
+        'off',
         '--cluster-file',
         clusterFile,
         '--cgroup-root',
