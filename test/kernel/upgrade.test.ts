@@ -395,25 +395,32 @@ function buildNewer(): string {
   // stats: one more counter at the end (counters are appended, never renumbered)
   patch(h, /STAT_MAX = (\d+),/, (_m, n) => `STAT_UPGRADE_PROBE = ${n}, /* the upgrade test's newer build */\n\tSTAT_MAX = ${Number(n) + 1},`);
   patch(ts, /(export const Stat = \[[\s\S]*?)(\n\] as const;)/, (_m, list, end) => `${list}\n  'upgrade_probe',${end}`);
-  patch(ts, /(stats: \{ name: 'stats',[^\n]*?version: )(\d+),/, (_m, head, v) => `${head}${Number(v) + 1},`);
+  // (layouts.ts as prettier formats it: one property a line, `[^}]*?` stays inside one map's entry)
+  patch(ts, /(\n {2}stats: \{[^}]*?\n {4}version: )(\d+),/, (_m, head, v) => `${head}${Number(v) + 1},`);
   // global: twice the capacity, carried by a copy (same key and value layout)
   patch(maps, /(__uint\(max_entries, )1(\);\s*__type\(key, __u32\);\s*__type\(value, struct global_config\);)/, (_m, a, b) => `${a}2${b}`);
+  let globalVersion = '';
+  patch(ts, /(\n {2}global: \{[^}]*?\n {4}maxEntries: )1(,[^}]*?\n {4}version: )(\d+),/, (_m, a, b, v) => {
+    globalVersion = v;
+    return `${a}2${b}${Number(v) + 1},`;
+  });
+  // its older versions: this build's by a copy; the earlier ones' converter now says they had 1 entry
   patch(
     ts,
-    /(global: \{ name: 'global',[^\n]*?maxEntries: )1(,[^\n]*?version: )(\d+),(?![^\n]*from:)/,
-    (_m, a, b, v) => `${a}2${b}${Number(v) + 1}, from: { ${v}: copyFrom({ maxEntries: 1 }) },`,
+    /(\n {2}global: \{[^}]*?\n {4}from: \{\n)( {6}1: convertFrom\(\{ key: StatIndex, value: GlobalConfigV1) \}/,
+    (_m, a, b) => `${a}      ${globalVersion}: copyFrom({ maxEntries: 1 }),\n${b}, maxEntries: 1 }`,
   );
   // pod_info: a name field of Kubernetes' own limit (253), refilled by the agent
   patch(h, /#define POD_INFO_NAME_LEN 256/, () => '#define POD_INFO_NAME_LEN 253');
   patch(ts, /name: cstr\(256\)/, () => 'name: cstr(253)');
-  patch(ts, /(pod_info: \{ name: 'pod_info',[^\n]*?version: )(\d+),/, (_m, head, v) => `${head}${Number(v) + 1},`);
+  patch(ts, /(\n {2}pod_info: \{[^}]*?\n {4}version: )(\d+),/, (_m, head, v) => `${head}${Number(v) + 1},`);
   // pods: twice the capacity, refilled; every connect reads it, so it must be full before connect4 is swapped
   patch(
     maps,
     /(__uint\(max_entries, MESHLANE_MAX_PODS)(\);\s*__type\(key, __u64\);[^\n]*\s*__type\(value, struct pod_config\);)/,
     (_m, a, b) => `${a} * 2${b}`,
   );
-  patch(ts, /(pods: \{ name: 'pods',[^\n]*?maxEntries: MapLimits\.PODS)(,[^\n]*?version: )(\d+),/, (_m, a, b, v) => `${a} * 2${b}${Number(v) + 1},`);
+  patch(ts, /(\n {2}pods: \{[^}]*?\n {4}maxEntries: MapLimits\.PODS)(,[^}]*?\n {4}version: )(\d+),/, (_m, a, b, v) => `${a} * 2${b}${Number(v) + 1},`);
 
   run('make', ['-s', '-C', 'bpf'], dir, 'make -C bpf');
   run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], dir, 'tsc');
