@@ -395,6 +395,12 @@ function buildNewer(): string {
   // stats: one more counter at the end (counters are appended, never renumbered)
   patch(h, /STAT_MAX = (\d+),/, (_m, n) => `STAT_UPGRADE_PROBE = ${n}, /* the upgrade test's newer build */\n\tSTAT_MAX = ${Number(n) + 1},`);
   patch(ts, /(export const Stat = \[[\s\S]*?)(\n\] as const;)/, (_m, list, end) => `${list}\n  'upgrade_probe',${end}`);
+  // ... and its metric (every stats counter has one: src/metrics/metrics.ts)
+  patch(
+    join(dir, 'src', 'metrics', 'metrics.ts'),
+    /\n {2}refused_node_full: \{/,
+    () => "\n  upgrade_probe: { metric: 'meshlane_upgrade_probe_total' },\n  refused_node_full: {",
+  );
   // (layouts.ts as prettier formats it: one property a line, `[^}]*?` stays inside one map's entry)
   patch(ts, /(\n {2}stats: \{[^}]*?\n {4}version: )(\d+),/, (_m, head, v) => `${head}${Number(v) + 1},`);
   // global: twice the capacity, carried by a copy (same key and value layout)
