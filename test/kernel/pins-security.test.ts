@@ -379,7 +379,7 @@ test("the agent's own mount of bpffs is mode 0700, nosuid, nodev, noexec", () =>
   const script = `
 while umount /sys/fs/bpf 2>/dev/null; do :; done
 umask 000
-"$@" agent --cluster-file ${emptyCluster} --cgroup-root ${cgA} --bpffs ${bpffs} --state-dir ${state} > ${out}/agent.out 2>&1 &
+"$@" agent --cluster-file ${emptyCluster} --cgroup-root ${cgA} --bpffs ${bpffs} --state-dir ${state} --cni-socket ${state}/cni.sock --metrics-address off > ${out}/agent.out 2>&1 &
 pid=$!
 i=0
 while [ ! -s ${state}/status.json ] && [ $i -lt 150 ] && kill -0 $pid 2>/dev/null; do sleep 0.1; i=$((i+1)); done
