@@ -10,7 +10,7 @@ import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI } from '../support/harness.js';
+import { CLI, bpffsMounts } from '../support/harness.js';
 import { cgroup2Mount } from '../../src/util/cgroup.js';
 import { packageRoot } from '../../src/util/paths.js';
 import * as native from '../../src/native/addon.js';
@@ -32,11 +32,6 @@ let emptyCluster = '';
 let badYaml = '';
 const strays: number[] = [];
 
-const bpffsMounts = (): string[] =>
-  readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .filter((l) => l.split(' - ')[1]?.startsWith('bpf '))
-    .map((l) => l.split(' ')[4]!);
 let hostBpffs: string[] = [];
 
 before(() => {

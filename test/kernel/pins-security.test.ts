@@ -35,7 +35,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as native from '../../src/native/addon.js';
-import { CLI, waitFor } from '../support/harness.js';
+import { CLI, bpffsMounts, waitFor } from '../support/harness.js';
 import { cgroup2Mount, cgroupId } from '../../src/util/cgroup.js';
 import { staticPrograms } from '../../src/dataplane/programs.js';
 
@@ -51,11 +51,6 @@ let cgA = '';
 let cgB = '';
 const cgroups: string[] = [];
 
-const bpffsMounts = (): string[] =>
-  readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .filter((l) => l.split(' - ')[1]?.startsWith('bpf '))
-    .map((l) => l.split(' ')[4]!);
 let hostBpffs: string[] = [];
 
 before(() => {

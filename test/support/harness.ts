@@ -266,6 +266,14 @@ async function spawnAgent(
   return run;
 }
 
+/** The mount points of every bpffs this process sees (/proc/self/mountinfo): a test compares them before and
+ * after, so that nothing of it mounts or leaves a bpffs on the machine. */
+export const bpffsMounts = (): string[] =>
+  readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((l) => l.split(' - ')[1]?.startsWith('bpf '))
+    .map((l) => l.split(' ')[4]!);
+
 export async function stopAgent(a: AgentRun | undefined, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   if (!a || a.proc.exitCode !== null || a.proc.signalCode !== null) return;
   const exited = new Promise((r) => a.proc.once('exit', r));
