@@ -112,10 +112,13 @@ export class BenchAgent {
         if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${readFileSync(logFile, 'utf8').slice(-3000)}`);
         const st = readStatus(stateDir);
         if (st === undefined || st.pid !== proc.pid) return false;
+        // ready too (a build without health in its status: captured is all it says): the proxies' listeners,
+        // older than the programs, adopted; until then inbound to B is refused
+        if (st.health !== undefined && !st.health.ready) return false;
         return CAPTURED_UIDS.every((u) => st.pods.some((p) => p.ref.uid === u && p.state === 'captured'));
       },
       20_000,
-      'the agent to capture pods A and B',
+      'the agent to capture pods A and B and be ready',
     );
   }
 
@@ -152,6 +155,9 @@ export class BenchAgent {
     await this.stopKeepingCapture();
     this.run = undefined;
     this.uninstall();
+    // BENCH_KEEP_LOGS=DIR: keep a copy of every agent's log (the run's directory goes)
+    const keep = process.env.BENCH_KEEP_LOGS;
+    if (keep) spawnSync('cp', [join(a.dir, 'agent.log'), join(keep, `agent-${Date.now()}.log`)]);
     rmSync(a.dir, { recursive: true, force: true });
   }
 

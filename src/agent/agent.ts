@@ -311,13 +311,14 @@ export class Agent {
   /** The agent's readiness: programs attached, pins adopted, first sync done, source connected. */
   health(): AgentHealth {
     const src: SourceHealth = this.sourceStarted ? this.source.health() : { synced: false, connected: false };
-    const p = this.pipeline?.health() ?? { firstSync: false, fullMaps: [] };
+    const p = this.pipeline?.health() ?? { firstSync: false, fullMaps: [], startupAdoption: 0 };
     return agentHealth({
       programsAttached: this.attached,
       pinsAdopted: this.pinsAdopted,
       firstSync: p.firstSync,
       source: src,
       fullMaps: p.fullMaps,
+      startupAdoption: p.startupAdoption,
       extra: this.readiness.reasons(),
     });
   }

@@ -1,7 +1,8 @@
 // The agent's readiness as a small typed object: in status.json (`health`), and what the health endpoint
 // of a later issue serves. Ready means: the programs are attached, the pins were adopted (the maps are the
-// pinned ones), the source's complete state has been applied once, and the source follows changes right
-// now. A source that is down makes the agent not ready, and changes nothing that is pinned.
+// pinned ones), the source's complete state has been applied once, the proxy listeners that predate the
+// programs have been adopted (until then inbound to those pods is refused), and the source follows changes
+// right now. A source that is down makes the agent not ready, and changes nothing that is pinned.
 import type { SourceHealth } from '../sources/source.js';
 
 export interface AgentHealth {
@@ -17,6 +18,8 @@ export interface AgentHealth {
   cniServing?: boolean;
   /** maps that were full for some pod's last write (that pod keeps its last good entries) */
   fullMaps: string[];
+  /** pods whose proxy listeners, older than the programs, are still being adopted at start */
+  startupAdoption?: number;
   /** why not ready, one line each */
   reasons: string[];
 }
@@ -27,6 +30,8 @@ export interface HealthInput {
   firstSync: boolean;
   source: SourceHealth;
   fullMaps: string[];
+  /** pods whose pre-existing proxy listeners are still being adopted at start (0 or absent: none) */
+  startupAdoption?: number;
   cniServing?: boolean;
   /** why not ready, from the conditions other parts registered (ReadinessConditions) */
   extra?: string[];
@@ -72,6 +77,8 @@ export function agentHealth(i: HealthInput): AgentHealth {
   else if (!i.firstSync) reasons.push('the first complete state is being applied');
   if (!i.source.connected) reasons.push(`the source is not connected${i.source.error ? `: ${i.source.error}` : ''}`);
   if (i.cniServing === false) reasons.push('the CNI socket is not serving');
+  // until then those pods' inbound connections are refused (fail closed): not ready to serve them
+  if ((i.startupAdoption ?? 0) > 0) reasons.push(`the proxy listeners of ${i.startupAdoption} pod(s), older than the programs, are being adopted`);
   reasons.push(...(i.extra ?? []));
   const h: AgentHealth = {
     ready: reasons.length === 0,
@@ -84,5 +91,6 @@ export function agentHealth(i: HealthInput): AgentHealth {
   };
   if (i.source.lastContact !== undefined) h.sourceLastContact = new Date(i.source.lastContact).toISOString();
   if (i.cniServing !== undefined) h.cniServing = i.cniServing;
+  if ((i.startupAdoption ?? 0) > 0) h.startupAdoption = i.startupAdoption;
   return h;
 }

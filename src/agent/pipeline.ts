@@ -167,6 +167,9 @@ export interface PipelineHealth {
   firstSync: boolean;
   /** maps that were full for some pod on its last write */
   fullMaps: string[];
+  /** pods whose proxy listeners, older than the programs, are still being adopted at start (until then
+   * their inbound connections are refused: sk_lookup has no listener to steer to) */
+  startupAdoption: number;
 }
 
 type Waiter = { uid: string; resolve: (s: PodStatus | undefined) => void; done: (s: PodState | undefined) => boolean };
@@ -199,6 +202,8 @@ export class Pipeline implements Enroller {
   private readonly eventAt = new Map<string, number>();
   /** adoptAll() ran (the programs are attached): before it, an enrolment leaves adoption to adoptAll */
   private adoptAllDone = false;
+  /** the adoption queued by adoptAll() has drained (readiness) */
+  private startupAdoptionDone = false;
   private adoptStarted = 0;
   private adopted = 0;
   private flushing: Promise<void> | undefined;
@@ -739,7 +744,17 @@ export class Pipeline implements Enroller {
       this.adopted++;
     }
     if (this.adoptQueue.size > 0) setImmediate(() => this.adoptNext());
-    else this.o.log.debug({ pods: this.adopted, ms: round(performance.now() - this.adoptStarted) }, 'listener adoption done');
+    else this.adoptionDrained();
+  }
+
+  private adoptionDrained(): void {
+    this.o.log.debug({ pods: this.adopted, ms: round(performance.now() - this.adoptStarted) }, 'listener adoption done');
+    if (this.adoptAllDone && !this.startupAdoptionDone) {
+      this.startupAdoptionDone = true;
+      // readiness changed: the agent publishes status.json
+      this.statusVersion++;
+      this.onChange?.();
+    }
   }
 
   private adoptNow(s: PodState, cgroup: string, port: number): void {
@@ -760,6 +775,7 @@ export class Pipeline implements Enroller {
       const cg = cgroupOf(s);
       if (cg) this.adopt(s, cg, s.enrolled.inboundPort);
     }
+    if (this.adoptQueue.size === 0) this.startupAdoptionDone = true;
   }
 
   /** Take a pod out of the maps (address index first, then its entries, then its netns links). */
@@ -967,7 +983,8 @@ export class Pipeline implements Enroller {
   health(): PipelineHealth {
     const full = new Set<string>();
     for (const s of this.pods.values()) if (s.writeError !== undefined && !s.writeError.includes(' ')) full.add(s.writeError);
-    return { firstSync: this.firstSyncDone, fullMaps: [...full].sort() };
+    const startupAdoption = this.adoptAllDone && !this.startupAdoptionDone ? this.adoptQueue.size : 0;
+    return { firstSync: this.firstSyncDone, fullMaps: [...full].sort(), startupAdoption };
   }
 
   /** Pods by state, and pods with an error right now by kind (metrics, at scrape: linear in the pods). */

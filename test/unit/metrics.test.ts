@@ -273,6 +273,17 @@ test('readiness conditions: each one that is not met is a reason; removed, it is
   assert.deepEqual(r.reasons(), ['broken: boom']);
 });
 
+test('readiness: not ready while the start-up adoption of older proxy listeners runs', () => {
+  const base = { programsAttached: true, pinsAdopted: true, firstSync: true, source: { synced: true, connected: true }, fullMaps: [] };
+  const busy = agentHealth({ ...base, startupAdoption: 2 });
+  assert.equal(busy.ready, false);
+  assert.equal(busy.startupAdoption, 2);
+  assert.match(busy.reasons.join(), /proxy listeners of 2 pod\(s\)/);
+  const done = agentHealth({ ...base, startupAdoption: 0 });
+  assert.equal(done.ready, true);
+  assert.equal(done.startupAdoption, undefined);
+});
+
 async function freePort(): Promise<number> {
   const s: Server = createServer();
   await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));

@@ -431,12 +431,20 @@ test('pipeline: pods enrolled before the programs are attached have their listen
   await p.initialSync(); // the agent's order: the source's state, the maps filled, then attach, then adoptAll
   await settle(p);
   assert.equal(io.adopted.length, 0, 'no adoption before the programs are attached');
+  assert.equal(p.health().startupAdoption, 0, 'nothing queued before the attach');
+  let changes = 0;
+  p.onChange = () => void changes++;
   p.adoptAll(() => 'cg');
+  // not ready until the queue drains: inbound to these pods is refused until their listeners are in
+  assert.equal(p.health().startupAdoption, 3);
   await settle(p);
   assert.deepEqual(io.adopted.sort(), [0x2000n, 0x2001n, 0x2002n]);
-  // a pod enrolled afterwards: at its enrolment
+  assert.equal(p.health().startupAdoption, 0);
+  assert.ok(changes > 0, 'the end of the start-up adoption is a status change (readiness)');
+  // a pod enrolled afterwards: at its enrolment, and readiness does not wait for it
   loc.netns.set('uid-s3', 0x2003n);
   p.onEvent({ type: 'upsert', kind: 'Pod', object: podObj('s3', { ip: '10.244.1.4' }) });
+  assert.equal(p.health().startupAdoption, 0);
   await settle(p);
   assert.equal(io.adopted.length, 4);
 });
