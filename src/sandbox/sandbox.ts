@@ -4,7 +4,8 @@
 // partial create, and a later create() with the same prefix removes what a crashed run left behind.
 //
 // Layout (prefix P, at most 9 characters so every name stays within IFNAMSIZ-1 = 15):
-//   netns  P-node          bridge mlbr0 10.244.0.1/24 fd00:244::1/64, forwarding on
+//   netns  P-node          bridge mlbr0 with the first address of each pod subnet (default 10.244.0.1/24
+//                          fd00:244::1/64), forwarding on; ln-<Q> to the node netns of sandbox Q after link(Q)
 //   netns  P-p<n>          a pod: lo (+ ::6/128 unless asked not to), eth0 (veth peer of vp<n> on mlbr0), default routes via the node
 //   netns  P-h<n>          a host meshlane does not manage (veth vh<n>), extra addresses on lo routed via it
 //   cgroup <cgroup2>/P/kubepods.slice/...   (systemd driver)  or  <cgroup2>/P/kubepods/... (cgroupfs driver)
@@ -23,6 +24,7 @@ import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { cgroup2Mount } from '../util/cgroup.js';
+import { formatIp, parseIp, parsePrefix, type Family } from '../util/ip.js';
 import { onTermination } from '../util/process-hooks.js';
 
 const execFile = promisify(execFileCb);
@@ -31,6 +33,8 @@ export type CgroupDriver = 'systemd' | 'cgroupfs';
 export type QosClass = 'Guaranteed' | 'Burstable' | 'BestEffort';
 
 export const BRIDGE = 'mlbr0';
+/** The pod subnets of a sandbox made without SandboxOptions.podCIDRs, and the node's addresses in them. */
+export const DEFAULT_POD_CIDRS: PodCIDRs = { ipv4: '10.244.0.0/24', ipv6: 'fd00:244::/64' };
 export const NODE_IPV4 = '10.244.0.1';
 export const NODE_IPV6 = 'fd00:244::1';
 /** The proxy's inbound passthrough source addresses (Istio's InboundPassthroughClusterIpv4/6). */
@@ -60,6 +64,18 @@ export interface SandboxOptions {
   prefix: string;
   /** kubelet cgroup driver whose layout is emulated; default 'systemd'. */
   cgroupDriver?: CgroupDriver;
+  /**
+   * The node's pod subnets (its Node's spec.podCIDRs); default DEFAULT_POD_CIDRS. The node takes the first
+   * address of each, pods and hosts take theirs inside them. Two sandboxes joined by link() need disjoint ones.
+   */
+  podCIDRs?: PodCIDRs;
+}
+
+export interface PodCIDRs {
+  /** an IPv4 prefix of at most /30 */
+  ipv4: string;
+  /** an IPv6 prefix of at most /126 */
+  ipv6: string;
 }
 
 export interface PodSpec {
@@ -68,9 +84,9 @@ export interface PodSpec {
   uid: string;
   /** default BestEffort */
   qos?: QosClass;
-  /** inside 10.244.0.0/24, not .1 */
+  /** inside the sandbox's IPv4 pod subnet (default 10.244.0.0/24), not the node's address */
   ipv4: string;
-  /** inside fd00:244::/64 */
+  /** inside its IPv6 pod subnet (default fd00:244::/64) */
   ipv6?: string;
   /**
    * The pod's /etc/resolv.conf: written to /etc/netns/<pod netns>/resolv.conf, which `ip netns exec`
@@ -143,6 +159,38 @@ function ipSync(...args: string[]): string {
     throw new Error(`ip ${args.join(' ')}: ${(err.stderr ?? err.message).trim()}`);
   }
 }
+
+/** A pod subnet: its network address and length, and the address the node takes in it (the first). */
+interface PodSubnet {
+  cidr: string;
+  network: string;
+  bytes: number[];
+  prefix: number;
+  node: string;
+}
+
+function podSubnet(cidr: string, family: Family): PodSubnet {
+  const p = parsePrefix(cidr);
+  // room for the node and at least one pod
+  const longest = family === 4 ? 30 : 126;
+  if (p?.family !== family || p.prefix > longest) throw new Error(`pod CIDR '${cidr}' must be an IPv${family} prefix of at most /${longest}`);
+  const bytes = parseIp(p.addr)!.bytes;
+  const node = [...bytes];
+  node[node.length - 1]! += 1; // the host bits of a network address are 0
+  return { cidr: `${p.addr}/${p.prefix}`, network: p.addr, bytes, prefix: p.prefix, node: formatIp(family, node) };
+}
+
+function inSubnet(s: PodSubnet, addr: string): boolean {
+  const ip = parseIp(addr);
+  if (ip?.bytes.length !== s.bytes.length) return false;
+  for (let bit = 0; bit < s.prefix; bit++) {
+    const mask = 0x80 >> (bit % 8);
+    if ((ip.bytes[bit >> 3]! & mask) !== (s.bytes[bit >> 3]! & mask)) return false;
+  }
+  return true;
+}
+
+const overlap = (a: PodSubnet, b: PodSubnet): boolean => inSubnet(a, b.network) || inSubnet(b, a.network);
 
 function errText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
@@ -395,11 +443,17 @@ export class Sandbox {
   readonly nodeNetns: string;
   /** The node itself (the bridge side): processes here play kubelet probes or host-network clients. */
   readonly node: SandboxHost;
+  /** The pod subnets, as prefixes in canonical text. */
+  readonly podCIDRs: PodCIDRs;
 
   private readonly children = new Set<ChildProcess>();
   private readonly pods: SandboxPod[] = [];
   private readonly hosts: SandboxHost[] = [];
   private readonly usedAddrs = new Set<string>();
+  private readonly v4: PodSubnet;
+  private readonly v6: PodSubnet;
+  /** this node's ends of the links made by link() */
+  private readonly linkDevs = new Set<string>();
   private nextIndex = 0;
   private destroyed = false;
   private destroying: Promise<string[]> | undefined;
@@ -411,15 +465,18 @@ export class Sandbox {
     this.cgroupRoot = join(cgroup2Mount, opts.prefix);
     this.kubepodsDir = join(this.cgroupRoot, opts.cgroupDriver === 'systemd' ? 'kubepods.slice' : 'kubepods');
     this.nodeNetns = `${opts.prefix}-node`;
-    this.node = new SandboxHost(this, 'node', this.nodeNetns, NODE_IPV4, NODE_IPV6, join(this.cgroupRoot, 'node'));
-    this.usedAddrs.add(NODE_IPV4).add(NODE_IPV6);
+    this.v4 = podSubnet(opts.podCIDRs.ipv4, 4);
+    this.v6 = podSubnet(opts.podCIDRs.ipv6, 6);
+    this.podCIDRs = { ipv4: this.v4.cidr, ipv6: this.v6.cidr };
+    this.node = new SandboxHost(this, 'node', this.nodeNetns, this.v4.node, this.v6.node, join(this.cgroupRoot, 'node'));
+    this.usedAddrs.add(this.v4.node).add(this.v6.node);
   }
 
   static async create(opts: SandboxOptions): Promise<Sandbox> {
     if (!PREFIX_RE.test(opts.prefix)) {
       throw new Error(`sandbox prefix '${opts.prefix}' must match ${PREFIX_RE} (names must fit in 15 characters)`);
     }
-    const sb = new Sandbox({ prefix: opts.prefix, cgroupDriver: opts.cgroupDriver ?? 'systemd' }, cgroup2Mount());
+    const sb = new Sandbox({ prefix: opts.prefix, cgroupDriver: opts.cgroupDriver ?? 'systemd', podCIDRs: opts.podCIDRs ?? DEFAULT_POD_CIDRS }, cgroup2Mount());
     // Leftovers of an earlier run with the same prefix (crashed, or killed with SIGKILL).
     const leftovers = sb.teardown(TERM_GRACE_MS);
     if (leftovers.length > 0) console.error(`sandbox ${sb.prefix}: while removing leftovers: ${leftovers.join('; ')}`);
@@ -445,8 +502,8 @@ export class Sandbox {
     await this.netnsDefaults(ns);
     await ip('-n', ns, 'link', 'set', 'lo', 'up');
     await ip('-n', ns, 'link', 'add', BRIDGE, 'type', 'bridge', 'mcast_snooping', '0');
-    await ip('-n', ns, 'addr', 'add', `${NODE_IPV4}/24`, 'dev', BRIDGE);
-    await ip('-n', ns, 'addr', 'add', `${NODE_IPV6}/64`, 'dev', BRIDGE, 'nodad');
+    await ip('-n', ns, 'addr', 'add', `${this.v4.node}/${this.v4.prefix}`, 'dev', BRIDGE);
+    await ip('-n', ns, 'addr', 'add', `${this.v6.node}/${this.v6.prefix}`, 'dev', BRIDGE, 'nodad');
     await ip('-n', ns, 'link', 'set', BRIDGE, 'up');
     await sysctlIn(
       ns,
@@ -556,6 +613,38 @@ export class Sandbox {
     return host;
   }
 
+  /**
+   * Join this node and `other` as two nodes of one cluster network: a veth pair ln-<other prefix> /
+   * ln-<this prefix> between the two node netns, over which each node routes the other's pod subnets. The link
+   * has no subnet of its own: each end carries its node's addresses (/32, /128), and the routes go `via` the
+   * other node's address `onlink`, so ARP and neighbour discovery find it on the link. Pods reach each other
+   * with their own addresses (no NAT), as on a routed pod network. destroy() of either sandbox removes the pair
+   * (and with it the other side's routes over it).
+   */
+  async link(other: Sandbox): Promise<void> {
+    this.checkAlive();
+    other.checkAlive();
+    if (other === this) throw new Error(`sandbox ${this.prefix} cannot be linked to itself`);
+    if (overlap(this.v4, other.v4) || overlap(this.v6, other.v6))
+      throw new Error(
+        `sandboxes ${this.prefix} and ${other.prefix} have overlapping pod subnets (${this.v4.cidr} ${this.v6.cidr}, ${other.v4.cidr} ${other.v6.cidr}): give one other podCIDRs`,
+      );
+    const ends: Array<[Sandbox, Sandbox]> = [
+      [this, other],
+      [other, this],
+    ];
+    await ip('-n', this.nodeNetns, 'link', 'add', `ln-${other.prefix}`, 'type', 'veth', 'peer', 'name', `ln-${this.prefix}`, 'netns', other.nodeNetns);
+    for (const [a, b] of ends) a.linkDevs.add(`ln-${b.prefix}`);
+    for (const [a, b] of ends) {
+      const dev = `ln-${b.prefix}`;
+      await ip('-n', a.nodeNetns, 'addr', 'add', `${a.v4.node}/32`, 'dev', dev);
+      await ip('-n', a.nodeNetns, 'addr', 'add', `${a.v6.node}/128`, 'dev', dev, 'nodad');
+      await ip('-n', a.nodeNetns, 'link', 'set', dev, 'up');
+      await ip('-n', a.nodeNetns, 'route', 'add', b.v4.cidr, 'via', b.v4.node, 'dev', dev, 'onlink');
+      await ip('-n', a.nodeNetns, '-6', 'route', 'add', b.v6.cidr, 'via', b.v6.node, 'dev', dev, 'onlink');
+    }
+  }
+
   /** Pods and hosts added so far. */
   listPods(): readonly SandboxPod[] {
     return this.pods;
@@ -565,8 +654,8 @@ export class Sandbox {
   }
 
   private claimAddrs(ipv4: string, ipv6: string | undefined, ...extra: string[]): void {
-    if (!isIPv4(ipv4) || !ipv4.startsWith('10.244.0.')) throw new Error(`ipv4 '${ipv4}' must be in 10.244.0.0/24`);
-    if (ipv6 !== undefined && !isIPv6(ipv6)) throw new Error(`ipv6 '${ipv6}' is not an IPv6 address`);
+    if (!isIPv4(ipv4) || !inSubnet(this.v4, ipv4)) throw new Error(`ipv4 '${ipv4}' must be in ${this.v4.cidr}`);
+    if (ipv6 !== undefined && (!isIPv6(ipv6) || !inSubnet(this.v6, ipv6))) throw new Error(`ipv6 '${ipv6}' must be in ${this.v6.cidr}`);
     const all = [ipv4, ...(ipv6 === undefined ? [] : [ipv6]), ...extra];
     for (const a of all) if (this.usedAddrs.has(a)) throw new Error(`address ${a} is in use in sandbox ${this.prefix}`);
     for (const a of all) this.usedAddrs.add(a);
@@ -586,11 +675,11 @@ export class Sandbox {
     await ip('-n', this.nodeNetns, 'link', 'add', hostIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
     await ip('-n', this.nodeNetns, 'link', 'set', hostIf, 'master', BRIDGE, 'up');
     if (mac !== undefined) await ip('-n', ns, 'link', 'set', 'eth0', 'address', mac);
-    await ip('-n', ns, 'addr', 'add', `${ipv4}/24`, 'dev', 'eth0');
-    if (ipv6 !== undefined) await ip('-n', ns, 'addr', 'add', `${ipv6}/64`, 'dev', 'eth0', 'nodad');
+    await ip('-n', ns, 'addr', 'add', `${ipv4}/${this.v4.prefix}`, 'dev', 'eth0');
+    if (ipv6 !== undefined) await ip('-n', ns, 'addr', 'add', `${ipv6}/${this.v6.prefix}`, 'dev', 'eth0', 'nodad');
     await ip('-n', ns, 'link', 'set', 'eth0', 'up');
-    await ip('-n', ns, 'route', 'add', 'default', 'via', NODE_IPV4);
-    if (ipv6 !== undefined) await ip('-n', ns, '-6', 'route', 'add', 'default', 'via', NODE_IPV6);
+    await ip('-n', ns, 'route', 'add', 'default', 'via', this.v4.node);
+    if (ipv6 !== undefined) await ip('-n', ns, '-6', 'route', 'add', 'default', 'via', this.v6.node);
   }
 
   /**
@@ -683,8 +772,8 @@ export class Sandbox {
   /**
    * The one teardown, synchronous so that destroy() and the 'exit' handler share it: SIGTERM every process of
    * the sandbox (our children, its cgroup tree, its netns; by pid only), SIGKILL what is left after `graceMs`
-   * (at once when 0), then delete the netns (the node last: that removes the bridge and the host ends of the
-   * veths) and their /etc/netns entries, then the cgroup tree bottom-up.
+   * (at once when 0), then delete the links to other nodes and the netns (the node last: that removes the bridge
+   * and the host ends of the veths) and their /etc/netns entries, then the cgroup tree bottom-up.
    */
   private teardown(graceMs: number): string[] {
     const errors: string[] = [];
@@ -732,6 +821,16 @@ export class Sandbox {
       if (left.length > 0) errors.push(`processes still running: ${left.join(' ')}`);
     }
 
+    // the links first: a deleted netns is torn down asynchronously, and the other node would keep its end a while
+    for (const dev of this.linkDevs) {
+      try {
+        ipSync('-n', this.nodeNetns, 'link', 'del', dev);
+      } catch (e) {
+        // gone with the other node already
+        if (!/Cannot find device|does not exist/.test(errText(e))) errors.push(errText(e));
+      }
+    }
+    this.linkDevs.clear();
     for (const ns of netnses) {
       try {
         ipSync('netns', 'del', ns);

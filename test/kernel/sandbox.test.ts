@@ -311,3 +311,47 @@ test('create removes the leftovers of an earlier run with the same prefix', { ti
     [],
   );
 });
+
+test('two linked sandboxes: pods reach each other with their own addresses; destroying either removes the link', { timeout: 60_000 }, async (t) => {
+  const one = await Sandbox.create({ prefix: 'mlsb1' });
+  t.after(() => one.destroy());
+  const two = await Sandbox.create({ prefix: 'mlsb2', podCIDRs: { ipv4: '10.244.1.0/24', ipv6: 'fd00:244:1::/64' } });
+  t.after(() => two.destroy());
+  assert.deepEqual([one.node.ipv4, one.node.ipv6], ['10.244.0.1', 'fd00:244::1']);
+  assert.deepEqual([two.node.ipv4, two.node.ipv6], ['10.244.1.1', 'fd00:244:1::1']);
+  await assert.rejects(two.addPod({ namespace: 'x', name: 'y', uid: 'zz', ipv4: '10.244.0.30' }), /must be in 10\.244\.1\.0\/24/);
+  await assert.rejects(two.addPod({ namespace: 'x', name: 'y', uid: 'zz', ipv4: '10.244.1.30', ipv6: 'fd00:244::30' }), /must be in fd00:244:1::\/64/);
+  await assert.rejects(one.link(one), /itself/);
+
+  const a = await one.addPod({ namespace: 'default', name: 'a', uid: '0a0a0a0a-1111-4000-8000-000000000001', ipv4: '10.244.0.21', ipv6: 'fd00:244::21' });
+  const b = await two.addPod({ namespace: 'default', name: 'b', uid: '0b0b0b0b-2222-4000-8000-000000000002', ipv4: '10.244.1.21', ipv6: 'fd00:244:1::21' });
+  await startEndpoint(a, ['serve', '--ports', '8080', '--tag', 'app-a'], { uid: 1000 });
+  await startEndpoint(b, ['serve', '--ports', '8080', '--tag', 'app-b'], { uid: 1000 });
+  // no route between the nodes before the link
+  assert.equal((await connect(a, '10.244.1.21:8080')).ok, false);
+
+  await one.link(two);
+  const v4 = await connect(a, '10.244.1.21:8080');
+  assert.deepEqual([v4.reply?.tag, v4.reply?.local, v4.reply?.peer], ['app-b', '10.244.1.21', '10.244.0.21'], JSON.stringify(v4));
+  assertNotCaptured(v4.reply?.orig);
+  const v6 = await connect(a, '[fd00:244:1::21]:8080');
+  assert.deepEqual([v6.reply?.tag, v6.reply?.local, v6.reply?.peer], ['app-b', 'fd00:244:1::21', 'fd00:244::21'], JSON.stringify(v6));
+  const back4 = await connect(b, '10.244.0.21:8080');
+  assert.deepEqual([back4.reply?.tag, back4.reply?.peer], ['app-a', '10.244.1.21'], JSON.stringify(back4));
+  const back6 = await connect(b, '[fd00:244::21]:8080');
+  assert.deepEqual([back6.reply?.tag, back6.reply?.peer], ['app-a', 'fd00:244:1::21'], JSON.stringify(back6));
+
+  // the second node goes first: the first one keeps neither its end of the link nor the routes over it
+  assert.deepEqual(await two.destroy(), []);
+  const { stdout: links } = await execFile('ip', ['-n', one.nodeNetns, '-o', 'link', 'show']);
+  assert.doesNotMatch(links, /ln-mlsb2/);
+  const { stdout: routes } = await execFile('ip', ['-n', one.nodeNetns, 'route', 'show', '10.244.1.0/24']);
+  assert.equal(routes.trim(), '');
+  const { stdout: routes6 } = await execFile('ip', ['-n', one.nodeNetns, '-6', 'route', 'show', 'fd00:244:1::/64']);
+  assert.equal(routes6.trim(), '');
+  assert.deepEqual(await one.destroy(), []);
+  assert.deepEqual(
+    (await netnsNames()).filter((n) => /^mlsb[12]-/.test(n)),
+    [],
+  );
+});

@@ -93,6 +93,21 @@ export function startProxy(pod: SandboxPod, forward = false, echo = false): Chil
   return pod.spawn('node', args, { uid: PROXY, gid: PROXY, container: 'istio-proxy' });
 }
 
+/** The JSON lines a child prints on stdout (a forwarding proxy: one per connection), as they come. */
+export function jsonLines(p: ChildProcess): Array<Record<string, unknown>> {
+  const lines: Array<Record<string, unknown>> = [];
+  let buf = '';
+  p.stdout?.on('data', (d: Buffer) => {
+    buf += d.toString();
+    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      if (line.startsWith('{')) lines.push(JSON.parse(line) as Record<string, unknown>);
+    }
+  });
+  return lines;
+}
+
 export async function destroyTopology(t: Topology | undefined): Promise<void> {
   if (!t) return;
   for (const p of t.procs) if (p.exitCode === null) p.kill('SIGKILL');
@@ -114,6 +129,8 @@ export interface PodObjectOptions {
   ipv4?: string;
   ipv6?: string;
   qos?: 'Guaranteed' | 'Burstable' | 'BestEffort';
+  /** spec.nodeName (default sandbox-node) */
+  nodeName?: string;
 }
 
 export function podObject(o: PodObjectOptions = {}): object {
@@ -129,7 +146,7 @@ export function podObject(o: PodObjectOptions = {}): object {
       annotations: { 'sidecar.istio.io/status': '{"containers":["istio-proxy"]}', ...(o.annotations ?? {}) },
     },
     spec: {
-      nodeName: 'sandbox-node',
+      nodeName: o.nodeName ?? 'sandbox-node',
       containers: [{ name: 'app' }, { name: 'istio-proxy', securityContext: o.proxySecurityContext ?? { runAsUser: 1337, runAsGroup: 1337 } }],
     },
     status: { phase: 'Running', qosClass: o.qos ?? 'BestEffort', podIP: ips[0], podIPs: ips.map((ip) => ({ ip })) },
