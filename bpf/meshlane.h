@@ -298,7 +298,10 @@ struct handover_count {
 /* limits[0]: node-wide limits written by the agent. */
 struct limits_config {
 	__u32 handover_per_pod; /* in-flight connections per pod (0: MESHLANE_HANDOVER_DEFAULT_PER_POD) */
-	__u32 pad;
+	/* new redirects are refused (every pod) from this many node-wide entries on: orig_by_tuple's
+	 * capacity is set at run time (--max-connections), so the agent writes the threshold that fits
+	 * it (0: MESHLANE_MAX_INFLIGHT - MESHLANE_HANDOVER_HEADROOM, the compiled capacity's) */
+	__u32 handover_node;
 };
 
 /* pod_info: read by `meshlane dump` / `status` only; never by the programs. */

@@ -13,6 +13,7 @@
 // between them, so that the other pods' work goes on meanwhile.
 import type { MapsView } from '../dataplane/dataplane.js';
 import { MAPS } from '../dataplane/layouts.js';
+import { capacityOption } from '../dataplane/capacity.js';
 import type { KeyOf, TypedMap } from '../dataplane/typed-map.js';
 import {
   canonKey,
@@ -87,12 +88,14 @@ export class MapFullError extends Error {
     readonly capacity: number,
     detail: string,
   ) {
-    super(`map ${map} is full (${capacity} entries): ${detail}`);
+    const option = capacityOption(map);
+    super(`map ${map} is full (${capacity} entries${option ? `, sized by ${option}` : ''}): ${detail}`);
     this.name = 'MapFullError';
   }
 }
 
-/** A map's max_entries, as layouts.ts (and bpf/maps.h) declare it. */
+/** A map's max_entries, as layouts.ts (and bpf/maps.h) declare it (the capacity at the default limits:
+ * the agent passes the loaded maps' own, capacity.ts). */
 export const mapCapacity = (map: string): number => (MAPS as Record<string, { maxEntries: number }>)[map]?.maxEntries ?? 0;
 
 function isFull(e: unknown): boolean {
@@ -204,13 +207,13 @@ export async function writePod(w: MapWriter, mirror: Mirror, plan: PodPlan, opts
 }
 
 /** Index writes (pod_by_ip4/6); the mirror follows. Throws MapFullError when an index map is full. */
-export function writeIndex(w: MapWriter, mirror: Mirror, ops: Op[]): number {
+export function writeIndex(w: MapWriter, mirror: Mirror, ops: Op[], capacity: (map: string) => number = mapCapacity): number {
   let n = 0;
   for (const op of ops) {
     try {
       w.apply(op);
     } catch (e) {
-      if (isFull(e)) throw new MapFullError(op.map, mapCapacity(op.map), `the kernel refused the write (${(e as { code?: string }).code})`);
+      if (isFull(e)) throw new MapFullError(op.map, capacity(op.map), `the kernel refused the write (${(e as { code?: string }).code})`);
       throw e;
     }
     n++;

@@ -401,7 +401,7 @@ test('pipeline: two pods with one IP: the first keeps it, both are told; a pod w
   assert.match(st('uid-a').errors.join('\n'), /pod IP 10\.244\.0\.10 is also claimed by shop\/b \(uid uid-b\): this pod held it first/);
   assert.match(st('uid-b').errors.join('\n'), /pod IP 10\.244\.0\.10 is held by shop\/a \(uid uid-a\), which claimed it first/);
   assert.equal(st('uid-big').state, 'pending');
-  assert.match(st('uid-big').reason ?? '', /map pod_cidrs4 is full \(10 entries\)/);
+  assert.match(st('uid-big').reason ?? '', /map pod_cidrs4 is full \(10 entries, sized by --max-pods\)/);
   assert.equal(st('uid-c').state, 'captured', 'the other pods go on');
   assert.deepEqual(p.health().fullMaps, ['pod_cidrs4']);
   assert.equal(maps.size('pod_cidrs4'), 0, 'nothing half-written');
