@@ -134,7 +134,10 @@ export async function writePod(w: MapWriter, mirror: Mirror, plan: PodPlan, opts
   let writes = 0;
   const held = mirror.pods.get(plan.cookie);
   // capacity first, by count: the new generation sits beside the old until the flip
-  for (const [map, add] of Object.entries(planGrowth(plan))) {
+  // the pods map first: a pod that does not fit the node is told so by its name (the companion maps
+  // pod_info and pod_by_ip* are as full, at the same --max-pods)
+  const growth = Object.entries(planGrowth(plan)).sort(([a], [b]) => Number(b === 'pods') - Number(a === 'pods'));
+  for (const [map, add] of growth) {
     if (!countable(map) || !add) continue;
     const cap = capacityOf(map);
     if (map === 'pods' && held) continue; // a flip of a pod already there adds no entry
