@@ -466,6 +466,27 @@ test('enroller: wanted() waits for the source to show the pod; enroll() resolves
   await p.stop();
 });
 
+test('enroller: a pod beyond the pods map (--max-pods) is not enrolled: enroll() says why, so its CNI ADD fails closed', async () => {
+  const { p, maps, loc, io } = setup();
+  maps.capacity.pods = 1;
+  await p.initialSync();
+  loc.netns.set('uid-a', 0x1000n);
+  p.onEvent({ type: 'replace', namespaces: [ns('shop')], pods: [podObj('a'), podObj('b', { ip: '10.244.0.98' })] });
+  await settle(p);
+  assert.equal(p.status('uid-a')?.state, 'captured');
+  const st = await p.enroll('uid-b', { nsPath: '/run/netns/cni-b', how: 'cni' });
+  assert.equal(st?.state, 'pending');
+  assert.match(st?.reason ?? '', /^not enrolled with these settings: map pods is full \(1 entries, sized by --max-pods\): .*the pod keeps no entries \(not captured\)$/);
+  assert.deepEqual(
+    maps.actual().pods.map(([c]) => c),
+    [0x1000n],
+    'nothing of it is written',
+  );
+  assert.equal(io.links.has(0x9000n), false, 'no netns links either');
+  assert.deepEqual(p.health().fullMaps, ['pods']);
+  await p.stop();
+});
+
 test("enroller: a pod the API shows without IPs yet is captured with the IPs the CNI ADD gave; the API's IPs win once shown", async () => {
   const { p, maps } = setup();
   await p.initialSync();
