@@ -34,7 +34,7 @@ import { mapsWriter, readActual } from './reconcile.js';
 import { DEFAULT_STATE_DIR, prepareStateDir, StatusWriter, type AgentCapacityMaps, type AgentStatus } from './status.js';
 import { preparePodNetns } from '../dataplane/pod-netns.js';
 import { HandoverWatch, READ_EVERY_MS, writeHandoverLimit } from '../dataplane/handover.js';
-import { DEFAULT_LIMITS, keptLine, mapCapacities, type MapCapacity, type NodeLimits } from '../dataplane/capacity.js';
+import { DEFAULT_LIMITS, handoverBounds, keptLine, mapCapacities, type MapCapacity, type NodeLimits } from '../dataplane/capacity.js';
 import type { MapName } from '../dataplane/layouts.js';
 import { checkBpffsFlag, checkStateDirFlag, diagnoseBpffs, pathsUnder, removeNewPaths, runStep, type Step } from './startup.js';
 import type { Enroller } from './enroller.js';
@@ -246,6 +246,14 @@ export class Agent {
     // a pinned map keeps its capacity (dataplane.ts): once, in the log; in status until an uninstall
     for (const c of dataplane.capacities.filter((x) => x.capacity !== x.wanted)) {
       log.warn({ map: c.map, capacity: c.capacity, wanted: c.wanted, option: c.option }, `map ${c.map}: pinned with ${keptLine(c)}`);
+    }
+    // a per-pod limit checked against --max-connections (the CLI) may not fit a pinned map kept smaller
+    const perPod = this.opts.maxInflightPerPod;
+    const { maxPerPod } = handoverBounds(this.capacityOf('orig_by_tuple'));
+    if (perPod !== undefined && perPod > maxPerPod) {
+      throw new UserError(
+        `--max-inflight-per-pod ${perPod} does not fit the pinned orig_by_tuple of ${this.capacityOf('orig_by_tuple')} entries (at most ${maxPerPod}): pass at most ${maxPerPod}, or run 'meshlane uninstall --bpffs ${bpffs}' first so that the maps are made for the new --max-connections`,
+      );
     }
     this.pinsAdopted = true;
     const locator = new PodLocator(cgroupRoot, log);

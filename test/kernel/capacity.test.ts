@@ -251,8 +251,38 @@ test('a restart with other limits keeps the pinned capacity (capture intact, war
   assert.equal(agent!.status()!.handover!.refuseFrom, REFUSE_FROM);
   assert.equal((await scrape()).get('meshlane_map_capacity{map="pods"}'), 2);
 
-  // uninstall, start again: the new limits are the maps' capacity, and the third pod fits
+  // a per-pod limit the CLI accepts for --max-connections 32 but the kept map of 16 cannot take: one line,
+  // exit 2, and the pinned capture as it was
   await stopAgent(agent);
+  const refused = cli([
+    'agent',
+    '--cluster-file',
+    agent!.clusterFile,
+    '--cgroup-root',
+    topo.sb.cgroupRoot,
+    '--bpffs',
+    agent!.bpffs,
+    '--state-dir',
+    agent!.stateDir,
+    '--cni-socket',
+    agent!.cniSocket,
+    '--metrics-address',
+    'off',
+    '--max-connections',
+    '32',
+    '--max-inflight-per-pod',
+    '20',
+  ]);
+  assert.equal(refused.code, 2, refused.stderr);
+  // (its log lines go to stderr too: the error is the last line)
+  assert.equal(
+    refused.stderr.slice(refused.stderr.lastIndexOf('\nmeshlane: ') + 1),
+    `meshlane: --max-inflight-per-pod 20 does not fit the pinned orig_by_tuple of 16 entries (at most 15): pass at most 15, or run 'meshlane uninstall --bpffs ${agent!.bpffs}' first so that the maps are made for the new --max-connections\n`,
+  );
+  assert.match(await client('after-refused-start'), captured, 'capture as it was');
+  assert.equal((dumpJson(agent!.bpffs).maps.pods as unknown[]).length, 2);
+
+  // uninstall, start again: the new limits are the maps' capacity, and the third pod fits
   const u = cli(['uninstall', '--bpffs', agent!.bpffs]);
   assert.equal(u.code, 0, u.stderr);
   agent = await startAgent(topo.sb, [], 'capacity', agent, limits(4, 32));
