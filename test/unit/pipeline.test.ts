@@ -476,7 +476,10 @@ test('enroller: a pod beyond the pods map (--max-pods) is not enrolled: enroll()
   assert.equal(p.status('uid-a')?.state, 'captured');
   const st = await p.enroll('uid-b', { nsPath: '/run/netns/cni-b', how: 'cni' });
   assert.equal(st?.state, 'pending');
-  assert.match(st?.reason ?? '', /^not enrolled with these settings: map pods is full \(1 entries, sized by --max-pods\): .*the pod keeps no entries \(not captured\)$/);
+  assert.match(
+    st?.reason ?? '',
+    /^not enrolled with these settings: map pods is full \(1 entries, sized by --max-pods\): .*the pod keeps no entries \(not captured\)$/,
+  );
   assert.deepEqual(
     maps.actual().pods.map(([c]) => c),
     [0x1000n],
