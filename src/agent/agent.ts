@@ -34,6 +34,7 @@ import { mapsWriter, readActual } from './reconcile.js';
 import { DEFAULT_STATE_DIR, prepareStateDir, StatusWriter, type AgentCapacityMaps, type AgentStatus } from './status.js';
 import { preparePodNetns } from '../dataplane/pod-netns.js';
 import { HandoverWatch, READ_EVERY_MS, writeHandoverLimit } from '../dataplane/handover.js';
+import { KernelFullWatch } from '../dataplane/full-watch.js';
 import { DEFAULT_LIMITS, handoverBounds, keptLine, mapCapacities, type MapCapacity, type NodeLimits } from '../dataplane/capacity.js';
 import type { MapName } from '../dataplane/layouts.js';
 import { checkBpffsFlag, checkStateDirFlag, diagnoseBpffs, pathsUnder, removeNewPaths, runStep, type Step } from './startup.js';
@@ -98,6 +99,7 @@ export class Agent {
   private pinsAdopted = false;
   private readonly source: Source;
   private handover?: HandoverWatch;
+  private kernelFull?: KernelFullWatch;
   private handoverTimer?: NodeJS.Timeout;
   private cni?: CniEndpoint;
   /** conditions of readiness other parts add (the CNI server) */
@@ -284,6 +286,7 @@ export class Agent {
       const inflight = this.capacityOf('orig_by_tuple');
       writeHandoverLimit(dataplane.maps, this.opts.maxInflightPerPod, inflight);
       this.handover = new HandoverWatch(log, inflight);
+      this.kernelFull = new KernelFullWatch(log);
       this.publish(true);
     });
     const attached = runStep(attachStep, () => dataplane.attach(cgroupRoot));
@@ -322,6 +325,8 @@ export class Agent {
     const dp = this.dataplane;
     if (!dp || !this.handover || !this.pipeline || this.stopped) return;
     if (this.handover.poll(dp.maps, this.pipeline.statuses().pods)) this.schedulePublish();
+    // inserts the programs could not make into a full sock_pairs or listeners: logged, rate-limited
+    this.kernelFull?.poll(dp.maps.stats);
   }
 
   /** Once, after the programs are attached (start-time probes and budgets plug in here). */

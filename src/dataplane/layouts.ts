@@ -87,6 +87,8 @@ export const Stat = [
   'splice_retarget_fail',
   'refused_pod_limit',
   'refused_node_full',
+  'splice_table_full',
+  'listeners_full',
 ] as const;
 
 /** bpf/meshlane.h enum bypass_reason, in order: the index in bypass_stats. */
@@ -491,7 +493,7 @@ export const MAPS = {
     type: MapType.PERCPU_ARRAY,
     maxEntries: Stat.length,
     flags: 0,
-    version: 4,
+    version: 5,
     carry: 'counters',
     percpu: true,
     what: 'per-CPU counters',

@@ -38,6 +38,8 @@ export const STAT_METRIC_HELP: Record<string, string> = {
   meshlane_splice_fallbacks_total: 'spliced directions sent through the TCP/IP stack instead, by reason',
   meshlane_splice_left_total: 'sockets that left sock_pairs after going to the stack',
   meshlane_splice_retarget_failures_total: 'messages for the stack that stayed redirected (must stay 0)',
+  meshlane_kernel_map_full_total:
+    'inserts by the programs that found a map full (README, Map capacity): sock_pairs (the socket is not spliced: it goes through TCP/IP, captured), listeners (a proxy listener is not steered to: inbound to it is dropped, never delivered around the proxy)',
   meshlane_connections_refused_total:
     'TCP connects refused with EPERM, never bypassed, by reason (pod_inflight_limit: the pod held --max-inflight-per-pod connections its proxy had not accepted; node_handover_full: orig_by_tuple, sized by --max-connections, near its capacity)',
 };
@@ -67,6 +69,8 @@ export const STAT_METRICS: { [K in (typeof Stat)[number]]: StatMetric } & Record
   splice_retarget_fail: { metric: 'meshlane_splice_retarget_failures_total' },
   refused_pod_limit: { metric: 'meshlane_connections_refused_total', labels: { reason: 'pod_inflight_limit' } },
   refused_node_full: { metric: 'meshlane_connections_refused_total', labels: { reason: 'node_handover_full' } },
+  splice_table_full: { metric: 'meshlane_kernel_map_full_total', labels: { map: 'sock_pairs' } },
+  listeners_full: { metric: 'meshlane_kernel_map_full_total', labels: { map: 'listeners' } },
 };
 
 /** The metrics of the kernel counters the objects have (Stat), each with its label names and series. */

@@ -83,6 +83,26 @@ print(json.dumps(res), flush=True)
 sys.stdin.read()
 `;
 
+// the client pod's app: connections through its proxy, held open (each is two spliced sockets: the app's
+// and the proxy's), the proxy's reply tag of each printed once all are made
+const HELD_CONNECTIONS = 24;
+const HELD = `
+import socket, json, sys
+socks, tags = [], []
+for i in range(int(sys.argv[1])):
+    s = socket.create_connection(('${SVC_V4}', 80), timeout=5)
+    line = b''
+    while not line.endswith(b'\\n'):
+        d = s.recv(4096)
+        if not d:
+            break
+        line += d
+    tags.append(json.loads(line)['tag'])
+    socks.append(s)
+print(json.dumps(tags), flush=True)
+sys.stdin.read()
+`;
+
 const ns = namespaceObject('demo', { 'istio-injection': 'enabled' });
 const second = podObject({ name: SECOND.name, uid: SECOND.uid, ipv4: SECOND.ipv4, ipv6: '' });
 const third = podObject({ name: THIRD.name, uid: THIRD.uid, ipv4: THIRD.ipv4, ipv6: '' });
@@ -225,6 +245,36 @@ test("--max-connections 16: connects beyond the node's hand-over map are refused
   await waitFor(() => agent!.status()?.handover?.inflight === 0, 10_000, 'the hand-over map drained');
   assert.match(await client('after-drain'), captured);
   assert.equal(destOut.includes('peer'), false, destOut);
+});
+
+test('--max-connections 16: sock_pairs (32) full: the connections beyond it are not spliced, still captured; counted, logged, shown', async () => {
+  const before = Number(/splice_table_full=(\d+)/.exec(statusText())?.[1] ?? 'NaN');
+  assert.equal(before, 0);
+  const proc = topo.pod.spawn(PYTHON, ['-c', HELD, String(HELD_CONNECTIONS)], { uid: APP, gid: APP, container: 'app' });
+  procs.push(proc);
+  const tags = await new Promise<string[]>((resolve, reject) => {
+    let out = '';
+    let err = '';
+    proc.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+    proc.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      const nl = out.indexOf('\n');
+      if (nl >= 0) resolve(JSON.parse(out.slice(0, nl)) as string[]);
+    });
+    proc.once('exit', (code) => reject(new Error(`the app exited (${code}) before it reported: ${out} ${err}`)));
+  });
+  // every connection reached the proxy (captured), spliced or not
+  assert.deepEqual(tags, Array<string>(HELD_CONNECTIONS).fill('proxy-outbound'));
+  const text = statusText();
+  const full = Number(/splice_table_full=(\d+)/.exec(text)?.[1] ?? 'NaN');
+  assert.ok(full > 0, `sockets left out of sock_pairs are counted: ${text}`);
+  assert.match(text, /\n {2}sock_pairs: 32 of 32 FULL \(sized by --max-connections 16\)\n/);
+  assert.equal((await scrape()).get('meshlane_kernel_map_full_total{map="sock_pairs"}'), full);
+  await waitFor(() => /map sock_pairs is full \(sized by --max-connections/.test(agent!.log()), 10_000, 'the log line');
+  const exited = new Promise((r) => proc.once('exit', r));
+  proc.stdin?.end();
+  await exited;
+  assert.match(await client('after-held'), captured);
 });
 
 test('a restart with other limits keeps the pinned capacity (capture intact, warned, shown); after an uninstall they take effect', async () => {

@@ -7,7 +7,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { MAPS, MAP_NAMES, MapLimits } from '../../src/dataplane/layouts.js';
+import { MAPS, MAP_NAMES, MapLimits, Stat } from '../../src/dataplane/layouts.js';
+import { FULL_LOG_EVERY_MS, KERNEL_FULL, KernelFullWatch } from '../../src/dataplane/full-watch.js';
+import type { Logger } from '../../src/util/log.js';
 import {
   DEFAULT_LIMITS,
   LIMIT_RANGE,
@@ -140,4 +142,33 @@ test('the CLI: a bad --max-pods or --max-connections is one line and exit 2, bef
     assert.equal(r.code, 2, args.join(' '));
     assert.equal(r.stderr, want, args.join(' '));
   }
+});
+
+test("the programs' full-map counters are logged when they move, at most every 30 s with the number since", () => {
+  const lines: Array<{ fields: Record<string, unknown>; msg: string }> = [];
+  const log = { warn: (fields: Record<string, unknown>, msg: string) => void lines.push({ fields, msg }) } as unknown as Logger;
+  const counts: Record<string, bigint> = {};
+  const stats = { get: (i: number) => counts[Stat[i]!] ?? 0n };
+  const w = new KernelFullWatch(log);
+  w.poll(stats, 0);
+  assert.equal(lines.length, 0, 'nothing full, nothing logged');
+  counts.splice_table_full = 3n;
+  w.poll(stats, 1_000);
+  counts.splice_table_full = 9n;
+  w.poll(stats, 2_000); // within 30 s: not again
+  counts.listeners_full = 1n;
+  w.poll(stats, 3_000);
+  w.poll(stats, 1_000 + FULL_LOG_EVERY_MS);
+  assert.deepEqual(
+    lines.map((l) => [l.fields.map, l.fields.since]),
+    [
+      ['sock_pairs', 3],
+      ['listeners', 1],
+      ['sock_pairs', 6],
+    ],
+  );
+  assert.match(lines[0]!.msg, /^map sock_pairs is full \(sized by --max-connections; README, Map capacity\): sockets not spliced/);
+  assert.match(lines[1]!.msg, /^map listeners is full \(sized by --max-pods; README, Map capacity\): proxy listeners not registered/);
+  // every counter it reads is one of the stats
+  for (const k of KERNEL_FULL) assert.ok(Stat.includes(k.stat), k.stat);
 });
