@@ -50,6 +50,8 @@
 #define ML_IPPROTO_UDP 17
 #define ML_ALLOW 1 /* a cgroup sock_addr program's verdict: let the call go on */
 #define ML_REFUSE 0 /* ... or fail it with EPERM */
+/* errno of a map insert that found the map full (a hash or sockhash at max_entries; uapi errno-base.h) */
+#define ML_E2BIG 7
 #define ML_SOL_SOCKET 1
 #define ML_SO_MARK 36
 
@@ -298,7 +300,10 @@ struct handover_count {
 /* limits[0]: node-wide limits written by the agent. */
 struct limits_config {
 	__u32 handover_per_pod; /* in-flight connections per pod (0: MESHLANE_HANDOVER_DEFAULT_PER_POD) */
-	__u32 pad;
+	/* new redirects are refused (every pod) from this many node-wide entries on: orig_by_tuple's
+	 * capacity is set at run time (--max-connections), so the agent writes the threshold that fits
+	 * it (0: MESHLANE_MAX_INFLIGHT - MESHLANE_HANDOVER_HEADROOM, the compiled capacity's) */
+	__u32 handover_node;
 };
 
 /* pod_info: read by `meshlane dump` / `status` only; never by the programs. */
@@ -332,7 +337,9 @@ enum stat {
 	STAT_SPLICE_RETARGET_FAIL = 16, /* a message for the stack stayed redirected (must stay 0) */
 	STAT_REFUSED_POD_LIMIT = 17, /* TCP connects refused (EPERM): the pod held its in-flight limit */
 	STAT_REFUSED_NODE_FULL = 18, /* TCP connects refused (EPERM): orig_by_tuple near its capacity */
-	STAT_MAX = 19,
+	STAT_SPLICE_TABLE_FULL = 19, /* sock_pairs full: a socket not spliced (it goes through TCP/IP, captured) */
+	STAT_LISTENERS_FULL = 20,   /* listeners full: a proxy listener not steered to (inbound to it dropped) */
+	STAT_MAX = 21,
 };
 
 /* bypass_stats: per-CPU counters of the connect-time decisions not to capture

@@ -181,8 +181,11 @@ static __always_inline void on_listen(struct bpf_sock_ops *skops)
 
 	if (!listener_port(pod, k.port))
 		return;
-	/* Leaves the map by itself when the listener closes. */
-	bpf_sock_hash_update(skops, &listeners, &k, BPF_ANY);
+	/* Leaves the map by itself when the listener closes. A full map (--max-pods sized
+	 * it) leaves the listener out: inbound to it is dropped (never delivered around
+	 * the proxy), and counted here. */
+	if (bpf_sock_hash_update(skops, &listeners, &k, BPF_ANY) == -ML_E2BIG)
+		stat_inc(STAT_LISTENERS_FULL);
 }
 
 SEC("sockops")

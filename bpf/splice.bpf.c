@@ -264,6 +264,7 @@ static __always_inline void on_established(struct bpf_sock_ops *skops)
 	struct splice_state *s;
 	struct pair_key k = {};
 	__u64 netns, *gen;
+	long err;
 
 	if (!g || !(g->flags & GLOBAL_SPLICE) || !sk)
 		return;
@@ -289,11 +290,16 @@ static __always_inline void on_established(struct bpf_sock_ops *skops)
 	 * exist yet: its peer finds it only once it is in sock_pairs). */
 	bpf_map_delete_elem(&splice_marks, &k);
 	bpf_get_socket_cookie(skops); /* marks and the leave check compare cookies: make sure it exists */
-	if (bpf_sock_hash_update(skops, &sock_pairs, &k, BPF_NOEXIST) == 0) {
+	err = bpf_sock_hash_update(skops, &sock_pairs, &k, BPF_NOEXIST);
+	if (err == 0) {
 		stat_inc(STAT_SPLICED);
 		/* sockops at every segment it receives, for the leave check: a spliced
 		 * socket receives next to none, so this costs nothing until a fallback */
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG);
+	} else if (err == -ML_E2BIG) {
+		/* --max-connections sized it: this socket is not spliced (its peer finds
+		 * no pair and goes through TCP/IP), captured as ever; counted */
+		stat_inc(STAT_SPLICE_TABLE_FULL);
 	}
 }
 

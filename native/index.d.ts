@@ -126,6 +126,8 @@ export declare class BpfObject {
   programs(): ProgramSpec[];
   /** Before load: make the object use an existing map (a pinned one) instead of creating it. */
   reuseMap(name: string, map: MapFd): void;
+  /** Before load: the capacity (max_entries) the map is created with (bpf_map__set_max_entries). */
+  setMaxEntries(name: string, maxEntries: number): void;
   /** Before load: set the initial bytes of a read-only global (a `const volatile` in .rodata). */
   setRodata(varName: string, value: Buffer): void;
   /** Load every program; throws LoadError with libbpf's raw log (a verifier refusal included). */

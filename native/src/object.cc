@@ -69,6 +69,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
                            InstanceMethod<&BpfObject::Maps>("maps"),
                            InstanceMethod<&BpfObject::Programs>("programs"),
                            InstanceMethod<&BpfObject::ReuseMap>("reuseMap"),
+                           InstanceMethod<&BpfObject::SetMaxEntries>("setMaxEntries"),
                            InstanceMethod<&BpfObject::SetRodata>("setRodata"),
                            InstanceMethod<&BpfObject::Load>("load"),
                            InstanceMethod<&BpfObject::Map>("map"),
@@ -176,6 +177,20 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     if (err < 0)
       ThrowErrno(info.Env(), err, "bpf_map__reuse_fd",
                  "map " + Quote(name) + " in object " + Quote(path_) + ", fd " + std::to_string(fd),
+                 {{"path", path_}, {"map", name}});
+    return info.Env().Undefined();
+  }
+
+  // Before load: the capacity the map is created with (all policy is the agent's: capacity.ts).
+  Napi::Value SetMaxEntries(const Napi::CallbackInfo &info) {
+    std::string name = ArgString(info, 0, "name");
+    uint32_t n = ArgU32(info, 1, "maxEntries");
+    RequireState(info, "setMaxEntries", false);
+    struct bpf_map *m = FindMap(info, "setMaxEntries", name);
+    int err = bpf_map__set_max_entries(m, n);
+    if (err < 0)
+      ThrowErrno(info.Env(), err, "bpf_map__set_max_entries",
+                 "map " + Quote(name) + " in object " + Quote(path_) + ", " + std::to_string(n) + " entries",
                  {{"path", path_}, {"map", name}});
     return info.Env().Undefined();
   }

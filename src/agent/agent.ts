@@ -31,9 +31,12 @@ import { PodLocator, pinnedNetns } from './pod-locator.js';
 import { PodRuntimeReader } from './pod-runtime.js';
 import { Pipeline, type DataplaneIo, type PipelineHooks } from './pipeline.js';
 import { mapsWriter, readActual } from './reconcile.js';
-import { DEFAULT_STATE_DIR, prepareStateDir, StatusWriter, type AgentStatus } from './status.js';
+import { DEFAULT_STATE_DIR, prepareStateDir, StatusWriter, type AgentCapacityMaps, type AgentStatus } from './status.js';
 import { preparePodNetns } from '../dataplane/pod-netns.js';
 import { HandoverWatch, READ_EVERY_MS, writeHandoverLimit } from '../dataplane/handover.js';
+import { KernelFullWatch } from '../dataplane/full-watch.js';
+import { DEFAULT_LIMITS, handoverBounds, keptLine, mapCapacities, type MapCapacity, type NodeLimits } from '../dataplane/capacity.js';
+import type { MapName } from '../dataplane/layouts.js';
 import { checkBpffsFlag, checkStateDirFlag, diagnoseBpffs, pathsUnder, removeNewPaths, runStep, type Step } from './startup.js';
 import type { Enroller } from './enroller.js';
 import { serveCni, type CniEndpoint } from './cni-endpoint.js';
@@ -63,6 +66,9 @@ export interface AgentOptions {
   /** connections one pod may hold between connect() and its proxy's accept (default: a 16th of the
    * node's hand-over map); written to limits[0] at start */
   maxInflightPerPod?: number;
+  /** the node's limits every map's capacity is derived from (--max-pods, --max-connections; capacity.ts);
+   * default: the compiled capacities */
+  limits?: NodeLimits;
   /** serve meshlane-cni here (cni-endpoint.ts); undefined: no CNI socket */
   cniSocket?: string;
   /** how long a CNI ADD waits for the source to show its pod (ms) */
@@ -93,13 +99,24 @@ export class Agent {
   private pinsAdopted = false;
   private readonly source: Source;
   private handover?: HandoverWatch;
+  private kernelFull?: KernelFullWatch;
   private handoverTimer?: NodeJS.Timeout;
   private cni?: CniEndpoint;
   /** conditions of readiness other parts add (the CNI server) */
   readonly readiness = new ReadinessConditions();
 
+  /** every map's capacity for the options (the maps this start creates get it) */
+  private readonly wanted: Record<MapName, number>;
+
   constructor(private readonly opts: AgentOptions) {
     this.source = opts.source;
+    this.wanted = mapCapacities(opts.limits ?? DEFAULT_LIMITS);
+  }
+
+  /** A map's capacity: the loaded map's own (a pinned map keeps its), before the load the wanted one. */
+  private capacityOf(map: string): number {
+    const has = this.dataplane?.capacities.find((c) => c.map === map)?.capacity;
+    return has ?? this.wanted[map as MapName] ?? 0;
   }
 
   /** The pipeline's enrolment seam for the CNI handler (see enroller.ts); there once start() resolved. */
@@ -147,6 +164,7 @@ export class Agent {
       ...(this.opts.hooks ? { hooks: this.opts.hooks } : {}),
       ...(this.opts.resyncMs !== undefined ? { tickMs: this.opts.resyncMs } : {}),
       ...(this.opts.metrics ? { observer: this.opts.metrics.pipeline } : {}),
+      capacity: (map) => this.capacityOf(map),
     });
     this.pipeline = pipeline;
     this.opts.metrics?.bind(
@@ -224,9 +242,21 @@ export class Agent {
         fallback: REPORT_HINT,
         diagnose: () => diagnoseBpffs(bpffs),
       },
-      () => Dataplane.load({ bpffs, log, objDir: this.opts.objDir, splice: this.splice?.load }),
+      () => Dataplane.load({ bpffs, log, objDir: this.opts.objDir, splice: this.splice?.load, capacity: this.wanted }),
     );
     this.dataplane = dataplane;
+    // a pinned map keeps its capacity (dataplane.ts): once, in the log; in status until an uninstall
+    for (const c of dataplane.capacities.filter((x) => x.capacity !== x.wanted)) {
+      log.warn({ map: c.map, capacity: c.capacity, wanted: c.wanted, option: c.option }, `map ${c.map}: pinned with ${keptLine(c)}`);
+    }
+    // a per-pod limit checked against --max-connections (the CLI) may not fit a pinned map kept smaller
+    const perPod = this.opts.maxInflightPerPod;
+    const { maxPerPod } = handoverBounds(this.capacityOf('orig_by_tuple'));
+    if (perPod !== undefined && perPod > maxPerPod) {
+      throw new UserError(
+        `--max-inflight-per-pod ${perPod} does not fit the pinned orig_by_tuple of ${this.capacityOf('orig_by_tuple')} entries (at most ${maxPerPod}): pass at most ${maxPerPod}, or run 'meshlane uninstall --bpffs ${bpffs}' first so that the maps are made for the new --max-connections`,
+      );
+    }
     this.pinsAdopted = true;
     const locator = new PodLocator(cgroupRoot, log);
     setLocator(locator);
@@ -253,8 +283,10 @@ export class Agent {
     runStep(fillStep, () => {
       // the switch and budget first: a status that shows the pods captured has them in place
       if (this.splice) writeSpliceConfig(dataplane.maps.global, this.splice);
-      writeHandoverLimit(dataplane.maps, this.opts.maxInflightPerPod);
-      this.handover = new HandoverWatch(log);
+      const inflight = this.capacityOf('orig_by_tuple');
+      writeHandoverLimit(dataplane.maps, this.opts.maxInflightPerPod, inflight);
+      this.handover = new HandoverWatch(log, inflight);
+      this.kernelFull = new KernelFullWatch(log);
       this.publish(true);
     });
     const attached = runStep(attachStep, () => dataplane.attach(cgroupRoot));
@@ -293,6 +325,8 @@ export class Agent {
     const dp = this.dataplane;
     if (!dp || !this.handover || !this.pipeline || this.stopped) return;
     if (this.handover.poll(dp.maps, this.pipeline.statuses().pods)) this.schedulePublish();
+    // inserts the programs could not make into a full sock_pairs or listeners: logged, rate-limited
+    this.kernelFull?.poll(dp.maps.stats);
   }
 
   /** Once, after the programs are attached (start-time probes and budgets plug in here). */
@@ -301,11 +335,16 @@ export class Agent {
   }
 
   /** Fields other parts add to status.json (per-pod counts, budgets). */
-  private statusExtras(): Pick<AgentStatus, 'handover' | 'splice'> {
+  private statusExtras(): Pick<AgentStatus, 'handover' | 'splice' | 'capacity'> {
     // splicing as decided at start (the live switch is global[0]: meshlane status reads both)
     const d = this.splice;
     const node = this.handover?.node();
-    return { ...(d ? { splice: { on: d.on, budget: d.budget, reason: d.reason } } : {}), ...(node ? { handover: node } : {}) };
+    const caps = this.dataplane?.capacities;
+    return {
+      ...(d ? { splice: { on: d.on, budget: d.budget, reason: d.reason } } : {}),
+      ...(node ? { handover: node } : {}),
+      ...(caps ? { capacity: { limits: this.opts.limits ?? DEFAULT_LIMITS, maps: capacityStatus(caps) } } : {}),
+    };
   }
 
   /** The agent's readiness: programs attached, pins adopted, first sync done, source connected. */
@@ -379,4 +418,11 @@ export class Agent {
     this.dataplane?.close();
     this.dataplane = undefined;
   }
+}
+
+/** The maps an option sizes, for status.json: their capacity, and the wanted one when a pin kept another. */
+function capacityStatus(caps: readonly MapCapacity[]): AgentCapacityMaps {
+  const out: AgentCapacityMaps = {};
+  for (const c of caps) if (c.option) out[c.map] = { capacity: c.capacity, option: c.option, ...(c.wanted !== c.capacity ? { wanted: c.wanted } : {}) };
+  return out;
 }

@@ -804,7 +804,7 @@ export class Pipeline implements Enroller {
     if (touched.size === 0) return;
     const ix = planIndex(touched, this.index, this.mirror);
     try {
-      this.writes += writeIndex(this.o.io.writer, this.mirror, [...ix.deletes, ...ix.sets]);
+      this.writes += writeIndex(this.o.io.writer, this.mirror, [...ix.deletes, ...ix.sets], this.writeOpts.capacity);
     } catch (e) {
       this.o.log.error({ err: (e as Error).message }, 'writing the address index failed');
     }
@@ -949,7 +949,7 @@ export class Pipeline implements Enroller {
     }
     const ix = planIndex(ips, this.index, this.mirror);
     try {
-      removed += writeIndex(this.o.io.writer, this.mirror, [...ix.deletes, ...ix.sets]);
+      removed += writeIndex(this.o.io.writer, this.mirror, [...ix.deletes, ...ix.sets], this.writeOpts.capacity);
     } catch (e) {
       this.o.log.error({ err: (e as Error).message }, 'writing the address index failed');
     }

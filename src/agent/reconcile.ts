@@ -13,6 +13,7 @@
 // between them, so that the other pods' work goes on meanwhile.
 import type { MapsView } from '../dataplane/dataplane.js';
 import { MAPS } from '../dataplane/layouts.js';
+import { capacityOption } from '../dataplane/capacity.js';
 import type { KeyOf, TypedMap } from '../dataplane/typed-map.js';
 import {
   canonKey,
@@ -87,12 +88,14 @@ export class MapFullError extends Error {
     readonly capacity: number,
     detail: string,
   ) {
-    super(`map ${map} is full (${capacity} entries): ${detail}`);
+    const option = capacityOption(map);
+    super(`map ${map} is full (${capacity} entries${option ? `, sized by ${option}` : ''}): ${detail}`);
     this.name = 'MapFullError';
   }
 }
 
-/** A map's max_entries, as layouts.ts (and bpf/maps.h) declare it. */
+/** A map's max_entries, as layouts.ts (and bpf/maps.h) declare it (the capacity at the default limits:
+ * the agent passes the loaded maps' own, capacity.ts). */
 export const mapCapacity = (map: string): number => (MAPS as Record<string, { maxEntries: number }>)[map]?.maxEntries ?? 0;
 
 function isFull(e: unknown): boolean {
@@ -131,7 +134,10 @@ export async function writePod(w: MapWriter, mirror: Mirror, plan: PodPlan, opts
   let writes = 0;
   const held = mirror.pods.get(plan.cookie);
   // capacity first, by count: the new generation sits beside the old until the flip
-  for (const [map, add] of Object.entries(planGrowth(plan))) {
+  // the pods map first: a pod that does not fit the node is told so by its name (the companion maps
+  // pod_info and pod_by_ip* are as full, at the same --max-pods)
+  const growth = Object.entries(planGrowth(plan)).sort(([a], [b]) => Number(b === 'pods') - Number(a === 'pods'));
+  for (const [map, add] of growth) {
     if (!countable(map) || !add) continue;
     const cap = capacityOf(map);
     if (map === 'pods' && held) continue; // a flip of a pod already there adds no entry
@@ -204,13 +210,13 @@ export async function writePod(w: MapWriter, mirror: Mirror, plan: PodPlan, opts
 }
 
 /** Index writes (pod_by_ip4/6); the mirror follows. Throws MapFullError when an index map is full. */
-export function writeIndex(w: MapWriter, mirror: Mirror, ops: Op[]): number {
+export function writeIndex(w: MapWriter, mirror: Mirror, ops: Op[], capacity: (map: string) => number = mapCapacity): number {
   let n = 0;
   for (const op of ops) {
     try {
       w.apply(op);
     } catch (e) {
-      if (isFull(e)) throw new MapFullError(op.map, mapCapacity(op.map), `the kernel refused the write (${(e as { code?: string }).code})`);
+      if (isFull(e)) throw new MapFullError(op.map, capacity(op.map), `the kernel refused the write (${(e as { code?: string }).code})`);
       throw e;
     }
     n++;

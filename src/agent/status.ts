@@ -29,6 +29,7 @@ import type { AgentHealth } from './health.js';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { NodeHandover, PodHandover } from '../dataplane/handover.js';
+import type { NodeLimits } from '../dataplane/capacity.js';
 
 export const DEFAULT_STATE_DIR = '/run/meshlane';
 
@@ -81,7 +82,12 @@ export interface AgentStatus {
   skipped: Array<{ ref: PodRef; reason: string }>;
   /** the node's hand-over map (orig_by_tuple): its entries, the limits, the connects refused */
   handover?: NodeHandover;
+  /** the node's limits (--max-pods, --max-connections) and the capacity of each map they size */
+  capacity?: { limits: NodeLimits; maps: AgentCapacityMaps };
 }
+
+/** Per map an option sizes: its capacity, the option, and what the options want when a pin kept another. */
+export type AgentCapacityMaps = Partial<Record<string, { capacity: number; option: string; wanted?: number }>>;
 
 export const statusPath = (stateDir: string): string => join(stateDir, 'status.json');
 

@@ -14,6 +14,12 @@
 // old entries carried, or refilled by the agent), the old programs' last writes carried after the swap
 // (commit), then the new pin made and the old one removed. The start runs:
 //   load() (plan, open, first pass) -> agent fills the maps -> attach() -> commit()
+//
+// Every map it creates gets the capacity the agent derived from its options (capacity.ts). A pinned map
+// of the same layout version keeps the capacity it was made with: a pinned map cannot be resized, and a
+// new one would lose what the kernel holds (sockets, in-flight hand-overs) or need a migration for what
+// is only an option change; the loader reports it (capacities) and the agent warns and shows it in
+// status until `meshlane uninstall` (README, Map capacity).
 import { existsSync, lstatSync, readdirSync, rmSync, rmdirSync, unlinkSync } from 'node:fs';
 import { release } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -21,6 +27,7 @@ import * as native from '../native/addon.js';
 import { BpfError, VerifierError } from '../native/errors.js';
 import { BpfLink, BpfObject, type BpfProgram } from '../native/handles.js';
 import { MAPS, MAP_NAMES, type MapDef, type MapName } from './layouts.js';
+import { capacityOption, type MapCapacity } from './capacity.js';
 import { objectsFor, netnsPrograms, staticPrograms, type ObjectDef } from './programs.js';
 import { typedMap, type KeyOf, type TypedMap, type ValueOf } from './typed-map.js';
 import { AGENT_CAPS, capsMessage, requireFeatures } from './features.js';
@@ -112,6 +119,8 @@ export interface LoadOptions {
   /** load splice.bpf.o (and attach its programs): only when this kernel can bound the splice backlog
    * (src/dataplane/splice.ts); default false */
   splice?: boolean;
+  /** each map's max_entries for the maps this load creates (capacity.ts); default: the compiled ones */
+  capacity?: Readonly<Record<MapName, number>>;
 }
 
 export class Dataplane {
@@ -130,6 +139,8 @@ export class Dataplane {
   /** the old maps they read, closed by commit() */
   private readonly sources: native.MapFd[] = [];
   private committed = false;
+  /** every map's capacity: what it has (a pinned map keeps its own), what was wanted, what sets it */
+  readonly capacities: MapCapacity[] = [];
 
   /** the objects this load took (the splice object only when asked for) */
   private readonly objects: ObjectDef[];
@@ -142,6 +153,7 @@ export class Dataplane {
     /** directories this load made: a failed load takes them away again, and nothing else */
     madeDirs: string[] = [],
     splice = false,
+    capacity?: Readonly<Record<MapName, number>>,
   ) {
     this.objects = objectsFor(splice);
     // The loader keeps handles only: one per map (the pinned map, or the first object's), one per
@@ -170,16 +182,13 @@ export class Dataplane {
             map = openPin(bpffs, pin, native.openMap);
             handles.set(spec.name, map);
             const info = map.info;
-            if (
-              info.type !== spec.type ||
-              info.keySize !== spec.keySize ||
-              info.valueSize !== spec.valueSize ||
-              (info.maxEntries !== spec.maxEntries && spec.type !== MapType.SK_STORAGE)
-            ) {
+            // its capacity may differ: a run-time parameter of the same layout version (capacity.ts)
+            if (info.type !== spec.type || info.keySize !== spec.keySize || info.valueSize !== spec.valueSize) {
               throw new UserError(`pinned map ${pin} does not match its layout version: remove it with 'meshlane uninstall --bpffs ${bpffs}'`);
             }
           }
           if (map !== undefined) obj.reuseMap(spec.name, map);
+          else if (capacity && spec.type !== MapType.SK_STORAGE && capacity[spec.name] !== spec.maxEntries) obj.setMaxEntries(spec.name, capacity[spec.name]);
         }
         obj.load();
         for (const spec of obj.maps()) {
@@ -202,6 +211,11 @@ export class Dataplane {
         setView(view, name, map);
       }
       this.maps = view as MapsView;
+      for (const name of MAP_NAMES) {
+        const has = handles.get(name)!.info.maxEntries;
+        const option = capacityOption(name);
+        this.capacities.push({ map: name, capacity: has, wanted: capacity?.[name] ?? MAPS[name].maxEntries, ...(option ? { option } : {}) });
+      }
       // First pass: the old entries into the new maps, which no program uses yet.
       for (const st of this.migration) {
         if (!carries(st.action) || !st.from) continue;
@@ -261,7 +275,7 @@ export class Dataplane {
       const foreign = foreignLine(prepared.tree);
       if (foreign.length) opts.log?.warn({ bpffs: opts.bpffs, entries: foreign }, 'entries meshlane did not make are in its pin directories; left alone');
       if (prepared.mounted) opts.log?.info({ at: prepared.mounted, options: MOUNT_DATA }, 'mounted bpffs');
-      return new Dataplane(opts.bpffs, prepared.tree, opts.log, opts.objDir, prepared.made, opts.splice ?? false);
+      return new Dataplane(opts.bpffs, prepared.tree, opts.log, opts.objDir, prepared.made, opts.splice ?? false, opts.capacity);
     } catch (e) {
       throw explain(e, 'loading the BPF programs');
     }

@@ -6,21 +6,29 @@
 // because the pod held its limit or the node was near the map's capacity. A pod that collects
 // entries (its proxy stopped accepting) is refused new connects; the others keep their room.
 import { Handover, MapLimits, Stat } from './layouts.js';
+import { handoverBounds } from './capacity.js';
 import type { MapsView } from './dataplane.js';
 import type { Logger } from '../util/log.js';
 
-/** in-flight connections one pod may hold when no limit is given (bpf/meshlane.h) */
+/** in-flight connections one pod may hold when no limit is given, at the default --max-connections
+ * (bpf/meshlane.h); another capacity: handoverBounds (capacity.ts) */
 export const DEFAULT_PER_POD = Handover.DEFAULT_PER_POD;
-/** the most a pod may be given: below the node's own refusal threshold */
-export const MAX_PER_POD = MapLimits.INFLIGHT - Handover.HEADROOM;
+/** the most a pod may be given at the default --max-connections: the node's own refusal threshold */
+export const MAX_PER_POD = handoverBounds(MapLimits.INFLIGHT).maxPerPod;
 /** how often the agent reads the counts */
 export const READ_EVERY_MS = 1000;
 
-/** Node-wide limits, written before the programs go live. */
-export function writeHandoverLimit(maps: Pick<MapsView, 'limits'>, perPod: number | undefined): number {
-  const n = perPod ?? DEFAULT_PER_POD;
-  if (!Number.isInteger(n) || n < 1 || n > MAX_PER_POD) throw new RangeError(`in-flight connections per pod must be 1..${MAX_PER_POD}, got ${n}`);
-  maps.limits.set(0, { handover_per_pod: n, pad: 0 });
+/**
+ * Node-wide limits, written before the programs go live: the per-pod limit (default: a 16th of the
+ * map) and the node's refusal threshold, both for the capacity orig_by_tuple has (`capacity`: its
+ * max_entries, which --max-connections set when the map was made).
+ */
+export function writeHandoverLimit(maps: Pick<MapsView, 'limits'>, perPod: number | undefined, capacity: number = MapLimits.INFLIGHT): number {
+  const b = handoverBounds(capacity);
+  const n = perPod ?? b.defaultPerPod;
+  if (!Number.isInteger(n) || n < 1 || n > b.maxPerPod)
+    throw new RangeError(`in-flight connections per pod must be 1..${b.maxPerPod} (orig_by_tuple holds ${capacity}), got ${n}`);
+  maps.limits.set(0, { handover_per_pod: n, handover_node: b.refuseFrom });
   return n;
 }
 
@@ -73,8 +81,9 @@ type HandoverMaps = Pick<MapsView, 'handover' | 'limits' | 'stats' | 'pods'>;
  * namespaces that are no longer captured once they hold nothing (a released pod's connections drain
  * first; a connect of it still in flight would make a new one, which the next read removes).
  */
-export function readHandover(maps: HandoverMaps, captured: Set<bigint>): HandoverReport {
-  const limit = maps.limits.get(0)?.handover_per_pod || DEFAULT_PER_POD;
+export function readHandover(maps: HandoverMaps, captured: Set<bigint>, capacity: number = MapLimits.INFLIGHT): HandoverReport {
+  const l = maps.limits.get(0);
+  const limit = l?.handover_per_pod || DEFAULT_PER_POD;
   const pods = new Map<string, PodHandover>();
   let node = 0;
   for (const [cookie, c] of maps.handover.entries()) {
@@ -93,8 +102,8 @@ export function readHandover(maps: HandoverMaps, captured: Set<bigint>): Handove
     pods,
     node: {
       inflight: node,
-      capacity: MapLimits.INFLIGHT,
-      refuseFrom: MapLimits.INFLIGHT - Handover.HEADROOM,
+      capacity,
+      refuseFrom: l?.handover_node || MapLimits.INFLIGHT - Handover.HEADROOM,
       perPodLimit: limit,
       refusedPodLimit: stat('refused_pod_limit'),
       refusedNodeFull: stat('refused_node_full'),
@@ -126,13 +135,17 @@ export class HandoverWatch {
   private failed = '';
   private shown = '';
 
-  constructor(private readonly log: Logger) {}
+  /** `capacity`: orig_by_tuple's max_entries */
+  constructor(
+    private readonly log: Logger,
+    private readonly capacity: number = MapLimits.INFLIGHT,
+  ) {}
 
   /** Read and log; true when what status shows changed. */
   poll(maps: HandoverMaps, statuses: PodLike[], now = Date.now()): boolean {
     const captured = new Set(statuses.flatMap((p) => (p.netnsCookie ? [BigInt(p.netnsCookie)] : [])));
     try {
-      this.last = readHandover(maps, captured);
+      this.last = readHandover(maps, captured, this.capacity);
       this.failed = '';
     } catch (e) {
       const msg = (e as Error).message;

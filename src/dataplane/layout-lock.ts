@@ -6,6 +6,11 @@
 // of the lock was ever changed or removed. `npm run layouts:lock` appends missing entries and never
 // rewrites one.
 //
+// max_entries here is the compiled capacity (layouts.ts, bpf/maps.h), which is the capacity at the default
+// --max-pods and --max-connections. The agent sets every map's capacity at run time from those options
+// (capacity.ts): that is a parameter of one layout version, not another layout, so it needs no version
+// and no line here; changing the compiled capacity still does.
+//
 // Line format (after '#' is a comment for people; only the first three fields are compared):
 //   <map> <version> <fingerprint>  # <type>, key <n> B, value <n> B, max_entries <n>, flags <n>
 import { createHash } from 'node:crypto';

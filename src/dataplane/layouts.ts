@@ -4,12 +4,18 @@
 // layouts.lock (append-only, see layout-lock.ts): change any and test/unit/layouts.test.ts fails until
 // the version is bumped and `npm run layouts:lock` has appended the new entry. test/kernel/layouts-btf
 // checks all of it against the compiled objects.
+//
+// A map's capacity here is its capacity at the default node limits: the agent sets every map's
+// max_entries at run time from --max-pods and --max-connections (capacity.ts), so one layout version
+// has many capacities and the lock fingerprints the compiled one. A pinned map of another capacity is
+// the same layout version (the loader keeps it, see dataplane.ts and README, Map capacity).
 import { struct, scalar, u8, u16, u32, u64, i64, be16, ip4, ip6, u32Array, u8Array, cstr, type StructLayout } from './struct.js';
 import { MapFlags, MapType } from './uapi.js';
 
 export const MAX_PROXY_IDS = 8;
 
-/** Map capacities, as bpf/meshlane.h defines them (MESHLANE_MAX_*). */
+/** Map capacities, as bpf/meshlane.h defines them (MESHLANE_MAX_*): the capacities at the default
+ * --max-pods (PODS) and --max-connections (INFLIGHT); capacity.ts scales them to the options. */
 export const MapLimits = {
   PODS: 4096,
   PORT_ENTRIES: 65536,
@@ -81,6 +87,8 @@ export const Stat = [
   'splice_retarget_fail',
   'refused_pod_limit',
   'refused_node_full',
+  'splice_table_full',
+  'listeners_full',
 ] as const;
 
 /** bpf/meshlane.h enum bypass_reason, in order: the index in bypass_stats. */
@@ -164,7 +172,9 @@ export const SpliceState = struct('splice_state', {
 });
 export const SpliceMark = struct('splice_mark', { sk: u64, cookie: u64, since_ns: u64, target_cookie: u64 });
 export const HandoverCount = struct('handover_count', { inflight: i64, refused_pod: u64, refused_node: u64 });
-export const LimitsConfig = struct('limits_config', { handover_per_pod: u32, pad: u32 });
+/** limits v2: handover_node took v1's pad (the node's refusal threshold follows orig_by_tuple's capacity,
+ * a run-time parameter now); a 'desired' map, so a v1 pin is refilled, nothing converted */
+export const LimitsConfig = struct('limits_config', { handover_per_pod: u32, handover_node: u32 });
 
 export const NetnsCookie = scalar(u64);
 export const Ip4Key = scalar(ip4);
@@ -252,7 +262,9 @@ export interface MapDef {
   value: StructLayout<any>;
   /** BPF_MAP_TYPE_* (uapi.ts MapType), as bpf/maps.h declares it */
   type: number;
-  /** max_entries as bpf/maps.h declares it (0 for socket local storage, which has no capacity) */
+  /** max_entries as bpf/maps.h declares it (0 for socket local storage, which has no capacity): the
+   * capacity at the default node limits, which the agent scales at run time (capacity.ts); the lock
+   * fingerprints this one */
   maxEntries: number;
   /** map_flags as bpf/maps.h declares them (uapi.ts MapFlags) */
   flags: number;
@@ -481,7 +493,7 @@ export const MAPS = {
     type: MapType.PERCPU_ARRAY,
     maxEntries: Stat.length,
     flags: 0,
-    version: 4,
+    version: 5,
     carry: 'counters',
     percpu: true,
     what: 'per-CPU counters',
@@ -504,9 +516,9 @@ export const MAPS = {
     type: MapType.ARRAY,
     maxEntries: 1,
     flags: 0,
-    version: 1,
+    version: 2,
     carry: 'desired',
-    what: 'node-wide limits (in-flight connections per pod)',
+    what: 'node-wide limits (in-flight connections per pod, and node-wide before new ones are refused)',
   },
   bypass_stats: {
     name: 'bypass_stats',

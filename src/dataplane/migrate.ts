@@ -24,6 +24,7 @@
 import type { Carry, MapDef, Migration } from './layouts.js';
 import { mapFingerprint, parseLock } from './layout-lock.js';
 import { MapType, MapUpdate } from './uapi.js';
+import { sizedBy } from './capacity.js';
 
 /** What the kernel says a pinned map is. */
 export interface MapShape {
@@ -209,7 +210,11 @@ export function planMap(def: MapDef, pins: readonly PinnedVersion[]): MapStep {
   if (!m) return step('refuse', { note: `this build declares no migration of ${def.name} from version ${from.version} (layouts.ts, ${def.name}.from)` });
   if (m.how === 'lose') return step('lose', { migration: m, note: m.cost });
   if (def.carry !== 'state') return step('refuse', { note: `a '${def.carry}' map cannot be carried, but version ${from.version} declares '${m.how}'` });
-  const diff = shapeDiff(from.shape, expectedShape(def, m));
+  const want = expectedShape(def, m);
+  // a map sized by the agent's options was made with the capacity they gave it then (capacity.ts): only
+  // a capacity the declaration names explicitly is checked; the new map gets today's
+  if (sizedBy(def.name) && m.was.maxEntries === undefined) want.maxEntries = from.shape.maxEntries;
+  const diff = shapeDiff(from.shape, want);
   if (diff) return step('refuse', { note: `the pinned map is not what the migration from version ${from.version} declares it was: ${diff}` });
   return step(m.how, { migration: m });
 }

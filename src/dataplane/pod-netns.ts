@@ -22,7 +22,7 @@
 import * as native from '../native/addon.js';
 import type { Logger } from '../util/log.js';
 import { AF_INET, AF_INET6 } from '../util/ip.js';
-import { MapLimits, PodFlags, SourceRouting } from './layouts.js';
+import { PodFlags, SourceRouting } from './layouts.js';
 import type { MapsView } from './dataplane.js';
 import { LOOPBACK_IFINDEX, RT_TABLE_LOCAL, addrAdd, localRouteReplace, ruleAdd, ruleDel, type Rule } from './netlink.js';
 
@@ -110,7 +110,8 @@ export function preparePodNetns(pods: MapsView['pods'], cookie: bigint, nsPath: 
   if (prepared.get(cookie) === key) return;
   try {
     const r = ensurePodNetns(nsPath, ips);
-    if (prepared.size >= MapLimits.PODS) prepared.clear();
+    // bounded by the pods map's own capacity (--max-pods): at most one entry per pod it can hold
+    if (prepared.size >= pods.handle.info.maxEntries) prepared.clear();
     prepared.set(cookie, key);
     failed.delete(cookie);
     log.debug({ netns: nsPath, ...ips, addedPassthrough: r.addedPassthrough }, 'pod network namespace prepared (::6 on lo, source routing for bound sockets)');
@@ -118,7 +119,7 @@ export function preparePodNetns(pods: MapsView['pods'], cookie: bigint, nsPath: 
     const msg = (e as Error).message;
     if (failed.get(cookie) !== msg)
       log.warn({ netns: nsPath, err: msg }, 'preparing the pod network namespace failed (::6 on lo, source routing); retrying on the next pass');
-    if (failed.size >= MapLimits.PODS) failed.clear();
+    if (failed.size >= pods.handle.info.maxEntries) failed.clear();
     failed.set(cookie, msg);
   }
 }

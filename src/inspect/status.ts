@@ -6,6 +6,7 @@ import { formatSize } from '../dataplane/splice.js';
 import { statusPath, type AgentStatus, type PodNetnsStatus } from '../agent/status.js';
 import type { CaptureSettings } from '../model/types.js';
 import type { NodeHandover } from '../dataplane/handover.js';
+import { LIMIT_OPTION, fillingMaps, keptLine, sizedBy } from '../dataplane/capacity.js';
 
 export function settingsLine(s: CaptureSettings): string {
   const cidrs = (l: { addr: string; prefix: number }[]): string => l.map((c) => `${c.addr}/${c.prefix}`).join(',');
@@ -28,6 +29,8 @@ export interface DataplaneFacts {
   /** global[0].splice_budget (bytes) */
   spliceBudget: number;
   counters: Record<string, bigint>;
+  /** the maps that fill up (capacity.ts fillingMaps): entries (undefined: unreadable, churning) and capacity */
+  maps: Record<string, { entries?: number; capacity: number }>;
 }
 
 /** Splicing switch and counters from the pinned maps; undefined when there are none or we may not read them. */
@@ -42,7 +45,20 @@ export function dataplaneFacts(bpffs: string, pinned: boolean): DataplaneFacts |
       const v = maps!.maps.stats?.get(i);
       if (v !== undefined && v !== null) counters[name] = v;
     });
-    return { splice: ((g?.flags ?? 0) & GlobalFlags.SPLICE) !== 0, spliceBudget: Number(g?.splice_budget ?? 0n), counters };
+    const sizes: DataplaneFacts['maps'] = {};
+    const views: Partial<Record<string, { handle: { info: { maxEntries: number }; keys(): Buffer[] } }>> = maps.maps;
+    for (const d of fillingMaps()) {
+      const m = views[d.name];
+      if (!m) continue;
+      let entries: number | undefined;
+      try {
+        entries = m.handle.keys().length;
+      } catch {
+        // churning too fast for a walk: shown as unknown
+      }
+      sizes[d.name] = { ...(entries !== undefined ? { entries } : {}), capacity: m.handle.info.maxEntries };
+    }
+    return { splice: ((g?.flags ?? 0) & GlobalFlags.SPLICE) !== 0, spliceBudget: Number(g?.splice_budget ?? 0n), counters, maps: sizes };
   } catch {
     return undefined; // not root: the agent's status.json is still shown
   } finally {
@@ -64,6 +80,30 @@ export function handoverLine(h: NodeHandover): string {
     h.refusedPodLimit + h.refusedNodeFull > 0 ? `; refused: ${h.refusedPodLimit} at a pod's limit, ${h.refusedNodeFull} with the map near full` : '';
   const full = h.handoverFull > 0 ? `; not stored (map full): ${h.handoverFull}` : '';
   return `hand-over map: ${h.inflight} of ${h.capacity} connections between connect() and accept() (new ones refused from ${h.refuseFrom}); per pod at most ${h.perPodLimit}${refused}${full}`;
+}
+
+/**
+ * Every map that fills up: entries of capacity (from the pins), FULL when it is, and the option that sized
+ * it with its value (from the agent's status); a pin that kept another capacity than the options want says
+ * so (README, Map capacity).
+ */
+export function mapLines(dp: DataplaneFacts | undefined, st: AgentStatus | undefined): string[] {
+  const names = new Set([...Object.keys(dp?.maps ?? {}), ...Object.keys(st?.capacity?.maps ?? {})]);
+  if (names.size === 0) return [];
+  const out = ['maps (entries of capacity):'];
+  for (const name of fillingMaps().map((d) => d.name)) {
+    if (!names.has(name)) continue;
+    const pinned = dp?.maps[name];
+    const agent = st?.capacity?.maps[name];
+    const capacity = pinned?.capacity ?? agent?.capacity;
+    const entries = pinned?.entries;
+    const full = entries !== undefined && capacity !== undefined && entries >= capacity ? ' FULL' : '';
+    const by = sizedBy(name);
+    const limit = by && st?.capacity ? ` (sized by ${LIMIT_OPTION[by]} ${st.capacity.limits[by]})` : by ? ` (sized by ${LIMIT_OPTION[by]})` : '';
+    const kept = agent?.wanted !== undefined && capacity !== undefined ? `; ${keptLine({ capacity, wanted: agent.wanted, option: agent.option })}` : '';
+    out.push(`  ${name}: ${entries ?? '?'} of ${capacity ?? '?'}${full}${limit}${kept}`);
+  }
+  return out;
 }
 
 /** The per-pod part of `meshlane status`: captured pods with settings and errors, then the others. */
@@ -131,7 +171,8 @@ export function renderStatus(i: StatusInput): string {
     );
     if (st.sourceError) out.push(`source error: ${st.sourceError}`);
     if (st.handover) out.push(handoverLine(st.handover));
-    out.push(...podStatusLines(st));
   }
+  out.push(...mapLines(i.dataplane, st));
+  if (st) out.push(...podStatusLines(st));
   return out.join('\n') + '\n';
 }

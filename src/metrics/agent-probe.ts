@@ -61,6 +61,10 @@ export function agentProbe(a: ProbedAgent, now: () => number = Date.now): Metric
       }
       return { ...kernelCounts, ...mirror };
     },
+    mapCapacity: () => {
+      const caps = a.dataplane()?.capacities;
+      return caps && Object.fromEntries(caps.map((c) => [c.map, c.capacity]));
+    },
     pods: () => a.pipeline()?.podCounts(),
     kube: () => {
       const c = a.source.counts;

@@ -12,8 +12,8 @@
 // Names follow the Prometheus conventions: meshlane_ prefix, counters end in _total, base units
 // (seconds), labels for the dimensions of one quantity (direction, reason, map, kind).
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { BypassReason, MAPS, Stat, type MapDef } from '../dataplane/layouts.js';
-import { MapType } from '../dataplane/uapi.js';
+import { BypassReason, Stat, type MapDef } from '../dataplane/layouts.js';
+import { fillingMaps } from '../dataplane/capacity.js';
 import { POD_ERROR_KINDS, type PipelineObserver, type PodErrorKind } from '../agent/pipeline.js';
 import type { CniObserver } from '../cni/server.js';
 
@@ -38,8 +38,10 @@ export const STAT_METRIC_HELP: Record<string, string> = {
   meshlane_splice_fallbacks_total: 'spliced directions sent through the TCP/IP stack instead, by reason',
   meshlane_splice_left_total: 'sockets that left sock_pairs after going to the stack',
   meshlane_splice_retarget_failures_total: 'messages for the stack that stayed redirected (must stay 0)',
+  meshlane_kernel_map_full_total:
+    'inserts by the programs that found a map full (README, Map capacity): sock_pairs (the socket is not spliced: it goes through TCP/IP, captured), listeners (a proxy listener is not steered to: inbound to it is dropped, never delivered around the proxy)',
   meshlane_connections_refused_total:
-    'TCP connects refused with EPERM, never bypassed, by reason (pod_inflight_limit: the pod held --max-inflight-per-pod connections its proxy had not accepted; node_handover_full: orig_by_tuple near its capacity)',
+    'TCP connects refused with EPERM, never bypassed, by reason (pod_inflight_limit: the pod held --max-inflight-per-pod connections its proxy had not accepted; node_handover_full: orig_by_tuple, sized by --max-connections, near its capacity)',
 };
 
 /**
@@ -67,6 +69,8 @@ export const STAT_METRICS: { [K in (typeof Stat)[number]]: StatMetric } & Record
   splice_retarget_fail: { metric: 'meshlane_splice_retarget_failures_total' },
   refused_pod_limit: { metric: 'meshlane_connections_refused_total', labels: { reason: 'pod_inflight_limit' } },
   refused_node_full: { metric: 'meshlane_connections_refused_total', labels: { reason: 'node_handover_full' } },
+  splice_table_full: { metric: 'meshlane_kernel_map_full_total', labels: { map: 'sock_pairs' } },
+  listeners_full: { metric: 'meshlane_kernel_map_full_total', labels: { map: 'listeners' } },
 };
 
 /** The metrics of the kernel counters the objects have (Stat), each with its label names and series. */
@@ -89,10 +93,7 @@ export function statMetricPlan(
 
 /** The maps that fill up (hash, LPM, sockhash, LRU...): entries against capacity. Arrays are always
  * full and socket local storage has no capacity: neither is counted. */
-export function countedMaps(): MapDef[] {
-  const arrays = new Set<number>([MapType.ARRAY, MapType.PERCPU_ARRAY]);
-  return (Object.values(MAPS) as MapDef[]).filter((d) => !arrays.has(d.type) && d.maxEntries > 0);
-}
+export const countedMaps = (): MapDef[] => fillingMaps();
 
 export type PodState = 'captured' | 'pending' | 'skipped';
 
@@ -104,6 +105,8 @@ export interface MetricsProbe {
   bypass?(): Array<bigint | null> | undefined;
   /** entries per map: the pipeline's mirror for the maps it writes, a bounded key walk for the others */
   mapEntries?(): Record<string, number> | undefined;
+  /** max_entries of each loaded map (the options size them: capacity.ts); undefined before the load */
+  mapCapacity?(): Record<string, number> | undefined;
   pods?(): { states: Record<PodState, number>; errors: Record<string, number> } | undefined;
   /** list/watch counts per resource (the Kubernetes API source only) */
   kube?(): Record<string, { listed: number; opened: number; failures: number }> | undefined;
@@ -183,8 +186,17 @@ export class AgentMetrics {
         for (const d of counted) if (e[d.name] !== undefined) this.set({ map: d.name }, e[d.name]!);
       },
     });
-    const capacity = new Gauge({ name: 'meshlane_map_capacity', help: 'max_entries of each BPF map', labelNames: ['map'], registers });
-    for (const d of counted) capacity.set({ map: d.name }, d.maxEntries);
+    new Gauge({
+      name: 'meshlane_map_capacity',
+      help: 'max_entries of each BPF map (set by --max-pods or --max-connections when the map was made; README, Map capacity)',
+      labelNames: ['map'],
+      registers,
+      collect: function (this: Gauge<'map'>) {
+        // before the load: what the build declares (the defaults); then the maps' own
+        const c = safe(() => probe().mapCapacity?.());
+        for (const d of counted) this.set({ map: d.name }, c?.[d.name] ?? d.maxEntries);
+      },
+    });
     this.mapFull = new Counter({
       name: 'meshlane_map_full_total',
       help: 'map writes refused because the map was full (the pod keeps its last good entries, or is not enrolled)',

@@ -79,7 +79,7 @@ export class BpfLink implements Disposable {
 const explained = (e: unknown): unknown => (e instanceof LoadError ? explainLoadError(e) : e);
 
 /**
- * One BPF object file: open, configure (reuseMap, setRodata), load, take the handles (map, program),
+ * One BPF object file: open, configure (reuseMap, setMaxEntries, setRodata), load, take the handles (map, program),
  * close. The handles outlive the object. A failed open or load throws a LoadError read from libbpf's
  * log: a VerifierError (program, reason, log) when the verifier refused a program.
  */
@@ -105,6 +105,11 @@ export class BpfObject implements Disposable {
   /** Before load: use `map` (a pinned map) for the object's map `name` instead of creating one. */
   reuseMap(name: string, map: native.MapFd): void {
     this.obj.reuseMap(name, map);
+  }
+
+  /** Before load: the capacity the map is created with (a map reused from a pin keeps its own). */
+  setMaxEntries(name: string, maxEntries: number): void {
+    this.obj.setMaxEntries(name, maxEntries);
   }
 
   /** Before load: the initial bytes of a read-only global (a `const volatile` in .rodata). */

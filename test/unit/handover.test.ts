@@ -13,11 +13,11 @@ type Count = { inflight: bigint; refused_pod: bigint; refused_node: bigint };
 /** Just what handover.ts calls of the maps. */
 function fakeMaps(counts: Array<[bigint, Count]>, podCookies: bigint[], stats: Partial<Record<(typeof Stat)[number], bigint>> = {}) {
   const handover = new Map(counts);
-  let limits: { handover_per_pod: number; pad: number } | null = null;
+  let limits: { handover_per_pod: number; handover_node: number } | null = null;
   const maps = {
     handover: { entries: () => [...handover], delete: (k: bigint) => handover.delete(k) },
     pods: { get: (k: bigint) => (podCookies.includes(k) ? {} : null) },
-    limits: { get: () => limits, set: (_k: number, v: { handover_per_pod: number; pad: number }) => void (limits = v) },
+    limits: { get: () => limits, set: (_k: number, v: { handover_per_pod: number; handover_node: number }) => void (limits = v) },
     stats: { get: (i: number) => stats[Stat[i]!] ?? 0n },
   };
   return { handover, maps: maps as unknown as Parameters<typeof readHandover>[0] };
@@ -38,10 +38,15 @@ function fakeLog() {
 test('the per-pod limit goes to limits[0]; none given: the default; out of range: refused', () => {
   const { maps } = fakeMaps([], []);
   assert.equal(writeHandoverLimit(maps, 32), 32);
-  assert.deepEqual(maps.limits.get(0), { handover_per_pod: 32, pad: 0 });
+  assert.deepEqual(maps.limits.get(0), { handover_per_pod: 32, handover_node: 65536 - 1024 });
   assert.equal(writeHandoverLimit(maps, undefined), DEFAULT_PER_POD);
   assert.throws(() => writeHandoverLimit(maps, 0), RangeError);
   assert.throws(() => writeHandoverLimit(maps, MAX_PER_POD + 1), RangeError);
+  // a smaller orig_by_tuple (--max-connections): its 16th per pod, the node refused a 16th below it
+  assert.equal(writeHandoverLimit(maps, undefined, 256), 16);
+  assert.deepEqual(maps.limits.get(0), { handover_per_pod: 16, handover_node: 240 });
+  assert.equal(writeHandoverLimit(maps, 240, 256), 240);
+  assert.throws(() => writeHandoverLimit(maps, 241, 256), /1\.\.240 \(orig_by_tuple holds 256\)/);
 });
 
 test("the captured pods' counts and the node's are read; a released pod's count goes once drained and its pods entry is gone", () => {
@@ -58,6 +63,13 @@ test("the captured pods' counts and the node's are read; a released pod's count 
   );
   writeHandoverLimit(maps, 32);
   const r = readHandover(maps, new Set([11n]));
+  const small = fakeMaps([[0n, count(3)]], []);
+  writeHandoverLimit(small.maps, undefined, 64);
+  assert.deepEqual(
+    (({ capacity, refuseFrom, perPodLimit }) => ({ capacity, refuseFrom, perPodLimit }))(readHandover(small.maps, new Set(), 64).node),
+    { capacity: 64, refuseFrom: 60, perPodLimit: 4 },
+    'the figures of a map sized by --max-connections',
+  );
   assert.deepEqual([...r.pods], [['11', { inflight: 32, limit: 32, refusedAtLimit: 7, refusedNodeFull: 1 }]]);
   assert.deepEqual(r.node, {
     inflight: 40,

@@ -184,6 +184,20 @@ test('refused: no declaration for the pinned version, a pin that is not what the
   assert.equal(planMap(byName(A, 'counters'), [{ ...notCounters, version: 3 }]).action, 'drop');
 });
 
+test('a map the options size (capacity.ts) was pinned with their capacity then: a copy takes it whatever it was, unless the declaration names one', () => {
+  // orig_by_tuple is sized by --max-connections: a pin of 16 entries is still the version a copy declares
+  const older = def({ name: 'orig_by_tuple', carry: 'state', maxEntries: 65536 });
+  const newer: MapDef = { ...older, version: 2, from: { 1: copyFrom() } };
+  const small = { ...pinOf(older), shape: { ...shapeOf(older), maxEntries: 16 } };
+  assert.equal(planMap(newer, [small]).action, 'copy');
+  // a capacity the declaration names is checked, sized or not
+  const named = planMap({ ...newer, from: { 1: copyFrom({ maxEntries: 65536 }) } }, [small]);
+  assert.equal(named.action, 'refuse');
+  assert.match(named.note!, /max_entries 16, not 65536/);
+  // so is every other part of the shape
+  assert.equal(planMap(newer, [{ ...small, shape: { ...small.shape, valueSize: 99 } }]).action, 'refuse');
+});
+
 test('the newest pin is the one in use: a stale pin of the current version (left by a crash before a downgrade) is not reused', () => {
   const v1 = pinOf(byName(A, 'bigger'), 200n); // the downgrade made it last
   const v2 = pinOf(byName(B, 'bigger'), 100n);

@@ -401,7 +401,7 @@ test('pipeline: two pods with one IP: the first keeps it, both are told; a pod w
   assert.match(st('uid-a').errors.join('\n'), /pod IP 10\.244\.0\.10 is also claimed by shop\/b \(uid uid-b\): this pod held it first/);
   assert.match(st('uid-b').errors.join('\n'), /pod IP 10\.244\.0\.10 is held by shop\/a \(uid uid-a\), which claimed it first/);
   assert.equal(st('uid-big').state, 'pending');
-  assert.match(st('uid-big').reason ?? '', /map pod_cidrs4 is full \(10 entries\)/);
+  assert.match(st('uid-big').reason ?? '', /map pod_cidrs4 is full \(10 entries, sized by --max-pods\)/);
   assert.equal(st('uid-c').state, 'captured', 'the other pods go on');
   assert.deepEqual(p.health().fullMaps, ['pod_cidrs4']);
   assert.equal(maps.size('pod_cidrs4'), 0, 'nothing half-written');
@@ -471,6 +471,30 @@ test('enroller: wanted() waits for the source to show the pod; enroll() resolves
   assert.equal(st?.netnsCookie, String(0x9000n));
   assert.ok(maps.actual().pods.some(([c]) => c === 0x9000n));
   assert.ok(io.links.has(0x9000n), 'the netns links are in place when enroll resolves');
+  await p.stop();
+});
+
+test('enroller: a pod beyond the pods map (--max-pods) is not enrolled: enroll() says why, so its CNI ADD fails closed', async () => {
+  const { p, maps, loc, io } = setup();
+  maps.capacity.pods = 1;
+  await p.initialSync();
+  loc.netns.set('uid-a', 0x1000n);
+  p.onEvent({ type: 'replace', namespaces: [ns('shop')], pods: [podObj('a'), podObj('b', { ip: '10.244.0.98' })] });
+  await settle(p);
+  assert.equal(p.status('uid-a')?.state, 'captured');
+  const st = await p.enroll('uid-b', { nsPath: '/run/netns/cni-b', how: 'cni' });
+  assert.equal(st?.state, 'pending');
+  assert.match(
+    st?.reason ?? '',
+    /^not enrolled with these settings: map pods is full \(1 entries, sized by --max-pods\): .*the pod keeps no entries \(not captured\)$/,
+  );
+  assert.deepEqual(
+    maps.actual().pods.map(([c]) => c),
+    [0x1000n],
+    'nothing of it is written',
+  );
+  assert.equal(io.links.has(0x9000n), false, 'no netns links either');
+  assert.deepEqual(p.health().fullMaps, ['pods']);
   await p.stop();
 });
 

@@ -7,12 +7,24 @@ import { makeLogger } from '../../util/log.js';
 import { formatSize, parseSpliceBudget, SPLICE_BUDGET_DEFAULT } from '../../dataplane/splice.js';
 import { bpffsOption, requireRoot, stateDirOption } from '../options.js';
 import { DEFAULT_PER_POD, MAX_PER_POD } from '../../dataplane/handover.js';
+import { DEFAULT_LIMITS, LIMIT_RANGE, handoverBounds, parseLimit, type NodeLimits } from '../../dataplane/capacity.js';
 
-/** --max-inflight-per-pod: an integer in 1..MAX_PER_POD, else a one-line error. */
-function inflightLimit(v: string): number {
+/** --max-pods, --max-connections: a whole number in its range (capacity.ts), else a one-line error. */
+const limitFlag =
+  (which: keyof NodeLimits) =>
+  (v: string): number => {
+    const n = parseLimit(which, v);
+    if (typeof n === 'string') throw new UserError(n);
+    return n;
+  };
+
+/** --max-inflight-per-pod: an integer in 1..what --max-connections allows, else a one-line error. */
+export function inflightLimit(v: string, maxConnections: number = DEFAULT_LIMITS.maxConnections): number {
   const n = Number(v);
-  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > MAX_PER_POD) {
-    throw new UserError(`--max-inflight-per-pod '${v}' is not a whole number in 1..${MAX_PER_POD}: pass e.g. --max-inflight-per-pod ${DEFAULT_PER_POD}`);
+  const { maxPerPod, defaultPerPod } = handoverBounds(maxConnections);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > maxPerPod) {
+    const cap = maxConnections === DEFAULT_LIMITS.maxConnections ? '' : ` with --max-connections ${maxConnections}`;
+    throw new UserError(`--max-inflight-per-pod '${v}' is not a whole number in 1..${maxPerPod}${cap}: pass e.g. --max-inflight-per-pod ${defaultPerPod}`);
   }
   return n;
 }
@@ -29,7 +41,9 @@ interface AgentFlags {
   logLevel: string;
   splice?: boolean;
   spliceBudget?: string;
-  maxInflightPerPod?: number;
+  maxInflightPerPod?: string;
+  maxPods: number;
+  maxConnections: number;
   testBpfObjects?: string;
   cniSocket: string;
   cniPodWait: string;
@@ -78,8 +92,23 @@ export function agentCommand(): Command {
       )
       .option(
         '--max-inflight-per-pod <n>',
-        `connections one pod may hold between connect() and its proxy's accept; more are refused (EPERM), so one pod whose proxy stops accepting cannot use up the node's hand-over map (1..${MAX_PER_POD}, default ${DEFAULT_PER_POD})`,
-        inflightLimit,
+        `connections one pod may hold between connect() and its proxy's accept; more are refused (EPERM), so one pod whose proxy stops accepting cannot use up the node's hand-over map (1..${MAX_PER_POD} at the default --max-connections; default: a 16th of --max-connections, ${DEFAULT_PER_POD})`,
+      )
+      .addOption(
+        new Option(
+          '--max-pods <n>',
+          `captured pods this node can hold: sizes the per-pod maps (README, Map capacity); a pod beyond it is not enrolled (its CNI ADD fails) (${LIMIT_RANGE.maxPods.join('..')})`,
+        )
+          .argParser(limitFlag('maxPods'))
+          .default(DEFAULT_LIMITS.maxPods),
+      )
+      .addOption(
+        new Option(
+          '--max-connections <n>',
+          `connections node-wide between connect() and the proxy's accept: sizes the hand-over and splice maps; more are refused (EPERM), never passed uncaptured (${LIMIT_RANGE.maxConnections.join('..')})`,
+        )
+          .argParser(limitFlag('maxConnections'))
+          .default(DEFAULT_LIMITS.maxConnections),
       )
       .option('--cni-socket <path>', 'serve the meshlane-cni plugin on this unix socket (root only, 0600; its directory is made 0755)', DEFAULT_CNI_SOCKET)
       .option('--cni-pod-wait <seconds>', `how long a CNI ADD waits for the pod to show in the source before it fails (1-${MAX_CNI_POD_WAIT_S})`, '10')
@@ -97,6 +126,7 @@ export function agentCommand(): Command {
         const choice = chooseSource(o, process.env);
         const spliceBudget = o.spliceBudget === undefined ? undefined : parseSpliceBudget(o.spliceBudget);
         const podWait = cniPodWaitMs(o.cniPodWait);
+        const maxInflightPerPod = o.maxInflightPerPod === undefined ? undefined : inflightLimit(o.maxInflightPerPod, o.maxConnections);
         const log = makeLogger(o.logLevel);
         const source = await sourceFromOptions(o, process.env, { log });
         const metrics = metricsFromFlag(o.metricsAddress);
@@ -109,7 +139,8 @@ export function agentCommand(): Command {
           nodeName: choice.nodeName,
           splice: o.splice,
           spliceBudget,
-          maxInflightPerPod: o.maxInflightPerPod,
+          maxInflightPerPod,
+          limits: { maxPods: o.maxPods, maxConnections: o.maxConnections },
           objDir: o.testBpfObjects,
           cniSocket: o.cniSocket,
           cniPodWaitMs: podWait,
