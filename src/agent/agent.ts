@@ -84,6 +84,8 @@ const STATUS_MIN_INTERVAL_MS = 100;
 
 export class Agent {
   private dataplane?: Dataplane;
+  /** the pod locator of the running capture (it holds the witnesses' /proc/<pid> fds) */
+  private locator: PodLocator | undefined;
   private pipeline?: Pipeline;
   private readonly startedAt = new Date().toISOString();
   private lastStatus = '';
@@ -201,7 +203,7 @@ export class Agent {
     // detaches it). What was pinned before (an earlier, working install) stays as it was.
     const before = pathsUnder(this.opts.bpffs);
     try {
-      await this.startCapture(pipeline, (l) => (locatorRef.locator = l));
+      await this.startCapture(pipeline, (l) => (locatorRef.locator = this.locator = l));
     } catch (e) {
       await this.stop();
       const removed = removeNewPaths(this.opts.bpffs, before);
@@ -324,7 +326,7 @@ export class Agent {
   private readHandover(): void {
     const dp = this.dataplane;
     if (!dp || !this.handover || !this.pipeline || this.stopped) return;
-    if (this.handover.poll(dp.maps, this.pipeline.statuses().pods)) this.schedulePublish();
+    if (this.handover.poll(dp.maps, this.pipeline.podStatuses())) this.schedulePublish();
     // inserts the programs could not make into a full sock_pairs or listeners: logged, rate-limited
     this.kernelFull?.poll(dp.maps.stats);
   }
@@ -415,6 +417,8 @@ export class Agent {
     this.handoverTimer = undefined;
     await this.pipeline?.stop();
     await this.source.stop().catch(() => undefined);
+    this.locator?.close();
+    this.locator = undefined;
     this.dataplane?.close();
     this.dataplane = undefined;
   }

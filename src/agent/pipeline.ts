@@ -128,8 +128,8 @@ export interface PipelineOptions {
 const TICK_MS = 250;
 /** annotation bytes from which a pod is handled beside the flush (about 2,000 CIDRs) */
 const BIG_POD = 32 * 1024;
-// 250 pods' witness checks (a stat and a /proc/<pid>/stat read each) cost about 11 ms on a busy 2-core node:
-// every second that alone was 1% of a core. A binding goes stale only when the pod's sandbox is recreated
+// 250 pods' witness checks (a stat and a /proc/<pid>/stat read each, then) cost about 11 ms on a busy 2-core
+// node: every second that alone was 1% of a core; now one readlink each (pod-locator.ts). A binding goes stale only when the pod's sandbox is recreated
 // (kubelet stops every container first, then makes a new netns), which the CNI plugin reports at once.
 const LOCATED_CHECK_MS = 5_000;
 const RUNTIME_CHECK_MS = 5_000;
@@ -1009,6 +1009,13 @@ export class Pipeline implements Enroller {
   /** A number that changes whenever a pod's status may have (the agent publishes only then). */
   get version(): number {
     return this.statusVersion;
+  }
+
+  /** The status of every captured or pending pod, in no order (the hand-over watch, once a second). */
+  podStatuses(): PodStatus[] {
+    const pods: PodStatus[] = [];
+    for (const s of this.pods.values()) if (!('reason' in s.decision) && s.status) pods.push(s.status);
+    return pods;
   }
 
   /** Every pod's status: captured and pending pods, then the pods not captured with the reason. */

@@ -16,8 +16,11 @@
 //
 // No fd to the netns is held (it would keep a dead pod's netns alive). The binding is checked through a
 // witness, a process of the pod inside the netns (the sandbox process while it lives), known by pid AND start
-// time, since pids are reused. A pass costs one stat of the witness's ns link and one read of its
-// /proc/<pid>/stat; the pod's processes are walked only when the witness is gone.
+// time, since pids are reused. The witness's /proc/<pid> directory is held open (it holds the process's pid,
+// not the process or its netns): its ns link read through that fd is the same process's for as long as it
+// lives, and fails once it exited, whatever process gets the pid next. A pass is that one readlink (without
+// the fd: a readlink of the ns link and a read of /proc/<pid>/stat, whose start time the kernel computes with
+// the whole line); the pod's processes are walked only when the witness is gone.
 //
 // Across an agent restart the pins tell which netns each pod had (restore(), from pinnedNetns()). They are
 // checked against the authority like any other answer, and the authority wins when they disagree: an agent
@@ -31,7 +34,7 @@
 //   systemd driver:  kubepods.slice/kubepods-<qos>.slice/kubepods-<qos>-pod<uid with _>.slice
 //                    (Guaranteed: kubepods.slice/kubepods-pod<uid_>.slice)
 //   cgroupfs driver: kubepods/<qos>/pod<uid>   (Guaranteed: kubepods/pod<uid>)
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import * as native from '../native/addon.js';
 import { pidsUnder } from '../util/cgroup.js';
@@ -87,6 +90,8 @@ interface Binding {
   cgroup?: string;
   foundPid?: number;
   witness?: ProcId;
+  /** an open fd of the witness's /proc/<pid> directory (see the top of the file); undefined: not held */
+  witnessDir?: number;
   /** cni: the runtime's path of the netns (a bind mount), which proves it alive while no process is in it */
   nsPath?: string;
   /** cni: the sandbox container the runtime named (CNI_CONTAINERID), which its DEL names again */
@@ -135,14 +140,30 @@ export function pinnedNetns(
   return out;
 }
 
+// The binding check reads every located pod's witness every few seconds (pipeline.ts), so these two are
+// its cost: one open/read/close into a shared buffer (readFileSync adds an fstat and a buffer per call),
+// and a readlink of the ns link (statSync makes a BigIntStats object of 14 fields for the one we need).
+/** a /proc/<pid>/stat line is far shorter (the command name is at most 64 bytes) */
+const statBuf = Buffer.alloc(4096);
+
 function procStart(pid: number): bigint | undefined {
+  let fd: number;
   try {
-    return parseStartTime(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    fd = openSync(`/proc/${pid}/stat`, 'r');
   } catch {
     return undefined;
   }
+  try {
+    // latin1: the fields parsed are ASCII digits after the last ')', which no UTF-8 sequence contains
+    return parseStartTime(statBuf.toString('latin1', 0, readSync(fd, statBuf, 0, statBuf.length, 0)));
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
 }
 
+/** The inode of a netns file: a bind mount (the CNI's netns path) or a process's ns link. */
 function nsIno(path: string): bigint | undefined {
   try {
     return statSync(path, { bigint: true }).ino;
@@ -151,10 +172,47 @@ function nsIno(path: string): bigint | undefined {
   }
 }
 
+/** The inode of a process's netns, from its ns link ("net:[4026531840]"); undefined when it exited. */
+function procNetnsIno(pid: number): bigint | undefined {
+  try {
+    const m = /^net:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/ns/net`));
+    return m ? BigInt(m[1]!) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The netns inode of the process whose /proc/<pid> directory `dir` is; undefined once it exited. */
+function dirNetnsIno(dir: number): bigint | undefined {
+  try {
+    const m = /^net:\[(\d+)\]$/.exec(readlinkSync(`/proc/self/fd/${dir}/ns/net`));
+    return m ? BigInt(m[1]!) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Make `w` the binding's witness (undefined: none), holding its /proc/<pid> directory open when it can. */
+function setWitness(b: Binding, w: ProcId | undefined): void {
+  if (b.witnessDir !== undefined) closeSync(b.witnessDir);
+  b.witnessDir = undefined;
+  b.witness = w;
+  if (!w) return;
+  let dir: number;
+  try {
+    dir = openSync(`/proc/${w.pid}`, 'r');
+  } catch {
+    return; // gone already: the next pass finds out without the fd
+  }
+  // opened after the witness was read: the pid must still be that process (same start time)
+  if (procStart(w.pid) === w.start) b.witnessDir = dir;
+  else closeSync(dir);
+}
+
 /** A process with its netns; undefined when it is gone or a zombie (an exited task has no namespaces). */
 function readProc(pid: number): Proc | undefined {
   const start = procStart(pid);
-  const ino = start === undefined ? undefined : nsIno(`/proc/${pid}/ns/net`);
+  const ino = start === undefined ? undefined : procNetnsIno(pid);
   return start === undefined || ino === undefined ? undefined : { pid, start, ino };
 }
 
@@ -219,6 +277,7 @@ export class PodLocator {
       cookie = ns.cookie;
     }
     if (ino === this.hostIno || cookie === this.hostCookie) throw new Error(`pod ${uid}: the CNI netns is the node's network namespace`);
+    this.drop(uid);
     this.bindings.set(uid, { ino, cookie, how: 'cni', nsPath, ...(ns.containerId !== undefined ? { containerId: ns.containerId } : {}) });
     this.restored.delete(uid);
     this.retired.get(uid)?.delete(cookie); // a runtime that sets the same netns up again (ADD after DEL)
@@ -239,7 +298,7 @@ export class PodLocator {
    */
   retire(uid: string, cookie: bigint): void {
     const b = this.bindings.get(uid);
-    if (b && b.cookie === cookie) this.bindings.delete(uid);
+    if (b && b.cookie === cookie) this.drop(uid);
     if (this.restored.get(uid) === cookie) this.restored.delete(uid);
     let set = this.retired.get(uid);
     if (!set) this.retired.set(uid, (set = new Set()));
@@ -247,9 +306,21 @@ export class PodLocator {
     this.log?.info({ pod: uid, cookie: cookie.toString() }, 'pod network namespace released (CNI DEL)');
   }
 
+  /** Forget a pod's binding (its witness's fd closed). */
+  private drop(uid: string): void {
+    const b = this.bindings.get(uid);
+    if (b) setWitness(b, undefined);
+    this.bindings.delete(uid);
+  }
+
+  /** Every held fd closed, every binding forgotten (the agent's stop). */
+  close(): void {
+    for (const u of [...this.bindings.keys()]) this.drop(u);
+  }
+
   /** Forget pods that are gone from the source. */
   retain(uids: ReadonlySet<string>): void {
-    for (const u of this.bindings.keys()) if (!uids.has(u)) this.bindings.delete(u);
+    for (const u of [...this.bindings.keys()]) if (!uids.has(u)) this.drop(u);
     for (const u of this.restored.keys()) if (!uids.has(u)) this.restored.delete(u);
     for (const u of this.retired.keys()) if (!uids.has(u)) this.retired.delete(u);
   }
@@ -258,7 +329,11 @@ export class PodLocator {
   locate(uid: string, qos: QosClass, pod: string = uid): Location {
     const b = this.bindings.get(uid);
     // the common pass: the witness is the same process, still in the bound netns
-    if (b?.witness && b.cgroup && nsIno(`/proc/${b.witness.pid}/ns/net`) === b.ino && procStart(b.witness.pid) === b.witness.start) return located(b, b.cgroup);
+    if (b?.witness && b.cgroup) {
+      const w = b.witness;
+      const same = b.witnessDir !== undefined ? dirNetnsIno(b.witnessDir) === b.ino : procNetnsIno(w.pid) === b.ino && procStart(w.pid) === w.start;
+      if (same) return located(b, b.cgroup);
+    }
     const dir = b?.cgroup ?? podCgroupCandidates(this.cgroupRoot, uid, qos).find((d) => existsSync(d));
     if (!dir) return { found: false, reason: `no pod cgroup yet under ${this.cgroupRoot}`, waiting: true };
     const procs = scan(dir);
@@ -272,16 +347,16 @@ export class PodLocator {
             { pod, netns: b.ino.toString(), was: b.witness.pid, now: w.pid },
             'the process holding the pod netns is gone or left it; another process of the pod holds it',
           );
-        b.witness = { pid: w.pid, start: w.start };
+        setWitness(b, { pid: w.pid, start: w.start });
         b.cgroup = dir;
         return located(b, dir);
       }
       if (b.nsPath !== undefined && nsIno(b.nsPath) === b.ino) {
-        b.witness = undefined; // a CNI netns whose sandbox does not run yet
+        setWitness(b, undefined); // a CNI netns whose sandbox does not run yet
         b.cgroup = dir;
         return located(b, dir);
       }
-      this.bindings.delete(uid);
+      this.drop(uid);
       this.log?.info(
         { pod, netns: b.ino.toString(), how: b.how },
         'no process of the pod is in its netns any more (its sandbox is gone): asking the sandbox process again',
@@ -313,8 +388,9 @@ export class PodLocator {
       how: pinned === cookie ? 'pins' : 'sandbox',
       cgroup: dir,
       foundPid: sandbox.pid,
-      witness: { pid: sandbox.pid, start: sandbox.start },
     };
+    setWitness(b, { pid: sandbox.pid, start: sandbox.start });
+    this.drop(uid);
     this.bindings.set(uid, b);
     this.log?.info({ pod, netns: b.ino.toString(), cookie: cookie.toString(), how: b.how, sandboxPid: sandbox.pid }, 'pod network namespace bound');
     return located(b, dir);

@@ -116,6 +116,8 @@ export interface MetricsProbe {
 
 const SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 const CNI_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25];
+/** the event loop lag's sampling period (prom-client's eventLoopMonitoringPrecision; its default is 10 ms) */
+export const EVENT_LOOP_SAMPLE_MS = 100;
 
 export class AgentMetrics {
   readonly registry = new Registry();
@@ -326,7 +328,10 @@ export class AgentMetrics {
       { version: opts.version ?? 'unknown' },
       1,
     );
-    if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+    // the event loop lag (nodejs_eventloop_lag_*) samples with a timer; prom-client's default of 10 ms wakes the
+    // idle agent 100 times a second, each turn of the loop some 0.1 ms of node's own work: most of its idle CPU
+    // at node scale (perf, bench/RESULTS.md "Node scale"). A stall longer than the period is still seen whole
+    if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
 
     const probe = (): MetricsProbe => this.probe;
     // eslint-disable-next-line @typescript-eslint/no-this-alias -- the observers are plain objects handed to other parts

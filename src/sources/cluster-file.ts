@@ -124,12 +124,167 @@ function parseDocuments(text: string): unknown[] {
   return docs;
 }
 
+// A JSON List, item by item. JSON.parse of the whole file builds every item of it at once (10,000 pods to
+// keep 250 at node scale): all of them live until the parse ends, so V8 moves them out of its young
+// generation and the old one grows by 100+ MiB per change (bench/RESULTS.md, "Node scale"). Here the
+// List's `items` array is cut into its elements by a scan that follows JSON's strings and brackets, each
+// element is parsed and checked on its own and another node's pod is dropped at once. The rest of the
+// List (its kind, apiVersion, metadata) is parsed with `[]` in the place of the items, so every byte
+// outside the items is JSON.parse's to accept too, and every element is a complete JSON value on its own.
+// Whatever is not that simple shape, or fails (bad JSON anywhere, a bad item), goes to the whole-text
+// path, which says what is wrong exactly as before.
+
+const enum Ch {
+  Quote = 0x22,
+  Backslash = 0x5c,
+  Comma = 0x2c,
+  Colon = 0x3a,
+  OpenBrace = 0x7b,
+  CloseBrace = 0x7d,
+  OpenBracket = 0x5b,
+  CloseBracket = 0x5d,
+}
+
+const isWs = (c: number | undefined): boolean => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
+
+// The scan reads the file's bytes, not a decoded string: JSON's structure is ASCII, and no byte of a UTF-8
+// multi-byte sequence is below 0x80, so element bounds fall between characters and each element is decoded
+// on its own (the 17.8 MiB file is never one string).
+
+/** The end (exclusive) of the JSON string opening at `i`, or -1 when the bytes end inside it. */
+function stringEnd(b: Buffer, i: number): number {
+  for (let j = i + 1; j < b.length; j++) {
+    const c = b[j];
+    if (c === Ch.Backslash) j++;
+    else if (c === Ch.Quote) return j + 1;
+  }
+  return -1;
+}
+
+/** The end (exclusive) of the JSON value starting at `i` (a string, or brackets balanced outside strings; a
+ * scalar runs to the next separator). -1 when the bytes end first. Its well-formedness is JSON.parse's. */
+function valueEnd(b: Buffer, i: number): number {
+  let depth = 0;
+  for (let j = i; j < b.length; j++) {
+    const c = b[j];
+    if (c === Ch.Quote) {
+      j = stringEnd(b, j) - 1;
+      if (j < 0) return -1;
+      if (depth === 0) return j + 1;
+    } else if (c === Ch.OpenBrace || c === Ch.OpenBracket) depth++;
+    else if (c === Ch.CloseBrace || c === Ch.CloseBracket) {
+      if (depth === 0) return j; // a scalar before the enclosing close
+      if (--depth === 0) return j + 1;
+    } else if (depth === 0 && (c === Ch.Comma || isWs(c))) return j;
+  }
+  return depth === 0 ? b.length : -1;
+}
+
+const skipWs = (b: Buffer, i: number): number => {
+  while (i < b.length && isWs(b[i])) i++;
+  return i;
+};
+
+/** Where the top-level object's one `items` array is, and its elements: undefined for any other shape. */
+function listItems(b: Buffer): { open: number; close: number; items: Array<[number, number]> } | undefined {
+  let i = skipWs(b, 0);
+  if (b[i] !== Ch.OpenBrace) return undefined;
+  i = skipWs(b, i + 1);
+  let found: { open: number; close: number; items: Array<[number, number]> } | undefined;
+  while (b[i] === Ch.Quote) {
+    const keyEnd = stringEnd(b, i);
+    if (keyEnd < 0) return undefined;
+    let key: unknown;
+    try {
+      key = JSON.parse(b.toString('utf8', i, keyEnd));
+    } catch {
+      return undefined;
+    }
+    i = skipWs(b, keyEnd);
+    if (b[i] !== Ch.Colon) return undefined;
+    i = skipWs(b, i + 1);
+    if (key === 'items') {
+      // a second `items` (JSON.parse keeps the last) or one that is no array: the whole-text path
+      if (found || b[i] !== Ch.OpenBracket) return undefined;
+      const items: Array<[number, number]> = [];
+      const open = i;
+      i = skipWs(b, i + 1);
+      if (b[i] !== Ch.CloseBracket) {
+        for (;;) {
+          const end = valueEnd(b, i);
+          if (end < 0) return undefined;
+          items.push([i, end]);
+          i = skipWs(b, end);
+          if (b[i] === Ch.CloseBracket) break;
+          if (b[i] !== Ch.Comma) return undefined;
+          i = skipWs(b, i + 1);
+        }
+      }
+      found = { open, close: i, items };
+      i = skipWs(b, i + 1);
+    } else {
+      const end = valueEnd(b, i);
+      if (end < 0) return undefined;
+      i = skipWs(b, end);
+    }
+    if (b[i] !== Ch.Comma) break;
+    i = skipWs(b, i + 1);
+  }
+  return found;
+}
+
+/** A JSON List read item by item into `w` (see above); false: not that shape, or not well formed. */
+function collectJsonList(b: Buffer, w: Walk): boolean {
+  const at = listItems(b);
+  if (!at) return false;
+  let list: unknown;
+  try {
+    list = JSON.parse(`${b.toString('utf8', 0, at.open)}[]${b.toString('utf8', at.close + 1)}`);
+  } catch {
+    return false;
+  }
+  if (!isRecord(list) || !isName(list.kind) || !(list.kind in LIST_ITEM_KIND) || !isName(list.apiVersion)) return false;
+  if (!Array.isArray(list.items) || list.items.length !== 0) return false;
+  const kind = list.kind;
+  try {
+    for (let n = 0; n < at.items.length; n++) {
+      const [start, end] = at.items[n]!;
+      collect(JSON.parse(b.toString('utf8', start, end)) as unknown, `item ${n + 1} of the ${kind}`, w, LIST_ITEM_KIND[kind]);
+    }
+  } catch {
+    return false; // bad JSON in an item, or a bad item: the whole-text path reports it (in the order it always has)
+  }
+  if (at.items.length === 0) w.emptyList = true;
+  return true;
+}
+
+/**
+ * Parses a cluster file's bytes (UTF-8): a JSON List item by item, anything else (and any JSON List that is
+ * not well formed) as parseClusterFile(text) always has. Throws like parseClusterFile.
+ */
+export function parseClusterBytes(bytes: Buffer, fileName: string, keep?: (pod: unknown) => boolean): ClusterSnapshot {
+  const w: Walk = { out: { namespaces: [], pods: [] }, others: new Set(), emptyList: false, keep, seenPods: 0 };
+  if (collectJsonList(bytes, w)) {
+    if (w.out.namespaces.length + w.seenPods === 0 && !w.emptyList) {
+      throw new UserError(`cannot read cluster file ${fileName}: no Namespace or Pod in it (only ${[...w.others].join(', ')}): ${FIX}`);
+    }
+    return w.out;
+  }
+  return parseClusterFile(bytes.toString('utf8'), fileName, keep, { wholeText: true });
+}
+
 /**
  * Parses a cluster file's text. Throws UserError(`cannot read cluster file <file>: <cause>: <fix>`).
  * `keep` leaves pods out of the snapshot (another node's: at node scale they are nearly all of the file);
  * they are checked like every other object all the same, so a file cut short is refused as before.
  */
-export function parseClusterFile(text: string, fileName: string, keep?: (pod: unknown) => boolean): ClusterSnapshot {
+export function parseClusterFile(text: string, fileName: string, keep?: (pod: unknown) => boolean, opts: { wholeText?: boolean } = {}): ClusterSnapshot {
+  // (opts.wholeText: this path only, which the item-by-item one must agree with: the unit tests). A string
+  // that UTF-8 cannot carry as it is (a lone surrogate: not from a file) stays on this path.
+  if (!opts.wholeText) {
+    const bytes = Buffer.from(text, 'utf8');
+    if (bytes.toString('utf8') === text) return parseClusterBytes(bytes, fileName, keep);
+  }
   let docs: unknown[];
   try {
     docs = parseDocuments(text);
@@ -308,7 +463,7 @@ export class ClusterFileSource extends EventEmitter {
     if (digest === this.lastGoodDigest && this.lastError === undefined) return; // touched, not changed
     let snap: ClusterSnapshot;
     try {
-      snap = parseClusterFile(bytes.toString('utf8'), this.path, this.keep);
+      snap = parseClusterBytes(bytes, this.path, this.keep);
     } catch (e) {
       this.fail(e instanceof UserError ? e : new UserError(`cannot read cluster file ${this.path}: ${firstLine(e)}`));
       return;

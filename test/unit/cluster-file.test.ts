@@ -420,3 +420,58 @@ test('the source: an empty file (the gap of a shell `>` rewrite) keeps the last 
     }
   });
 });
+
+// A JSON List is read item by item (each item parsed and checked on its own); the result must be the
+// whole-text parse's for every input, valid or not, including the error's message.
+const outcome = (text: string, keep?: (pod: unknown) => boolean, wholeText = false): unknown => {
+  try {
+    return { ok: parseClusterFile(text, 'c.json', keep, { wholeText }) };
+  } catch (e) {
+    return { err: e instanceof UserError ? e.message : `not a UserError: ${String(e)}` };
+  }
+};
+
+test('a JSON List item by item: the same result as the whole text, for tricky text, other shapes and every cut', () => {
+  const pod = (name: string, nodeName: string, extra: Record<string, unknown> = {}) => ({
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: 'ns', annotations: { tricky: '{"a":[1,2]}, ] } [ \\" \\\\', ...extra } },
+    spec: { nodeName, containers: [{ name: 'c', args: ['[', ']', '{', '}', ',', '"', '\\'] }] },
+    status: { podIPs: [{ ip: '10.0.0.1' }], n: -1.5e3, t: true, f: false, z: null },
+  });
+  const ns = { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'ns' } };
+  const keep = (p: unknown): boolean => (p as { spec: { nodeName: string } }).spec.nodeName === 'n1';
+  const items = [ns, pod('a', 'n1'), pod('b', 'n2'), pod('c', 'n1', { '\u00e9\u2028': 'x' }), { apiVersion: 'v1', kind: 'Service', metadata: { name: 's' } }];
+  const texts = [
+    JSON.stringify({ apiVersion: 'v1', kind: 'List', items }),
+    JSON.stringify({ kind: 'List', items, metadata: { resourceVersion: '' }, apiVersion: 'v1' }, null, 2),
+    JSON.stringify({ apiVersion: 'v1', kind: 'List', items }, null, '\t').replace(/\n/g, '\r\n'),
+    JSON.stringify({ apiVersion: 'v1', kind: 'PodList', items: [pod('a', 'n1')].map(({ kind: _k, ...p }) => p) }),
+    ' \n{ "apiVersion" : "v1" , "kind" : "List" , "items" : [ ] } \n',
+    '{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"Service","metadata":{"name":"s"}}]}',
+    // two items keys (JSON.parse keeps the last), one of them spelled with an escape
+    `{"apiVersion":"v1","kind":"List","items":[${JSON.stringify(pod('a', 'n1'))}],"\\u0069tems":[]}`,
+    `{"apiVersion":"v1","kind":"List","items":[],"items":[${JSON.stringify(pod('a', 'n1'))}]}`,
+    // not JSON a List: a Pod, an array, numbers, junk between or after items, a trailing comma
+    JSON.stringify(pod('a', 'n1')),
+    JSON.stringify([ns]),
+    '{"apiVersion":"v1","kind":"List","items":[1,2]}',
+    `{"apiVersion":"v1","kind":"List","items":[${JSON.stringify(ns)} ${JSON.stringify(ns)}]}`,
+    `{"apiVersion":"v1","kind":"List","items":[${JSON.stringify(ns)},]}`,
+    `{"apiVersion":"v1","kind":"List","items":[${JSON.stringify(ns)}]} x`,
+    `{"apiVersion":"v1","kind":"List","items":[${JSON.stringify(ns)}],}`,
+    // a bad item before a good one, and an item that is no Pod or Namespace only
+    JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [{ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'x' }, spec: { containers: [] } }, ns] }),
+  ];
+  for (const text of texts) {
+    for (const k of [undefined, keep]) assert.deepEqual(outcome(text, k), outcome(text, k, true), text.slice(0, 120));
+  }
+  // a file cut short anywhere: refused, with the whole text's message
+  const full = texts[1]!;
+  for (let cut = 0; cut < full.length; cut += 7) {
+    const text = full.slice(0, cut);
+    const got = outcome(text, keep);
+    assert.deepEqual(got, outcome(text, keep, true), `cut at ${cut}`);
+    assert.ok(cut === 0 || 'err' in (got as object), `cut at ${cut}: refused`);
+  }
+});

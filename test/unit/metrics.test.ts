@@ -306,6 +306,7 @@ test('the endpoint: /metrics in Prometheus text, /healthz, /readyz 503 with the 
     const body = await r.text();
     assert.match(body, /# TYPE meshlane_pods gauge/);
     assert.match(body, /process_cpu_seconds_total/, 'the process metrics too');
+    assert.match(body, /^nodejs_eventloop_lag_p99_seconds \S+$/m, 'and the event loop lag (sampled every EVENT_LOOP_SAMPLE_MS)');
     assert.equal((await fetch(`${base}/healthz`)).status, 200);
     const nr = await fetch(`${base}/readyz`);
     assert.equal(nr.status, 503);
