@@ -293,6 +293,9 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
         BPFFS,
         '--state-dir',
         join(dir, 'state'),
+        // the run's own CNI socket, removed with its directory: never the node's /var/run/meshlane/cni.sock
+        '--cni-socket',
+        join(dir, 'cni.sock'),
         '--log-level',
         'debug',
       ],
