@@ -13,7 +13,6 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { createServer, type Server } from 'node:net';
 import type { SandboxPod } from '../../src/sandbox/sandbox.js';
 import {
   APP,
@@ -35,8 +34,9 @@ import {
   type Topology,
   type AgentRun,
 } from '../support/harness.js';
+import { freePort, scrapeMetrics } from '../support/scrape.js';
+import { PYTHON, STUCK_PROXY, connects, destination, firstJsonLine } from '../support/stuck-proxy.js';
 
-const PYTHON = '/usr/bin/python3';
 const MAX_CONNECTIONS = 16;
 /** orig_by_tuple of 16 entries: new redirects refused from 15 node-wide (capacity.ts handoverBounds) */
 const REFUSE_FROM = 15;
@@ -45,43 +45,6 @@ const DEST_PORT = 7071;
 const SECOND = { name: 'second', uid: 'ca000000-0000-4000-8000-000000000002', ipv4: '10.244.0.62' };
 const THIRD = { name: 'third', uid: 'ca000000-0000-4000-8000-000000000003', ipv4: '10.244.0.63' };
 const captured = /^proxy-outbound:15001 peer=10\.244\.0\.10 orig=10\.96\.0\.10:80 app-sees=10\.96\.0\.10:80$/;
-
-// the second pod's proxy stopped accepting: listens (backlog 1), never accepts
-const STUCK_PROXY = `
-import socket, time
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('0.0.0.0', 15001))
-s.listen(1)
-print('ready', flush=True)
-time.sleep(3600)
-`;
-// a real destination: prints every connection it accepts (a bypass would show here)
-const DEST = `
-import socket
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('${SVC_V4}', ${DEST_PORT}))
-s.listen(1024)
-print('ready', flush=True)
-while True:
-    c, peer = s.accept()
-    print('peer', peer[0], flush=True)
-`;
-// the second pod's app: non-blocking connects, counted by errno; the sockets stay open until stdin closes
-const APP_CONNECTS = `
-import socket, errno, json, sys
-res, socks = {}, []
-for i in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.setblocking(False)
-    e = s.connect_ex(('${SVC_V4}', ${DEST_PORT}))
-    name = errno.errorcode.get(e, str(e))
-    res[name] = res.get(name, 0) + 1
-    socks.append(s)
-print(json.dumps(res), flush=True)
-sys.stdin.read()
-`;
 
 // the client pod's app: connections through its proxy, held open (each is two spliced sockets: the app's
 // and the proxy's), the proxy's reply tag of each printed once all are made
@@ -114,25 +77,7 @@ let port = 0;
 const procs: ChildProcess[] = [];
 let destOut = '';
 
-async function freePort(): Promise<number> {
-  const s: Server = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const p = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
-}
-
-async function scrape(): Promise<Map<string, number>> {
-  const r = await fetch(`http://127.0.0.1:${port}/metrics`);
-  assert.equal(r.status, 200);
-  const out = new Map<string, number>();
-  for (const line of (await r.text()).split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const i = line.lastIndexOf(' ');
-    out.set(line.slice(0, i), Number(line.slice(i + 1)));
-  }
-  return out;
-}
+const scrape = (): Promise<Map<string, number>> => scrapeMetrics(port);
 
 const limits = (pods: number, connections: number): string[] => [
   '--max-pods',
@@ -155,7 +100,7 @@ before(async () => {
   secondPod = await topo.sb.addPod({ namespace: 'demo', name: SECOND.name, uid: SECOND.uid, ipv4: SECOND.ipv4 });
   await topo.sb.addPod({ namespace: 'demo', name: THIRD.name, uid: THIRD.uid, ipv4: THIRD.ipv4 });
   const proxy = secondPod.spawn(PYTHON, ['-c', STUCK_PROXY], { uid: PROXY, gid: PROXY, container: 'istio-proxy' });
-  const dest = topo.svc.spawn(PYTHON, ['-c', DEST]);
+  const dest = topo.svc.spawn(PYTHON, ['-c', destination(DEST_PORT)]);
   procs.push(proxy, dest);
   dest.stdout?.on('data', (d: Buffer) => (destOut += d.toString()));
   await Promise.all([waitReady(proxy, 'stuck proxy'), waitReady(dest, 'destination')]);
@@ -204,17 +149,9 @@ test('--max-pods 2: the third pod is not enrolled, its status names the full map
 });
 
 test("--max-connections 16: connects beyond the node's hand-over map are refused (EPERM), never passed uncaptured; counted and shown", async () => {
-  const proc = secondPod.spawn(PYTHON, ['-c', APP_CONNECTS, String(ATTEMPTS)], { uid: APP, gid: APP, container: 'app' });
+  const proc = secondPod.spawn(PYTHON, ['-c', connects(DEST_PORT), String(ATTEMPTS)], { uid: APP, gid: APP, container: 'app' });
   procs.push(proc);
-  const counts = await new Promise<Record<string, number>>((resolve, reject) => {
-    let out = '';
-    proc.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-      const nl = out.indexOf('\n');
-      if (nl >= 0) resolve(JSON.parse(out.slice(0, nl)) as Record<string, number>);
-    });
-    proc.once('exit', (code) => reject(new Error(`the app exited (${code}) before it reported: ${out}`)));
-  });
+  const counts = await firstJsonLine<Record<string, number>>(proc, 'the app');
   const eperm = counts.EPERM ?? 0;
   const inProgress = counts.EINPROGRESS ?? 0;
   assert.deepEqual(
@@ -252,17 +189,7 @@ test('--max-connections 16: sock_pairs (32) full: the connections beyond it are 
   assert.equal(before, 0);
   const proc = topo.pod.spawn(PYTHON, ['-c', HELD, String(HELD_CONNECTIONS)], { uid: APP, gid: APP, container: 'app' });
   procs.push(proc);
-  const tags = await new Promise<string[]>((resolve, reject) => {
-    let out = '';
-    let err = '';
-    proc.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-    proc.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-      const nl = out.indexOf('\n');
-      if (nl >= 0) resolve(JSON.parse(out.slice(0, nl)) as string[]);
-    });
-    proc.once('exit', (code) => reject(new Error(`the app exited (${code}) before it reported: ${out} ${err}`)));
-  });
+  const tags = await firstJsonLine<string[]>(proc, 'the app');
   // every connection reached the proxy (captured), spliced or not
   assert.deepEqual(tags, Array<string>(HELD_CONNECTIONS).fill('proxy-outbound'));
   const text = statusText();

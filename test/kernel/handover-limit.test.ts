@@ -35,9 +35,8 @@ import {
   type Topology,
   type AgentRun,
 } from '../support/harness.js';
+import { PYTHON, STUCK_PROXY, connects, destination, firstJsonLine } from '../support/stuck-proxy.js';
 
-/** Debian's python3 (setup.sh installs it): a pyenv shim under /root is out of reach of uid 1000/1337 */
-const PYTHON = '/usr/bin/python3';
 const LIMIT = 32;
 /** A's connects: well past its limit */
 const ATTEMPTS = LIMIT + 48;
@@ -45,43 +44,6 @@ const ATTEMPTS = LIMIT + 48;
 const DEST_PORT = 7070;
 const STUCK = { name: 'stuck', uid: 'a5000000-0000-4000-8000-000000000001', ipv4: '10.244.0.51' };
 const captured = /^proxy-outbound:15001 peer=10\.244\.0\.10 orig=10\.96\.0\.10:80 app-sees=10\.96\.0\.10:80$/;
-
-// a proxy that stopped accepting: listens (backlog 1) and never calls accept()
-const STUCK_PROXY = `
-import socket, time
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('0.0.0.0', 15001))
-s.listen(1)
-print('ready', flush=True)
-time.sleep(3600)
-`;
-// the real destination: prints every connection it accepts
-const DEST = `
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('${SVC_V4}', ${DEST_PORT}))
-s.listen(1024)
-print('ready', flush=True)
-while True:
-    c, peer = s.accept()
-    print('peer', peer[0], flush=True)
-`;
-// A's app: ATTEMPTS non-blocking connects, counted by errno; the sockets stay open until stdin closes
-const APP_CONNECTS = `
-import socket, errno, json, sys
-res, socks = {}, []
-for i in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.setblocking(False)
-    e = s.connect_ex(('${SVC_V4}', ${DEST_PORT}))
-    name = errno.errorcode.get(e, str(e))
-    res[name] = res.get(name, 0) + 1
-    socks.append(s)
-print(json.dumps(res), flush=True)
-sys.stdin.read()
-`;
 
 const ns = namespaceObject('demo', { 'istio-injection': 'enabled' });
 const stuckObject = podObject({ name: STUCK.name, uid: STUCK.uid, ipv4: STUCK.ipv4, ipv6: '' });
@@ -96,7 +58,7 @@ before(async () => {
   topo = await makeTopology({ prefix: 'mlhl' });
   stuck = await topo.sb.addPod({ namespace: 'demo', name: STUCK.name, uid: STUCK.uid, ipv4: STUCK.ipv4 });
   const proxy = stuck.spawn(PYTHON, ['-c', STUCK_PROXY], { uid: PROXY, gid: PROXY, container: 'istio-proxy' });
-  const dest = topo.svc.spawn(PYTHON, ['-c', DEST]);
+  const dest = topo.svc.spawn(PYTHON, ['-c', destination(DEST_PORT)]);
   procs.push(proxy, dest);
   dest.stdout?.on('data', (d: Buffer) => (destOut += d.toString()));
   await Promise.all([waitReady(proxy, 'stuck proxy'), waitReady(dest, 'destination')]);
@@ -112,20 +74,10 @@ after(async () => {
 const podState = (uid: string) => agent!.status()?.pods.find((p) => p.ref.uid === uid);
 
 /** A's app: starts the connects, resolves with the count per errno once they are all made. */
-function openConnects(): Promise<{ proc: ChildProcess; counts: Record<string, number> }> {
-  const proc = stuck.spawn(PYTHON, ['-c', APP_CONNECTS, String(ATTEMPTS)], { uid: APP, gid: APP, container: 'app' });
+async function openConnects(): Promise<{ proc: ChildProcess; counts: Record<string, number> }> {
+  const proc = stuck.spawn(PYTHON, ['-c', connects(DEST_PORT), String(ATTEMPTS)], { uid: APP, gid: APP, container: 'app' });
   procs.push(proc);
-  return new Promise((resolve, reject) => {
-    let out = '';
-    let err = '';
-    proc.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-    proc.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-      const nl = out.indexOf('\n');
-      if (nl >= 0) resolve({ proc, counts: JSON.parse(out.slice(0, nl)) as Record<string, number> });
-    });
-    proc.once('exit', (code) => reject(new Error(`A's app exited (${code}) before it reported: ${out} ${err}`)));
-  });
+  return { proc, counts: await firstJsonLine<Record<string, number>>(proc, "A's app") };
 }
 
 test("a pod whose proxy stops accepting is refused at its limit (EPERM, no bypass); another pod's requests all succeed; status, dump and one log line say so", async () => {

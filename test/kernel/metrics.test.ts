@@ -9,7 +9,7 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KubeApiServer } from '../support/kube/server.js';
@@ -37,6 +37,7 @@ import {
   type Topology,
   type AgentRun,
 } from '../support/harness.js';
+import { freePort, scrapeMetrics } from '../support/scrape.js';
 
 const NS = namespaceObject('demo', { 'istio-injection': 'enabled' });
 const EXCLUDE_PORTS = 'traffic.sidecar.istio.io/excludeOutboundPorts';
@@ -54,28 +55,10 @@ let api: KubeApiServer | undefined;
 let port = 0;
 let tmp = '';
 
-async function freePort(): Promise<number> {
-  const s: Server = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const p = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
-}
-
 const url = (path: string): string => `http://127.0.0.1:${port}${path}`;
 
 /** One scrape: series (name{labels}) -> value. */
-async function scrape(): Promise<Map<string, number>> {
-  const r = await fetch(url('/metrics'));
-  assert.equal(r.status, 200);
-  const out = new Map<string, number>();
-  for (const line of (await r.text()).split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const i = line.lastIndexOf(' ');
-    out.set(line.slice(0, i), Number(line.slice(i + 1)));
-  }
-  return out;
-}
+const scrape = (): Promise<Map<string, number>> => scrapeMetrics(port);
 
 const get = (m: Map<string, number>, series: string): number => {
   const v = m.get(series);

@@ -5,7 +5,7 @@
 // /healthz and /readyz (503 with the reasons, then 200) and refuses a port in use with one line.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, createServer, type Server } from 'node:net';
+import { connect } from 'node:net';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +19,7 @@ import { ReadinessConditions, agentHealth } from '../../src/agent/health.js';
 import { POD_ERROR_KINDS } from '../../src/agent/pipeline.js';
 import { UserError } from '../../src/util/errors.js';
 import { packageRoot } from '../../src/util/paths.js';
+import { freePort } from '../support/scrape.js';
 
 /** `enum <name> { PREFIX_X = n, ... }` of bpf/meshlane.h: the names (lower case, without the prefix) in index order. */
 function cEnum(name: string, prefix: string): { names: string[]; max: number } {
@@ -283,14 +284,6 @@ test('readiness: not ready while the start-up adoption of older proxy listeners 
   assert.equal(done.ready, true);
   assert.equal(done.startupAdoption, undefined);
 });
-
-async function freePort(): Promise<number> {
-  const s: Server = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 test('the endpoint: /metrics in Prometheus text, /healthz, /readyz 503 with the reasons then 200, 404, 405; a port in use is one line', async () => {
   const m = new AgentMetrics();
