@@ -233,44 +233,263 @@ function listItems(b: Buffer): { open: number; close: number; items: Array<[numb
   return found;
 }
 
-/** A JSON List read item by item into `w` (see above); false: not that shape, or not well formed. */
-function collectJsonList(b: Buffer, w: Walk): boolean {
-  const at = listItems(b);
-  if (!at) return false;
+/** What one item of a JSON List came to, to be applied again when its bytes come again unchanged. Another
+ * node's pod keeps nothing of itself (at node scale those are nearly all of the file). */
+type ItemResult = { readonly ns: unknown } | { readonly pod: unknown } | { readonly dropped: true } | { readonly other: string };
+const DROPPED: ItemResult = { dropped: true };
+
+/**
+ * The last good JSON List: its bytes, where its items are, and what each came to. A file rewritten whole for
+ * one changed pod (a controller's dump, the node-scale benchmark) is compared with it byte for byte (native
+ * memcmp, from both ends); only the items in between the equal head and tail are scanned, parsed and
+ * checked, and the others are what they were. Every item in a snapshot was checked once, with exactly these
+ * bytes; what cannot be narrowed that way (the List's own fields changed) is read whole, and even then an
+ * item whose bytes are those of the item at its place is not parsed again. See bench/RESULTS.md, "Node scale".
+ */
+export interface ListMemo {
+  readonly bytes: Buffer;
+  readonly kind: string;
+  /** the offsets of the items array's `[` and `]` */
+  readonly open: number;
+  readonly close: number;
+  /** each item's first byte and the byte after it */
+  readonly starts: Int32Array;
+  readonly ends: Int32Array;
+  readonly results: readonly ItemResult[];
+}
+
+function apply(r: ItemResult, w: Walk): void {
+  if ('ns' in r) w.out.namespaces.push(r.ns);
+  else if ('pod' in r) {
+    w.seenPods++;
+    w.out.pods.push(r.pod);
+  } else if ('dropped' in r) w.seenPods++;
+  else w.others.add(r.other);
+}
+
+/** Parses and checks one item (collect) and says what it came to. */
+function parseItem(b: Buffer, start: number, end: number, n: number, kind: string, w: Walk): ItemResult {
+  const obj = JSON.parse(b.toString('utf8', start, end)) as unknown;
+  const ns = w.out.namespaces.length;
+  const pods = w.out.pods.length;
+  const seen = w.seenPods;
+  collect(obj, `item ${n + 1} of the ${kind}`, w, LIST_ITEM_KIND[kind]);
+  if (w.out.namespaces.length > ns) return { ns: obj };
+  if (w.seenPods > seen) return w.out.pods.length > pods ? { pod: obj } : DROPPED;
+  return { other: (obj as { kind: string }).kind };
+}
+
+/** The List's own fields, checked: its kind, or undefined when it is not a List / PodList / NamespaceList. */
+function listKind(b: Buffer, open: number, close: number): string | undefined {
   let list: unknown;
   try {
-    list = JSON.parse(`${b.toString('utf8', 0, at.open)}[]${b.toString('utf8', at.close + 1)}`);
+    list = JSON.parse(`${b.toString('utf8', 0, open)}[]${b.toString('utf8', close + 1)}`);
   } catch {
-    return false;
+    return undefined;
   }
-  if (!isRecord(list) || !isName(list.kind) || !(list.kind in LIST_ITEM_KIND) || !isName(list.apiVersion)) return false;
-  if (!Array.isArray(list.items) || list.items.length !== 0) return false;
-  const kind = list.kind;
+  if (!isRecord(list) || !isName(list.kind) || !(list.kind in LIST_ITEM_KIND) || !isName(list.apiVersion)) return undefined;
+  if (!Array.isArray(list.items) || list.items.length !== 0) return undefined;
+  return list.kind;
+}
+
+/** A JSON List read whole, item by item (see above); undefined: not that shape, or not well formed. An item
+ * whose bytes are those of the memo's item at its place (one added or removed moves the place by one) is
+ * not parsed again. */
+function collectJsonList(b: Buffer, w: Walk, memo: ListMemo | undefined): ListMemo | undefined {
+  const at = listItems(b);
+  if (!at) return undefined;
+  const kind = listKind(b, at.open, at.close);
+  if (kind === undefined) return undefined;
+  const old = memo?.kind === kind ? memo : undefined;
+  const count = at.items.length;
+  const same = (n: number, m: number): boolean => {
+    if (!old || m >= old.starts.length || n >= count) return false;
+    const [s, e] = at.items[n]!;
+    const os = old.starts[m]!;
+    const oe = old.ends[m]!;
+    return e - s === oe - os && b.compare(old.bytes, os, oe, s, e) === 0;
+  };
+  const results: ItemResult[] = [];
   try {
-    for (let n = 0; n < at.items.length; n++) {
-      const [start, end] = at.items[n]!;
-      collect(JSON.parse(b.toString('utf8', start, end)) as unknown, `item ${n + 1} of the ${kind}`, w, LIST_ITEM_KIND[kind]);
+    // m: the old item expected next. Anything but one item changed, added or removed at a time (a reordered
+    // file) is parsed item by item from there, which is always right, only slower.
+    let m = 0;
+    for (let n = 0; n < count; n++) {
+      if (same(n, m)) {
+        apply(old!.results[m]!, w);
+        results.push(old!.results[m++]!);
+      } else if (same(n, m + 1)) {
+        apply(old!.results[m + 1]!, w); // old item m was removed
+        results.push(old!.results[m + 1]!);
+        m += 2;
+      } else {
+        const [start, end] = at.items[n]!;
+        results.push(parseItem(b, start, end, n, kind, w));
+        if (!same(n + 1, m)) m++; // item n took old item m's place (else it was added before it)
+      }
     }
   } catch {
-    return false; // bad JSON in an item, or a bad item: the whole-text path reports it (in the order it always has)
+    return undefined; // bad JSON in an item, or a bad item: the whole-text path reports it (in the order it always has)
   }
-  if (at.items.length === 0) w.emptyList = true;
-  return true;
+  if (count === 0) w.emptyList = true;
+  const starts = new Int32Array(count);
+  const ends = new Int32Array(count);
+  at.items.forEach(([s, e], n) => ((starts[n] = s), (ends[n] = e)));
+  return { bytes: b, kind, open: at.open, close: at.close, starts, ends, results };
+}
+
+const CHUNK = 64 * 1024;
+
+/** How many bytes from the start (p) and, not overlapping those, from the end (s) `a` and `b` have in common. */
+export function commonEnds(a: Buffer, b: Buffer): { p: number; s: number } {
+  const n = Math.min(a.length, b.length);
+  let p = 0;
+  while (p < n) {
+    const e = Math.min(n, p + CHUNK);
+    if (a.compare(b, p, e, p, e) === 0) p = e;
+    else {
+      while (a[p] === b[p]) p++;
+      break;
+    }
+  }
+  const most = n - p;
+  let s = 0;
+  while (s < most) {
+    const len = Math.min(CHUNK, most - s);
+    if (a.compare(b, b.length - s - len, b.length - s, a.length - s - len, a.length - s) === 0) s += len;
+    else {
+      while (s < most && a[a.length - 1 - s] === b[b.length - 1 - s]) s++;
+      break;
+    }
+  }
+  return { p, s };
+}
+
+/** The first index whose value is > x in an ascending array (its length when none). */
+function firstAbove(xs: Int32Array, x: number): number {
+  let lo = 0;
+  let hi = xs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (xs[mid]! > x) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
+/**
+ * The memo's List with only its middle rewritten: `b` equals the memo's bytes but for one run of bytes
+ * inside the items array. The items before that run are the memo's (same bytes, same place), the scan starts
+ * after the last of them in the state the memo's scan had there (after an item), and it stops at the first
+ * item end in the equal tail that is an item end of the memo's too: from there on both texts are the same
+ * bytes read from the same state, so the rest are the memo's items, moved by the difference in length.
+ * undefined: the change is not of that kind (the List's own fields, the tail after its items), or the
+ * middle is not well formed (the whole-text path says what is wrong).
+ */
+function collectChangedMiddle(b: Buffer, w: Walk, old: ListMemo): ListMemo | undefined {
+  const { p, s } = commonEnds(old.bytes, b);
+  if (p <= old.open || old.bytes.length - s > old.close) return undefined;
+  const d = b.length - old.bytes.length;
+  const tail = b.length - s; // new offsets from here on are the memo's + d, byte for byte
+  const a = firstAbove(old.ends, p); // old items 0..a-1 lie in the equal head
+  const starts: number[] = [];
+  const ends: number[] = [];
+  const results: ItemResult[] = [];
+  for (let k = 0; k < a; k++) apply(old.results[k]!, w);
+  let i = a > 0 ? old.ends[a - 1]! : old.open + 1;
+  let afterItem = a > 0;
+  let resume = -1; // the old item the equal tail resumes with
+  let m = a;
+  try {
+    for (;;) {
+      i = skipWs(b, i);
+      if (afterItem) {
+        if (b[i] === Ch.CloseBracket) break;
+        if (b[i] !== Ch.Comma) return undefined;
+        i = skipWs(b, i + 1);
+      } else if (b[i] === Ch.CloseBracket) break;
+      const end = valueEnd(b, i);
+      if (end < 0) return undefined;
+      const n = a + starts.length;
+      starts.push(i);
+      ends.push(end);
+      // an item of the middle that is the old one at its place (changes further apart than one item each
+      // make one long middle): not parsed again; m is the old item expected next, as in collectJsonList
+      const hit = [m, m + 1, m - 1].find(
+        (k) => k >= a && k < old.ends.length && old.ends[k]! - old.starts[k]! === end - i && b.compare(old.bytes, old.starts[k]!, old.ends[k]!, i, end) === 0,
+      );
+      if (hit !== undefined) {
+        apply(old.results[hit]!, w);
+        results.push(old.results[hit]!);
+        m = hit + 1;
+      } else {
+        results.push(parseItem(b, i, end, n, old.kind, w));
+        m++;
+      }
+      i = end;
+      afterItem = true;
+      if (end >= tail) {
+        const k = firstAbove(old.ends, end - d - 1); // the old item ending at end - d, if any
+        if (k < old.ends.length && old.ends[k] === end - d) {
+          resume = k + 1;
+          break;
+        }
+      }
+    }
+  } catch {
+    return undefined;
+  }
+  const count = a + starts.length + (resume >= 0 ? old.ends.length - resume : 0);
+  const close = resume >= 0 ? old.close + d : i;
+  if (resume < 0 && close - d !== old.close) return undefined; // the items end elsewhere: read it whole
+  const s2 = new Int32Array(count);
+  const e2 = new Int32Array(count);
+  s2.set(old.starts.subarray(0, a));
+  e2.set(old.ends.subarray(0, a));
+  s2.set(starts, a);
+  e2.set(ends, a);
+  const all = old.results.slice(0, a).concat(results);
+  if (resume >= 0) {
+    for (let k = resume, j = a + starts.length; k < old.ends.length; k++, j++) {
+      s2[j] = old.starts[k]! + d;
+      e2[j] = old.ends[k]! + d;
+    }
+    for (let k = resume; k < old.results.length; k++) {
+      apply(old.results[k]!, w);
+      all.push(old.results[k]!);
+    }
+  }
+  if (count === 0) w.emptyList = true;
+  return { bytes: b, kind: old.kind, open: old.open, close, starts: s2, ends: e2, results: all };
 }
 
 /**
  * Parses a cluster file's bytes (UTF-8): a JSON List item by item, anything else (and any JSON List that is
- * not well formed) as parseClusterFile(text) always has. Throws like parseClusterFile.
+ * not well formed) as parseClusterFile(text) always has. Throws like parseClusterFile. `memo`: the last good
+ * read's (parseClusterBytesMemo), whose unchanged items are not parsed again.
  */
 export function parseClusterBytes(bytes: Buffer, fileName: string, keep?: (pod: unknown) => boolean): ClusterSnapshot {
-  const w: Walk = { out: { namespaces: [], pods: [] }, others: new Set(), emptyList: false, keep, seenPods: 0 };
-  if (collectJsonList(bytes, w)) {
+  return parseClusterBytesMemo(bytes, fileName, keep).snapshot;
+}
+
+/** parseClusterBytes, with the memo of this read for the next (undefined when it was not a JSON List). */
+export function parseClusterBytesMemo(
+  bytes: Buffer,
+  fileName: string,
+  keep?: (pod: unknown) => boolean,
+  memo?: ListMemo,
+): { snapshot: ClusterSnapshot; memo: ListMemo | undefined } {
+  const walk = (): Walk => ({ out: { namespaces: [], pods: [] }, others: new Set(), emptyList: false, keep, seenPods: 0 });
+  let w = walk();
+  let next = memo ? collectChangedMiddle(bytes, w, memo) : undefined;
+  if (!next) next = collectJsonList(bytes, (w = walk()), memo);
+  if (next) {
     if (w.out.namespaces.length + w.seenPods === 0 && !w.emptyList) {
       throw new UserError(`cannot read cluster file ${fileName}: no Namespace or Pod in it (only ${[...w.others].join(', ')}): ${FIX}`);
     }
-    return w.out;
+    return { snapshot: w.out, memo: next };
   }
-  return parseClusterFile(bytes.toString('utf8'), fileName, keep, { wholeText: true });
+  return { snapshot: parseClusterFile(bytes.toString('utf8'), fileName, keep, { wholeText: true }), memo: undefined };
 }
 
 /**
@@ -315,6 +534,8 @@ export interface ClusterFileSourceOptions {
   keep?: (pod: unknown) => boolean;
 }
 
+const digestOf = (bytes: Buffer): string => createHash('sha256').update(bytes).digest('base64');
+
 function signature(st: Stats | undefined): string {
   return st ? `${st.ino}:${st.size}:${st.mtimeMs}` : 'missing';
 }
@@ -343,8 +564,10 @@ export class ClusterFileSource extends EventEmitter {
   private readAgain = false;
   /** stat signature when the file was last read (or found missing) */
   private seenSig: string | undefined;
-  /** a digest of the last good file's bytes: a file touched but not changed is not parsed again, and the
-   * text itself (tens of MiB at node scale) is not kept */
+  /** the last good file, when it was a JSON List: a file touched but not changed is not parsed again, and of
+   * one rewritten whole only the items that changed are (parseClusterBytesMemo) */
+  private memo: ListMemo | undefined;
+  /** a digest of the last good file's bytes when it was not a JSON List (YAML: its text is not kept) */
   private lastGoodDigest: string | undefined;
   private readonly keep: ((pod: unknown) => boolean) | undefined;
   private lastError: string | undefined;
@@ -386,8 +609,11 @@ export class ClusterFileSource extends EventEmitter {
   private startWatcher(): void {
     const name = basename(this.path);
     try {
-      this.watcher = watch(dirname(this.path), { persistent: true }, (_event, file) => {
-        if (file === null || file.toString() === name) this.schedule(this.debounceMs);
+      this.watcher = watch(dirname(this.path), { persistent: true }, (event, file) => {
+        // A rename onto the file's name is a whole new file in place (written to a temporary file, then
+        // renamed over): read at once. Writes in place are debounced, and so is a rename that turns out not
+        // to parse (the first write after a create), so that a file being written is not reported.
+        if (file === null || file.toString() === name) this.schedule(event === 'rename' ? 0 : this.debounceMs, event === 'rename');
       });
       this.watcher.on('error', () => {
         // the directory went away or the watch broke: the poll still covers us
@@ -399,10 +625,10 @@ export class ClusterFileSource extends EventEmitter {
     }
   }
 
-  private schedule(delayMs: number): void {
+  private schedule(delayMs: number, quick = false): void {
     if (!this.running) return;
     clearTimeout(this.debounceTimer);
-    this.debounceTimer = setTimeout(() => void this.read(), delayMs);
+    this.debounceTimer = setTimeout(() => void this.read(quick), delayMs);
   }
 
   private async poll(): Promise<void> {
@@ -417,7 +643,7 @@ export class ClusterFileSource extends EventEmitter {
   }
 
   /** Reads until the file is stable across one read; one read at a time. */
-  private async read(): Promise<void> {
+  private async read(quick = false): Promise<void> {
     if (this.reading) {
       this.readAgain = true;
       return;
@@ -427,18 +653,22 @@ export class ClusterFileSource extends EventEmitter {
       do {
         this.readAgain = false;
         if (!this.running) return;
-        await this.readOnce();
+        await this.readOnce(quick);
+        quick = false;
       } while (this.readAgain);
     } finally {
       this.reading = false;
     }
   }
 
-  private async readOnce(): Promise<void> {
+  /** quick: right after a rename event; a file that does not parse is looked at again after the debounce
+   * before it is reported */
+  private async readOnce(quick: boolean): Promise<void> {
     let bytes: Buffer;
     try {
       const before = await statOrUndefined(this.path);
       if (!before) {
+        if (quick) return this.schedule(this.debounceMs); // renamed away: an editor may be writing it anew
         this.seenSig = 'missing';
         this.fail(new UserError(`cannot read cluster file ${this.path}: file not found`));
         return;
@@ -454,24 +684,28 @@ export class ClusterFileSource extends EventEmitter {
       this.fail(new UserError(`cannot read cluster file ${this.path}: ${firstLine(e)}`));
       return;
     }
-    this.accept(bytes);
+    this.accept(bytes, quick);
   }
 
-  private accept(bytes: Buffer): void {
+  private accept(bytes: Buffer, quick: boolean): void {
     if (!this.running) return;
-    const digest = createHash('sha256').update(bytes).digest('base64');
-    if (digest === this.lastGoodDigest && this.lastError === undefined) return; // touched, not changed
-    let snap: ClusterSnapshot;
+    if (this.lastError === undefined) {
+      // touched, not changed
+      if (this.memo ? this.memo.bytes.equals(bytes) : this.lastGoodDigest === digestOf(bytes)) return;
+    }
+    let got: { snapshot: ClusterSnapshot; memo: ListMemo | undefined };
     try {
-      snap = parseClusterBytes(bytes, this.path, this.keep);
+      got = parseClusterBytesMemo(bytes, this.path, this.keep, this.memo);
     } catch (e) {
-      this.fail(e instanceof UserError ? e : new UserError(`cannot read cluster file ${this.path}: ${firstLine(e)}`));
+      if (quick) this.schedule(this.debounceMs);
+      else this.fail(e instanceof UserError ? e : new UserError(`cannot read cluster file ${this.path}: ${firstLine(e)}`));
       return;
     }
-    this.lastGoodDigest = digest;
+    this.memo = got.memo;
+    this.lastGoodDigest = got.memo ? undefined : digestOf(bytes);
     this.lastError = undefined;
-    this.snapshot = snap;
-    this.emit('snapshot', snap);
+    this.snapshot = got.snapshot;
+    this.emit('snapshot', got.snapshot);
   }
 
   private fail(err: UserError): void {

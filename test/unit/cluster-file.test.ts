@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { ClusterFileSource, parseClusterFile, type ClusterSnapshot } from '../../src/sources/cluster-file.js';
+import { ClusterFileSource, commonEnds, parseClusterBytesMemo, parseClusterFile, type ClusterSnapshot, type ListMemo } from '../../src/sources/cluster-file.js';
 import { UserError } from '../../src/util/errors.js';
 
 const names = (items: unknown[]): string[] => items.map((i) => (i as { metadata: { name: string } }).metadata.name);
@@ -474,4 +474,196 @@ test('a JSON List item by item: the same result as the whole text, for tricky te
     assert.deepEqual(got, outcome(text, keep, true), `cut at ${cut}`);
     assert.ok(cut === 0 || 'err' in (got as object), `cut at ${cut}: refused`);
   }
+});
+
+test('a JSON List rewritten whole: only the items whose bytes changed are parsed again, with the same result', () => {
+  const pod = (name: string, nodeName: string, port = 0) => ({
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: 'ns', annotations: { 'traffic.sidecar.istio.io/excludeOutboundPorts': String(port) } },
+    spec: { nodeName, containers: [{ name: 'c' }] },
+    status: { podIPs: [{ ip: '10.0.0.1' }] },
+  });
+  const ns = (name: string, label = 'enabled') => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels: { 'istio-injection': label } } });
+  const keep = (p: unknown): boolean => (p as { spec: { nodeName: string } }).spec.nodeName === 'n1';
+  const list = (items: unknown[], kind = 'List'): Buffer => Buffer.from(JSON.stringify({ apiVersion: 'v1', kind, items }));
+  const base = [ns('ns'), pod('a', 'n1'), pod('b', 'n2'), pod('c', 'n1'), pod('d', 'n1'), { apiVersion: 'v1', kind: 'Service', metadata: { name: 's' } }];
+  const steps: Array<[string, Buffer]> = [
+    ['the first read', list(base)],
+    ['touched, not changed', list(base)],
+    ['one pod changed', list([base[0], pod('a', 'n1', 1), ...base.slice(2)])],
+    ['a pod removed', list([base[0], pod('a', 'n1', 1), base[3], base[4], base[5]])],
+    ['a pod added', list([base[0], pod('a', 'n1', 1), pod('e', 'n1'), base[3], base[4], base[5]])],
+    ['another node pod moved to this node', list([base[0], pod('a', 'n1', 1), pod('e', 'n1'), pod('b', 'n1'), base[3], base[4], base[5]])],
+    ['the namespace relabelled', list([ns('ns', 'disabled'), pod('a', 'n1', 1), pod('e', 'n1'), base[3], base[4]])],
+    ['reordered', list([base[4], base[3], ns('ns'), pod('a', 'n1', 1)])],
+    [
+      'another list kind, same items',
+      list(
+        [pod('a', 'n1', 1), pod('c', 'n1')].map(({ kind: _k, ...p }) => p),
+        'PodList',
+      ),
+    ],
+    ['emptied', list([])],
+    ['back', list(base)],
+  ];
+  let memo: ListMemo | undefined;
+  let prev: ClusterSnapshot | undefined;
+  for (const [what, bytes] of steps) {
+    const got = parseClusterBytesMemo(bytes, 'c.json', keep, memo);
+    assert.deepEqual(got.snapshot, parseClusterFile(bytes.toString(), 'c.json', keep, { wholeText: true }), what);
+    assert.ok(got.memo, `${what}: a JSON List keeps its memo`);
+    // an object whose bytes did not change is the object of the last read (not parsed again; a reordered
+    // file and another list kind are parsed anew; next to a change, one unchanged item may be parsed again)
+    const before = new Map((prev?.pods ?? []).map((p) => [JSON.stringify(p), p]));
+    const again = got.snapshot.pods.filter((p) => before.has(JSON.stringify(p)) && before.get(JSON.stringify(p)) !== p);
+    if (what !== 'another list kind, same items' && what !== 'reordered') assert.ok(again.length <= 1, `${what}: ${again.length} unchanged pods parsed again`);
+    memo = got.memo;
+    prev = got.snapshot;
+  }
+  // a changed item is checked like any: a bad one refuses the file with the whole text's message, and the
+  // memo of the last good read still serves the next good one
+  const bad = list([base[0], { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'a', namespace: 'ns' }, spec: { containers: [] } }, ...base.slice(2)]);
+  const message = (f: () => unknown): string => {
+    try {
+      f();
+    } catch (e) {
+      return e instanceof UserError ? e.message : `not a UserError: ${String(e)}`;
+    }
+    return 'accepted';
+  };
+  assert.equal(
+    message(() => parseClusterBytesMemo(bad, 'c.json', keep, memo)),
+    message(() => parseClusterFile(bad.toString(), 'c.json', keep, { wholeText: true })),
+  );
+  assert.match(
+    message(() => parseClusterBytesMemo(bad, 'c.json', keep, memo)),
+    /has no status/,
+  );
+  const again = parseClusterBytesMemo(list(base), 'c.json', keep, memo);
+  assert.equal(again.snapshot.pods[0], prev!.pods[0]);
+  // a file that is no JSON List (YAML) has no memo, and its result is the whole text's
+  const yaml = Buffer.from(podDoc('y'));
+  const y = parseClusterBytesMemo(yaml, 'c.yaml', undefined, memo);
+  assert.equal(y.memo, undefined);
+  assert.deepEqual(names(y.snapshot.pods), ['y']);
+});
+
+test('the source: a broken file renamed over is reported (once it stays broken), a good one renamed over is read', async () => {
+  await withTempDir(async (dir) => {
+    const file = join(dir, 'cluster.json');
+    const good = (name: string): string =>
+      JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [{ ...GOOD_POD, metadata: { ...GOOD_POD.metadata, name } }] });
+    await writeFile(file, good('before'));
+    const src = new ClusterFileSource(file);
+    const rec = recorder(src);
+    src.start();
+    try {
+      await rec.next('snapshot', 2000);
+      await writeFile(join(dir, 'tmp'), '{"apiVersion":"v1","kind":"List","items":[{');
+      await rename(join(dir, 'tmp'), file);
+      const err = await rec.next('error', 2000);
+      if (err.kind === 'error') assert.match(err.err.message, /^cannot read cluster file .*cluster\.json: /);
+      assert.deepEqual(names(src.current?.pods ?? []), ['before']);
+      await writeFile(join(dir, 'tmp'), good('after'));
+      await rename(join(dir, 'tmp'), file);
+      const back = await rec.next('snapshot', 2000);
+      if (back.kind === 'snapshot') assert.deepEqual(names(back.snap.pods), ['after']);
+      // renamed away: reported (after the debounce) as not found, the last good state kept
+      await rename(file, join(dir, 'away'));
+      const gone = await rec.next('error', 2000);
+      if (gone.kind === 'error') assert.match(gone.err.message, /file not found$/);
+      assert.deepEqual(names(src.current?.pods ?? []), ['after']);
+    } finally {
+      src.stop();
+    }
+  });
+});
+
+test('commonEnds: the equal head and tail of two byte strings, never overlapping', () => {
+  const big = Buffer.alloc(200_000, 0x61);
+  const cases: Array<[Buffer, Buffer, { p: number; s: number }]> = [
+    [Buffer.from('abc'), Buffer.from('abc'), { p: 3, s: 0 }],
+    [Buffer.from(''), Buffer.from('abc'), { p: 0, s: 0 }],
+    [Buffer.from('abc'), Buffer.from('abXc'), { p: 2, s: 1 }],
+    [Buffer.from('aaaa'), Buffer.from('aaaaa'), { p: 4, s: 0 }],
+    [Buffer.from('xbc'), Buffer.from('ybc'), { p: 0, s: 2 }],
+    [big, Buffer.concat([big.subarray(0, 100_000), Buffer.from('z'), big.subarray(100_001)]), { p: 100_000, s: 99_999 }],
+    [big, Buffer.concat([big.subarray(0, 70_000), Buffer.from('zz'), big.subarray(70_000)]), { p: 70_000, s: 130_000 }],
+    [Buffer.from('abab'), Buffer.from('ab'), { p: 2, s: 0 }],
+  ];
+  for (const [a, b, want] of cases) assert.deepEqual(commonEnds(a, b), want, `${a.length} / ${b.length}`);
+});
+
+test('a JSON List rewritten whole, narrowed to what changed: the whole text result for random edits, errors included', () => {
+  // a deterministic generator (xorshift), so that a failure names its seed and step
+  let seed = 0x9e3779b9;
+  const rnd = (n: number): number => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) % n;
+  };
+  const pod = (i: number, v: number) =>
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: `p${i}`, namespace: `ns${i % 3}`, annotations: { a: `${'x'.repeat(i % 5)}"]},{[${v}` } },
+      spec: { nodeName: `n${i % 2}`, containers: [{ name: 'c' }] },
+      status: { podIPs: [{ ip: `10.0.0.${i}` }] },
+    });
+  const ns = (i: number, v: number) => JSON.stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: `ns${i}`, labels: { v: String(v) } } });
+  const keep = (p: unknown): boolean => (p as { spec: { nodeName: string } }).spec.nodeName === 'n1';
+  let items = [ns(0, 0), ns(1, 0), ns(2, 0), ...Array.from({ length: 20 }, (_, i) => pod(i, 0))];
+  let head = '{"apiVersion":"v1","kind":"List","items":[';
+  let tail = ']}';
+  let sep = ',';
+  const text = (): string => head + items.join(sep) + tail;
+  const outcome = (f: () => ClusterSnapshot): unknown => {
+    try {
+      return { ok: f() };
+    } catch (e) {
+      return { err: e instanceof UserError ? e.message : `not a UserError: ${String(e)}` };
+    }
+  };
+  let memo: ListMemo | undefined = parseClusterBytesMemo(Buffer.from(text()), 'c.json', keep).memo;
+  let bad = 0;
+  for (let step = 0; step < 600; step++) {
+    const v = step + 1;
+    const n = rnd(items.length + 1);
+    const edits = [
+      () => (items[Math.min(n, items.length - 1)] = pod(n, v)), // one pod changed (or replaced by another)
+      () => items.splice(n, 0, pod(100 + step, v)), // added anywhere
+      () => items.length > 1 && items.splice(Math.min(n, items.length - 1), 1), // removed
+      () => (items[rnd(3)] = ns(rnd(3), v)), // a namespace relabelled
+      () => items.splice(n, 0, pod(rnd(20), v)), // a duplicate name
+      () => (sep = [',', ', ', ',\n  '][rnd(3)]!), // whitespace between every item
+      () => (head = [`{"apiVersion":"v1","kind":"List","items":[`, `{"kind":"List","apiVersion":"v1","metadata":{"v":${v}},"items":[ `][rnd(2)]!),
+      () => (tail = [']}', ' ]\n}', `],"metadata":{"resourceVersion":"${v}"}}`][rnd(3)]!),
+      () => items.splice(n, 0, ['', '{', '"x"', '1', '{"kind":"Pod"}', '{"apiVersion":"v1","kind":"Service","metadata":{"name":"s"}}', '[', ']'][rnd(8)]!), // broken or odd
+      () => items.splice(n, 0, pod(200 + step, v).slice(0, rnd(40) + 1)), // an item cut short
+    ];
+    edits[rnd(edits.length)]!();
+    const bytes = Buffer.from(text());
+    const got = outcome(() => {
+      const r = parseClusterBytesMemo(bytes, 'c.json', keep, memo);
+      memo = r.memo ?? memo;
+      return r.snapshot;
+    });
+    assert.deepEqual(
+      got,
+      outcome(() => parseClusterFile(bytes.toString(), 'c.json', keep, { wholeText: true })),
+      `step ${step}: ${bytes.toString().slice(0, 200)}`,
+    );
+    if ('err' in (got as object)) {
+      bad++;
+      // a refused file is undone, as the source keeps the last good state
+      items = items.filter((t) =>
+        t.startsWith('{"apiVersion":"v1","kind":"Pod","metadata"') && t.endsWith('}}')
+          ? !/"p2\d\d"/.test(t)
+          : t.startsWith('{"apiVersion":"v1","kind":"Namespace"'),
+      );
+    }
+  }
+  assert.ok(bad > 20 && bad < 500, `both accepted and refused files were tried (${bad} refused)`);
 });
