@@ -19,11 +19,13 @@ COPY bpf ./bpf
 COPY cni ./cni
 COPY native ./native
 COPY src ./src
+COPY scripts/bundle-client-node.mjs ./scripts/
 # the image's own node headers (no download); the same steps as scripts/setup.sh
 RUN make -C cni all check \
  && make -C bpf \
  && npx --no-install node-gyp rebuild --directory native --nodedir=/usr/local \
  && npx --no-install tsc -p tsconfig.build.json \
+ && node scripts/bundle-client-node.mjs \
  && npm prune --omit=dev --no-audit --no-fund
 
 # ---- runtime: node and libbpf (the one shared library the addon needs beyond node's own), and the built
@@ -34,7 +36,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends libbpf1 \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/meshlane
 # src/cli/node-options.ts says why (a small young generation, two malloc arenas: RSS of a small daemon)
-ENV NODE_OPTIONS=--max-semi-space-size=1 MALLOC_ARENA_MAX=2
+ENV NODE_OPTIONS=--max-semi-space-size=1 MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=1048576
 COPY --from=build /src/package.json ./package.json
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist/src ./dist/src

@@ -38,6 +38,7 @@ build_export() {
     [ -f "$node_prefix/include/node/node.h" ] && nodedir_args=(--nodedir="$node_prefix")
     (cd "$dir" && npx --no-install node-gyp rebuild --directory native "${nodedir_args[@]}" --loglevel=error >/dev/null)
     (cd "$dir" && npx --no-install tsc -p tsconfig.json) >&2 || echo "bench: tsc reported type errors in $rev (output emitted anyway)" >&2
+    if [ -f "$dir/scripts/bundle-client-node.mjs" ]; then (cd "$dir" && node scripts/bundle-client-node.mjs) >&2; fi
     echo "$rev" > "$dir/REVISION"
     touch "$dir/.built"
   fi

@@ -14,6 +14,7 @@ which=${1:-all}
 case "$which" in
   unit)
     npx --no-install tsc -p tsconfig.json
+    node scripts/bundle-client-node.mjs
     npm run -s lint
     exec node scripts/run-tests.mjs unit
     ;;

@@ -9,7 +9,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { isIPv6 } from 'node:net';
 import { dirname } from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
+import { KubeConfig } from './client-node.js';
 import { UserError, isErrno } from '../util/errors.js';
 
 /** where kubelet mounts the service account (client-node's loadFromCluster reads the same paths) */

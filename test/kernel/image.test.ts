@@ -148,6 +148,7 @@ test('every COPY source exists: the build stage’s in a clean checkout (tracked
     'make -C bpf',
     'node-gyp rebuild --directory native',
     'tsc -p tsconfig.build.json',
+    'node scripts/bundle-client-node.mjs',
     'npm prune --omit=dev',
   ])
     assert.ok(run.includes(step), `the build stage runs ${step}`);
