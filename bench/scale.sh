@@ -4,7 +4,8 @@
 #   bash bench/scale.sh                    # both sources, 1,000 changes each (about 10 minutes)
 #   bash bench/scale.sh --changes 200      # shorter
 #   bash bench/scale.sh --sources kube     # one source
-# Options: --pods N, --on-node N (at most 250), --changes N, --sources file,kube, --json FILE, --markdown FILE.
+# Options: --pods N, --on-node N (at most 250), --changes N, --gap-ms MS (between changes: RSS over minutes,
+# not a burst), --sources file,kube, --json FILE, --markdown FILE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then

