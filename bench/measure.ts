@@ -39,12 +39,14 @@ function procCpu(pid: number | undefined): number | undefined {
   }
 }
 
-/** Busy and total jiffies of the whole machine (/proc/stat). */
-function machineCpu(): { busy: number; total: number } {
+/** Busy, stolen and total jiffies of the whole machine (/proc/stat). Steal is time the hypervisor ran
+ * something else while this VM wanted the CPU: it is not busy here, but no process here got it either. */
+function machineCpu(): { busy: number; steal: number; total: number } {
   const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
   const total = f.reduce((a, b) => a + b, 0);
   const idle = (f[3] ?? 0) + (f[4] ?? 0);
-  return { busy: total - idle, total };
+  const steal = f[7] ?? 0;
+  return { busy: total - idle - steal, steal, total };
 }
 
 /** CPU seconds used by everything in a cgroup subtree (cpu.stat exists in every cgroup v2 directory). */
@@ -68,6 +70,8 @@ interface CpuReport {
   machineBusy: number;
   /** CPU (in cores) used by processes that are not part of the benchmark: other users of the machine */
   otherCores: number;
+  /** CPU (in cores) the hypervisor took from this VM */
+  stealCores: number;
 }
 
 /** Runs fn() and reports the agent's CPU use (in cores), the machine's busy share and the CPU of others. */
@@ -89,14 +93,16 @@ async function withCpu<T>(b: Bench, fn: () => Promise<T>): Promise<{ value: T } 
     machineBusy: (m1.busy - m0.busy) / Math.max(1, m1.total - m0.total),
     // softirq work is charged to whichever task it interrupts, so this is an estimate; it is near 0 on a quiet machine
     otherCores: Math.max(0, (busySecs - (o1 - o0)) / secs),
+    stealCores: ((m1.steal - m0.steal) / Math.max(1, m1.total - m0.total)) * cpus().length,
   };
 }
 
 /** The CPU fields of a sample, in the order the samples' JSON has always had them. */
-const cpuFields = (c: CpuReport): Pick<Sample, 'agentCores' | 'machineBusy' | 'otherCores'> => ({
+const cpuFields = (c: CpuReport): Pick<Sample, 'agentCores' | 'machineBusy' | 'otherCores' | 'stealCores'> => ({
   agentCores: c.agentCores,
   machineBusy: c.machineBusy,
   otherCores: c.otherCores,
+  stealCores: c.stealCores,
 });
 
 /**

@@ -122,13 +122,15 @@ function tables(o: Options, { samples, counters }: Results): string {
   }
 
   // CPU: the agent's own use, and how busy the machine was
-  md += `\nCPU during the measurements (median over all measurements of the mode; max in brackets): the agent process in cores; the whole machine's busy share (${cpus().length} CPUs); CPU taken by processes outside the benchmark (other users of the machine; an estimate), in cores.\n\n| mode | agent CPU (cores) | machine busy | others (cores) |\n|---|---:|---:|---:|\n`;
+  md += `\nCPU during the measurements (median over all measurements of the mode; max in brackets): the agent process in cores; the whole machine's busy share (${cpus().length} CPUs); CPU taken by processes outside the benchmark (other users of the machine; an estimate), in cores; CPU the hypervisor took from this VM (steal: neither busy nor idle here), in cores.\n\n| mode | agent CPU (cores) | machine busy | others (cores) | steal (cores) |\n|---|---:|---:|---:|---:|\n`;
   for (const m of modes) {
     const ss = samples.filter((x) => x.mode === m);
     const ag = ss.filter((x) => x.agentCores !== undefined).map((x) => x.agentCores!);
     const mb = ss.filter((x) => x.machineBusy !== undefined).map((x) => x.machineBusy!);
     const ot = ss.filter((x) => x.otherCores !== undefined).map((x) => x.otherCores!);
-    md += `| ${m} | ${ag.length ? `${median(ag).toFixed(2)} (${Math.max(...ag).toFixed(2)})` : '-'} | ${mb.length ? `${Math.round(median(mb) * 100)}%` : '-'} | ${ot.length ? `${median(ot).toFixed(2)} (${Math.max(...ot).toFixed(2)})` : '-'} |\n`;
+    const st = ss.filter((x) => x.stealCores !== undefined).map((x) => x.stealCores!);
+    const medMax = (xs: number[]): string => (xs.length ? `${median(xs).toFixed(2)} (${Math.max(...xs).toFixed(2)})` : '-');
+    md += `| ${m} | ${medMax(ag)} | ${mb.length ? `${Math.round(median(mb) * 100)}%` : '-'} | ${medMax(ot)} | ${medMax(st)} |\n`;
   }
 
   // proof that the traffic went where it should

@@ -22,6 +22,8 @@ export interface Sample {
   machineBusy?: number;
   /** CPU used by processes outside the benchmark during the measurement, in cores (an estimate) */
   otherCores?: number;
+  /** CPU the hypervisor took from the VM during the measurement (steal), in cores */
+  stealCores?: number;
 }
 
 export interface Results {
