@@ -36,7 +36,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends libbpf1 \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/meshlane
 # src/cli/node-options.ts says why (a small young generation, two malloc arenas: RSS of a small daemon)
-ENV NODE_OPTIONS=--max-semi-space-size=1 MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=1048576
+ENV NODE_OPTIONS=--max-semi-space-size=1 MALLOC_ARENA_MAX=2
 COPY --from=build /src/package.json ./package.json
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist/src ./dist/src

@@ -8,13 +8,7 @@
 // MALLOC_ARENA_MAX=2: glibc gives every thread that allocates (V8's GC and compiler workers, libuv's pool) an
 // arena of its own and keeps what was freed in each; two arenas hold the agent's native memory (libbpf, the
 // BTF, node's own) with about 9 MiB less RSS, and its threads hardly allocate at once.
-//
-// MALLOC_MMAP_THRESHOLD_=1048576: an allocation of 1 MiB or more is its own mapping, returned to the kernel when
-// freed. glibc's default threshold moves up to the size of the largest block freed (up to 32 MiB), and from
-// then on blocks that size come from the heap, which keeps what was freed: a cluster file's bytes (17.8 MiB at
-// 10,000 pods, read on every change) left 20-37 MiB of RSS behind that way.
 export const AGENT_ENV = {
   NODE_OPTIONS: '--max-semi-space-size=1',
   MALLOC_ARENA_MAX: '2',
-  MALLOC_MMAP_THRESHOLD_: '1048576',
 } as const;
