@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { watch, type FSWatcher, type Stats } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { UserError, isErrno } from '../util/errors.js';
@@ -340,6 +340,82 @@ function collectJsonList(b: Buffer, w: Walk, memo: ListMemo | undefined): ListMe
 
 const CHUNK = 64 * 1024;
 
+/** A List's new bytes made from the memo's in place (readPatched): its equal head (p) and tail (s). */
+export interface Patched {
+  readonly p: number;
+  readonly s: number;
+}
+
+const READ_CHUNK = 1024 * 1024;
+
+/** Reads len bytes at pos into buf at off; false when the file ends first (it is being written). */
+async function readFully(fh: FileHandle, buf: Buffer, off: number, len: number, pos: number): Promise<boolean> {
+  while (len > 0) {
+    const { bytesRead } = await fh.read(buf, off, len, pos);
+    if (bytesRead === 0) return false;
+    off += bytesRead;
+    len -= bytesRead;
+    pos += bytesRead;
+  }
+  return true;
+}
+
+/**
+ * Reads a file of `size` bytes (by its stat) against the last good List's bytes `old`, which lie at the start
+ * of `base` (a buffer with room to spare, or `old` itself): the equal head is compared chunk by chunk as it is
+ * read, then the equal tail from the end, and only the bytes in between are kept, written into `base` in place
+ * (the tail moved to its new place; a larger buffer only when the file outgrew it). A change of a file
+ * rewritten whole then costs one pass of reads and compares over it, and no second copy of it in memory
+ * (17.8 MiB at 10,000 pods). `old`'s bytes are the new file's afterwards, whatever the caller makes of them.
+ * undefined: the file ended before its stat said (being written).
+ */
+export async function readPatched(
+  fh: FileHandle,
+  size: number,
+  old: Buffer,
+  base: Buffer,
+  chunk: Buffer,
+): Promise<{ bytes: Buffer; base: Buffer; patched: Patched } | undefined> {
+  const n = Math.min(old.length, size);
+  let p = 0;
+  while (p < n) {
+    const len = Math.min(chunk.length, n - p);
+    if (!(await readFully(fh, chunk, 0, len, p))) return undefined;
+    if (chunk.compare(old, p, p + len, 0, len) === 0) {
+      p += len;
+      continue;
+    }
+    let i = 0;
+    while (chunk[i] === old[p + i]) i++;
+    p += i;
+    break;
+  }
+  const most = n - p;
+  let s = 0;
+  while (s < most) {
+    const len = Math.min(chunk.length, most - s);
+    if (!(await readFully(fh, chunk, 0, len, size - s - len))) return undefined;
+    if (chunk.compare(old, old.length - s - len, old.length - s, 0, len) === 0) {
+      s += len;
+      continue;
+    }
+    let i = 0;
+    while (i < len && chunk[len - 1 - i] === old[old.length - 1 - s - i]) i++;
+    s += i;
+    break;
+  }
+  const mid = Buffer.allocUnsafe(size - p - s);
+  if (!(await readFully(fh, mid, 0, mid.length, p))) return undefined;
+  let target = base;
+  if (size > base.length) {
+    target = Buffer.allocUnsafeSlow(size + Math.max(READ_CHUNK, size >> 4));
+    old.copy(target, 0, 0, p);
+    old.copy(target, size - s, old.length - s, old.length);
+  } else base.copyWithin(size - s, old.length - s, old.length); // the tail to its new place (a memmove)
+  mid.copy(target, p);
+  return { bytes: target.subarray(0, size), base: target, patched: { p, s } };
+}
+
 /** How many bytes from the start (p) and, not overlapping those, from the end (s) `a` and `b` have in common. */
 export function commonEnds(a: Buffer, b: Buffer): { p: number; s: number } {
   const n = Math.min(a.length, b.length);
@@ -386,8 +462,10 @@ function firstAbove(xs: Int32Array, x: number): number {
  * undefined: the change is not of that kind (the List's own fields, the tail after its items), or the
  * middle is not well formed (the whole-text path says what is wrong).
  */
-function collectChangedMiddle(b: Buffer, w: Walk, old: ListMemo): ListMemo | undefined {
-  const { p, s } = commonEnds(old.bytes, b);
+function collectChangedMiddle(b: Buffer, w: Walk, old: ListMemo, patched?: Patched): ListMemo | undefined {
+  // patched: `b` was made from the memo's own bytes in place (readPatched), so the equal head and tail are
+  // known and the memo's bytes are not there to compare with any more (only their length is)
+  const { p, s } = patched ?? commonEnds(old.bytes, b);
   if (p <= old.open || old.bytes.length - s > old.close) return undefined;
   const d = b.length - old.bytes.length;
   const tail = b.length - s; // new offsets from here on are the memo's + d, byte for byte
@@ -415,9 +493,12 @@ function collectChangedMiddle(b: Buffer, w: Walk, old: ListMemo): ListMemo | und
       ends.push(end);
       // an item of the middle that is the old one at its place (changes further apart than one item each
       // make one long middle): not parsed again; m is the old item expected next, as in collectJsonList
-      const hit = [m, m + 1, m - 1].find(
-        (k) => k >= a && k < old.ends.length && old.ends[k]! - old.starts[k]! === end - i && b.compare(old.bytes, old.starts[k]!, old.ends[k]!, i, end) === 0,
-      );
+      const hit = patched
+        ? undefined
+        : [m, m + 1, m - 1].find(
+            (k) =>
+              k >= a && k < old.ends.length && old.ends[k]! - old.starts[k]! === end - i && b.compare(old.bytes, old.starts[k]!, old.ends[k]!, i, end) === 0,
+          );
       if (hit !== undefined) {
         apply(old.results[hit]!, w);
         results.push(old.results[hit]!);
@@ -478,11 +559,13 @@ export function parseClusterBytesMemo(
   fileName: string,
   keep?: (pod: unknown) => boolean,
   memo?: ListMemo,
+  patched?: Patched,
 ): { snapshot: ClusterSnapshot; memo: ListMemo | undefined } {
   const walk = (): Walk => ({ out: { namespaces: [], pods: [] }, others: new Set(), emptyList: false, keep, seenPods: 0 });
   let w = walk();
-  let next = memo ? collectChangedMiddle(bytes, w, memo) : undefined;
-  if (!next) next = collectJsonList(bytes, (w = walk()), memo);
+  let next = memo ? collectChangedMiddle(bytes, w, memo, patched) : undefined;
+  // (patched: the memo's bytes are the new ones now, so it cannot serve the whole read)
+  if (!next) next = collectJsonList(bytes, (w = walk()), patched ? undefined : memo);
   if (next) {
     if (w.out.namespaces.length + w.seenPods === 0 && !w.emptyList) {
       throw new UserError(`cannot read cluster file ${fileName}: no Namespace or Pod in it (only ${[...w.others].join(', ')}): ${FIX}`);
@@ -567,6 +650,9 @@ export class ClusterFileSource extends EventEmitter {
   /** the last good file, when it was a JSON List: a file touched but not changed is not parsed again, and of
    * one rewritten whole only the items that changed are (parseClusterBytesMemo) */
   private memo: ListMemo | undefined;
+  /** the buffer the memo's bytes lie at the start of (with room to grow), and readPatched's chunk */
+  private base: Buffer | undefined;
+  private chunk: Buffer | undefined;
   /** a digest of the last good file's bytes when it was not a JSON List (YAML: its text is not kept) */
   private lastGoodDigest: string | undefined;
   private readonly keep: ((pod: unknown) => boolean) | undefined;
@@ -665,6 +751,7 @@ export class ClusterFileSource extends EventEmitter {
    * before it is reported */
   private async readOnce(quick: boolean): Promise<void> {
     let bytes: Buffer;
+    let patched: Patched | undefined;
     try {
       const before = await statOrUndefined(this.path);
       if (!before) {
@@ -673,9 +760,31 @@ export class ClusterFileSource extends EventEmitter {
         this.fail(new UserError(`cannot read cluster file ${this.path}: file not found`));
         return;
       }
-      bytes = await readFile(this.path);
+      if (this.memo && this.base) {
+        const memo = this.memo;
+        // from here the memo's bytes are the new file's: it serves this read's parse, or nothing
+        this.memo = undefined;
+        const fh = await open(this.path, 'r');
+        let r: Awaited<ReturnType<typeof readPatched>>;
+        try {
+          r = await readPatched(fh, before.size, memo.bytes, this.base, (this.chunk ??= Buffer.allocUnsafeSlow(READ_CHUNK)));
+        } finally {
+          await fh.close();
+        }
+        if (!r) {
+          this.memo = memo; // nothing was written into it
+          return this.schedule(this.debounceMs); // cut short: being written
+        }
+        bytes = r.bytes;
+        this.base = r.base;
+        patched = r.patched;
+        if (patched.p === memo.bytes.length && patched.p === bytes.length)
+          this.memo = { ...memo, bytes }; // unchanged
+        else this.memo = memo; // (for the parse: its items, not its bytes)
+      } else bytes = await readFile(this.path);
       const after = await statOrUndefined(this.path);
       if (signature(before) !== signature(after)) {
+        if (patched && this.memo?.bytes !== bytes) this.memo = undefined;
         this.schedule(this.debounceMs); // being written right now: look again once it settles
         return;
       }
@@ -684,24 +793,29 @@ export class ClusterFileSource extends EventEmitter {
       this.fail(new UserError(`cannot read cluster file ${this.path}: ${firstLine(e)}`));
       return;
     }
-    this.accept(bytes, quick);
+    this.accept(bytes, quick, patched);
   }
 
-  private accept(bytes: Buffer, quick: boolean): void {
+  private accept(bytes: Buffer, quick: boolean, patched: Patched | undefined): void {
     if (!this.running) return;
     if (this.lastError === undefined) {
       // touched, not changed
-      if (this.memo ? this.memo.bytes.equals(bytes) : this.lastGoodDigest === digestOf(bytes)) return;
+      // (patched: readPatched said so, and the memo's view is the new bytes' own; its old view now shows them too)
+      if (this.memo ? (patched ? this.memo.bytes === bytes : this.memo.bytes.equals(bytes)) : this.lastGoodDigest === digestOf(bytes)) return;
     }
     let got: { snapshot: ClusterSnapshot; memo: ListMemo | undefined };
+    const memo = this.memo;
+    // patched and changed: the memo's bytes are gone, whatever the parse makes of the new ones
+    if (patched && memo?.bytes !== bytes) this.memo = undefined;
     try {
-      got = parseClusterBytesMemo(bytes, this.path, this.keep, this.memo);
+      got = parseClusterBytesMemo(bytes, this.path, this.keep, memo, memo?.bytes === bytes ? undefined : patched);
     } catch (e) {
       if (quick) this.schedule(this.debounceMs);
       else this.fail(e instanceof UserError ? e : new UserError(`cannot read cluster file ${this.path}: ${firstLine(e)}`));
       return;
     }
     this.memo = got.memo;
+    if (!patched) this.base = got.memo?.bytes;
     this.lastGoodDigest = got.memo ? undefined : digestOf(bytes);
     this.lastError = undefined;
     this.snapshot = got.snapshot;

@@ -1,10 +1,18 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { ClusterFileSource, commonEnds, parseClusterBytesMemo, parseClusterFile, type ClusterSnapshot, type ListMemo } from '../../src/sources/cluster-file.js';
+import {
+  ClusterFileSource,
+  commonEnds,
+  parseClusterBytesMemo,
+  readPatched,
+  parseClusterFile,
+  type ClusterSnapshot,
+  type ListMemo,
+} from '../../src/sources/cluster-file.js';
 import { UserError } from '../../src/util/errors.js';
 
 const names = (items: unknown[]): string[] => items.map((i) => (i as { metadata: { name: string } }).metadata.name);
@@ -666,4 +674,105 @@ test('a JSON List rewritten whole, narrowed to what changed: the whole text resu
     }
   }
   assert.ok(bad > 20 && bad < 500, `both accepted and refused files were tried (${bad} refused)`);
+});
+
+test('readPatched: the new file made in the old bytes own buffer, equal head and tail as commonEnds says, for random edits', async () => {
+  await withTempDir(async (dir) => {
+    const file = join(dir, 'f');
+    let seed = 12345;
+    const rnd = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    let text = Buffer.from(Array.from({ length: 3000 }, (_, i) => String.fromCharCode(97 + (i % 26))).join(''));
+    let base: Buffer = Buffer.from(text); // the memo's bytes at the start of their buffer, no room to spare yet
+    let old: Buffer = base.subarray(0, text.length);
+    const chunk = Buffer.alloc(256); // small, so that heads and tails span chunks
+    for (let step = 0; step < 300; step++) {
+      const at = rnd(text.length + 1);
+      const cut = rnd(3) === 0 ? rnd(600) : rnd(4);
+      const add = Buffer.from('#'.repeat(rnd(3) === 0 ? rnd(2000) : rnd(5)));
+      const next = rnd(10) === 0 ? Buffer.from(text) : Buffer.concat([text.subarray(0, at), add, text.subarray(Math.min(text.length, at + cut))]);
+      await writeFile(file, next);
+      const want = commonEnds(Buffer.from(old), next);
+      const fh = await open(file, 'r');
+      try {
+        const r = await readPatched(fh, next.length, old, base, chunk);
+        assert.ok(r, `step ${step}`);
+        assert.ok(r.bytes.equals(next), `step ${step}: the new bytes`);
+        assert.deepEqual(r.patched, want, `step ${step}: head and tail`);
+        assert.equal(r.bytes.buffer, r.base.buffer, `step ${step}: the bytes lie in the base`);
+        if (next.length <= base.length) assert.equal(r.base, base, `step ${step}: patched in place while it fits`);
+        base = r.base;
+        old = r.bytes;
+      } finally {
+        await fh.close();
+      }
+      text = next;
+    }
+    // a file shorter than its stat said (being written): undefined, and the old bytes untouched
+    await writeFile(file, text.subarray(0, 10));
+    const copy = Buffer.from(old);
+    const fh = await open(file, 'r');
+    try {
+      assert.equal(await readPatched(fh, text.length, old, base, chunk), undefined);
+    } finally {
+      await fh.close();
+    }
+    assert.ok(old.equals(copy));
+  });
+});
+
+test('the source: a JSON List rewritten again and again (same size, grown, shrunk, broken, back) gives the whole text parse each time', async () => {
+  await withTempDir(async (dir) => {
+    const file = join(dir, 'cluster.json');
+    const podJson = (i: number, port: string) =>
+      JSON.stringify({
+        ...GOOD_POD,
+        metadata: { ...GOOD_POD.metadata, name: `p${i}`, annotations: { 'traffic.sidecar.istio.io/excludeOutboundPorts': port } },
+      });
+    const list = (ports: string[]) => `{"apiVersion":"v1","kind":"List","items":[${ports.map((p, i) => podJson(i, p)).join(',')}]}`;
+    const versions = [
+      list(['1000', '1000', '1000']),
+      list(['1000', '1001', '1000']), // the same size
+      list(['1000', '1001', '1002']), // the same size, elsewhere
+      list(['1000', '10011', '1002']), // grown
+      list(['1000', '1', '1002']), // shrunk
+      list(['1000', '1', '1002']).replace('"status"', '"statu'), // broken
+      list(['1000', '1', '1003']), // good again
+      list(['1000', '1', '1003', '7']), // a pod more
+      list(['1000', '1', '1003', '7']), // touched, not changed
+      list(['9']),
+    ];
+    await writeFile(file, versions[0]!);
+    const src = new ClusterFileSource(file, { pollMs: 50, debounceMs: 20 });
+    const rec = recorder(src);
+    src.start();
+    try {
+      await rec.next('snapshot', 2000);
+      let expected = parseClusterFile(versions[0]!, file);
+      for (const [n, text] of versions.entries()) {
+        if (n === 0) continue;
+        await writeFile(join(dir, 'tmp'), text);
+        await rename(join(dir, 'tmp'), file);
+        let good: ClusterSnapshot | undefined;
+        try {
+          good = parseClusterFile(text, file);
+        } catch {
+          good = undefined;
+        }
+        if (good === undefined) {
+          const err = await rec.next('error', 2000);
+          assert.equal(err.kind, 'error', `version ${n}: refused`);
+        } else if (JSON.stringify(good) !== JSON.stringify(expected)) {
+          const got = await rec.next('snapshot', 2000);
+          if (got.kind === 'snapshot') assert.deepEqual(got.snap, good, `version ${n}`);
+        }
+        if (good) expected = good;
+        assert.deepEqual(src.current, expected, `version ${n}: the current state`);
+      }
+    } finally {
+      src.stop();
+    }
+  });
 });
