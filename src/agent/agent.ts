@@ -179,11 +179,14 @@ export class Agent {
       }),
     );
     pipeline.onChange = () => this.schedulePublish();
-    log.debug({ source: this.source.description }, 'source: starting');
+    log.info({ source: this.source.description }, 'source: starting');
+    let firstState = true;
     try {
       await this.source.start({
         event: (e) => {
-          if (e.type === 'replace') log.debug({ pods: e.pods.length, namespaces: e.namespaces.length }, 'source: complete state');
+          // the first complete state once at info (the start's milestones: source, programs, state, applied)
+          if (e.type === 'replace') log[firstState ? 'info' : 'debug']({ pods: e.pods.length, namespaces: e.namespaces.length }, 'source: complete state');
+          if (e.type === 'replace') firstState = false;
           pipeline.onEvent(e);
         },
         error: (err) => {
@@ -238,6 +241,7 @@ export class Agent {
   private async startCapture(pipeline: Pipeline, setLocator: (l: PodLocator) => void): Promise<void> {
     const { log, bpffs, stateDir } = this.opts;
     const cgroupRoot = this.cgroupRoot;
+    const loadStart = performance.now();
     const dataplane = runStep(
       {
         what: `loading the BPF programs into ${bpffs}`,
@@ -248,7 +252,7 @@ export class Agent {
       () => Dataplane.load({ bpffs, log, objDir: this.opts.objDir, splice: this.splice?.load, capacity: this.wanted }),
     );
     this.dataplane = dataplane;
-    log.debug('programs loaded');
+    log.info({ ms: Math.round(performance.now() - loadStart) }, 'programs loaded');
     // a pinned map keeps its capacity (dataplane.ts): once, in the log; in status until an uninstall
     for (const c of dataplane.capacities.filter((x) => x.capacity !== x.wanted)) {
       log.warn({ map: c.map, capacity: c.capacity, wanted: c.wanted, option: c.option }, `map ${c.map}: pinned with ${keptLine(c)}`);

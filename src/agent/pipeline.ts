@@ -204,6 +204,7 @@ export class Pipeline implements Enroller {
   private adoptAllDone = false;
   /** the adoption queued by adoptAll() has drained (readiness) */
   private startupAdoptionDone = false;
+  private adoptionReported = false;
   private adoptStarted = 0;
   private adopted = 0;
   private flushing: Promise<void> | undefined;
@@ -505,7 +506,7 @@ export class Pipeline implements Enroller {
   private finishFlush(): void {
     if (this.synced && this.inflight.size === 0 && this.dirty.size === 0 && !this.firstSyncDone) {
       this.firstSyncDone = true;
-      this.o.log.debug(
+      this.o.log.info(
         { pods: this.pods.size, captured: [...this.pods.values()].filter((p) => p.status?.state === 'captured').length },
         'first complete state applied',
       );
@@ -748,8 +749,13 @@ export class Pipeline implements Enroller {
   }
 
   private adoptionDrained(): void {
-    this.o.log.debug({ pods: this.adopted, ms: round(performance.now() - this.adoptStarted) }, 'listener adoption done');
-    if (this.adoptAllDone && !this.startupAdoptionDone) {
+    const startup = this.adoptAllDone && !this.startupAdoptionDone;
+    // once at info: the first adoption after the attach (the start-up's, or the first pods' when the source's
+    // state came after the attach)
+    const first = this.adoptAllDone && !this.adoptionReported;
+    if (first) this.adoptionReported = true;
+    this.o.log[first ? 'info' : 'debug']({ pods: this.adopted, ms: round(performance.now() - this.adoptStarted) }, 'listener adoption done');
+    if (startup) {
       this.startupAdoptionDone = true;
       // readiness changed: the agent publishes status.json
       this.statusVersion++;

@@ -80,9 +80,6 @@ export interface RequestRecord extends RequestInfo {
   remotePort: number;
   /** the User-Agent header (meshlane's client sends `meshlane-agent`) */
   userAgent?: string;
-  /** when it arrived and when its response was sent whole (ms since the epoch; for the benchmarks) */
-  arrivedAt: number;
-  finishedAt?: number;
 }
 
 /** One line of the MESHLANE_KUBE_REQUEST_LOG file: a request as RBAC sees it, who sent it, from which test file. */
@@ -480,17 +477,13 @@ export class KubeApiServer {
       method,
       query: Object.fromEntries(url.searchParams),
       remotePort: req.socket.remotePort ?? 0,
-      arrivedAt: Date.now(),
     };
     const ua = req.headers['user-agent'];
     if (ua !== undefined) record.userAgent = ua;
     this.log.push(record);
     appendRequestLog(record);
     this.recordOf.set(res, record);
-    res.on('finish', () => {
-      record.finishedAt = Date.now();
-      this.notify();
-    });
+    res.on('finish', () => this.notify());
     this.notify();
     try {
       const d = this.takeFault('delay', record);
