@@ -245,6 +245,8 @@ const DROPPED: ItemResult = { dropped: true };
  * checked, and the others are what they were. Every item in a snapshot was checked once, with exactly these
  * bytes; what cannot be narrowed that way (the List's own fields changed) is read whole, and even then an
  * item whose bytes are those of the item at its place is not parsed again. See bench/RESULTS.md, "Node scale".
+ * A memo is used up by a parse that succeeds with it (the new memo may be written over its arrays); one that
+ * fails leaves it as it was.
  */
 export interface ListMemo {
   readonly bytes: Buffer;
@@ -523,20 +525,37 @@ function collectChangedMiddle(b: Buffer, w: Walk, old: ListMemo, patched?: Patch
   const count = a + starts.length + (resume >= 0 ? old.ends.length - resume : 0);
   const close = resume >= 0 ? old.close + d : i;
   if (resume < 0 && close - d !== old.close) return undefined; // the items end elsewhere: read it whole
-  const s2 = new Int32Array(count);
-  const e2 = new Int32Array(count);
-  s2.set(old.starts.subarray(0, a));
-  e2.set(old.ends.subarray(0, a));
-  s2.set(starts, a);
-  e2.set(ends, a);
-  const all = old.results.slice(0, a).concat(results);
-  if (resume >= 0) {
-    for (let k = resume, j = a + starts.length; k < old.ends.length; k++, j++) {
+  const tailFrom = resume >= 0 ? resume : old.ends.length; // old items a..tailFrom-1 are the middle's
+  for (let k = tailFrom; k < old.results.length; k++) apply(old.results[k]!, w);
+  let s2: Int32Array;
+  let e2: Int32Array;
+  let all: ItemResult[];
+  if (tailFrom - a === starts.length) {
+    // as many items as before (a pod changed): the old memo's arrays, written over in place (the old memo is
+    // the caller's to drop; a new 10,000-item array per change is what V8 would promote and keep collecting)
+    s2 = old.starts;
+    e2 = old.ends;
+    all = old.results as ItemResult[];
+    s2.set(starts, a);
+    e2.set(ends, a);
+    for (let j = 0; j < results.length; j++) all[a + j] = results[j]!;
+    if (d !== 0) {
+      for (let k = tailFrom; k < count; k++) {
+        s2[k] = s2[k]! + d;
+        e2[k] = e2[k]! + d;
+      }
+    }
+  } else {
+    s2 = new Int32Array(count);
+    e2 = new Int32Array(count);
+    s2.set(old.starts.subarray(0, a));
+    e2.set(old.ends.subarray(0, a));
+    s2.set(starts, a);
+    e2.set(ends, a);
+    all = old.results.slice(0, a).concat(results);
+    for (let k = tailFrom, j = a + starts.length; k < old.ends.length; k++, j++) {
       s2[j] = old.starts[k]! + d;
       e2[j] = old.ends[k]! + d;
-    }
-    for (let k = resume; k < old.results.length; k++) {
-      apply(old.results[k]!, w);
       all.push(old.results[k]!);
     }
   }
