@@ -268,6 +268,10 @@ const GOOD_POD = {
   status: { phase: 'Running', podIP: '10.244.0.10' },
 };
 
+/** a JSON List of one good pod */
+const goodList = (name: string): string =>
+  JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [{ ...GOOD_POD, metadata: { ...GOOD_POD.metadata, name } }] });
+
 /** parseClusterFile throws a one-line UserError naming the file and matching `cause`. */
 function assertRejected(text: string, cause: RegExp, what = JSON.stringify(text.slice(0, 60))): void {
   assert.throws(
@@ -403,9 +407,7 @@ test('an explicit empty List is the one way to release everything', () => {
 test('the source: an empty file (the gap of a shell `>` rewrite) keeps the last good state', async () => {
   await withTempDir(async (dir) => {
     const file = join(dir, 'cluster.yaml');
-    const good = (name: string): string =>
-      JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [{ ...GOOD_POD, metadata: { ...GOOD_POD.metadata, name } }] });
-    await writeFile(file, good('before'));
+    await writeFile(file, goodList('before'));
     const src = new ClusterFileSource(file);
     const rec = recorder(src);
     src.start();
@@ -420,7 +422,7 @@ test('the source: an empty file (the gap of a shell `>` rewrite) keeps the last 
       const err2 = await rec.next('error', 2000);
       if (err2.kind === 'error') assert.match(err2.err.message, /not a Kubernetes object/);
       assert.deepEqual(names(src.current?.pods ?? []), ['before']);
-      await writeFile(file, good('after'));
+      await writeFile(file, goodList('after'));
       const back = await rec.next('snapshot', 2000);
       if (back.kind === 'snapshot') assert.deepEqual(names(back.snap.pods), ['after']);
     } finally {
@@ -560,9 +562,7 @@ test('a JSON List rewritten whole: only the items whose bytes changed are parsed
 test('the source: a broken file renamed over is reported (once it stays broken), a good one renamed over is read', async () => {
   await withTempDir(async (dir) => {
     const file = join(dir, 'cluster.json');
-    const good = (name: string): string =>
-      JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [{ ...GOOD_POD, metadata: { ...GOOD_POD.metadata, name } }] });
-    await writeFile(file, good('before'));
+    await writeFile(file, goodList('before'));
     const src = new ClusterFileSource(file);
     const rec = recorder(src);
     src.start();
@@ -573,7 +573,7 @@ test('the source: a broken file renamed over is reported (once it stays broken),
       const err = await rec.next('error', 2000);
       if (err.kind === 'error') assert.match(err.err.message, /^cannot read cluster file .*cluster\.json: /);
       assert.deepEqual(names(src.current?.pods ?? []), ['before']);
-      await writeFile(join(dir, 'tmp'), good('after'));
+      await writeFile(join(dir, 'tmp'), goodList('after'));
       await rename(join(dir, 'tmp'), file);
       const back = await rec.next('snapshot', 2000);
       if (back.kind === 'snapshot') assert.deepEqual(names(back.snap.pods), ['after']);
