@@ -11,6 +11,7 @@ import {
   parseClusterBytesMemo,
   readPatched,
   parseClusterFile,
+  type ClusterFileSourceOptions,
   type ClusterSnapshot,
   type ListMemo,
 } from '../../src/sources/cluster-file.js';
@@ -153,6 +154,22 @@ function recorder(src: ClusterFileSource) {
   return { events, next };
 }
 
+/** Follows `file` with a source (options `opts`) while `fn` runs, with a recorder of its events; stops it after. */
+async function following(
+  file: string,
+  fn: (src: ClusterFileSource, rec: ReturnType<typeof recorder>) => Promise<void>,
+  opts?: ClusterFileSourceOptions,
+): Promise<void> {
+  const src = new ClusterFileSource(file, opts);
+  const rec = recorder(src);
+  src.start();
+  try {
+    await fn(src, rec);
+  } finally {
+    src.stop();
+  }
+}
+
 function podDoc(name: string): string {
   return `apiVersion: v1\nkind: Pod\nmetadata: {name: ${name}, namespace: shop}\nspec: {containers: []}\nstatus: {}\n`;
 }
@@ -170,10 +187,7 @@ test('the source emits a snapshot at start and again when the file is rewritten'
   await withTempDir(async (dir) => {
     const file = join(dir, 'cluster.yaml');
     await writeFile(file, podDoc('one'));
-    const src = new ClusterFileSource(file);
-    const rec = recorder(src);
-    src.start();
-    try {
+    await following(file, async (src, rec) => {
       const first = await rec.next('snapshot', 2000);
       assert.equal(first.kind, 'snapshot');
       if (first.kind === 'snapshot') assert.deepEqual(names(first.snap.pods), ['one']);
@@ -186,9 +200,7 @@ test('the source emits a snapshot at start and again when the file is rewritten'
       const third = await rec.next('snapshot', 2000);
       if (third.kind === 'snapshot') assert.deepEqual(names(third.snap.pods), ['three']);
       assert.deepEqual(names(src.current?.pods ?? []), ['three']);
-    } finally {
-      src.stop();
-    }
+    });
   });
 });
 
@@ -196,10 +208,7 @@ test('invalid YAML: an error event, the last good snapshot kept, then recovery',
   await withTempDir(async (dir) => {
     const file = join(dir, 'cluster.yaml');
     await writeFile(file, podDoc('good'));
-    const src = new ClusterFileSource(file);
-    const rec = recorder(src);
-    src.start();
-    try {
+    await following(file, async (src, rec) => {
       await rec.next('snapshot', 2000);
       await writeFile(file, 'kind: Pod\nmetadata: {name: [\n');
       const err = await rec.next('error', 2000);
@@ -213,27 +222,20 @@ test('invalid YAML: an error event, the last good snapshot kept, then recovery',
       await writeFile(file, podDoc('fixed'));
       const back = await rec.next('snapshot', 2000);
       if (back.kind === 'snapshot') assert.deepEqual(names(back.snap.pods), ['fixed']);
-    } finally {
-      src.stop();
-    }
+    });
   });
 });
 
 test('a missing file is an error; the file appearing later is picked up', async () => {
   await withTempDir(async (dir) => {
     const file = join(dir, 'later.yaml');
-    const src = new ClusterFileSource(file);
-    const rec = recorder(src);
-    src.start();
-    try {
+    await following(file, async (_src, rec) => {
       const err = await rec.next('error', 2000);
       if (err.kind === 'error') assert.match(err.err.message, /file not found$/);
       await writeFile(file, podDoc('late'));
       const snap = await rec.next('snapshot', 2000);
       if (snap.kind === 'snapshot') assert.deepEqual(names(snap.snap.pods), ['late']);
-    } finally {
-      src.stop();
-    }
+    });
   });
 });
 
@@ -241,21 +243,20 @@ test('a file in a directory that does not exist yet is found by the poll', async
   await withTempDir(async (dir) => {
     const sub = join(dir, 'later');
     const file = join(sub, 'cluster.yaml');
-    const src = new ClusterFileSource(file, { pollMs: 100 });
-    const rec = recorder(src);
-    src.start();
-    try {
-      await rec.next('error', 2000);
-      await mkdir(sub);
-      await writeFile(file, podDoc('deep'));
-      const snap = await rec.next('snapshot', 2000);
-      if (snap.kind === 'snapshot') assert.deepEqual(names(snap.snap.pods), ['deep']);
-      await writeFile(file, podDoc('deeper'));
-      const again = await rec.next('snapshot', 2000);
-      if (again.kind === 'snapshot') assert.deepEqual(names(again.snap.pods), ['deeper']);
-    } finally {
-      src.stop();
-    }
+    await following(
+      file,
+      async (_src, rec) => {
+        await rec.next('error', 2000);
+        await mkdir(sub);
+        await writeFile(file, podDoc('deep'));
+        const snap = await rec.next('snapshot', 2000);
+        if (snap.kind === 'snapshot') assert.deepEqual(names(snap.snap.pods), ['deep']);
+        await writeFile(file, podDoc('deeper'));
+        const again = await rec.next('snapshot', 2000);
+        if (again.kind === 'snapshot') assert.deepEqual(names(again.snap.pods), ['deeper']);
+      },
+      { pollMs: 100 },
+    );
   });
 });
 
@@ -409,10 +410,7 @@ test('the source: an empty file (the gap of a shell `>` rewrite) keeps the last 
   await withTempDir(async (dir) => {
     const file = join(dir, 'cluster.yaml');
     await writeFile(file, goodList('before'));
-    const src = new ClusterFileSource(file);
-    const rec = recorder(src);
-    src.start();
-    try {
+    await following(file, async (src, rec) => {
       await rec.next('snapshot', 2000);
       await writeFile(file, ''); // what `cat x > cluster.yaml` leaves for a moment
       const err = await rec.next('error', 2000);
@@ -426,9 +424,7 @@ test('the source: an empty file (the gap of a shell `>` rewrite) keeps the last 
       await writeFile(file, goodList('after'));
       const back = await rec.next('snapshot', 2000);
       if (back.kind === 'snapshot') assert.deepEqual(names(back.snap.pods), ['after']);
-    } finally {
-      src.stop();
-    }
+    });
   });
 });
 
@@ -564,10 +560,7 @@ test('the source: a broken file renamed over is reported (once it stays broken),
   await withTempDir(async (dir) => {
     const file = join(dir, 'cluster.json');
     await writeFile(file, goodList('before'));
-    const src = new ClusterFileSource(file);
-    const rec = recorder(src);
-    src.start();
-    try {
+    await following(file, async (src, rec) => {
       await rec.next('snapshot', 2000);
       await writeFile(join(dir, 'tmp'), '{"apiVersion":"v1","kind":"List","items":[{');
       await rename(join(dir, 'tmp'), file);
@@ -583,9 +576,7 @@ test('the source: a broken file renamed over is reported (once it stays broken),
       const gone = await rec.next('error', 2000);
       if (gone.kind === 'error') assert.match(gone.err.message, /file not found$/);
       assert.deepEqual(names(src.current?.pods ?? []), ['after']);
-    } finally {
-      src.stop();
-    }
+    });
   });
 });
 
@@ -746,34 +737,33 @@ test('the source: a JSON List rewritten again and again (same size, grown, shrun
       list(['9']),
     ];
     await writeFile(file, versions[0]!);
-    const src = new ClusterFileSource(file, { pollMs: 50, debounceMs: 20 });
-    const rec = recorder(src);
-    src.start();
-    try {
-      await rec.next('snapshot', 2000);
-      let expected = parseClusterFile(versions[0]!, file);
-      for (const [n, text] of versions.entries()) {
-        if (n === 0) continue;
-        await writeFile(join(dir, 'tmp'), text);
-        await rename(join(dir, 'tmp'), file);
-        let good: ClusterSnapshot | undefined;
-        try {
-          good = parseClusterFile(text, file);
-        } catch {
-          good = undefined;
+    await following(
+      file,
+      async (src, rec) => {
+        await rec.next('snapshot', 2000);
+        let expected = parseClusterFile(versions[0]!, file);
+        for (const [n, text] of versions.entries()) {
+          if (n === 0) continue;
+          await writeFile(join(dir, 'tmp'), text);
+          await rename(join(dir, 'tmp'), file);
+          let good: ClusterSnapshot | undefined;
+          try {
+            good = parseClusterFile(text, file);
+          } catch {
+            good = undefined;
+          }
+          if (good === undefined) {
+            const err = await rec.next('error', 2000);
+            assert.equal(err.kind, 'error', `version ${n}: refused`);
+          } else if (JSON.stringify(good) !== JSON.stringify(expected)) {
+            const got = await rec.next('snapshot', 2000);
+            if (got.kind === 'snapshot') assert.deepEqual(got.snap, good, `version ${n}`);
+          }
+          if (good) expected = good;
+          assert.deepEqual(src.current, expected, `version ${n}: the current state`);
         }
-        if (good === undefined) {
-          const err = await rec.next('error', 2000);
-          assert.equal(err.kind, 'error', `version ${n}: refused`);
-        } else if (JSON.stringify(good) !== JSON.stringify(expected)) {
-          const got = await rec.next('snapshot', 2000);
-          if (got.kind === 'snapshot') assert.deepEqual(got.snap, good, `version ${n}`);
-        }
-        if (good) expected = good;
-        assert.deepEqual(src.current, expected, `version ${n}: the current state`);
-      }
-    } finally {
-      src.stop();
-    }
+      },
+      { pollMs: 50, debounceMs: 20 },
+    );
   });
 });
