@@ -294,6 +294,14 @@ function listKind(b: Buffer, open: number, close: number): string | undefined {
   return list.kind;
 }
 
+/** Whether b[start, end) has the bytes of the memo's item k (false when there is no item k). */
+function isOldItem(b: Buffer, start: number, end: number, old: ListMemo, k: number): boolean {
+  if (k < 0 || k >= old.starts.length) return false;
+  const os = old.starts[k]!;
+  const oe = old.ends[k]!;
+  return end - start === oe - os && b.compare(old.bytes, os, oe, start, end) === 0;
+}
+
 /** A JSON List read whole, item by item (see above); undefined: not that shape, or not well formed. An item
  * whose bytes are those of the memo's item at its place (one added or removed moves the place by one) is
  * not parsed again. */
@@ -304,13 +312,7 @@ function collectJsonList(b: Buffer, w: Walk, memo: ListMemo | undefined): ListMe
   if (kind === undefined) return undefined;
   const old = memo?.kind === kind ? memo : undefined;
   const count = at.items.length;
-  const same = (n: number, m: number): boolean => {
-    if (!old || m >= old.starts.length || n >= count) return false;
-    const [s, e] = at.items[n]!;
-    const os = old.starts[m]!;
-    const oe = old.ends[m]!;
-    return e - s === oe - os && b.compare(old.bytes, os, oe, s, e) === 0;
-  };
+  const same = (n: number, m: number): boolean => old !== undefined && n < count && isOldItem(b, at.items[n]![0], at.items[n]![1], old, m);
   const results: ItemResult[] = [];
   try {
     // m: the old item expected next. Anything but one item changed, added or removed at a time (a reordered
@@ -491,12 +493,7 @@ function collectChangedMiddle(b: Buffer, w: Walk, old: ListMemo, patched?: Patch
       ends.push(end);
       // an item of the middle that is the old one at its place (changes further apart than one item each
       // make one long middle): not parsed again; m is the old item expected next, as in collectJsonList
-      const hit = patched
-        ? undefined
-        : [m, m + 1, m - 1].find(
-            (k) =>
-              k >= a && k < old.ends.length && old.ends[k]! - old.starts[k]! === end - i && b.compare(old.bytes, old.starts[k]!, old.ends[k]!, i, end) === 0,
-          );
+      const hit = patched ? undefined : [m, m + 1, m - 1].find((k) => k >= a && isOldItem(b, i, end, old, k));
       if (hit !== undefined) {
         apply(old.results[hit]!, w);
         results.push(old.results[hit]!);
