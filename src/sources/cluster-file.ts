@@ -350,6 +350,13 @@ export interface Patched {
   readonly s: number;
 }
 
+/** A changed file read into the memo's buffer: the memo it came from (its items; its bytes are the new ones now)
+ * and where the two differ. */
+interface PatchedRead {
+  readonly memo: ListMemo;
+  readonly at: Patched;
+}
+
 const READ_CHUNK = 1024 * 1024;
 
 /** Reads len bytes at pos into buf at off; false when the file ends first (it is being written). */
@@ -763,7 +770,7 @@ export class ClusterFileSource extends EventEmitter {
    * before it is reported */
   private async readOnce(quick: boolean): Promise<void> {
     let bytes: Buffer;
-    let patched: Patched | undefined;
+    let patched: PatchedRead | undefined;
     try {
       const before = await statOrUndefined(this.path);
       if (!before) {
@@ -774,8 +781,6 @@ export class ClusterFileSource extends EventEmitter {
       }
       if (this.memo && this.base) {
         const memo = this.memo;
-        // from here the memo's bytes are the new file's: it serves this read's parse, or nothing
-        this.memo = undefined;
         const fd = openSync(this.path, 'r');
         let r: ReturnType<typeof readPatched>;
         try {
@@ -783,20 +788,17 @@ export class ClusterFileSource extends EventEmitter {
         } finally {
           closeSync(fd);
         }
-        if (!r) {
-          this.memo = memo; // nothing was written into it
-          return this.schedule(this.debounceMs); // cut short: being written
-        }
+        if (!r) return this.schedule(this.debounceMs); // cut short (being written): nothing was written into the memo
         bytes = r.bytes;
         this.base = r.base;
-        patched = r.patched;
-        if (patched.p === memo.bytes.length && patched.p === bytes.length)
-          this.memo = { ...memo, bytes }; // unchanged
-        else this.memo = memo; // (for the parse: its items, not its bytes)
+        // The memo's bytes are the new file's now. Unchanged, the memo stays, on the new view; changed, its
+        // items serve this read's parse and nothing after it.
+        const unchanged = r.patched.p === memo.bytes.length && r.patched.p === bytes.length;
+        this.memo = unchanged ? { ...memo, bytes } : undefined;
+        if (!unchanged) patched = { memo, at: r.patched };
       } else bytes = await readFile(this.path);
       const after = await statOrUndefined(this.path);
       if (signature(before) !== signature(after)) {
-        if (patched && this.memo?.bytes !== bytes) this.memo = undefined;
         this.schedule(this.debounceMs); // being written right now: look again once it settles
         return;
       }
@@ -808,26 +810,23 @@ export class ClusterFileSource extends EventEmitter {
     this.accept(bytes, quick, patched);
   }
 
-  private accept(bytes: Buffer, quick: boolean, patched: Patched | undefined): void {
+  private accept(bytes: Buffer, quick: boolean, patched: PatchedRead | undefined): void {
     if (!this.running) return;
-    if (this.lastError === undefined) {
-      // touched, not changed
-      // (patched: readPatched said so, and the memo's view is the new bytes' own; its old view now shows them too)
-      if (this.memo ? (patched ? this.memo.bytes === bytes : this.memo.bytes.equals(bytes)) : this.lastGoodDigest === digestOf(bytes)) return;
+    // touched, not changed (a patched read is a changed one)
+    if (this.lastError === undefined && !patched) {
+      if (this.memo ? this.memo.bytes === bytes || this.memo.bytes.equals(bytes) : this.lastGoodDigest === digestOf(bytes)) return;
     }
     let got: { snapshot: ClusterSnapshot; memo: ListMemo | undefined };
-    const memo = this.memo;
-    // patched and changed: the memo's bytes are gone, whatever the parse makes of the new ones
-    if (patched && memo?.bytes !== bytes) this.memo = undefined;
     try {
-      got = parseClusterBytesMemo(bytes, this.path, this.keep, memo, memo?.bytes === bytes ? undefined : patched);
+      got = parseClusterBytesMemo(bytes, this.path, this.keep, patched?.memo ?? this.memo, patched?.at);
     } catch (e) {
       if (quick) this.schedule(this.debounceMs);
       else this.fail(e instanceof UserError ? e : new UserError(`cannot read cluster file ${this.path}: ${firstLine(e)}`));
       return;
     }
     this.memo = got.memo;
-    if (!patched) this.base = got.memo?.bytes;
+    // the memo's bytes lie at the start of `base` (a whole read's buffer, or the one they were patched into)
+    if (got.memo && got.memo.bytes.buffer !== this.base?.buffer) this.base = got.memo.bytes;
     this.lastGoodDigest = got.memo ? undefined : digestOf(bytes);
     this.lastError = undefined;
     this.snapshot = got.snapshot;
