@@ -184,9 +184,11 @@ export class Agent {
     try {
       await this.source.start({
         event: (e) => {
-          // the first complete state once at info (the start's milestones: source, programs, state, applied)
-          if (e.type === 'replace') log[firstState ? 'info' : 'debug']({ pods: e.pods.length, namespaces: e.namespaces.length }, 'source: complete state');
-          if (e.type === 'replace') firstState = false;
+          if (e.type === 'replace') {
+            // the first complete state once at info (the start's milestones: source, programs, state, applied)
+            log[firstState ? 'info' : 'debug']({ pods: e.pods.length, namespaces: e.namespaces.length }, 'source: complete state');
+            firstState = false;
+          }
           pipeline.onEvent(e);
         },
         error: (err) => {
