@@ -172,6 +172,10 @@ function cpuTicks(pid: number): number {
   return Number(rest[11]) + Number(rest[12]); // utime, stime (fields 14, 15)
 }
 
+/** perf record of the agent's CPU (cpu-clock: hardware counters do not work here) into `out`, until SIGINT or `until` ends */
+const perfRecord = (out: string, pid: number, until: string[] = []): ChildProcess =>
+  spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-g', '-o', out, '-p', String(pid), ...until], { stdio: 'inherit' });
+
 /** VmRSS split as the kernel counts it (anonymous: the heap and malloc; file: node's own text, mapped), for the log */
 function rssParts(pid: number): string {
   const st = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -328,9 +332,7 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
     proc.stdout!.pipe(out);
     proc.stderr!.pipe(out);
     const pid = proc.pid!;
-    const perfStart = perfStartOut
-      ? spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-g', '-o', perfStartOut, '-p', String(pid)], { stdio: 'inherit' })
-      : undefined;
+    const perfStart = perfStartOut ? perfRecord(perfStartOut, pid) : undefined;
     // initial sync: every on-node pod in the pinned pods map
     for (;;) {
       if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}: ${readFileSync(logFile, 'utf8').slice(-2000)}`);
@@ -401,9 +403,7 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
     await sleep(SETTLE_S * 1000);
     const settleCpuPct = ((cpuTicks(pid) - s0) / CLK_TCK / ((performance.now() - sw0) / 1000)) * 100;
     log(`${source}: CPU ${settleCpuPct.toFixed(2)}% of a core in the ${SETTLE_S} s after the adoption`);
-    const perf = perfOut
-      ? spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-g', '-o', perfOut, '-p', String(pid), '--', 'sleep', String(IDLE_S)], { stdio: 'inherit' })
-      : undefined;
+    const perf = perfOut ? perfRecord(perfOut, pid, ['--', 'sleep', String(IDLE_S)]) : undefined;
     const c0 = cpuTicks(pid);
     const w0 = performance.now();
     await sleep(IDLE_S * 1000);
