@@ -88,13 +88,11 @@ export function pinProblem(st: Stats): string | undefined {
   return undefined;
 }
 
+/** undefined: nothing there (ENOENT; ENOTDIR, a file where a directory of the path should be). Asked without
+ * an exception for a missing name: it is the common answer where pods' links are made (makeDir, present), and
+ * an exception (its stack trace) made a missing name cost 12 µs against 2 µs here. */
 function lstatOrUndefined(path: string): Stats | undefined {
-  try {
-    return lstatSync(path);
-  } catch (e) {
-    if (isErrnoCode(e, 'ENOENT')) return undefined;
-    throw e;
-  }
+  return lstatSync(path, { throwIfNoEntry: false });
 }
 
 /**
@@ -145,6 +143,7 @@ const FIX_FILE = `pass a directory (on bpffs; meshlane makes it if missing, defa
  * someone else made first is refused). Returns true when this call made it.
  */
 export function makeDir(bpffs: string, dir: string): boolean {
+  if (checkDir(bpffs, dir)) return false; // there already (the common case: no mkdir to fail with EEXIST)
   let made = false;
   try {
     mkdirSync(dir, { mode: DIR_MODE });
