@@ -31,7 +31,7 @@ import { PodLocator, pinnedNetns } from './pod-locator.js';
 import { PodRuntimeReader } from './pod-runtime.js';
 import { Pipeline, type DataplaneIo, type PipelineHooks } from './pipeline.js';
 import { mapsWriter, readActual } from './reconcile.js';
-import { DEFAULT_STATE_DIR, prepareStateDir, StatusWriter, type AgentCapacityMaps, type AgentStatus } from './status.js';
+import { DEFAULT_STATE_DIR, prepareStateDir, statusPieces, StatusWriter, type AgentCapacityMaps, type AgentStatus } from './status.js';
 import { preparePodNetns } from '../dataplane/pod-netns.js';
 import { HandoverWatch, READ_EVERY_MS, writeHandoverLimit } from '../dataplane/handover.js';
 import { KernelFullWatch } from '../dataplane/full-watch.js';
@@ -88,7 +88,8 @@ export class Agent {
   private locator: PodLocator | undefined;
   private pipeline?: Pipeline;
   private readonly startedAt = new Date().toISOString();
-  private lastStatus = '';
+  /** status.json's text as last written, with updatedAt '' (statusPieces); undefined: to be written */
+  private lastStatus: string[] | undefined;
   private stopped = false;
   private cgroupRoot = '';
   private statusWriter?: StatusWriter;
@@ -406,12 +407,15 @@ export class Agent {
       skipped,
       ...this.statusExtras(),
     };
-    const key = JSON.stringify(status);
-    if (!force && key === this.lastStatus) return;
-    status.updatedAt = new Date().toISOString();
+    // compared and written in pieces, a pod each: no string of the whole node's status (status.ts)
+    const pieces = statusPieces(status);
+    if (!force && this.lastStatus && samePieces(pieces, this.lastStatus)) return;
+    const text = [...pieces];
+    const at = text.indexOf(UNDATED);
+    text[at] = text[at]!.replace('""', JSON.stringify(new Date().toISOString()));
     // a failed write is retried on the next change, or by the timer below
-    this.lastStatus = this.statusWriter.write(status) ? key : '';
-    if (this.lastStatus === '' && !this.stopped) this.schedulePublish();
+    this.lastStatus = this.statusWriter.write(text) ? pieces : undefined;
+    if (!this.lastStatus && !this.stopped) this.schedulePublish();
   }
 
   /** Stop following the source. Links and maps stay pinned: capture goes on without the agent. Also
@@ -431,6 +435,11 @@ export class Agent {
     this.dataplane = undefined;
   }
 }
+
+/** The piece of statusPieces() that holds updatedAt before it is set (it is never the last field). */
+const UNDATED = '\n  "updatedAt": "",';
+
+const samePieces = (a: readonly string[], b: readonly string[]): boolean => a.length === b.length && a.every((p, i) => p === b[i]);
 
 /** The maps an option sizes, for status.json: their capacity, and the wanted one when a pin kept another. */
 function capacityStatus(caps: readonly MapCapacity[]): AgentCapacityMaps {
