@@ -18,6 +18,7 @@
 // (handover.ts: what each pod holds of orig_by_tuple, the connects refused for it; logged, in status).
 //   readiness.add()   a condition of readiness (/readyz, status.json health), e.g. the CNI socket serving
 //   opts.metrics      the metrics registry (src/metrics); parts report through its observers (.cni for the CNI server)
+import { createHash } from 'node:crypto';
 import { Dataplane } from '../dataplane/dataplane.js';
 import { wantOf, writeSpliceConfig, type SpliceDecision } from '../dataplane/splice.js';
 import { spliceAtStart } from '../dataplane/splice-probe.js';
@@ -88,8 +89,8 @@ export class Agent {
   private locator: PodLocator | undefined;
   private pipeline?: Pipeline;
   private readonly startedAt = new Date().toISOString();
-  /** status.json's text as last written, with updatedAt '' (statusPieces); undefined: to be written */
-  private lastStatus: string[] | undefined;
+  /** the digest of status.json's text as last written, with updatedAt '' (statusPieces); undefined: to be written */
+  private lastStatus: string | undefined;
   private stopped = false;
   private cgroupRoot = '';
   private statusWriter?: StatusWriter;
@@ -407,15 +408,16 @@ export class Agent {
       skipped,
       ...this.statusExtras(),
     };
-    // compared and written in pieces, a pod each: no string of the whole node's status (status.ts)
+    // made, compared (by a digest) and written in pieces, a pod each: no string of the whole node's status,
+    // and nothing of it kept to the next publish, where it would be old garbage (status.ts)
     const pieces = statusPieces(status);
-    if (!force && this.lastStatus && samePieces(pieces, this.lastStatus)) return;
-    const text = [...pieces];
-    const at = text.indexOf(UNDATED);
-    text[at] = text[at]!.replace('""', JSON.stringify(new Date().toISOString()));
+    const digest = piecesDigest(pieces);
+    if (!force && digest === this.lastStatus) return;
+    const at = pieces.indexOf(UNDATED);
+    pieces[at] = pieces[at]!.replace('""', JSON.stringify(new Date().toISOString()));
     // a failed write is retried on the next change, or by the timer below
-    this.lastStatus = this.statusWriter.write(text) ? pieces : undefined;
-    if (!this.lastStatus && !this.stopped) this.schedulePublish();
+    this.lastStatus = this.statusWriter.write(pieces) ? digest : undefined;
+    if (this.lastStatus === undefined && !this.stopped) this.schedulePublish();
   }
 
   /** Stop following the source. Links and maps stay pinned: capture goes on without the agent. Also
@@ -439,7 +441,11 @@ export class Agent {
 /** The piece of statusPieces() that holds updatedAt before it is set (it is never the last field). */
 const UNDATED = '\n  "updatedAt": "",';
 
-const samePieces = (a: readonly string[], b: readonly string[]): boolean => a.length === b.length && a.every((p, i) => p === b[i]);
+function piecesDigest(pieces: readonly string[]): string {
+  const h = createHash('sha256');
+  for (const p of pieces) h.update(p);
+  return h.digest('base64');
+}
 
 /** The maps an option sizes, for status.json: their capacity, and the wanted one when a pin kept another. */
 function capacityStatus(caps: readonly MapCapacity[]): AgentCapacityMaps {
