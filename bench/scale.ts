@@ -466,6 +466,9 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
     const samples: number[] = [];
     let peak = afterSync;
     const lat: number[] = [];
+    /** BENCH_TRACE_CHANGES=FILE: each change's start (epoch ms, as the agent's log times its lines) and its
+     * time to the map, to lay beside the agent's 'maps updated' lines */
+    const trace: Array<{ n: number; pod: number; at: number; ms: number }> = [];
     let port = 20000;
     for (let n = 0; n < o.changes; n++) {
       const i = nodeIdx[n % nodeIdx.length]!;
@@ -480,6 +483,7 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
         await new Promise((r) => setImmediate(r));
       }
       lat.push(performance.now() - t);
+      if (process.env.BENCH_TRACE_CHANGES) trace.push({ n, pod: i, at: performance.timeOrigin + t, ms: lat[lat.length - 1]! });
       if ((n + 1) % 100 === 0) {
         const r = rssMiB(pid);
         samples.push(Math.round(r));
@@ -489,6 +493,7 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
       peak = Math.max(peak, n % 10 === 0 ? rssMiB(pid) : 0);
       if (o.gapMs > 0) await sleep(o.gapMs);
     }
+    if (process.env.BENCH_TRACE_CHANGES) writeFileSync(`${process.env.BENCH_TRACE_CHANGES}.${source}`, JSON.stringify(trace));
     await sleep(2000);
     const end = rssMiB(pid);
     log(`${source}: after the last change: ${rssParts(pid)}`);
