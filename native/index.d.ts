@@ -132,6 +132,9 @@ export declare class BpfObject {
   setRodata(varName: string, value: Buffer): void;
   /** Load every program; throws LoadError with libbpf's raw log (a verifier refusal included). */
   load(): void;
+  /** load() on libuv's pool (the event loop goes on meanwhile); every other call fails with EBUSY until it
+   * settles. Rejects with the LoadError load() throws. */
+  loadAsync(): Promise<void>;
   /** After load: a handle of the map / program (a dup of libbpf's fd, owned by the caller). */
   map(name: string): MapFd;
   program(name: string): Fd;

@@ -72,6 +72,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
                            InstanceMethod<&BpfObject::SetMaxEntries>("setMaxEntries"),
                            InstanceMethod<&BpfObject::SetRodata>("setRodata"),
                            InstanceMethod<&BpfObject::Load>("load"),
+                           InstanceMethod<&BpfObject::LoadAsync>("loadAsync"),
                            InstanceMethod<&BpfObject::Map>("map"),
                            InstanceMethod<&BpfObject::Program>("program"),
                            InstanceMethod<&BpfObject::Close>("close"),
@@ -100,16 +101,32 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   }
 
  private:
+  friend class LoadWorker;
   struct bpf_object *obj_ = nullptr;
   std::string path_;
   bool loaded_ = false;
   bool loadFailed_ = false;  // libbpf refuses a second bpf_object__load after a failed one
+  bool loading_ = false;     // loadAsync() runs on libuv's pool: nothing else may touch obj_ meanwhile
 
   struct bpf_object *Obj(const Napi::CallbackInfo &info, const char *method) {
     if (obj_ == nullptr)
       ThrowErrno(info.Env(), EBADF, std::string("BpfObject.") + method, "object " + Quote(path_) + " is closed",
                  {{"path", path_}});
+    if (loading_)
+      ThrowErrno(info.Env(), EBUSY, std::string("BpfObject.") + method,
+                 "object " + Quote(path_) + " is being loaded (loadAsync)", {{"path", path_}});
     return obj_;
+  }
+
+  // The end of a load, on the JS thread: the object's state, and the error a failed load throws.
+  Napi::Error LoadOutcome(Napi::Env env, int err, const std::string &log) {
+    if (err == 0) {
+      loaded_ = true;
+      return Napi::Error();
+    }
+    loadFailed_ = true;
+    return MakeError(env, err, "bpf_object__load", "object " + Quote(path_), {{"path", path_}, {"log", log}},
+                     ErrorKind::Load);
   }
 
   void RequireState(const Napi::CallbackInfo &info, const char *method, bool wantLoaded) {
@@ -260,16 +277,17 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
       err = bpf_object__load(obj_);
       log = cap.text();
     }
-    if (err == 0) {
-      loaded_ = true;
-      return env.Undefined();
-    }
-    loadFailed_ = true;
-    throw MakeError(env, err, "bpf_object__load", "object " + Quote(path_), {{"path", path_}, {"log", log}},
-                    ErrorKind::Load);
+    Napi::Error e = LoadOutcome(env, err, log);
+    if (!e.IsEmpty()) throw e;
+    return env.Undefined();
   }
 
-  // A dup of an fd libbpf owns (close-on-exec, above stdio), so the handle outlives the object.
+  // load(), on libuv's pool: the verifier's work (most of a start's 0.6-0.9 s here) does not hold the event
+  // loop, so that the agent's source (a cluster file's parse, the API's lists) goes on meanwhile. A promise of
+  // undefined, or the LoadError load() throws. Every other call on the object fails with EBUSY until it ends.
+  Napi::Value LoadAsync(const Napi::CallbackInfo &info);
+
+  // A dup of an fd libbpf owns  // A dup of an fd libbpf owns (close-on-exec, above stdio), so the handle outlives the object.
   int Dup(const Napi::CallbackInfo &info, int fd, const std::string &what, const Props &props) {
     int d = fcntl(fd, F_DUPFD_CLOEXEC, 3);
     if (d < 0) ThrowErrno(info.Env(), errno, "fcntl", "F_DUPFD_CLOEXEC of " + what, props);
@@ -303,6 +321,9 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   }
 
   Napi::Value Close(const Napi::CallbackInfo &info) {
+    if (loading_)  // the pool thread is in bpf_object__load: the object goes once it is done
+      ThrowErrno(info.Env(), EBUSY, "BpfObject.close", "object " + Quote(path_) + " is being loaded (loadAsync)",
+                 {{"path", path_}});
     if (obj_ != nullptr) {
       bpf_object__close(obj_);
       obj_ = nullptr;
@@ -310,6 +331,56 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     return info.Env().Undefined();
   }
 };
+
+// bpf_object__load on libuv's pool, for BpfObject.loadAsync. The worker holds a reference to the JS object,
+// so it is not collected while its load runs.
+class LoadWorker : public Napi::AsyncWorker {
+ public:
+  LoadWorker(Napi::Object self, BpfObject *obj)
+      : Napi::AsyncWorker(self.Env(), "meshlane:bpf_object__load"),
+        self_(Napi::Persistent(self)),
+        obj_(obj),
+        deferred_(Napi::Promise::Deferred::New(self.Env())) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    LogCapture cap;  // per thread: this one's libbpf output
+    err_ = bpf_object__load(obj_->obj_);
+    log_ = cap.text();
+  }
+
+  void OnOK() override {
+    obj_->loading_ = false;
+    Napi::Error e = obj_->LoadOutcome(Env(), err_, log_);
+    if (e.IsEmpty())
+      deferred_.Resolve(Env().Undefined());
+    else
+      deferred_.Reject(e.Value());
+  }
+
+  void OnError(const Napi::Error &e) override {  // not reached (Execute reports through err_), but never hang
+    obj_->loading_ = false;
+    obj_->loadFailed_ = true;
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  Napi::ObjectReference self_;
+  BpfObject *obj_;
+  Napi::Promise::Deferred deferred_;
+  int err_ = 0;
+  std::string log_;
+};
+
+Napi::Value BpfObject::LoadAsync(const Napi::CallbackInfo &info) {
+  RequireState(info, "loadAsync", false);
+  auto *w = new LoadWorker(info.This().As<Napi::Object>(), this);
+  loading_ = true;
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
 
 void InitObject(Napi::Env env, Napi::Object exports) { exports.Set("BpfObject", BpfObject::Define(env)); }
 

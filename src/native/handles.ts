@@ -125,6 +125,16 @@ export class BpfObject implements Disposable {
     }
   }
 
+  /** load() off the event loop (libuv's pool): the verifier's time is not the agent's. Nothing else may be
+   * called on the object until it settles (EBUSY). */
+  async loadAsync(): Promise<void> {
+    try {
+      await this.obj.loadAsync();
+    } catch (e) {
+      throw explained(e);
+    }
+  }
+
   /** After load: a handle of the map `name`, owned by the caller. */
   map(name: string): native.MapFd {
     return this.obj.map(name);

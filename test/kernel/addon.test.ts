@@ -542,6 +542,45 @@ test('a verifier refusal is a VerifierError naming the program, with the log', (
   assert.match(explained.message, /^loading the BPF programs: the verifier of kernel \S+ refused program 'bad_connect4'/);
 });
 
+test('loadAsync loads on the pool; the object refuses every call until it settles; a refusal rejects with the log', async (t) => {
+  const add = cleanup(t);
+  const obj = new native.BpfObject(FIXTURE);
+  add(() => obj.close());
+  obj.setRodata('cfg_value', u32(0x1234));
+  const loading = obj.loadAsync();
+  // it returned before the load ran (on libuv's pool), and until it settles nothing else may touch the object
+  throwsBpf(() => obj.maps(), { code: 'EBUSY', syscall: 'BpfObject.maps' });
+  throwsBpf(() => obj.load(), { code: 'EBUSY' });
+  throwsBpf(() => obj.close(), { code: 'EBUSY', syscall: 'BpfObject.close' });
+  await loading;
+  const rodataName = obj.maps().find((m) => m.name.endsWith('.rodata'))!.name;
+  assert.deepEqual(owned(add, obj.map(rodataName)).lookup(u32(0)), u32(0x1234));
+  throwsBpf(() => obj.load(), { code: 'EBUSY' }); // already loaded
+  throwsBpf(() => obj.loadAsync(), { code: 'EBUSY' }); // a call in the wrong state throws at once, as load()'s
+
+  // a refusal: the same LoadError as load()'s, with libbpf's log captured on the pool thread
+  const raw = new native.BpfObject(BAD);
+  add(() => raw.close());
+  let le: unknown;
+  await raw.loadAsync().catch((e: unknown) => (le = e));
+  throwsBpf(
+    () => {
+      throw le;
+    },
+    { syscall: 'bpf_object__load', code: 'EACCES', errno: 13, path: BAD },
+  );
+  assert.match((le as LoadError).log, /-- BEGIN PROG LOAD LOG --/);
+  throwsBpf(() => raw.load(), { code: 'EBADFD' });
+  const bad = new BpfObject(BAD);
+  add(() => bad.close());
+  const e = await bad.loadAsync().then(
+    () => assert.fail('the bad object loaded'),
+    (x: unknown) => x,
+  );
+  assert.ok(e instanceof VerifierError);
+  assert.equal(e.program, 'bad_connect4');
+});
+
 test('a refusal with another errno is still a VerifierError: the class decides, not the errno', (t) => {
   const add = cleanup(t);
   // counts (u32 -> u64) replaced by cidrs (8-byte keys): the program's 4-byte key on the stack is refused
