@@ -130,7 +130,7 @@ export class Agent {
 
   async start(): Promise<void> {
     const { log } = this.opts;
-    // The flags first, then the source: a bad flag or cluster file fails before anything is loaded.
+    // The flags first: a bad flag fails before anything is loaded.
     this.cgroupRoot = checkCgroupDir(this.opts.cgroupRoot);
     checkBpffsFlag(this.opts.bpffs);
     checkStateDirFlag(this.opts.stateDir, DEFAULT_STATE_DIR);
@@ -181,6 +181,20 @@ export class Agent {
       }),
     );
     pipeline.onChange = () => this.schedulePublish();
+    // From the load on, a failure must leave nothing behind and let the process end: the source and the
+    // timers stop, the objects close, and every pin this start made goes (unpinning a link it made
+    // detaches it). What was pinned before (an earlier, working install) stays as it was.
+    const before = pathsUnder(this.opts.bpffs);
+    // The programs load while the source gets its first state: the verifier runs on libuv's pool, and the
+    // file is parsed, or the API's lists answered, meanwhile (the load changes nothing in place: maps it
+    // makes are new pins, which a failed start removes; programs go live only in startCapture's attach).
+    const loading = this.loadPrograms();
+    loading.catch(() => undefined); // awaited in startCapture, or settled by abandon() when the source fails
+    const abandon = async (): Promise<void> => {
+      (await loading.catch(() => undefined))?.close();
+      const removed = removeNewPaths(this.opts.bpffs, before);
+      log.debug({ removed }, 'start failed: removed what it had pinned');
+    };
     log.info({ source: this.source.description }, 'source: starting');
     let firstState = true;
     try {
@@ -203,21 +217,30 @@ export class Agent {
     } catch (e) {
       await this.source.stop().catch(() => undefined);
       await this.cni?.close();
+      await abandon();
       throw e instanceof UserError ? e : new UserError((e as Error).message);
     }
-    if (this.stopped) throw new UserError('the agent was stopped while starting');
-    // From here a failure must leave nothing behind and let the process end: the source and the
-    // timers stop, the objects close, and every pin this start made goes (unpinning a link it made
-    // detaches it). What was pinned before (an earlier, working install) stays as it was.
-    const before = pathsUnder(this.opts.bpffs);
+    if (this.stopped) {
+      await abandon();
+      throw new UserError('the agent was stopped while starting');
+    }
     try {
-      await this.startCapture(pipeline, (l) => (locatorRef.locator = this.locator = l));
+      await this.startCapture(pipeline, loading, (l) => (locatorRef.locator = this.locator = l));
     } catch (e) {
       await this.stop();
       const removed = removeNewPaths(this.opts.bpffs, before);
       log.debug({ removed }, 'start failed: removed what it had pinned');
       throw e;
     }
+  }
+
+  /** Loads the programs (Dataplane.load), with the info line of how long it took. */
+  private async loadPrograms(): Promise<Dataplane> {
+    const { log, bpffs } = this.opts;
+    const loadStart = performance.now();
+    const dataplane = await Dataplane.load({ bpffs, log, objDir: this.opts.objDir, splice: this.splice?.load, capacity: this.wanted });
+    log.info({ ms: Math.round(performance.now() - loadStart) }, 'programs loaded');
+    return dataplane;
   }
 
   /** The kernel side of the pipeline, over the loaded dataplane. */
@@ -242,21 +265,26 @@ export class Agent {
   }
 
   /** Load, fill the maps, attach: each step's failure is one line naming the cause and the fix. */
-  private async startCapture(pipeline: Pipeline, setLocator: (l: PodLocator) => void): Promise<void> {
+  private async startCapture(pipeline: Pipeline, loading: Promise<Dataplane>, setLocator: (l: PodLocator) => void): Promise<void> {
     const { log, bpffs, stateDir } = this.opts;
     const cgroupRoot = this.cgroupRoot;
-    const loadStart = performance.now();
-    const dataplane = runStep(
-      {
-        what: `loading the BPF programs into ${bpffs}`,
-        where: `--bpffs ${bpffs} must be a writable directory on a bpf filesystem`,
-        fallback: REPORT_HINT,
-        diagnose: () => diagnoseBpffs(bpffs),
-      },
-      () => Dataplane.load({ bpffs, log, objDir: this.opts.objDir, splice: this.splice?.load, capacity: this.wanted }),
-    );
+    let dataplane: Dataplane;
+    try {
+      dataplane = await loading;
+    } catch (e) {
+      dataplane = runStep(
+        {
+          what: `loading the BPF programs into ${bpffs}`,
+          where: `--bpffs ${bpffs} must be a writable directory on a bpf filesystem`,
+          fallback: REPORT_HINT,
+          diagnose: () => diagnoseBpffs(bpffs),
+        },
+        () => {
+          throw e;
+        },
+      );
+    }
     this.dataplane = dataplane;
-    log.info({ ms: Math.round(performance.now() - loadStart) }, 'programs loaded');
     // a pinned map keeps its capacity (dataplane.ts): once, in the log; in status until an uninstall
     for (const c of dataplane.capacities.filter((x) => x.capacity !== x.wanted)) {
       log.warn({ map: c.map, capacity: c.capacity, wanted: c.wanted, option: c.option }, `map ${c.map}: pinned with ${keptLine(c)}`);

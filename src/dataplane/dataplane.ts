@@ -127,11 +127,16 @@ export class Dataplane {
   private readonly programs = new Map<string, BpfProgram>();
   /** netns link pins already pointing at this load's program */
   private readonly netnsDone = new Map<string, BpfProgram>();
-  readonly maps: MapsView;
+  private view: MapsView | undefined;
+  /** the maps, once loaded */
+  get maps(): MapsView {
+    if (!this.view) throw new Error('the dataplane is not loaded');
+    return this.view;
+  }
   /** maps this load created (not found pinned at any version): they start empty */
   readonly created: MapName[] = [];
   /** what this load does with each map's pins (migrate.ts), in MAP_NAMES order */
-  readonly migration: MapStep[];
+  private migration: MapStep[] = [];
   /** new maps of a migration: pinned by commit(), once complete */
   private readonly unpinned: MapName[] = [];
   /** old maps being carried into new ones (their second pass is in commit()) */
@@ -147,15 +152,24 @@ export class Dataplane {
 
   private constructor(
     readonly bpffs: string,
+    private readonly log: Logger | undefined,
+    splice: boolean,
+  ) {
+    this.objects = objectsFor(splice);
+  }
+
+  /**
+   * Loads the objects (Dataplane.load). Each object's load runs off the event loop (loadAsync): the verifier
+   * is most of a start's 0.6-0.9 s here, and the agent's source goes on meanwhile.
+   */
+  private async init(
     tree: Tree,
-    private readonly log?: Logger,
     objDir = join(packageRoot(), 'bpf', 'build'),
     /** directories this load made: a failed load takes them away again, and nothing else */
     madeDirs: string[] = [],
-    splice = false,
     capacity?: Readonly<Record<MapName, number>>,
-  ) {
-    this.objects = objectsFor(splice);
+  ): Promise<void> {
+    const bpffs = this.bpffs;
     // The loader keeps handles only: one per map (the pinned map, or the first object's), one per
     // program; every object is closed once its handles are taken.
     const handles = new Map<MapName, native.MapFd>();
@@ -190,7 +204,7 @@ export class Dataplane {
           if (map !== undefined) obj.reuseMap(spec.name, map);
           else if (capacity && spec.type !== MapType.SK_STORAGE && capacity[spec.name] !== spec.maxEntries) obj.setMaxEntries(spec.name, capacity[spec.name]);
         }
-        obj.load();
+        await obj.loadAsync();
         for (const spec of obj.maps()) {
           if (!isMapName(spec.name) || handles.has(spec.name)) continue;
           const map = obj.map(spec.name);
@@ -210,7 +224,7 @@ export class Dataplane {
         if (map === undefined) throw new Error(`map ${name} is in layouts.ts but in none of the objects`);
         setView(view, name, map);
       }
-      this.maps = view as MapsView;
+      this.view = view as MapsView;
       for (const name of MAP_NAMES) {
         const has = handles.get(name)!.info.maxEntries;
         const option = capacityOption(name);
@@ -268,14 +282,16 @@ export class Dataplane {
   }
 
   /** Load the objects, reusing (or creating and pinning) the maps under `bpffs`. */
-  static load(opts: LoadOptions): Dataplane {
+  static async load(opts: LoadOptions): Promise<Dataplane> {
     try {
       requireFeatures();
       const prepared = ensureBpffs(opts.bpffs);
       const foreign = foreignLine(prepared.tree);
       if (foreign.length) opts.log?.warn({ bpffs: opts.bpffs, entries: foreign }, 'entries meshlane did not make are in its pin directories; left alone');
       if (prepared.mounted) opts.log?.info({ at: prepared.mounted, options: MOUNT_DATA }, 'mounted bpffs');
-      return new Dataplane(opts.bpffs, prepared.tree, opts.log, opts.objDir, prepared.made, opts.splice ?? false, opts.capacity);
+      const dp = new Dataplane(opts.bpffs, opts.log, opts.splice ?? false);
+      await dp.init(prepared.tree, opts.objDir, prepared.made, opts.capacity);
+      return dp;
     } catch (e) {
       throw explain(e, 'loading the BPF programs');
     }
