@@ -183,10 +183,13 @@ export function writeStatus(stateDir: string, s: AgentStatus | readonly string[]
   }
 }
 
-/** write(2) may write less than it was given (a full disk on the way): the rest, or its error */
+/** write(2) may write less than it was given (a full disk on the way): the rest, or its error. The string is
+ * written as it is (node encodes it in C++, with no Buffer for the collector to track). */
 function writeFully(fd: number, text: string): void {
-  let b = Buffer.from(text);
-  while (b.length > 0) b = b.subarray(writeSync(fd, b));
+  const n = writeSync(fd, text);
+  if (n === Buffer.byteLength(text)) return;
+  let rest = Buffer.from(text).subarray(n);
+  while (rest.length > 0) rest = rest.subarray(writeSync(fd, rest));
 }
 
 /**
