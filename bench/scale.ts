@@ -321,7 +321,7 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
     const perfOut = process.env.BENCH_PERF_IDLE ? `${process.env.BENCH_PERF_IDLE}.${source}` : undefined;
     const perfStartOut = process.env.BENCH_PERF_START ? `${process.env.BENCH_PERF_START}.${source}` : undefined;
     /** One start of the agent (pins removed first), until every on-node pod is in the pinned pods map. */
-    const startAgent = async (k: number): Promise<Started> => {
+    const startAgent = async (k: number, cli = CLI): Promise<Started> => {
       uninstall(BPFFS);
       const logFile = join(dir, k === 0 ? 'agent.log' : `agent-${k}.log`);
       const out = createWriteStream(logFile);
@@ -337,7 +337,7 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
         [
           ...(perfAny ? ['--perf-basic-prof'] : []),
           ...(process.env.BENCH_AGENT_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
-          CLI,
+          cli,
           'agent',
           ...args,
           '--node-name',
@@ -401,9 +401,9 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
       const applied = line('first complete state applied')?.time;
       const stateToAppliedMs = gotLogged !== undefined && applied !== undefined ? applied - gotLogged : undefined;
       // The initial sync's own work: from the source's start to the complete state applied, less the BPF load
-      // (loading and verifying the programs, the same for 1 pod or 10,000: the row above has it). The agent starts
-      // its source first; the file is read and parsed before the load starts, the API's lists are made after it
-      // (the load is synchronous, so the request waits for it).
+      // (loading and verifying the programs, the same for 1 pod or 10,000: the row above has it). The load runs
+      // on libuv's pool from the source's start on, while the file is parsed or the API's lists answered: this
+      // is how much longer than the load the start takes to have every pod in the maps.
       const syncMs = began !== undefined && loadMs !== undefined && applied !== undefined ? applied - began - loadMs : undefined;
       log(
         `${source}: start ${k + 1}: all ${o.onNode} pods in the maps ${startToAllMs.toFixed(0)} ms after spawn; complete state -> applied ${stateToAppliedMs} ms; BPF load ${loadMs} ms; sync (source start -> applied, less the load) ${syncMs} ms`,
@@ -412,15 +412,27 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
     };
     // --starts N: the first N - 1 starts are for the sync figures alone (it varies from one start to the next
     // on this machine); the last one goes on to the idle and change figures
+    // BENCH_AGENT_CLI_B=PATH (another build's dist/src/cli/main.js): each of those starts is followed by one of
+    // that build's, so that two builds' syncs are compared side by side on the same pods and the same machine
+    const cliB = process.env.BENCH_AGENT_CLI_B;
     const syncs: number[] = [];
-    for (let k = 1; k < o.starts; k++) {
-      const s = await startAgent(k);
-      if (s.syncMs !== undefined) syncs.push(s.syncMs);
+    const syncsB: number[] = [];
+    const once = async (k: number, cli: string, into: number[]): Promise<void> => {
+      const s = await startAgent(k, cli);
+      if (s.syncMs !== undefined) into.push(s.syncMs);
       const gone = new Promise((r) => s.proc.once('exit', r));
       s.proc.kill('SIGKILL');
       await gone;
       pins.close();
+    };
+    for (let k = 1; k < o.starts; k++) {
+      await once(k, CLI, syncs);
+      if (cliB) await once(o.starts + k, cliB, syncsB);
     }
+    if (cliB)
+      log(
+        `${source}: sync of ${cliB}, ${syncsB.length} starts: median ${pct(syncsB, 50).toFixed(0)} ms (${syncsB.map((x) => x.toFixed(0)).join(', ')}); this build's, before the last start: ${pct(syncs, 50).toFixed(0)} ms (${syncs.map((x) => x.toFixed(0)).join(', ')})`,
+      );
     const started = await startAgent(0);
     const { pid, logFile, startToAllMs, stateToAppliedMs, syncMs } = started;
     if (syncMs !== undefined) syncs.push(syncMs);

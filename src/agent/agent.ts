@@ -188,6 +188,7 @@ export class Agent {
     // The programs load while the source gets its first state: the verifier runs on libuv's pool, and the
     // file is parsed, or the API's lists answered, meanwhile (the load changes nothing in place: maps it
     // makes are new pins, which a failed start removes; programs go live only in startCapture's attach).
+    log.info({ source: this.source.description }, 'source: starting');
     const loading = this.loadPrograms();
     loading.catch(() => undefined); // awaited in startCapture, or settled by abandon() when the source fails
     const abandon = async (): Promise<void> => {
@@ -195,7 +196,6 @@ export class Agent {
       const removed = removeNewPaths(this.opts.bpffs, before);
       log.debug({ removed }, 'start failed: removed what it had pinned');
     };
-    log.info({ source: this.source.description }, 'source: starting');
     let firstState = true;
     try {
       await this.source.start({
