@@ -120,10 +120,12 @@ export function prepareStateDir(stateDir: string): string {
 }
 
 /**
- * status.json's text, JSON.stringify(s, null, 2) exactly, in pieces: each field, and each element of an array
- * field (the pods, the skipped pods) on its own. A node's status is some 300 KiB at 250 pods; made as one string
- * up to ten times a second while pods change, it went to V8's large-object space, which only a full collection
- * frees, and the agent's RSS grew by tens of MiB between those. Pieces of a pod each are young garbage.
+ * status.json's text in pieces: each field (indented as JSON.stringify(s, null, 2) would), and each element of
+ * an array field (the pods, the skipped pods) on a line of its own, compact. A node's status is some 170 KiB at
+ * 250 pods, published up to ten times a second while pods change. Made as one string it went to V8's
+ * large-object space, which only a full collection frees (the agent's RSS climbed by tens of MiB between them);
+ * a pod's line is young garbage. Compact lines take a third of the time of indented ones (1.4 against 4.5 ms
+ * for 250 pods here), and `grep` finds a pod's whole line.
  */
 export function statusPieces(s: AgentStatus): string[] {
   const out = ['{'];
@@ -132,7 +134,7 @@ export function statusPieces(s: AgentStatus): string[] {
     const comma = i < fields.length - 1 ? ',' : '';
     if (Array.isArray(v) && v.length > 0) {
       out.push(`\n  ${JSON.stringify(k)}: [`);
-      v.forEach((el, j) => out.push(`\n    ${indented(el, '    ')}${j < v.length - 1 ? ',' : ''}`));
+      v.forEach((el, j) => out.push(`\n    ${JSON.stringify(el) ?? 'null'}${j < v.length - 1 ? ',' : ''}`));
       out.push(`\n  ]${comma}`);
     } else out.push(`\n  ${JSON.stringify(k)}: ${indented(v, '  ')}${comma}`);
   });

@@ -1,6 +1,6 @@
 // status.json's text is written in pieces (statusPieces: a field, or one element of the pods and skipped
-// arrays, each), so that the agent never makes one string of a whole node's status. Readers see exactly the
-// text JSON.stringify(status, null, 2) gave before.
+// arrays, each on a line), so that the agent never makes one string of a whole node's status. Readers parse
+// the same status as before; the fields are indented as before, each pod is one line.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -36,7 +36,7 @@ const status = (pods: PodStatus[], over: Partial<AgentStatus> = {}): AgentStatus
   ...over,
 });
 
-test('the pieces make exactly JSON.stringify(status, null, 2) and a newline', () => {
+test('the pieces parse to the status, its fields indented as before and each pod on one line', () => {
   const cases: AgentStatus[] = [
     status([]),
     status([pod(1)]),
@@ -46,14 +46,28 @@ test('the pieces make exactly JSON.stringify(status, null, 2) and a newline', ()
       skipped: [{ ref: { namespace: 'a', name: 'b', uid: 'c' }, reason: 'not in a captured namespace' }],
     }),
   ];
-  for (const s of cases) assert.equal(statusPieces(s).join(''), JSON.stringify(s, null, 2) + '\n');
+  for (const s of cases) {
+    const text = statusPieces(s).join('');
+    assert.deepEqual(JSON.parse(text), JSON.parse(JSON.stringify(s)));
+    assert.ok(text.endsWith('}\n'));
+    const lines = text.split('\n');
+    // every field as JSON.stringify(s, null, 2) has it, bar the arrays' elements
+    const pretty = JSON.stringify({ ...s, pods: [], skipped: [] }, null, 2).split('\n');
+    for (const l of pretty.filter((x) => !x.includes('[]'))) assert.ok(lines.includes(l), `line ${JSON.stringify(l)}`);
+    for (const p of s.pods)
+      assert.ok(
+        lines.some((l) => l.startsWith(`    ${JSON.stringify(p)}`)),
+        `pod ${p.ref.name} on a line of its own`,
+      );
+    for (const p of s.skipped) assert.ok(lines.includes(`    ${JSON.stringify(p)}`));
+  }
 });
 
 test('no piece holds more than one pod', () => {
   const pods = Array.from({ length: 250 }, (_, i) => pod(i));
   const pieces = statusPieces(status(pods));
   const longest = Math.max(...pieces.map((p) => p.length));
-  assert.ok(longest <= Math.max(...pods.map((p) => JSON.stringify(p, null, 2).length)) * 2, `a piece of ${longest} characters`);
+  assert.ok(longest <= Math.max(...pods.map((p) => JSON.stringify(p).length)) + 8, `a piece of ${longest} characters`);
   assert.equal(pieces.filter((p) => p.includes('"ref"')).length, 250);
 });
 
@@ -64,7 +78,8 @@ test('writeStatus writes the pieces whole, larger than one write', () => {
     writeStatus(dir, s);
     const text = readFileSync(statusPath(dir), 'utf8');
     assert.ok(text.length > 64 * 1024, `only ${text.length} characters`);
-    assert.equal(text, JSON.stringify(s, null, 2) + '\n');
+    assert.equal(text, statusPieces(s).join(''));
+    assert.deepEqual(JSON.parse(text), JSON.parse(JSON.stringify(s)));
     writeStatus(dir, statusPieces(status([pod(1)])));
     assert.deepEqual(JSON.parse(readFileSync(statusPath(dir), 'utf8')), JSON.parse(JSON.stringify(status([pod(1)]))));
   } finally {
