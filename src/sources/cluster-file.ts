@@ -8,8 +8,8 @@
 
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { closeSync, openSync, readSync, watch, type FSWatcher, type Stats } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { closeSync, fstatSync, openSync, readSync, watch, type FSWatcher, type Stats } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { UserError, isErrno } from '../util/errors.js';
@@ -249,7 +249,10 @@ const DROPPED: ItemResult = { dropped: true };
  * fails leaves it as it was.
  */
 export interface ListMemo {
-  readonly bytes: Buffer;
+  /** the List's bytes; undefined where the source compares a change with the file itself (readAgainst) */
+  readonly bytes: Buffer | undefined;
+  /** their length */
+  readonly size: number;
   readonly kind: string;
   /** the offsets of the items array's `[` and `]` */
   readonly open: number;
@@ -297,6 +300,7 @@ function listKind(b: Buffer, open: number, close: number): string | undefined {
 /** Whether b[start, end) has the bytes of the memo's item k (false when there is no item k). */
 function isOldItem(b: Buffer, start: number, end: number, old: ListMemo, k: number): boolean {
   if (k < 0 || k >= old.starts.length) return false;
+  if (!old.bytes) return false; // the bytes are not kept: parsed again, which is always right
   const os = old.starts[k]!;
   const oe = old.ends[k]!;
   return end - start === oe - os && b.compare(old.bytes, os, oe, start, end) === 0;
@@ -339,25 +343,39 @@ function collectJsonList(b: Buffer, w: Walk, memo: ListMemo | undefined): ListMe
   const starts = new Int32Array(count);
   const ends = new Int32Array(count);
   at.items.forEach(([s, e], n) => ((starts[n] = s), (ends[n] = e)));
-  return { bytes: b, kind, open: at.open, close: at.close, starts, ends, results };
+  return { bytes: b, size: b.length, kind, open: at.open, close: at.close, starts, ends, results };
 }
 
 const CHUNK = 64 * 1024;
 
-/** A List's new bytes made from the memo's in place (readPatched): its equal head (p) and tail (s). */
+/** Where a List's new bytes differ from the memo's: their equal head (p) and, not overlapping it, tail (s). */
 export interface Patched {
   readonly p: number;
   readonly s: number;
 }
 
-/** A changed file read into the memo's buffer: the memo it came from (its items; its bytes are the new ones now)
- * and where the two differ. */
-interface PatchedRead {
-  readonly memo: ListMemo;
-  readonly at: Patched;
+/** readAgainst's chunk (two of them) */
+const COMPARE_CHUNK = 256 * 1024;
+
+/** The last good file, open, and its fstat when it was read. */
+interface Held {
+  readonly fd: number;
+  readonly dev: number;
+  readonly ino: number;
+  readonly size: number;
+  readonly mtimeMs: number;
 }
 
-const READ_CHUNK = 1024 * 1024;
+/** Whether the held file still has the bytes it was read with (nobody wrote to its inode since). Not its
+ * ctime: that changes when a new file is renamed over it (its last name goes). */
+function heldIntact(h: Held): boolean {
+  try {
+    const st = fstatSync(h.fd);
+    return st.size === h.size && st.mtimeMs === h.mtimeMs;
+  } catch {
+    return false;
+  }
+}
 
 /** Reads len bytes at pos into buf at off; false when the file ends first (it is being written). */
 function readFully(fd: number, buf: Buffer, off: number, len: number, pos: number): boolean {
@@ -372,55 +390,42 @@ function readFully(fd: number, buf: Buffer, off: number, len: number, pos: numbe
 }
 
 /**
- * Reads a file of `size` bytes (by its stat) against the last good List's bytes `old`, which lie at the start
- * of `base` (a buffer with room to spare, or `old` itself): the equal head is compared chunk by chunk as it is
- * read, then the equal tail from the end, and only the bytes in between are kept, written into `base` in place
- * (the tail moved to its new place; a larger buffer only when the file outgrew it). A change of a file
- * rewritten whole then costs one pass of reads and compares over it, and no second copy of it in memory
- * (17.8 MiB at 10,000 pods). `old`'s bytes are the new file's afterwards, whatever the caller makes of them.
- * Synchronous: 17.8 MiB compared in one go hold the event loop for about 10 ms. Asynchronous reads (a hop to
- * libuv's pool and back for each chunk) took event to map from p50/p99 15/79 to 18/114 ms in bench/scale.ts.
- * undefined: the file ended before its stat said (being written).
+ * The equal head (p) and tail (s) of a file of `size` bytes (fd) and the last good one (`held`, `heldSize` bytes:
+ * its own inode, kept open), compared chunk by chunk from both ends: commonEnds without either file in memory.
+ * The last good file is the current one between changes, so the agent holds no copy of it (at 10,000 pods a
+ * copy was 17.8 MiB of its RSS); a change costs a read of both, from the page cache. undefined: a file ended
+ * before its stat said (the new one being written).
  */
-export function readPatched(fd: number, size: number, old: Buffer, base: Buffer, chunk: Buffer): { bytes: Buffer; base: Buffer; patched: Patched } | undefined {
-  const n = Math.min(old.length, size);
+export function readAgainst(fd: number, size: number, held: number, heldSize: number, a: Buffer, b: Buffer): Patched | undefined {
+  const n = Math.min(heldSize, size);
   let p = 0;
   while (p < n) {
-    const len = Math.min(chunk.length, n - p);
-    if (!readFully(fd, chunk, 0, len, p)) return undefined;
-    if (chunk.compare(old, p, p + len, 0, len) === 0) {
+    const len = Math.min(a.length, n - p);
+    if (!readFully(fd, a, 0, len, p) || !readFully(held, b, 0, len, p)) return undefined;
+    if (a.compare(b, 0, len, 0, len) === 0) {
       p += len;
       continue;
     }
     let i = 0;
-    while (chunk[i] === old[p + i]) i++;
+    while (a[i] === b[i]) i++;
     p += i;
     break;
   }
   const most = n - p;
   let s = 0;
   while (s < most) {
-    const len = Math.min(chunk.length, most - s);
-    if (!readFully(fd, chunk, 0, len, size - s - len)) return undefined;
-    if (chunk.compare(old, old.length - s - len, old.length - s, 0, len) === 0) {
+    const len = Math.min(a.length, most - s);
+    if (!readFully(fd, a, 0, len, size - s - len) || !readFully(held, b, 0, len, heldSize - s - len)) return undefined;
+    if (a.compare(b, 0, len, 0, len) === 0) {
       s += len;
       continue;
     }
     let i = 0;
-    while (i < len && chunk[len - 1 - i] === old[old.length - 1 - s - i]) i++;
+    while (i < len && a[len - 1 - i] === b[len - 1 - i]) i++;
     s += i;
     break;
   }
-  const mid = Buffer.allocUnsafe(size - p - s);
-  if (!readFully(fd, mid, 0, mid.length, p)) return undefined;
-  let target = base;
-  if (size > base.length) {
-    target = Buffer.allocUnsafeSlow(size + Math.max(READ_CHUNK, size >> 4));
-    old.copy(target, 0, 0, p);
-    old.copy(target, size - s, old.length - s, old.length);
-  } else base.copyWithin(size - s, old.length - s, old.length); // the tail to its new place (a memmove)
-  mid.copy(target, p);
-  return { bytes: target.subarray(0, size), base: target, patched: { p, s } };
+  return { p, s };
 }
 
 /** How many bytes from the start (p) and, not overlapping those, from the end (s) `a` and `b` have in common. */
@@ -469,19 +474,24 @@ function firstAbove(xs: Int32Array, x: number): number {
  * undefined: the change is not of that kind (the List's own fields, the tail after its items), or the
  * middle is not well formed (the whole-text path says what is wrong).
  */
-function collectChangedMiddle(b: Buffer, w: Walk, old: ListMemo, patched?: Patched): ListMemo | undefined {
-  // patched: `b` was made from the memo's own bytes in place (readPatched), so the equal head and tail are
-  // known and the memo's bytes are not there to compare with any more (only their length is)
-  const { p, s } = patched ?? commonEnds(old.bytes, b);
-  if (p <= old.open || old.bytes.length - s > old.close) return undefined;
-  const d = b.length - old.bytes.length;
-  const tail = b.length - s; // new offsets from here on are the memo's + d, byte for byte
+function collectChangedMiddle(b: Buffer, w: Walk, old: ListMemo, patched?: Patched, off = 0, size = b.length): ListMemo | undefined {
+  // patched: the equal head and tail are known (readAgainst), and the memo's bytes are not there
+  // to compare with (only their length is). off, size: `b` holds the new file's bytes from `off` on, of `size`
+  // in all (a window, changedWindow()); offsets below are the file's, `b` is indexed from off. A scan that
+  // needs a byte outside the window fails, and the caller reads the file whole.
+  const ends0 = patched ?? (old.bytes && off === 0 && size === b.length ? commonEnds(old.bytes, b) : undefined);
+  if (!ends0) return undefined;
+  const { p, s } = ends0;
+  if (p <= old.open || old.size - s > old.close) return undefined;
+  const d = size - old.size;
+  const tail = size - s; // new offsets from here on are the memo's + d, byte for byte
   const a = firstAbove(old.ends, p); // old items 0..a-1 lie in the equal head
   const starts: number[] = [];
   const ends: number[] = [];
   const results: ItemResult[] = [];
   for (let k = 0; k < a; k++) apply(old.results[k]!, w);
-  let i = a > 0 ? old.ends[a - 1]! : old.open + 1;
+  let i = (a > 0 ? old.ends[a - 1]! : old.open + 1) - off; // (in b)
+  if (i < 0) return undefined;
   let afterItem = a > 0;
   let resume = -1; // the old item the equal tail resumes with
   let m = a;
@@ -496,11 +506,11 @@ function collectChangedMiddle(b: Buffer, w: Walk, old: ListMemo, patched?: Patch
       const end = valueEnd(b, i);
       if (end < 0) return undefined;
       const n = a + starts.length;
-      starts.push(i);
-      ends.push(end);
+      starts.push(i + off);
+      ends.push(end + off);
       // an item of the middle that is the old one at its place (changes further apart than one item each
       // make one long middle): not parsed again; m is the old item expected next, as in collectJsonList
-      const hit = patched ? undefined : [m, m + 1, m - 1].find((k) => k >= a && isOldItem(b, i, end, old, k));
+      const hit = patched || off !== 0 ? undefined : [m, m + 1, m - 1].find((k) => k >= a && isOldItem(b, i, end, old, k));
       if (hit !== undefined) {
         apply(old.results[hit]!, w);
         results.push(old.results[hit]!);
@@ -511,9 +521,9 @@ function collectChangedMiddle(b: Buffer, w: Walk, old: ListMemo, patched?: Patch
       }
       i = end;
       afterItem = true;
-      if (end >= tail) {
-        const k = firstAbove(old.ends, end - d - 1); // the old item ending at end - d, if any
-        if (k < old.ends.length && old.ends[k] === end - d) {
+      if (end + off >= tail) {
+        const k = firstAbove(old.ends, end + off - d - 1); // the old item ending at end - d, if any
+        if (k < old.ends.length && old.ends[k] === end + off - d) {
           resume = k + 1;
           break;
         }
@@ -523,7 +533,7 @@ function collectChangedMiddle(b: Buffer, w: Walk, old: ListMemo, patched?: Patch
     return undefined;
   }
   const count = a + starts.length + (resume >= 0 ? old.ends.length - resume : 0);
-  const close = resume >= 0 ? old.close + d : i;
+  const close = resume >= 0 ? old.close + d : i + off;
   if (resume < 0 && close - d !== old.close) return undefined; // the items end elsewhere: read it whole
   const tailFrom = resume >= 0 ? resume : old.ends.length; // old items a..tailFrom-1 are the middle's
   for (let k = tailFrom; k < old.results.length; k++) apply(old.results[k]!, w);
@@ -560,7 +570,23 @@ function collectChangedMiddle(b: Buffer, w: Walk, old: ListMemo, patched?: Patch
     }
   }
   if (count === 0) w.emptyList = true;
-  return { bytes: b, kind: old.kind, open: old.open, close, starts: s2, ends: e2, results: all };
+  return { bytes: off === 0 && size === b.length ? b : undefined, size, kind: old.kind, open: old.open, close, starts: s2, ends: e2, results: all };
+}
+
+/**
+ * Where a changed JSON List (`size` bytes, `at` its equal head and tail with the memo's) must be read for
+ * collectChangedMiddle: from the end of the last old item in the equal head to the end of the first old item
+ * that ends in the equal tail (where the scan resumes the memo's items). undefined: the change is not inside the
+ * items array (the List's own fields, or after it): read it whole.
+ */
+export function changedWindow(old: ListMemo, at: Patched, size: number): { off: number; end: number } | undefined {
+  if (at.p <= old.open || old.size - at.s > old.close) return undefined;
+  const a = firstAbove(old.ends, at.p);
+  const off = a > 0 ? old.ends[a - 1]! : old.open + 1;
+  const d = size - old.size;
+  const k = firstAbove(old.ends, old.size - at.s - 1); // the first old item ending in the equal tail
+  const end = k < old.ends.length ? old.ends[k]! + d : old.close + d + 1; // (its ']' when none)
+  return { off, end: Math.max(off, Math.min(size, end)) };
 }
 
 /**
@@ -578,13 +604,11 @@ export function parseClusterBytesMemo(
   fileName: string,
   keep?: (pod: unknown) => boolean,
   memo?: ListMemo,
-  patched?: Patched,
 ): { snapshot: ClusterSnapshot; memo: ListMemo | undefined } {
   const walk = (): Walk => ({ out: { namespaces: [], pods: [] }, others: new Set(), emptyList: false, keep, seenPods: 0 });
   let w = walk();
-  let next = memo ? collectChangedMiddle(bytes, w, memo, patched) : undefined;
-  // (patched: the memo's bytes are the new ones now, so it cannot serve the whole read)
-  if (!next) next = collectJsonList(bytes, (w = walk()), patched ? undefined : memo);
+  let next = memo ? collectChangedMiddle(bytes, w, memo) : undefined;
+  if (!next) next = collectJsonList(bytes, (w = walk()), memo);
   if (next) {
     if (w.out.namespaces.length + w.seenPods === 0 && !w.emptyList) {
       throw new UserError(`cannot read cluster file ${fileName}: no Namespace or Pod in it (only ${[...w.others].join(', ')}): ${FIX}`);
@@ -592,6 +616,27 @@ export function parseClusterBytesMemo(
     return { snapshot: w.out, memo: next };
   }
   return { snapshot: parseClusterFile(bytes.toString('utf8'), fileName, keep, { wholeText: true }), memo: undefined };
+}
+
+/**
+ * A changed JSON List read only in its window (changedWindow(): `b` holds bytes [off, off + b.length) of a file
+ * of `size` bytes whose equal head and tail with the memo's List are `at`): the snapshot and the new memo (without
+ * bytes), as parseClusterBytesMemo of the whole file gives them. undefined when the window does not settle it (a
+ * change that is not one run of items, an item that does not parse, a List left with no Namespace or Pod): the
+ * caller reads the file whole, and the whole read says what is wrong.
+ */
+export function parseChangedWindow(
+  b: Buffer,
+  off: number,
+  size: number,
+  keep: ((pod: unknown) => boolean) | undefined,
+  memo: ListMemo,
+  at: Patched,
+): { snapshot: ClusterSnapshot; memo: ListMemo } | undefined {
+  const w: Walk = { out: { namespaces: [], pods: [] }, others: new Set(), emptyList: false, keep, seenPods: 0 };
+  const next = collectChangedMiddle(b, w, memo, at, off, size);
+  if (!next || (w.out.namespaces.length + w.seenPods === 0 && !w.emptyList)) return undefined;
+  return { snapshot: w.out, memo: next };
 }
 
 /**
@@ -666,13 +711,16 @@ export class ClusterFileSource extends EventEmitter {
   private readAgain = false;
   /** stat signature when the file was last read (or found missing) */
   private seenSig: string | undefined;
-  /** the last good file, when it was a JSON List: a file touched but not changed is not parsed again, and of
-   * one rewritten whole only the items that changed are (parseClusterBytesMemo) */
+  /** the last good file, when it was a JSON List (its items, not its bytes): a file touched but not changed is
+   * not parsed again, and of one rewritten whole only the items that changed are (parseChangedWindow) */
   private memo: ListMemo | undefined;
-  /** the buffer the memo's bytes lie at the start of (with room to grow), and readPatched's chunk */
-  private base: Buffer | undefined;
-  private chunk: Buffer | undefined;
-  /** a digest of the last good file's bytes when it was not a JSON List (YAML: its text is not kept) */
+  /** that file, open: its inode is what a change is compared with (readAgainst), and what the stat said of it
+   * then (a file written in place is not compared with itself) */
+  private held: Held | undefined;
+  /** readAgainst's two chunks */
+  private chunks: [Buffer, Buffer] | undefined;
+  /** a digest of the last good file's bytes when it was read whole (its text is not kept): a file written in
+   * place with the same bytes is not reported again */
   private lastGoodDigest: string | undefined;
   private readonly keep: ((pod: unknown) => boolean) | undefined;
   private lastError: string | undefined;
@@ -703,6 +751,8 @@ export class ClusterFileSource extends EventEmitter {
 
   stop(): void {
     this.running = false;
+    this.release();
+    this.memo = undefined;
     this.watcher?.close();
     this.watcher = undefined;
     clearInterval(this.pollTimer);
@@ -769,8 +819,7 @@ export class ClusterFileSource extends EventEmitter {
   /** quick: right after a rename event; a file that does not parse is looked at again after the debounce
    * before it is reported */
   private async readOnce(quick: boolean): Promise<void> {
-    let bytes: Buffer;
-    let patched: PatchedRead | undefined;
+    let fd: number | undefined;
     try {
       const before = await statOrUndefined(this.path);
       if (!before) {
@@ -779,58 +828,102 @@ export class ClusterFileSource extends EventEmitter {
         this.fail(new UserError(`cannot read cluster file ${this.path}: file not found`));
         return;
       }
-      if (this.memo && this.base) {
-        const memo = this.memo;
-        const fd = openSync(this.path, 'r');
-        let r: ReturnType<typeof readPatched>;
-        try {
-          r = readPatched(fd, before.size, memo.bytes, this.base, (this.chunk ??= Buffer.allocUnsafeSlow(READ_CHUNK)));
-        } finally {
-          closeSync(fd);
+      fd = openSync(this.path, 'r');
+      const st = fstatSync(fd);
+      // being written or replaced right now: look again once it settles
+      const settled = async (): Promise<boolean> => {
+        const after = await statOrUndefined(this.path);
+        if (signature(before) === signature(st) && signature(st) === signature(after)) return true;
+        this.schedule(this.debounceMs);
+        return false;
+      };
+      const h = this.held;
+      if (this.memo && h && (st.ino !== h.ino || st.dev !== h.dev) && heldIntact(h)) {
+        // a new file beside the last good one (kept open): compared from both ends, and only the window of what
+        // changed is read and parsed
+        const [ca, cb] = (this.chunks ??= [Buffer.allocUnsafeSlow(COMPARE_CHUNK), Buffer.allocUnsafeSlow(COMPARE_CHUNK)]);
+        const at = readAgainst(fd, st.size, h.fd, h.size, ca, cb);
+        if (!at) return this.schedule(this.debounceMs); // cut short: being written
+        if (!(await settled())) return;
+        this.seenSig = signature(st);
+        if (at.p === h.size && at.p === st.size) {
+          // touched, not changed: the same bytes in another inode, which is now the one to hold
+          this.hold(fd, st);
+          fd = undefined;
+          if (this.lastError !== undefined && this.snapshot) this.publish(this.snapshot); // back to the last good
+          return;
         }
-        if (!r) return this.schedule(this.debounceMs); // cut short (being written): nothing was written into the memo
-        bytes = r.bytes;
-        this.base = r.base;
-        // The memo's bytes are the new file's now. Unchanged, the memo stays, on the new view; changed, its
-        // items serve this read's parse and nothing after it.
-        const unchanged = r.patched.p === memo.bytes.length && r.patched.p === bytes.length;
-        this.memo = unchanged ? { ...memo, bytes } : undefined;
-        if (!unchanged) patched = { memo, at: r.patched };
-      } else bytes = await readFile(this.path);
-      const after = await statOrUndefined(this.path);
-      if (signature(before) !== signature(after)) {
-        this.schedule(this.debounceMs); // being written right now: look again once it settles
-        return;
+        const win = changedWindow(this.memo, at, st.size);
+        if (win) {
+          const part = Buffer.allocUnsafe(win.end - win.off);
+          if (!readFully(fd, part, 0, part.length, win.off)) return this.schedule(this.debounceMs);
+          const got = this.running ? parseChangedWindow(part, win.off, st.size, this.keep, this.memo, at) : undefined;
+          if (got) {
+            this.hold(fd, st);
+            fd = undefined;
+            this.memo = got.memo;
+            this.lastGoodDigest = undefined; // (of the whole bytes, which this read did not see in order)
+            this.publish(got.snapshot);
+            return;
+          }
+        }
       }
-      this.seenSig = signature(after);
+      // read whole, from the same open file
+      const bytes = Buffer.allocUnsafeSlow(st.size);
+      if (!readFully(fd, bytes, 0, st.size, 0)) return this.schedule(this.debounceMs);
+      if (!(await settled())) return;
+      this.seenSig = signature(st);
+      if (this.accept(bytes, quick)) {
+        if (this.memo) {
+          this.hold(fd, st);
+          fd = undefined;
+        } else this.release();
+      }
     } catch (e) {
       this.fail(new UserError(`cannot read cluster file ${this.path}: ${firstLine(e)}`));
-      return;
+    } finally {
+      if (fd !== undefined) closeSync(fd);
     }
-    this.accept(bytes, quick, patched);
   }
 
-  private accept(bytes: Buffer, quick: boolean, patched: PatchedRead | undefined): void {
-    if (!this.running) return;
-    // touched, not changed (a patched read is a changed one)
-    if (this.lastError === undefined && !patched) {
-      if (this.memo ? this.memo.bytes === bytes || this.memo.bytes.equals(bytes) : this.lastGoodDigest === digestOf(bytes)) return;
-    }
+  /** A whole file read: parsed (unless it is the last good one again), and the last good state if it parses.
+   * True when it is the last good file now. */
+  private accept(bytes: Buffer, quick: boolean): boolean {
+    if (!this.running) return false;
+    // touched, not changed (a file written in place with the bytes of the last whole read; one renamed over is
+    // compared with the file it replaced before it gets here)
+    const digest = digestOf(bytes);
+    if (this.lastError === undefined && this.lastGoodDigest === digest) return true;
     let got: { snapshot: ClusterSnapshot; memo: ListMemo | undefined };
     try {
-      got = parseClusterBytesMemo(bytes, this.path, this.keep, patched?.memo ?? this.memo, patched?.at);
+      got = parseClusterBytesMemo(bytes, this.path, this.keep, this.memo);
     } catch (e) {
       if (quick) this.schedule(this.debounceMs);
       else this.fail(e instanceof UserError ? e : new UserError(`cannot read cluster file ${this.path}: ${firstLine(e)}`));
-      return;
+      return false;
     }
-    this.memo = got.memo;
-    // the memo's bytes lie at the start of `base` (a whole read's buffer, or the one they were patched into)
-    if (got.memo && got.memo.bytes.buffer !== this.base?.buffer) this.base = got.memo.bytes;
-    this.lastGoodDigest = got.memo ? undefined : digestOf(bytes);
+    // the memo without the bytes: a change is compared with the file itself (held), not with a copy
+    this.memo = got.memo ? { ...got.memo, bytes: undefined } : undefined;
+    this.lastGoodDigest = digest;
+    this.publish(got.snapshot);
+    return true;
+  }
+
+  private publish(snapshot: ClusterSnapshot): void {
     this.lastError = undefined;
-    this.snapshot = got.snapshot;
-    this.emit('snapshot', got.snapshot);
+    this.snapshot = snapshot;
+    this.emit('snapshot', snapshot);
+  }
+
+  /** The last good file is the one open at `fd` now (the one held before is closed). */
+  private hold(fd: number, st: Stats): void {
+    this.release();
+    this.held = { fd, dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs };
+  }
+
+  private release(): void {
+    if (this.held) closeSync(this.held.fd);
+    this.held = undefined;
   }
 
   private fail(err: UserError): void {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, openSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +9,9 @@ import {
   ClusterFileSource,
   commonEnds,
   parseClusterBytesMemo,
-  readPatched,
+  readAgainst,
+  changedWindow,
+  parseChangedWindow,
   parseClusterFile,
   type ClusterFileSourceOptions,
   type ClusterSnapshot,
@@ -628,6 +630,7 @@ test('a JSON List rewritten whole, narrowed to what changed: the whole text resu
   };
   let memo: ListMemo | undefined = parseClusterBytesMemo(Buffer.from(text()), 'c.json', keep).memo;
   let bad = 0;
+  let windowed = 0;
   for (let step = 0; step < 600; step++) {
     const v = step + 1;
     const n = rnd(items.length + 1);
@@ -645,16 +648,30 @@ test('a JSON List rewritten whole, narrowed to what changed: the whole text resu
     ];
     edits[rnd(edits.length)]!();
     const bytes = Buffer.from(text());
+    const want = outcome(() => parseClusterFile(bytes.toString(), 'c.json', keep, { wholeText: true }));
+    // the source's way: only the window of what changed, with a memo that has no bytes (its own copy: a
+    // same-count change writes the memo's arrays over in place)
+    if (memo?.bytes) {
+      const at = commonEnds(memo.bytes, bytes);
+      const bare: ListMemo = { ...memo, bytes: undefined, starts: memo.starts.slice(), ends: memo.ends.slice(), results: [...memo.results] };
+      const win = changedWindow(bare, at, bytes.length);
+      const part = win ? parseChangedWindow(bytes.subarray(win.off, win.end), win.off, bytes.length, keep, bare, at) : undefined;
+      if (part) {
+        windowed++;
+        assert.deepEqual({ ok: part.snapshot }, want, `step ${step}, the window ${win!.off}-${win!.end}: ${bytes.toString().slice(0, 200)}`);
+        const whole = parseClusterBytesMemo(bytes, 'c.json', keep).memo!;
+        assert.deepEqual([...part.memo.starts], [...whole.starts], `step ${step}: item starts`);
+        assert.deepEqual([...part.memo.ends], [...whole.ends], `step ${step}: item ends`);
+        assert.equal(part.memo.close, whole.close, `step ${step}: the items' ]`);
+        assert.equal(part.memo.size, bytes.length);
+      }
+    }
     const got = outcome(() => {
       const r = parseClusterBytesMemo(bytes, 'c.json', keep, memo);
       memo = r.memo ?? memo;
       return r.snapshot;
     });
-    assert.deepEqual(
-      got,
-      outcome(() => parseClusterFile(bytes.toString(), 'c.json', keep, { wholeText: true })),
-      `step ${step}: ${bytes.toString().slice(0, 200)}`,
-    );
+    assert.deepEqual(got, want, `step ${step}: ${bytes.toString().slice(0, 200)}`);
     if ('err' in (got as object)) {
       bad++;
       // a refused file is undone, as the source keeps the last good state
@@ -666,52 +683,91 @@ test('a JSON List rewritten whole, narrowed to what changed: the whole text resu
     }
   }
   assert.ok(bad > 20 && bad < 500, `both accepted and refused files were tried (${bad} refused)`);
+  assert.ok(windowed > 100, `the window settled most changes (${windowed})`);
 });
 
-test('readPatched: the new file made in the old bytes own buffer, equal head and tail as commonEnds says, for random edits', async () => {
+test('readAgainst: the equal head and tail of a new file and the held one, as commonEnds says, for random edits', async () => {
   await withTempDir(async (dir) => {
-    const file = join(dir, 'f');
     let seed = 12345;
     const rnd = (n: number): number => {
       seed = (seed * 1103515245 + 12345) & 0x7fffffff;
       return seed % n;
     };
     let text = Buffer.from(Array.from({ length: 3000 }, (_, i) => String.fromCharCode(97 + (i % 26))).join(''));
-    let base: Buffer = Buffer.from(text); // the memo's bytes at the start of their buffer, no room to spare yet
-    let old: Buffer = base.subarray(0, text.length);
-    const chunk = Buffer.alloc(256); // small, so that heads and tails span chunks
-    for (let step = 0; step < 300; step++) {
-      const at = rnd(text.length + 1);
-      const cut = rnd(3) === 0 ? rnd(600) : rnd(4);
-      const add = Buffer.from('#'.repeat(rnd(3) === 0 ? rnd(2000) : rnd(5)));
-      const next = rnd(10) === 0 ? Buffer.from(text) : Buffer.concat([text.subarray(0, at), add, text.subarray(Math.min(text.length, at + cut))]);
-      await writeFile(file, next);
-      const want = commonEnds(Buffer.from(old), next);
-      const fd = openSync(file, 'r');
+    const [ca, cb] = [Buffer.alloc(256), Buffer.alloc(256)]; // small, so that heads and tails span chunks
+    await writeFile(join(dir, 'f0'), text);
+    let held = openSync(join(dir, 'f0'), 'r');
+    try {
+      for (let step = 1; step <= 300; step++) {
+        const at = rnd(text.length + 1);
+        const cut = rnd(3) === 0 ? rnd(600) : rnd(4);
+        const add = Buffer.from('#'.repeat(rnd(3) === 0 ? rnd(2000) : rnd(5)));
+        const next = rnd(10) === 0 ? Buffer.from(text) : Buffer.concat([text.subarray(0, at), add, text.subarray(Math.min(text.length, at + cut))]);
+        // a new file renamed over the held one's name: the held inode keeps the old bytes
+        await writeFile(join(dir, 'tmp'), next);
+        await rename(join(dir, 'tmp'), join(dir, 'f0'));
+        const fd = openSync(join(dir, 'f0'), 'r');
+        assert.deepEqual(readAgainst(fd, next.length, held, text.length, ca, cb), commonEnds(text, next), `step ${step}`);
+        closeSync(held);
+        held = fd;
+        text = next;
+      }
+      // a file shorter than its stat said (being written): undefined
+      await writeFile(join(dir, 'short'), text.subarray(0, 10));
+      const fd = openSync(join(dir, 'short'), 'r');
       try {
-        const r = readPatched(fd, next.length, old, base, chunk);
-        assert.ok(r, `step ${step}`);
-        assert.ok(r.bytes.equals(next), `step ${step}: the new bytes`);
-        assert.deepEqual(r.patched, want, `step ${step}: head and tail`);
-        assert.equal(r.bytes.buffer, r.base.buffer, `step ${step}: the bytes lie in the base`);
-        if (next.length <= base.length) assert.equal(r.base, base, `step ${step}: patched in place while it fits`);
-        base = r.base;
-        old = r.bytes;
+        assert.equal(readAgainst(fd, text.length, held, text.length, ca, cb), undefined);
       } finally {
         closeSync(fd);
       }
-      text = next;
-    }
-    // a file shorter than its stat said (being written): undefined, and the old bytes untouched
-    await writeFile(file, text.subarray(0, 10));
-    const copy = Buffer.from(old);
-    const fd = openSync(file, 'r');
-    try {
-      assert.equal(readPatched(fd, text.length, old, base, chunk), undefined);
     } finally {
-      closeSync(fd);
+      closeSync(held);
     }
-    assert.ok(old.equals(copy));
+  });
+});
+
+test('the source: a List written in place (the same inode, nothing to compare with) is read whole; the next one renamed over is compared with it', async () => {
+  await withTempDir(async (dir) => {
+    const file = join(dir, 'cluster.json');
+    const list = (ports: string[]) =>
+      `{"apiVersion":"v1","kind":"List","items":[${ports
+        .map((p, i) =>
+          JSON.stringify({
+            ...GOOD_POD,
+            metadata: { ...GOOD_POD.metadata, name: `p${i}`, annotations: { 'traffic.sidecar.istio.io/excludeOutboundPorts': p } },
+          }),
+        )
+        .join(',')}]}`;
+    const renamed = async (text: string): Promise<void> => {
+      await writeFile(join(dir, 'tmp'), text);
+      await rename(join(dir, 'tmp'), file);
+    };
+    const versions = [list(['1', '2', '3']), list(['1', '22', '3']), list(['1', '22', '33']), list(['11', '22', '33', '4'])];
+    await writeFile(file, versions[0]!);
+    await following(
+      file,
+      async (src, rec) => {
+        assert.deepEqual((await rec.next('snapshot', 2000)).kind, 'snapshot');
+        const until = async (text: string, what: string): Promise<void> => {
+          const want = parseClusterFile(text, file);
+          for (;;) {
+            const e = await rec.next('snapshot', 2000); // (an in-place write's empty moment is an error, skipped)
+            if (e.kind === 'snapshot' && JSON.stringify(e.snap) === JSON.stringify(want)) break;
+          }
+          assert.deepEqual(src.current, want, what);
+        };
+        await renamed(versions[1]!);
+        await until(versions[1]!, 'renamed over: compared with the held file');
+        writeFileSync(file, versions[2]!); // in place: the held file is this inode
+        await until(versions[2]!, 'written in place: read whole');
+        await renamed(versions[3]!);
+        await until(versions[3]!, 'renamed over again: compared with the file written in place');
+        await renamed(versions[3]!); // touched, not changed: no snapshot
+        await new Promise((r) => setTimeout(r, 300));
+        assert.equal(rec.events.filter((e) => e.kind === 'snapshot').length, 0, 'no snapshot for the same bytes');
+      },
+      { pollMs: 50, debounceMs: 20 },
+    );
   });
 });
 
