@@ -5,6 +5,11 @@
 // Watching: fs.watch on the directory (so an editor's write-to-temp-then-rename is seen) plus a poll of
 // the file's mtime/size/inode as a fallback; events are debounced. A file that is not well formed never
 // replaces the last good snapshot: an 'error' event carries the UserError and the source keeps watching.
+//
+// A JSON List rewritten whole (renamed over) costs what changed: the last good file stays open, and a new one
+// is compared with it from both ends (readAgainst); only the window of items between is read and parsed
+// (changedWindow, parseChangedWindow). The agent keeps no copy of the file: between changes the file it
+// holds is the current one.
 
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -918,6 +923,10 @@ export class ClusterFileSource extends EventEmitter {
   /** The last good file is the one open at `fd` now (the one held before is closed). */
   private hold(fd: number, st: Stats): void {
     this.release();
+    if (!this.running) {
+      closeSync(fd); // stopped while this read was under way
+      return;
+    }
     this.held = { fd, dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs };
   }
 
