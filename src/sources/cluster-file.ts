@@ -843,9 +843,18 @@ export class ClusterFileSource extends EventEmitter {
         return false;
       };
       const h = this.held;
-      if (this.memo && h && (st.ino !== h.ino || st.dev !== h.dev) && heldIntact(h)) {
-        // a new file beside the last good one (kept open): compared from both ends, and only the window of what
-        // changed is read and parsed
+      const intact = h !== undefined && heldIntact(h);
+      if (this.memo && h && intact && st.ino === h.ino && st.dev === h.dev) {
+        // the file it holds, as it was read: nothing changed (one rename is two events, and the poll may look
+        // too). Read whole, this was a full parse of 10,000 items and a 17.8 MiB buffer.
+        if (!(await settled())) return;
+        this.seenSig = signature(st);
+        if (this.lastError !== undefined && this.snapshot) this.publish(this.snapshot);
+        return;
+      }
+      if (this.memo && h && intact) {
+        // a new file (another inode) beside the last good one, kept open: compared from both ends, and only the
+        // window of what changed is read and parsed. (The held file written in place is read whole below.)
         const [ca, cb] = (this.chunks ??= [Buffer.allocUnsafeSlow(COMPARE_CHUNK), Buffer.allocUnsafeSlow(COMPARE_CHUNK)]);
         const at = readAgainst(fd, st.size, h.fd, h.size, ca, cb);
         if (!at) return this.schedule(this.debounceMs); // cut short: being written
