@@ -234,6 +234,11 @@ export class Reflector {
     this.rv = rv;
     this.listFrom = '';
     this.setError(undefined);
+    // A complete list ends a run of failures: the next one waits from the start of the backoff, not as the n-th
+    // of an outage that is over (an API server down at start had the first watch failure after it wait up to
+    // 30 s). One is kept, so that a server that answers every watch after a list with 410 gets a backoff, not
+    // a loop of lists.
+    this.failures = Math.min(this.failures, 1);
     this.counts.listed++;
     this.sink.listed(items);
   }

@@ -410,6 +410,30 @@ async function until(what: string, ok: () => boolean, timeoutMs = 10_000): Promi
   }
 }
 
+test('a complete list ends a run of failures: the first watch failure after an outage backs off from the start', T, async (t) => {
+  // six failed lists in a row (the API down at start), then a list that works, then a watch cut and a failed
+  // re-watch: the wait after that is the third step of the backoff (100-200 ms), not the eighth (3.2-6.4 s) of
+  // an outage that is over; the wait after the sixth failed list was 800-1600 ms
+  const x = await setup(t, { tuning: { backoffInitialMs: 50, backoffMaxMs: 60_000 }, start: false, seed: seedPods });
+  x.s.fail({ count: 6, match: isPodList });
+  await x.src.start(x.c.handlers);
+  await until('the pods listed and watched', () => x.c.events.some((e) => e.type === 'replace') && x.s.requests.some((r) => isPodWatch(r) && r.status === 200));
+  const mark = x.s.lastSeq;
+  x.s.fail({ count: 1, match: isPodWatch });
+  x.s.endWatches('abrupt', isPodWatch);
+  await x.s.waitForRequest((r) => isPodWatch(r) && r.status === 200, { since: mark });
+  const lists = x.s.requests.filter(isPodList);
+  assert.deepEqual(
+    lists.slice(0, 7).map((r) => r.status),
+    [503, 503, 503, 503, 503, 503, 200],
+  );
+  const beforeList = lists[6]!.at - lists[5]!.at; // the wait after the sixth failure in a row
+  const watches = x.s.requests.filter((r) => isPodWatch(r) && r.seq > mark);
+  const afterList = watches[1]!.at - watches[0]!.at; // the wait after the failed re-watch
+  assert.equal(watches[0]!.status, 503);
+  assert.ok(afterList < beforeList / 2, `the wait after the list (${afterList.toFixed(0)} ms) restarted below the outage's last (${beforeList.toFixed(0)} ms)`);
+});
+
 test('backoff: doubles per failure from the initial wait, never above the maximum, jittered between half and all', () => {
   const t = { backoffInitialMs: 500, backoffMaxMs: 30_000 };
   assert.equal(

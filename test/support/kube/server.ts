@@ -69,6 +69,8 @@ export interface KubeconfigFor {
 export interface RequestRecord extends RequestInfo {
   /** 1, 2, 3... in arrival order */
   seq: number;
+  /** when it arrived (performance.now() of this process) */
+  at: number;
   method: string;
   query: Record<string, string>;
   /** the authenticated user; undefined when the token was missing or wrong (or a fault answered first) */
@@ -474,6 +476,7 @@ export class KubeApiServer {
     const record: RequestRecord = {
       ...requestInfo(method, url),
       seq: ++this.seq,
+      at: performance.now(),
       method,
       query: Object.fromEntries(url.searchParams),
       remotePort: req.socket.remotePort ?? 0,
