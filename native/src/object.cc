@@ -112,10 +112,23 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     if (obj_ == nullptr)
       ThrowErrno(info.Env(), EBADF, std::string("BpfObject.") + method, "object " + Quote(path_) + " is closed",
                  {{"path", path_}});
+    RequireIdle(info, method);
+    return obj_;
+  }
+
+  // Refuses every call while loadAsync()'s pool thread is in bpf_object__load.
+  void RequireIdle(const Napi::CallbackInfo &info, const char *method) {
     if (loading_)
       ThrowErrno(info.Env(), EBUSY, std::string("BpfObject.") + method,
                  "object " + Quote(path_) + " is being loaded (loadAsync)", {{"path", path_}});
-    return obj_;
+  }
+
+  // bpf_object__load with libbpf's output (a verifier log) captured, on the calling thread.
+  static int LoadCapturing(struct bpf_object *obj, std::string *log) {
+    LogCapture cap;  // per thread
+    int err = bpf_object__load(obj);
+    *log = cap.text();
+    return err;
   }
 
   // The end of a load, on the JS thread: the object's state, and the error a failed load throws.
@@ -270,13 +283,8 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   Napi::Value Load(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     RequireState(info, "load", false);
-    int err;
     std::string log;
-    {
-      LogCapture cap;
-      err = bpf_object__load(obj_);
-      log = cap.text();
-    }
+    int err = LoadCapturing(obj_, &log);
     Napi::Error e = LoadOutcome(env, err, log);
     if (!e.IsEmpty()) throw e;
     return env.Undefined();
@@ -287,7 +295,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   // undefined, or the LoadError load() throws. Every other call on the object fails with EBUSY until it ends.
   Napi::Value LoadAsync(const Napi::CallbackInfo &info);
 
-  // A dup of an fd libbpf owns  // A dup of an fd libbpf owns (close-on-exec, above stdio), so the handle outlives the object.
+  // A dup of an fd libbpf owns (close-on-exec, above stdio), so the handle outlives the object.
   int Dup(const Napi::CallbackInfo &info, int fd, const std::string &what, const Props &props) {
     int d = fcntl(fd, F_DUPFD_CLOEXEC, 3);
     if (d < 0) ThrowErrno(info.Env(), errno, "fcntl", "F_DUPFD_CLOEXEC of " + what, props);
@@ -321,9 +329,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   }
 
   Napi::Value Close(const Napi::CallbackInfo &info) {
-    if (loading_)  // the pool thread is in bpf_object__load: the object goes once it is done
-      ThrowErrno(info.Env(), EBUSY, "BpfObject.close", "object " + Quote(path_) + " is being loaded (loadAsync)",
-                 {{"path", path_}});
+    RequireIdle(info, "close");  // the pool thread is in bpf_object__load: the object goes once it is done
     if (obj_ != nullptr) {
       bpf_object__close(obj_);
       obj_ = nullptr;
@@ -344,11 +350,7 @@ class LoadWorker : public Napi::AsyncWorker {
 
   Napi::Promise Promise() { return deferred_.Promise(); }
 
-  void Execute() override {
-    LogCapture cap;  // per thread: this one's libbpf output
-    err_ = bpf_object__load(obj_->obj_);
-    log_ = cap.text();
-  }
+  void Execute() override { err_ = BpfObject::LoadCapturing(obj_->obj_, &log_); }
 
   void OnOK() override {
     obj_->loading_ = false;
