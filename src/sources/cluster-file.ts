@@ -77,6 +77,17 @@ interface Walk {
   seenPods: number;
 }
 
+const newWalk = (keep: ((pod: unknown) => boolean) | undefined): Walk => ({
+  out: { namespaces: [], pods: [] },
+  others: new Set(),
+  emptyList: false,
+  keep,
+  seenPods: 0,
+});
+
+/** Whether a walk found neither a Namespace nor a Pod, nor an explicit empty List (such a file is refused). */
+const noObjects = (w: Walk): boolean => w.out.namespaces.length + w.seenPods === 0 && !w.emptyList;
+
 /** Checks one object (and a list's items) and sorts it into the snapshot; throws Shape on a bad one. */
 function collect(obj: unknown, where: string, w: Walk, itemKind?: 'Pod' | 'Namespace'): void {
   if (!isRecord(obj)) throw new Shape(`${where} is not a Kubernetes object (${what(obj)})`);
@@ -515,7 +526,7 @@ function collectChangedMiddle(b: Buffer, w: Walk, old: ListMemo, patched?: Patch
       ends.push(end + off);
       // an item of the middle that is the old one at its place (changes further apart than one item each
       // make one long middle): not parsed again; m is the old item expected next, as in collectJsonList
-      const hit = patched || off !== 0 ? undefined : [m, m + 1, m - 1].find((k) => k >= a && isOldItem(b, i, end, old, k));
+      const hit = patched ? undefined : [m, m + 1, m - 1].find((k) => k >= a && isOldItem(b, i, end, old, k));
       if (hit !== undefined) {
         apply(old.results[hit]!, w);
         results.push(old.results[hit]!);
@@ -610,12 +621,11 @@ export function parseClusterBytesMemo(
   keep?: (pod: unknown) => boolean,
   memo?: ListMemo,
 ): { snapshot: ClusterSnapshot; memo: ListMemo | undefined } {
-  const walk = (): Walk => ({ out: { namespaces: [], pods: [] }, others: new Set(), emptyList: false, keep, seenPods: 0 });
-  let w = walk();
+  let w = newWalk(keep);
   let next = memo ? collectChangedMiddle(bytes, w, memo) : undefined;
-  if (!next) next = collectJsonList(bytes, (w = walk()), memo);
+  if (!next) next = collectJsonList(bytes, (w = newWalk(keep)), memo);
   if (next) {
-    if (w.out.namespaces.length + w.seenPods === 0 && !w.emptyList) {
+    if (noObjects(w)) {
       throw new UserError(`cannot read cluster file ${fileName}: no Namespace or Pod in it (only ${[...w.others].join(', ')}): ${FIX}`);
     }
     return { snapshot: w.out, memo: next };
@@ -638,9 +648,9 @@ export function parseChangedWindow(
   memo: ListMemo,
   at: Patched,
 ): { snapshot: ClusterSnapshot; memo: ListMemo } | undefined {
-  const w: Walk = { out: { namespaces: [], pods: [] }, others: new Set(), emptyList: false, keep, seenPods: 0 };
+  const w = newWalk(keep);
   const next = collectChangedMiddle(b, w, memo, at, off, size);
-  if (!next || (w.out.namespaces.length + w.seenPods === 0 && !w.emptyList)) return undefined;
+  if (!next || noObjects(w)) return undefined;
   return { snapshot: w.out, memo: next };
 }
 
@@ -662,12 +672,12 @@ export function parseClusterFile(text: string, fileName: string, keep?: (pod: un
   } catch (e) {
     throw new UserError(`cannot read cluster file ${fileName}: ${firstLine(e)}`);
   }
-  const w: Walk = { out: { namespaces: [], pods: [] }, others: new Set(), emptyList: false, keep, seenPods: 0 };
+  const w = newWalk(keep);
   const present = docs.flatMap((d, i) => (d === null || d === undefined ? [] : [{ d, n: i + 1 }]));
   try {
     if (present.length === 0) throw new Shape('the file is empty (no objects)');
     for (const { d, n } of present) collect(d, docs.length === 1 ? 'the file' : `document ${n}`, w);
-    if (w.out.namespaces.length + w.seenPods === 0 && !w.emptyList) {
+    if (noObjects(w)) {
       throw new Shape(`no Namespace or Pod in it (only ${[...w.others].join(', ')})`);
     }
   } catch (e) {
@@ -849,7 +859,7 @@ export class ClusterFileSource extends EventEmitter {
         // too). Read whole, this was a full parse of 10,000 items and a 17.8 MiB buffer.
         if (!(await settled())) return;
         this.seenSig = signature(st);
-        if (this.lastError !== undefined && this.snapshot) this.publish(this.snapshot);
+        this.backToLastGood();
         return;
       }
       if (this.memo && h && intact) {
@@ -864,14 +874,15 @@ export class ClusterFileSource extends EventEmitter {
           // touched, not changed: the same bytes in another inode, which is now the one to hold
           this.hold(fd, st);
           fd = undefined;
-          if (this.lastError !== undefined && this.snapshot) this.publish(this.snapshot); // back to the last good
+          this.backToLastGood();
           return;
         }
         const win = changedWindow(this.memo, at, st.size);
         if (win) {
           const part = Buffer.allocUnsafe(win.end - win.off);
           if (!readFully(fd, part, 0, part.length, win.off)) return this.schedule(this.debounceMs);
-          const got = this.running ? parseChangedWindow(part, win.off, st.size, this.keep, this.memo, at) : undefined;
+          if (!this.running) return;
+          const got = parseChangedWindow(part, win.off, st.size, this.keep, this.memo, at);
           if (got) {
             this.hold(fd, st);
             fd = undefined;
@@ -921,6 +932,11 @@ export class ClusterFileSource extends EventEmitter {
     this.lastGoodDigest = digest;
     this.publish(got.snapshot);
     return true;
+  }
+
+  /** The file is the last good one again, unchanged: after a refused one, its state is reported once more. */
+  private backToLastGood(): void {
+    if (this.lastError !== undefined && this.snapshot) this.publish(this.snapshot);
   }
 
   private publish(snapshot: ClusterSnapshot): void {
