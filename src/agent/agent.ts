@@ -191,10 +191,13 @@ export class Agent {
     log.info({ source: this.source.description }, 'source: starting');
     const loading = this.loadPrograms();
     loading.catch(() => undefined); // awaited in startCapture, or settled by abandon() when the source fails
-    const abandon = async (): Promise<void> => {
-      (await loading.catch(() => undefined))?.close();
+    const removeMine = (): void => {
       const removed = removeNewPaths(this.opts.bpffs, before);
       log.debug({ removed }, 'start failed: removed what it had pinned');
+    };
+    const abandon = async (): Promise<void> => {
+      (await loading.catch(() => undefined))?.close();
+      removeMine();
     };
     let firstState = true;
     try {
@@ -228,8 +231,7 @@ export class Agent {
       await this.startCapture(pipeline, loading, (l) => (locatorRef.locator = this.locator = l));
     } catch (e) {
       await this.stop();
-      const removed = removeNewPaths(this.opts.bpffs, before);
-      log.debug({ removed }, 'start failed: removed what it had pinned');
+      removeMine();
       throw e;
     }
   }
