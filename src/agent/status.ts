@@ -155,8 +155,7 @@ const WRITE_CHUNK = 64 * 1024;
  * holds the event loop for the disk's flush on every publish (0.8 ms typical and up to 5 ms for 300 KiB on
  * this project's test machines' disk), up to ten times a second while pods change.
  */
-export function writeStatus(stateDir: string, s: AgentStatus | readonly string[]): void {
-  const pieces = Array.isArray(s) ? (s as readonly string[]) : statusPieces(s as AgentStatus);
+export function writeStatus(stateDir: string, pieces: readonly string[]): void {
   const final = statusPath(stateDir);
   const tmp = `${final}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
   const fd = openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, STATUS_MODE);
@@ -208,10 +207,10 @@ export class StatusWriter {
     private readonly log: Logger,
   ) {}
 
-  /** True when written. s: the status, or its text in pieces (statusPieces). */
-  write(s: AgentStatus | readonly string[]): boolean {
+  /** True when written. pieces: the status's text (statusPieces). */
+  write(pieces: readonly string[]): boolean {
     try {
-      writeStatus(this.stateDir, s);
+      writeStatus(this.stateDir, pieces);
     } catch (e) {
       this.failures++;
       const msg = (e as Error).message;

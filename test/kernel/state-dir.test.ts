@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { chmodSync, chownSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { prepareStateDir, statusPath, writeStatus, type AgentStatus } from '../../src/agent/status.js';
+import { prepareStateDir, statusPath, statusPieces, writeStatus, type AgentStatus } from '../../src/agent/status.js';
 import { UserError } from '../../src/util/errors.js';
 import {
   makeTopology,
@@ -102,7 +102,7 @@ test('status.json is written 0644 under any umask; a planted file or symlink is 
   symlinkSync(victim, statusPath(dir));
   const old = process.umask(0o077);
   try {
-    writeStatus(dir, status());
+    writeStatus(dir, statusPieces(status()));
   } finally {
     process.umask(old);
   }

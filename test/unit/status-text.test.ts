@@ -75,7 +75,7 @@ test('writeStatus writes the pieces whole, larger than one write', () => {
   const dir = mkdtempSync(join(tmpdir(), 'meshlane-status-text-'));
   try {
     const s = status(Array.from({ length: 250 }, (_, i) => pod(i)));
-    writeStatus(dir, s);
+    writeStatus(dir, statusPieces(s));
     const text = readFileSync(statusPath(dir), 'utf8');
     assert.ok(text.length > 64 * 1024, `only ${text.length} characters`);
     assert.equal(text, statusPieces(s).join(''));
