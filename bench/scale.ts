@@ -282,8 +282,9 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
       // the file's pieces as bytes, each item with the comma before it (the first without), written with
       // writev: the writer makes no 17.8 MiB string and buffer per change, whose collection in this process
       // (which also polls the map) would be timed as the agent's
+      const item = (n: number, x: unknown): Buffer => Buffer.from((n === 0 ? '' : ',') + JSON.stringify(x));
       const items = [...Array.from({ length: o.namespaces }, (_, i) => nsOf(i)), ...Array.from({ length: o.pods }, (_, i) => podOf(o, i))].map((x, n) =>
-        Buffer.from((n === 0 ? '' : ',') + JSON.stringify(x)),
+        item(n, x),
       );
       const head = Buffer.from('{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":""},"items":[');
       const tail = Buffer.from(']}');
@@ -303,7 +304,7 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
       };
       write();
       change = (i) => {
-        items[o.namespaces + i] = Buffer.from((o.namespaces + i === 0 ? '' : ',') + JSON.stringify(podOf(o, i, annotations.get(i))));
+        items[o.namespaces + i] = item(o.namespaces + i, podOf(o, i, annotations.get(i)));
         return write();
       };
       args = ['--cluster-file', file];
