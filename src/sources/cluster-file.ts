@@ -13,7 +13,7 @@
 
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { closeSync, fstatSync, openSync, readSync, watch, type FSWatcher, type Stats } from 'node:fs';
+import { close, closeSync, fstatSync, openSync, readSync, watch, type FSWatcher, type Stats } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { parseAllDocuments } from 'yaml';
@@ -370,8 +370,11 @@ export interface Patched {
   readonly s: number;
 }
 
-/** readAgainst's chunk (two of them) */
-const COMPARE_CHUNK = 256 * 1024;
+/** readAgainst's chunk (two of them). Small enough that both stay in a core's L2 cache with room to spare: measured
+ * here (AMD EPYC, 512 KiB of L2 a core) on two 17.8 MiB files in tmpfs, a whole compare took 7.6-8.3 ms with
+ * 64 KiB chunks, against 18-19 ms with 256 KiB (two of those fill the L2) and 10-13 ms with 8-16 KiB (more
+ * reads). */
+const COMPARE_CHUNK = 64 * 1024;
 
 /** The last good file, open, and its fstat when it was read. */
 interface Held {
@@ -945,9 +948,12 @@ export class ClusterFileSource extends EventEmitter {
     this.emit('snapshot', snapshot);
   }
 
-  /** The last good file is the one open at `fd` now (the one held before is closed). */
+  /** The last good file is the one open at `fd` now. The one held before is closed on libuv's pool, off the
+   * change's path: renamed over, it is the last reference to its inode, and closing it frees its pages (17.8 MiB
+   * on tmpfs took 3-5 ms of the main thread). */
   private hold(fd: number, st: Stats): void {
-    this.release();
+    if (this.held) close(this.held.fd, () => {});
+    this.held = undefined;
     if (!this.running) {
       closeSync(fd); // stopped while this read was under way
       return;

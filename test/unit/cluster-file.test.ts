@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, openSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -174,6 +174,25 @@ async function following(
 
 function podDoc(name: string): string {
   return `apiVersion: v1\nkind: Pod\nmetadata: {name: ${name}, namespace: shop}\nspec: {containers: []}\nstatus: {}\n`;
+}
+
+/** The fds of this process open on files in `dir` (a renamed-over one reads as 'PATH (deleted)'). */
+function fdsIn(dir: string): number {
+  let n = 0;
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`).startsWith(`${dir}/`)) n++;
+    } catch {
+      // (the fd of readdir itself, closed by now)
+    }
+  }
+  return n;
+}
+
+/** Until fdsIn(dir) is n (the held files are closed on libuv's pool, soon after the change); the count then. */
+async function fdsSettleAt(dir: string, n: number): Promise<number> {
+  for (let k = 0; k < 100 && fdsIn(dir) !== n; k++) await new Promise((r) => setTimeout(r, 10));
+  return fdsIn(dir);
 }
 
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
@@ -817,9 +836,12 @@ test('the source: a JSON List rewritten again and again (same size, grown, shrun
           }
           if (good) expected = good;
           assert.deepEqual(src.current, expected, `version ${n}: the current state`);
+          // the last good file is held open, and only it: each one renamed over is closed once replaced
+          assert.equal(await fdsSettleAt(dir, 1), 1, `version ${n}: one file held`);
         }
       },
       { pollMs: 50, debounceMs: 20 },
     );
+    assert.equal(await fdsSettleAt(dir, 0), 0, 'stopped: no file held');
   });
 });
