@@ -17,7 +17,8 @@
 //                    the patch) until the pinned pod_ports map holds the new port under that pod's current pod
 //                    id; one change at a time, --changes of them, p50/p99
 //   RSS              the agent's VmRSS after the sync, every 100 changes, after the last one
-// Run: bash bench/scale.sh [--changes N] [--gap-ms MS] [--sources file,kube] [--pods N] [--on-node N] (as root).
+// Run: bash bench/scale.sh [--changes N] [--gap-ms MS] [--sources file,kube] [--pods N] [--on-node N] [--listening]
+// (as root). --listening: each pod's proxy (a stand-in as uid 1337) listens on 15001 and 15006 before the agent starts.
 // --gap-ms spreads the changes out (MS between one change reaching the maps and the next), so that RSS under
 // changes is seen over minutes, with the agent's collections in between, and not over a burst.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -25,6 +26,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, wri
 import { tmpdir, cpus } from 'node:os';
 import { join } from 'node:path';
 import { Sandbox } from '../src/sandbox/sandbox.js';
+import { PYTHON } from '../test/support/stuck-proxy.js';
 import { PinnedMaps, uninstall } from '../src/dataplane/dataplane.js';
 import { PortKind } from '../src/dataplane/layouts.js';
 import { readStatus } from '../src/agent/status.js';
@@ -58,12 +60,15 @@ interface Opts {
   /** agent starts per source: the first starts - 1 measure the initial sync alone */
   starts: number;
   sources: Array<'file' | 'kube'>;
+  /** every pod's proxy listening on 15001 and 15006 (uid 1337, in its istio-proxy container) before the agent
+   * starts: the pods the start-up adoption finds listening */
+  listening: boolean;
   json?: string;
   markdown?: string;
 }
 
 function parse(argv: string[]): Opts {
-  const o: Opts = { pods: 10_000, onNode: 250, namespaces: 100, changes: 1000, gapMs: 0, starts: 1, sources: ['file', 'kube'] };
+  const o: Opts = { pods: 10_000, onNode: 250, namespaces: 100, changes: 1000, gapMs: 0, starts: 1, sources: ['file', 'kube'], listening: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = (): string => argv[++i] ?? '';
@@ -73,6 +78,7 @@ function parse(argv: string[]): Opts {
     else if (a === '--gap-ms') o.gapMs = Number(v());
     else if (a === '--starts') o.starts = Number(v());
     else if (a === '--sources') o.sources = v().split(',') as Opts['sources'];
+    else if (a === '--listening') o.listening = true;
     else if (a === '--json') o.json = v();
     else if (a === '--markdown') o.markdown = v();
     else throw new Error(`unknown option ${a}`);
@@ -88,6 +94,20 @@ const uidOf = (i: number): string => UIDS[i] ?? `5ca1e000-0000-4000-8000-${Strin
 const onNode = (o: Opts, i: number): boolean => i % Math.floor(o.pods / o.onNode) === 0 && i / Math.floor(o.pods / o.onNode) < o.onNode;
 const ipOf = (o: Opts, i: number): string =>
   onNode(o, i) ? `10.244.0.${2 + i / Math.floor(o.pods / o.onNode)}` : `10.${100 + ((i >> 16) & 127)}.${(i >> 8) & 255}.${i & 255}`;
+
+/** --listening: what each pod's proxy does (listen on the outbound and inbound ports, accept nothing) */
+const LISTENER = `
+import socket, time
+for port in (15001, 15006):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(('0.0.0.0', port))
+    s.listen(16)
+    globals()['s%d' % port] = s
+print('ready', flush=True)
+time.sleep(86400)
+`;
+const PROXY_UID = 1337;
 
 /** A pod as the API server serves it (the fields a real injected pod has, without managedFields). */
 function podOf(o: Opts, i: number, annotations: Record<string, string> = {}): KubeObject {
@@ -562,7 +582,7 @@ function markdown(o: Opts, rs: SourceResult[], command: string, started: string)
   return [
     `Run ${started}: \`${command}\` (${cpus().length} CPUs, node ${process.version})`,
     '',
-    `${o.pods} pods in ${o.namespaces} namespaces (all labelled istio-injection=enabled), ${o.onNode} on this node as real sandbox pods; no proxy listening (inbound capture on: the adoption case).`,
+    `${o.pods} pods in ${o.namespaces} namespaces (all labelled istio-injection=enabled), ${o.onNode} on this node as real sandbox pods; ${o.listening ? 'every proxy listening on 15001 and 15006 before the agent starts (--listening)' : 'no proxy listening (inbound capture on: the adoption case)'}.`,
     '',
     `| figure | ${rs.map((r) => r.source).join(' | ')} | target |`,
     `|---|${rs.map(() => '---:').join('|')}|---|`,
@@ -621,6 +641,20 @@ async function main(): Promise<void> {
       );
     }
     log(`${nodeIdx.length} sandbox pods up`);
+    if (o.listening) {
+      // one small proxy stand-in per pod, as the sidecar's uid, in its own container's cgroup
+      const ready = sb.listPods().map(
+        (pod) =>
+          new Promise<void>((resolve, reject) => {
+            const child = pod.spawn(PYTHON, ['-c', LISTENER], { uid: PROXY_UID, container: 'istio-proxy', stdio: ['ignore', 'pipe', 'inherit'] });
+            child.once('error', reject);
+            child.once('exit', (code) => reject(new Error(`the proxy stand-in in ${pod.name} exited (${code})`)));
+            child.stdout!.once('data', () => resolve());
+          }),
+      );
+      await Promise.all(ready);
+      log(`${ready.length} proxies listening on 15001 and 15006`);
+    }
     for (const s of o.sources) results.push(await runSource(o, s, sb.cgroupRoot, nodeIdx));
   } finally {
     await sb.destroy();
