@@ -41,7 +41,7 @@ function procCpu(pid: number | undefined): number | undefined {
 
 /** Busy, stolen and total jiffies of the whole machine (/proc/stat). Steal is time the hypervisor ran
  * something else while this VM wanted the CPU: it is not busy here, but no process here got it either. */
-function machineCpu(): { busy: number; steal: number; total: number } {
+export function machineCpu(): { busy: number; steal: number; total: number } {
   const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
   const total = f.reduce((a, b) => a + b, 0);
   const idle = (f[3] ?? 0) + (f[4] ?? 0);

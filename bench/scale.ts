@@ -27,6 +27,7 @@ import { tmpdir, cpus } from 'node:os';
 import { join } from 'node:path';
 import { Sandbox } from '../src/sandbox/sandbox.js';
 import { PYTHON } from '../test/support/stuck-proxy.js';
+import { machineCpu } from './measure.js';
 import { PinnedMaps, uninstall } from '../src/dataplane/dataplane.js';
 import { PortKind } from '../src/dataplane/layouts.js';
 import { readStatus } from '../src/agent/status.js';
@@ -236,6 +237,9 @@ function rssMiB(pid: number): number {
 }
 
 const CLK_TCK = 100;
+/** Steal between two readings of machineCpu(), in cores of this VM (bench/measure.ts counts it the same way) */
+const stealCores = (a: ReturnType<typeof machineCpu>, b: ReturnType<typeof machineCpu>): number =>
+  ((b.steal - a.steal) / Math.max(1, b.total - a.total)) * cpus().length;
 /** How often a change's map entry is looked for (BENCH_POLL_MS, default 1; 0 looks on every turn of the event
  * loop). A look at every turn keeps one of this 2-core machine's cores busy, the one the agent's GC helpers,
  * libuv pool and the kernel's page freeing would use: on the same build, the cluster file's p99 was 47.0 ms
@@ -250,11 +254,15 @@ interface SourceResult {
   syncMs: number | undefined;
   /** the sync of every start (--starts), in order; the last one is syncMs */
   syncs: number[];
+  /** the steal of each of those starts (cores) */
+  syncSteals: number[];
   /** the start-up listener adoption (after the attach), from the agent's log */
   adoptMs: number | undefined;
   /** the SETTLE_S seconds after the adoption, before the idle window */
   settleCpuPct: number;
   idleCpuPct: number;
+  /** the hypervisor's steal (cores of this VM) during the idle window and during the changes */
+  steal: { idle: number; changes: number };
   changes: number;
   p50Ms: number;
   p99Ms: number;
@@ -271,6 +279,8 @@ interface Started {
   startToAllMs: number;
   stateToAppliedMs: number | undefined;
   syncMs: number | undefined;
+  /** the hypervisor's steal from the spawn until every pod was in the maps, in cores */
+  steal: number;
 }
 
 /** The pinned maps, read by this process (no agent involvement). */
@@ -352,6 +362,7 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
       const logFile = join(dir, k === 0 ? 'agent.log' : `agent-${k}.log`);
       const out = createWriteStream(logFile);
       const t0 = performance.now();
+      const m0 = machineCpu();
       // (not node --cpu-prof: its SIGPROF every millisecond interrupts the verifier, and the agent's start fails
       // with 'the verifier refused program meshlane_connect4'; BENCH_PERF_IDLE=FILE records the idle window
       // with perf record -e cpu-clock -g, the agent started with node --perf-basic-prof for the symbols;
@@ -404,6 +415,7 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
         await sleep(20);
       }
       const startToAllMs = performance.now() - t0;
+      const steal = stealCores(m0, machineCpu());
       if (perfStart) {
         const gone = new Promise((r) => perfStart.once('exit', r));
         perfStart.kill('SIGINT');
@@ -432,9 +444,9 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
       // is how much longer than the load the start takes to have every pod in the maps.
       const syncMs = began !== undefined && loadMs !== undefined && applied !== undefined ? applied - began - loadMs : undefined;
       log(
-        `${source}: start ${k + 1}: all ${o.onNode} pods in the maps ${startToAllMs.toFixed(0)} ms after spawn; complete state -> applied ${stateToAppliedMs} ms; BPF load ${loadMs} ms; sync (source start -> applied, less the load) ${syncMs} ms`,
+        `${source}: start ${k + 1}: all ${o.onNode} pods in the maps ${startToAllMs.toFixed(0)} ms after spawn; complete state -> applied ${stateToAppliedMs} ms; BPF load ${loadMs} ms; sync (source start -> applied, less the load) ${syncMs} ms; steal ${steal.toFixed(2)} cores`,
       );
-      return { proc: child, pid, logFile, startToAllMs, stateToAppliedMs, syncMs };
+      return { proc: child, pid, logFile, startToAllMs, stateToAppliedMs, syncMs, steal };
     };
     // --starts N: the first N - 1 starts are for the sync figures alone (it varies from one start to the next
     // on this machine); the last one goes on to the idle and change figures
@@ -442,10 +454,12 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
     // that build's, so that two builds' syncs are compared side by side on the same pods and the same machine
     const cliB = process.env.BENCH_AGENT_CLI_B;
     const syncs: number[] = [];
+    const syncSteals: number[] = [];
     const syncsB: number[] = [];
     const once = async (k: number, cli: string, into: number[]): Promise<void> => {
       const s = await startAgent(k, cli);
       if (s.syncMs !== undefined) into.push(s.syncMs);
+      if (into === syncs) syncSteals.push(s.steal);
       const gone = new Promise((r) => s.proc.once('exit', r));
       s.proc.kill('SIGKILL');
       await gone;
@@ -462,6 +476,7 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
     const started = await startAgent(0);
     const { pid, logFile, startToAllMs, stateToAppliedMs, syncMs } = started;
     if (syncMs !== undefined) syncs.push(syncMs);
+    syncSteals.push(started.steal);
     // cookies of the on-node pods
     let st = readStatus(join(dir, 'state'));
     for (let k = 0; k < 100 && (st?.pods.filter((p) => p.state === 'captured').length ?? 0) < o.onNode; k++) {
@@ -493,7 +508,9 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
     const perf = perfOut ? perfRecord(perfOut, pid, ['--', 'sleep', String(IDLE_S)]) : undefined;
     const c0 = cpuTicks(pid);
     const w0 = performance.now();
+    const m0 = machineCpu();
     await sleep(IDLE_S * 1000);
+    const idleSteal = stealCores(m0, machineCpu());
     const idleCpuPct = ((cpuTicks(pid) - c0) / CLK_TCK / ((performance.now() - w0) / 1000)) * 100;
     log(`${source}: idle CPU ${idleCpuPct.toFixed(2)}% of a core over ${IDLE_S} s`);
     if (perf && perf.exitCode === null) await new Promise((r) => perf.once('exit', r));
@@ -508,6 +525,7 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
      * time to the map, to lay beside the agent's 'maps updated' lines */
     const trace: Array<{ n: number; pod: number; at: number; ms: number }> = [];
     let port = 20000;
+    const mc0 = machineCpu();
     for (let n = 0; n < o.changes; n++) {
       const i = nodeIdx[n % nodeIdx.length]!;
       const p = ++port;
@@ -531,6 +549,7 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
       peak = Math.max(peak, n % 10 === 0 ? rssMiB(pid) : 0);
       if (o.gapMs > 0) await sleep(o.gapMs);
     }
+    const changesSteal = stealCores(mc0, machineCpu());
     if (process.env.BENCH_TRACE_CHANGES) writeFileSync(`${process.env.BENCH_TRACE_CHANGES}.${source}`, JSON.stringify(trace));
     await sleep(2000);
     const end = rssMiB(pid);
@@ -542,9 +561,11 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
       stateToAppliedMs,
       syncMs,
       syncs,
+      syncSteals,
       adoptMs,
       settleCpuPct,
       idleCpuPct,
+      steal: { idle: idleSteal, changes: changesSteal },
       changes: o.changes,
       p50Ms: pct(lat, 50),
       p99Ms: pct(lat, 99),
@@ -596,6 +617,7 @@ function markdown(o: Opts, rs: SourceResult[], command: string, started: string)
             (r) => `${pct(r.syncs, 50).toFixed(0)}: ${r.syncs.map((x) => x.toFixed(0)).join(', ')}`,
             '< 1000',
           ),
+          row(`the hypervisor's steal during each of those starts (cores)`, (r) => r.syncSteals.map((x) => x.toFixed(2)).join(', '), ''),
         ]
       : []),
     row('start-up listener adoption, after the attach (ms; before the idle figure)', (r) => (r.adoptMs ?? NaN).toFixed(0), ''),
@@ -604,6 +626,11 @@ function markdown(o: Opts, rs: SourceResult[], command: string, started: string)
     row(`event -> map p50 (ms; the map looked at ${POLL_MS > 0 ? `every ${POLL_MS} ms` : 'on every turn of the event loop'})`, (r) => r.p50Ms.toFixed(1), ''),
     row('event -> map p99 (ms)', (r) => r.p99Ms.toFixed(1), '< 50'),
     row('event -> map max (ms)', (r) => r.maxMs.toFixed(1), ''),
+    row(
+      "the hypervisor's steal during the idle window / the changes (cores of this VM's CPUs; time no process here got)",
+      (r) => `${r.steal.idle.toFixed(2)} / ${r.steal.changes.toFixed(2)}`,
+      '',
+    ),
     row('RSS after the sync (MiB)', (r) => String(r.rss.afterSync), '< 100'),
     row(`RSS every 100 of ${o.changes} changes (MiB)`, (r) => r.rss.samples.join(', '), 'not growing'),
     row('RSS peak / after the last change (MiB)', (r) => `${r.rss.peak} / ${r.rss.end}`, '< 100'),
