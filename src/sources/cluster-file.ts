@@ -948,12 +948,9 @@ export class ClusterFileSource extends EventEmitter {
     this.emit('snapshot', snapshot);
   }
 
-  /** The last good file is the one open at `fd` now. The one held before is closed on libuv's pool, off the
-   * change's path: renamed over, it is the last reference to its inode, and closing it frees its pages (17.8 MiB
-   * on tmpfs took 3-5 ms of the main thread). */
+  /** The last good file is the one open at `fd` now (the one held before is released). */
   private hold(fd: number, st: Stats): void {
-    if (this.held) close(this.held.fd, () => {});
-    this.held = undefined;
+    this.release();
     if (!this.running) {
       closeSync(fd); // stopped while this read was under way
       return;
@@ -961,8 +958,10 @@ export class ClusterFileSource extends EventEmitter {
     this.held = { fd, dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs };
   }
 
+  /** Closes the held file on libuv's pool, off the change's path: renamed over, it is the last reference to its
+   * inode, and closing it frees its pages (17.8 MiB on tmpfs took 3-5 ms of the main thread). */
   private release(): void {
-    if (this.held) closeSync(this.held.fd);
+    if (this.held) close(this.held.fd, () => {});
     this.held = undefined;
   }
 
