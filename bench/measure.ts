@@ -49,6 +49,10 @@ export function machineCpu(): { busy: number; steal: number; total: number } {
   return { busy: total - idle - steal, steal, total };
 }
 
+/** The hypervisor's steal between two readings of machineCpu(), in cores of this VM. */
+export const stealCores = (m0: ReturnType<typeof machineCpu>, m1: ReturnType<typeof machineCpu>): number =>
+  ((m1.steal - m0.steal) / Math.max(1, m1.total - m0.total)) * cpus().length;
+
 /** CPU seconds used by everything in a cgroup subtree (cpu.stat exists in every cgroup v2 directory). */
 function cgroupCpu(dir: string): number {
   try {
@@ -93,7 +97,7 @@ async function withCpu<T>(b: Bench, fn: () => Promise<T>): Promise<{ value: T } 
     machineBusy: (m1.busy - m0.busy) / Math.max(1, m1.total - m0.total),
     // softirq work is charged to whichever task it interrupts, so this is an estimate; it is near 0 on a quiet machine
     otherCores: Math.max(0, (busySecs - (o1 - o0)) / secs),
-    stealCores: ((m1.steal - m0.steal) / Math.max(1, m1.total - m0.total)) * cpus().length,
+    stealCores: stealCores(m0, m1),
   };
 }
 

@@ -27,7 +27,7 @@ import { tmpdir, cpus } from 'node:os';
 import { join } from 'node:path';
 import { Sandbox } from '../src/sandbox/sandbox.js';
 import { PYTHON } from '../test/support/stuck-proxy.js';
-import { machineCpu } from './measure.js';
+import { machineCpu, stealCores } from './measure.js';
 import { PinnedMaps, uninstall } from '../src/dataplane/dataplane.js';
 import { PortKind } from '../src/dataplane/layouts.js';
 import { readStatus } from '../src/agent/status.js';
@@ -237,9 +237,6 @@ function rssMiB(pid: number): number {
 }
 
 const CLK_TCK = 100;
-/** Steal between two readings of machineCpu(), in cores of this VM (bench/measure.ts counts it the same way) */
-const stealCores = (a: ReturnType<typeof machineCpu>, b: ReturnType<typeof machineCpu>): number =>
-  ((b.steal - a.steal) / Math.max(1, b.total - a.total)) * cpus().length;
 /** How often a change's map entry is looked for (BENCH_POLL_MS, default 1; 0 looks on every turn of the event
  * loop). A look at every turn keeps one of this 2-core machine's cores busy, the one the agent's GC helpers,
  * libuv pool and the kernel's page freeing would use: on the same build, the cluster file's p99 was 47.0 ms
@@ -456,18 +453,23 @@ async function runSource(o: Opts, source: 'file' | 'kube', cgroupRoot: string, n
     const syncs: number[] = [];
     const syncSteals: number[] = [];
     const syncsB: number[] = [];
-    const once = async (k: number, cli: string, into: number[]): Promise<void> => {
+    /** One start for the sync figures alone, stopped once every pod is in the maps. */
+    const once = async (k: number, cli: string): Promise<Started> => {
       const s = await startAgent(k, cli);
-      if (s.syncMs !== undefined) into.push(s.syncMs);
-      if (into === syncs) syncSteals.push(s.steal);
       const gone = new Promise((r) => s.proc.once('exit', r));
       s.proc.kill('SIGKILL');
       await gone;
       pins.close();
+      return s;
     };
     for (let k = 1; k < o.starts; k++) {
-      await once(k, CLI, syncs);
-      if (cliB) await once(o.starts + k, cliB, syncsB);
+      const s = await once(k, CLI);
+      if (s.syncMs !== undefined) syncs.push(s.syncMs);
+      syncSteals.push(s.steal);
+      if (cliB) {
+        const b = await once(o.starts + k, cliB);
+        if (b.syncMs !== undefined) syncsB.push(b.syncMs);
+      }
     }
     if (cliB)
       log(
